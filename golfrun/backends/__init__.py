@@ -1,0 +1,1 @@
+"""Where a trainer job runs. Every backend offers the same verbs (see base.py)."""

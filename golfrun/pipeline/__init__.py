@@ -1,0 +1,1 @@
+"""golfrun.pipeline"""

@@ -1,0 +1,57 @@
+"""What counts as a secret, and how it is kept out of everything golfrun writes.
+
+Any environment-variable-like name containing TOKEN, KEY, SECRET or PASSWORD (case-insensitive)
+is a secret, plus a few known names. Values are replaced, never truncated, so a reader can still
+see that the variable was set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "***REDACTED***"
+_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+# Names that match the pattern but hold nothing secret (public key paths are not secret).
+_NOT_SECRET = {"PUBLIC_KEY", "SSH_PUBLIC_KEY"}
+_PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
+)
+
+
+def is_secret_name(name: str) -> bool:
+    return name.upper() not in _NOT_SECRET and bool(_SECRET_NAME.search(name))
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `env` with the value of every secret-named variable replaced."""
+    return {k: (REDACTED if is_secret_name(k) else v) for k, v in env.items()}
+
+
+def redact_text(text: str, secret_values: list[str] | tuple[str, ...] = ()) -> str:
+    """Remove private-key blocks and the given literal secret values from free text."""
+    text = _PRIVATE_KEY_BLOCK.sub(REDACTED, text)
+    for value in secret_values:
+        if value and len(value) >= 4:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_data(data: Any) -> Any:
+    """Redact secret-named keys anywhere in nested dicts/lists (for JSON documents)."""
+    if isinstance(data, Mapping):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_name(k) and v not in (None, "") else redact_data(v))
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact_data(v) for v in data]
+    if isinstance(data, str):
+        return _PRIVATE_KEY_BLOCK.sub(REDACTED, data)
+    return data
+
+
+def secret_values_from_env(env: Mapping[str, str]) -> list[str]:
+    """The values of secret-named variables in `env`: to scrub from logs captured from processes."""
+    return [v for k, v in env.items() if is_secret_name(k) and v]
