@@ -1,0 +1,39 @@
+"""The test services themselves work: a job runs on the Slurm cluster with fake GPUs, and the sshd
+accepts the generated key with strict host-key checking."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.services.slurm import SlurmCluster
+from tests.services.sshd import SshdServer
+
+
+@pytest.mark.slurm
+def test_slurm_runs_a_gpu_job(slurm_cluster: SlurmCluster, tmp_path) -> None:
+    out = tmp_path / "out.txt"
+    r = slurm_cluster.run("sbatch", "--parsable", f"--gpus-per-node={slurm_cluster.gpus}", "-o", str(out),
+                          "--wrap", "echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().split(";")[0]
+    assert slurm_cluster.wait_state(job_id, {"COMPLETED", "FAILED"}) == "COMPLETED", slurm_cluster.logs()
+    assert out.read_text().strip() == "CVD=0,1"
+
+
+@pytest.mark.sshd
+def test_sshd_runs_a_command(sshd_server: SshdServer) -> None:
+    r = sshd_server.run(["printf", "%s|", "a b", "it's"])
+    assert r.returncode == 0, r.stderr + sshd_server.logs()
+    assert r.stdout == "a b|it's|"
+
+
+@pytest.mark.sshd
+def test_sshd_rejects_an_unknown_host_key(sshd_server: SshdServer, tmp_path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    argv = [a.replace(str(sshd_server.known_hosts), str(empty)) for a in sshd_server.ssh_argv()]
+    import subprocess
+
+    r = subprocess.run([*argv, f"{sshd_server.user}@{sshd_server.host}", "true"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "Host key verification failed" in r.stderr
