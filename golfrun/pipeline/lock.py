@@ -1,0 +1,95 @@
+"""One golfrun process per campaign: an fcntl lock on runs/<campaign>/.lock.
+
+The lock file holds the holder's pid, host and start time, so the error names who holds it.
+fcntl locks die with their process, so a lock left by a killed process (SIGKILL, power loss)
+is free again at once; the file's stale content is simply overwritten by the next holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+from golfrun.errors import LockError
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CampaignLock:
+    """`with CampaignLock(campaign_dir):` — raises LockError if another live process holds it."""
+
+    def __init__(self, campaign_dir: Path, command: str = "") -> None:
+        self.path = Path(campaign_dir) / LOCK_NAME
+        self.command = command
+        self._fd: int | None = None
+
+    def holder(self) -> dict[str, object]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            info = self.holder()
+            pid = info.get("pid")
+            host = info.get("host", "?")
+            # On a shared filesystem the holder may live on another host; flock still tells.
+            alive = "" if host != socket.gethostname() or not isinstance(pid, int) or _pid_alive(pid) else " (dead)"
+            raise LockError(
+                f"{self.path}: campaign is locked by pid {pid}{alive} on {host} "
+                f"since {info.get('since', '?')} ({info.get('command', '')}); wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "command": self.command,
+                }
+            ).encode(),
+        )
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "CampaignLock":
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
