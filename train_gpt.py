@@ -1,0 +1,1569 @@
+"""Parameter Golf trainer: the method of record #1610 (VarLen attention, looped U-Net GPT, Muon,
+GPTQ int6 + brotli), runnable from one CPU process to 8 GPUs.
+
+The file reads top to bottom: hyperparameters -> data -> model -> optimizer -> training loop ->
+serialization -> evaluation -> main. docs/trainer.md documents the environment variables, the
+results.json schema and every deliberate deviation from the record.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import glob
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ==================================================================================================
+# HYPERPARAMETERS
+# ==================================================================================================
+
+# (ENV NAME, type, default). Attribute = name lowercased. Order follows trainer-facts §2.
+_ENV_SPEC: list[tuple[str, type, object]] = [
+    # run / data / logging
+    ("DATA_DIR", str, "./data/"),
+    ("SEED", int, 1337),
+    ("RUN_ID", str, None),
+    ("ARTIFACT_DIR", str, ""),
+    ("EVAL_ONLY_PATH", str, ""),
+    ("EVAL_ONLY_QUANTIZED_PATH", str, ""),
+    ("TTT_ONLY_EVAL", bool, False),
+    ("TTT_DEBUG_BYPASS", str, ""),
+    ("CONTROL_TENSOR_NAME_PATTERNS", str,
+     "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,"
+     "skip_weights,skip_gates,parallel_post_lambdas,parallel_resid_lambdas"),
+    ("TRAIN_LOG_EVERY", int, 500),
+    ("VAL_LOSS_EVERY", int, 4000),
+    # schedule / batch
+    ("ITERATIONS", int, 20000),
+    ("WARMDOWN_FRAC", float, 0.72),
+    ("WARMUP_STEPS", int, 20),
+    ("TRAIN_BATCH_TOKENS", int, 786432),
+    ("TRAIN_SEQ_LEN", int, 2048),
+    ("MAX_WALLCLOCK_SECONDS", float, 600.0),
+    ("GPTQ_RESERVE_SECONDS", float, 13.0),
+    ("GRAD_CLIP_NORM", float, 0.3),
+    ("EMA_DECAY", float, 0.9965),
+    # model shape
+    ("VOCAB_SIZE", int, 8192),
+    ("NUM_LAYERS", int, 11),
+    ("MODEL_DIM", int, 512),
+    ("EMBEDDING_DIM", int, 512),
+    ("NUM_HEADS", int, 8),
+    ("NUM_KV_HEADS", int, 4),
+    ("MLP_MULT", float, 4.0),
+    ("TIE_EMBEDDINGS", bool, True),
+    ("LOGIT_SOFTCAP", float, 30.0),
+    ("ROPE_BASE", float, 10000.0),
+    ("ROPE_DIMS", int, 16),
+    ("ROPE_TRAIN_SEQ_LEN", int, 2048),
+    ("ROPE_YARN", bool, False),
+    ("LN_SCALE", bool, True),
+    ("QK_GAIN_INIT", float, 5.0),
+    ("XSA_LAST_N", int, 11),
+    ("SKIP_GATES_ENABLED", bool, True),
+    ("NUM_LOOPS", int, 2),
+    ("LOOP_START", int, 3),
+    ("LOOP_END", int, 5),
+    ("ENABLE_LOOPING_AT", float, 0.35),
+    ("PARALLEL_START_LAYER", int, 8),
+    ("PARALLEL_FINAL_LANE", str, "mean"),
+    # optimizers
+    ("MATRIX_LR", float, 0.022),
+    ("SCALAR_LR", float, 0.02),
+    ("TIED_EMBED_LR", float, 0.03),
+    ("EMBED_LR", float, 0.6),
+    ("HEAD_LR", float, 0.008),
+    ("TIED_EMBED_INIT_STD", float, 0.005),
+    ("MIN_LR", float, 0.0),
+    ("MUON_MOMENTUM", float, 0.97),
+    ("MUON_MOMENTUM_WARMUP_START", float, 0.92),
+    ("MUON_MOMENTUM_WARMUP_STEPS", int, 1500),
+    ("MUON_BACKEND_STEPS", int, 5),
+    ("MUON_ROW_NORMALIZE", bool, True),
+    ("MUON_WD", float, 0.095),
+    ("MUON_BETA2", float, 0.95),
+    ("BETA1", float, 0.9),
+    ("BETA2", float, 0.95),
+    ("ADAM_EPS", float, 1e-8),
+    ("ADAM_WD", float, 0.02),
+    ("EMBED_WD", float, 0.085),
+    # evaluation
+    ("VAL_BATCH_TOKENS", int, 524288),
+    ("EVAL_SEQ_LEN", int, 2048),
+    ("SLIDING_WINDOW_ENABLED", bool, False),
+    ("EVAL_STRIDE", int, 64),
+    # LoRA test-time training (implemented in a later version: read, logged, validated)
+    ("TTT_ENABLED", bool, True),
+    ("TTT_LORA_RANK", int, 96),
+    ("TTT_LORA_LR", float, 1e-4),
+    ("TTT_CHUNK_SIZE", int, 32),
+    ("TTT_EVAL_SEQ_LEN", int, 2048),
+    ("TTT_BATCH_SIZE", int, 64),
+    ("TTT_GRAD_STEPS", int, 1),
+    ("TTT_WEIGHT_DECAY", float, 0.5),
+    ("TTT_BETA1", float, 0.0),
+    ("TTT_BETA2", float, 0.999),
+    ("TTT_K_LORA", bool, True),
+    ("TTT_MLP_LORA", bool, True),
+    ("TTT_O_LORA", bool, True),
+    ("TTT_OPTIMIZER", str, "adam"),
+    ("TTT_EVAL_BATCHES", str, ""),
+    ("TTT_OUTPUT_DIR", str, ""),
+    ("TTT_HEARTBEAT_SECONDS", float, 15.0),
+    ("TTT_DOC_LIMIT", int, 0),
+    ("VAL_DOC_FRACTION", float, 1.0),
+    # phased global-SGD TTT
+    ("PHASED_TTT_ENABLED", bool, False),
+    ("PHASED_TTT_PREFIX_DOCS", int, 10000),
+    ("GLOBAL_TTT_LR", float, 0.005),
+    ("GLOBAL_TTT_EPOCHS", int, 3),
+    ("GLOBAL_TTT_MOMENTUM", float, 0.9),
+    ("GLOBAL_TTT_CHUNK_TOKENS", int, 32768),
+    ("GLOBAL_TTT_BATCH_SEQS", int, 32),
+    ("GLOBAL_TTT_WARMUP_START_LR", float, 0.0),
+    ("GLOBAL_TTT_WARMUP_CHUNKS", int, 0),
+    ("GLOBAL_TTT_GRAD_CLIP", float, 1.0),
+    ("GLOBAL_TTT_RESPECT_DOC_BOUNDARIES", bool, True),
+    ("GLOBAL_TTT_DOC_LIMIT", int, 0),
+    # quantization / serialization
+    ("COMPRESSOR", str, "brotli"),
+    ("GPTQ_CALIBRATION_BATCHES", int, 64),
+    ("MATRIX_BITS", int, 6),
+    ("EMBED_BITS", int, 8),
+    ("MATRIX_CLIP_SIGMAS", float, 12.85),
+    ("EMBED_CLIP_SIGMAS", float, 20.0),
+    # n-gram corrector (reproduction package; used by the TTT evaluator)
+    ("CORRECTOR_ALPHA", float, 0.0),
+    ("CORRECTOR_ORDERS", str, "8"),
+    # ours (not in the record): attention kernel choice and torch.compile switch
+    ("ATTN_BACKEND", str, "auto"),
+    ("COMPILE_ENABLED", bool, True),
+]
+KNOWN_ENV = {name for name, _, _ in _ENV_SPEC} | {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
+# Families of the trainer's own names. A variable in one of these families that is not a known name
+# is almost surely a typo (MUON_WDD, TTT_LORA_RNK) and would otherwise silently fall back to a default.
+ENV_FAMILIES = (
+    "TTT_", "PHASED_TTT_", "GLOBAL_TTT_", "MUON_", "GPTQ_", "EVAL_", "TRAIN_", "VAL_", "ROPE_",
+    "EMBED_", "MATRIX_", "SCALAR_", "ADAM_", "TIED_", "HEAD_", "PARALLEL_", "LOOP_", "LOOPS_",
+    "CORRECTOR_", "SKIP_", "NUM_", "MODEL_", "VOCAB_", "QK_", "XSA_", "MLP_", "LOGIT_", "LN_",
+    "GRAD_", "EMA_", "WARMUP_", "WARMDOWN_", "SLIDING_", "ENABLE_LOOPING", "EMBEDDING_",
+    "MAX_WALLCLOCK", "ITERATION", "COMPRESS", "ATTN_", "COMPILE_", "ARTIFACT_", "RUN_ID",
+    "DATA_DIR", "SEED", "BETA", "MIN_LR",
+)
+
+
+def _parse_env(name: str, typ: type, raw: str):
+    try:
+        if typ is bool:
+            return int(raw) != 0
+        return typ(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {typ.__name__}") from None
+
+
+def unknown_env_vars(environ=None) -> list[tuple[str, str | None]]:
+    """(name, closest known name) for every variable of a known family that is not a known name."""
+    environ = os.environ if environ is None else environ
+    out = []
+    for name in sorted(environ):
+        if name in KNOWN_ENV or not any(name.startswith(p) for p in ENV_FAMILIES):
+            continue
+        close = difflib.get_close_matches(name, sorted(KNOWN_ENV), n=1, cutoff=0.5)
+        out.append((name, close[0] if close else None))
+    return out
+
+
+class Hyperparameters:
+    """Every setting, read from the environment once. Attribute names are the env names in lower case,
+    plus derived values (the ones the serializer and evaluator use are documented in docs/trainer.md:
+    model_path, quantized_model_path, logfile, datasets_dir, tokenizer_path, train_files, val_files,
+    rank, world_size, local_rank, distributed, grad_accum_steps, is_main_process)."""
+
+    def __init__(self, environ=None):
+        env = os.environ if environ is None else environ
+        for name, typ, default in _ENV_SPEC:
+            raw = env.get(name)
+            setattr(self, name.lower(), default if raw is None else _parse_env(name, typ, raw))
+        if self.run_id is None:
+            self.run_id = str(uuid.uuid4())
+        self.distributed = "RANK" in env and "WORLD_SIZE" in env
+        self.rank = int(env.get("RANK", "0"))
+        self.world_size = int(env.get("WORLD_SIZE", "1"))
+        self.local_rank = int(env.get("LOCAL_RANK", "0"))
+        if self.world_size < 1 or 8 % self.world_size != 0:
+            raise ValueError(f"WORLD_SIZE={self.world_size} must divide 8 (1, 2, 4 or 8 processes)")
+        self.grad_accum_steps = 8 // self.world_size
+        self.is_main_process = self.rank == 0
+        self.datasets_dir = os.path.join(self.data_dir, "datasets", f"fineweb10B_sp{self.vocab_size}")
+        self.train_files = os.path.join(self.datasets_dir, "fineweb_train_*.bin")
+        self.val_files = os.path.join(self.datasets_dir, "fineweb_val_*.bin")
+        self.tokenizer_path = os.path.join(self.data_dir, "tokenizers", f"fineweb_{self.vocab_size}_bpe.model")
+        if self.artifact_dir:
+            self.logfile = os.path.join(self.artifact_dir, f"{self.run_id}.txt")
+            self.model_path = os.path.join(self.artifact_dir, "final_model.pt")
+            self.quantized_model_path = os.path.join(self.artifact_dir, "final_model.int6.ptz")
+        else:
+            self.logfile = os.path.join("logs", f"{self.run_id}.txt")
+            self.model_path = "final_model.pt"
+            self.quantized_model_path = "final_model.int6.ptz"
+        if self.eval_only_quantized_path:
+            self.quantized_model_path = self.eval_only_quantized_path
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject inconsistent settings at start, naming the variables and what to set."""
+        L = self.num_layers
+        def bad(msg: str):
+            raise ValueError(msg)
+        if L < 2:
+            bad(f"NUM_LAYERS={L} must be >= 2 (the U-Net needs an encoder and a decoder half)")
+        if self.model_dim % self.num_heads:
+            bad(f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            bad(f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}")
+        head_dim = self.model_dim // self.num_heads
+        if self.rope_dims < 0 or self.rope_dims > head_dim or self.rope_dims % 2:
+            bad(f"ROPE_DIMS={self.rope_dims} must be even and in [0, head_dim={head_dim}] (0 = all)")
+        if self.embedding_dim != self.model_dim:
+            bad(f"EMBEDDING_DIM={self.embedding_dim} != MODEL_DIM={self.model_dim} is not supported "
+                "(the record uses equal widths)")
+        if not self.tie_embeddings:
+            bad("TIE_EMBEDDINGS=0 is not supported (the record ties the head to the embedding)")
+        if self.rope_yarn:
+            bad("ROPE_YARN=1 is not supported (the record runs with it off)")
+        if self.logit_softcap <= 0:
+            bad(f"LOGIT_SOFTCAP={self.logit_softcap} must be > 0")
+        if self.num_loops < 0:
+            bad(f"NUM_LOOPS={self.num_loops} must be >= 0")
+        if self.num_loops > 0 and not (0 <= self.loop_start <= self.loop_end < L):
+            bad(f"LOOP_START={self.loop_start}, LOOP_END={self.loop_end} must satisfy "
+                f"0 <= LOOP_START <= LOOP_END < NUM_LAYERS={L} (or set NUM_LOOPS=0)")
+        p = self.parallel_start_layer
+        if p:
+            if not (L // 2 <= p < L):
+                bad(f"PARALLEL_START_LAYER={p} must be a decoder layer in [{L // 2}, {L - 1}] for "
+                    f"NUM_LAYERS={L} (or 0 to disable parallel lanes)")
+            if self.num_loops > 0 and p <= self.loop_end:
+                bad(f"PARALLEL_START_LAYER={p} must be > LOOP_END={self.loop_end}: a looped layer "
+                    "cannot be a parallel-lane layer (or set PARALLEL_START_LAYER=0)")
+        if self.parallel_final_lane not in ("mean", "attn", "mlp"):
+            bad(f"PARALLEL_FINAL_LANE={self.parallel_final_lane!r} must be mean, attn or mlp")
+        if self.compressor not in ("brotli", "lzma"):
+            bad(f"COMPRESSOR={self.compressor!r} must be brotli or lzma")
+        if self.attn_backend not in ("auto", "fa3", "varlen", "sdpa"):
+            bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, varlen or sdpa")
+        per_rank = self.world_size * self.grad_accum_steps
+        if self.train_batch_tokens % per_rank or self.train_batch_tokens // per_rank < 2:
+            bad(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a positive multiple of "
+                f"WORLD_SIZE*grad_accum={per_rank}")
+        if self.val_batch_tokens // per_rank < self.eval_seq_len:
+            bad(f"VAL_BATCH_TOKENS={self.val_batch_tokens} gives less than one EVAL_SEQ_LEN="
+                f"{self.eval_seq_len} sequence per rank and micro-step ({per_rank} of them)")
+        if self.ttt_only_eval and not (self.eval_only_path or self.eval_only_quantized_path):
+            bad("TTT_ONLY_EVAL=1 needs EVAL_ONLY_PATH or EVAL_ONLY_QUANTIZED_PATH")
+
+    def env_values(self) -> dict:
+        """{ENV NAME: resolved value} for results.json."""
+        return {name: getattr(self, name.lower()) for name, _, _ in _ENV_SPEC}
+
+
+# ==================================================================================================
+# DATA
+# ==================================================================================================
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+SHARD_HEADER_BYTES = 256 * 4
+BOS_ID = 1
+
+
+class ShardError(ValueError):
+    pass
+
+
+def read_shard_header(path: str) -> int:
+    """Validate a challenge shard's header and size; return its token count."""
+    size = os.path.getsize(path)
+    if size < SHARD_HEADER_BYTES:
+        raise ShardError(f"{path}: file is {size} bytes, shorter than the {SHARD_HEADER_BYTES}-byte header")
+    header = np.fromfile(path, dtype="<i4", count=256)
+    if int(header[0]) != SHARD_MAGIC:
+        raise ShardError(f"{path}: wrong magic {int(header[0])} (expected {SHARD_MAGIC})")
+    if int(header[1]) != SHARD_VERSION:
+        raise ShardError(f"{path}: unsupported version {int(header[1])} (expected {SHARD_VERSION})")
+    n = int(header[2])
+    if n < 0:
+        raise ShardError(f"{path}: negative token count {n}")
+    if size != SHARD_HEADER_BYTES + 2 * n:
+        raise ShardError(f"{path}: size {size} bytes does not match header token count {n} "
+                         f"(expected {SHARD_HEADER_BYTES + 2 * n} bytes)")
+    return n
+
+
+def load_shard(path: str) -> np.ndarray:
+    """Token ids of a shard as a read-only uint16 memory map."""
+    n = read_shard_header(path)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint16)
+    return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(n,))
+
+
+def list_shards(pattern: str, what: str) -> list[str]:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no {what} shards match {pattern} (check DATA_DIR and VOCAB_SIZE)")
+    return files
+
+
+def segment_starts(bos_positions: np.ndarray, length: int, max_len: int) -> list[int]:
+    """Start offsets of attention segments in a buffer of `length` tokens: every BOS, plus 0, with every
+    segment longer than max_len cut into pieces of at most max_len from its own start."""
+    starts = sorted(set([0] + [int(p) for p in bos_positions if 0 <= p < length]))
+    out = []
+    for i, s in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else length
+        out.extend(range(s, end, max_len))
+    return out
+
+
+def build_cu_seqlens(tokens: np.ndarray, max_len: int, pad_to: int = 64) -> tuple[np.ndarray, int]:
+    """cu_seqlens (int32) for a packed buffer: segment starts + [len], padded with len to a multiple of
+    pad_to (empty trailing segments keep the number of shapes small for torch.compile)."""
+    length = len(tokens)
+    starts = segment_starts(np.flatnonzero(tokens == BOS_ID), length, max_len)
+    cu = starts + [length]
+    max_seg = max(b - a for a, b in zip(cu[:-1], cu[1:]))
+    n = len(cu)
+    padded = ((n + pad_to - 1) // pad_to) * pad_to
+    cu = cu + [length] * (padded - n)
+    return np.asarray(cu, dtype=np.int32), max_seg
+
+
+class DocumentPackingLoader:
+    """Training batches (§3.3): contiguous per-rank spans of L+1 tokens starting at the first BOS of a
+    shard, cu_seqlens from BOS positions cut at TRAIN_SEQ_LEN; next batch prepared on a thread."""
+
+    def __init__(self, files: list[str], tokens_per_rank: int, seq_len: int, rank: int, world: int,
+                 device: torch.device):
+        self.files, self.L, self.seq_len = files, tokens_per_rank, seq_len
+        self.rank, self.world, self.device = rank, world, device
+        span = world * (tokens_per_rank + 1)
+        sizes = [read_shard_header(f) for f in files]
+        if max(sizes) < span:
+            raise ValueError(f"every train shard is shorter than one step's span of {span} tokens "
+                             f"(largest {max(sizes)}): lower TRAIN_BATCH_TOKENS")
+        self.file_idx = -1
+        self._pool = None
+        self._next_shard = None
+        self._open_next_shard()
+        self._pending = None
+
+    def _load(self, idx: int):
+        tokens = np.asarray(load_shard(self.files[idx]))
+        bos = np.flatnonzero(tokens == BOS_ID)
+        return tokens, bos
+
+    def _open_next_shard(self):
+        span = self.world * (self.L + 1)
+        for _ in range(len(self.files)):
+            self.file_idx = (self.file_idx + 1) % len(self.files)
+            if self._next_shard is not None and self._next_shard[0] == self.file_idx:
+                self._next_shard[1].join()
+                self.tokens, self.bos = self._next_shard[2]
+            else:
+                self.tokens, self.bos = self._load(self.file_idx)
+            self._next_shard = None
+            self.cursor = int(self.bos[0]) if len(self.bos) else 0
+            # pre-load the following shard in the background
+            nxt = (self.file_idx + 1) % len(self.files)
+            holder: list = [nxt, None, None]
+            def work(h=holder):
+                h[2] = self._load(h[0])
+            holder[1] = threading.Thread(target=work, daemon=True)
+            holder[1].start()
+            self._next_shard = holder
+            if self.cursor + span <= len(self.tokens):
+                return
+        raise ValueError("no train shard can hold one step's span")
+
+    def _make(self):
+        span = self.world * (self.L + 1)
+        if self.cursor + span > len(self.tokens):
+            self._open_next_shard()
+        start = self.cursor + self.rank * (self.L + 1)
+        chunk = np.asarray(self.tokens[start:start + self.L + 1], dtype=np.int64)
+        self.cursor += span
+        x = torch.from_numpy(chunk[:-1].copy()).view(1, -1)
+        y = torch.from_numpy(chunk[1:].copy()).view(1, -1)
+        cu, _ = build_cu_seqlens(chunk[:-1], self.seq_len)
+        cu = torch.from_numpy(cu)
+        if self.device.type == "cuda":
+            x, y, cu = x.pin_memory(), y.pin_memory(), cu.pin_memory()
+        return x, y, cu
+
+    def next_batch(self):
+        if self._pending is None:
+            batch = self._make()
+        else:
+            self._pending[1].join()
+            batch = self._pending[0][0]
+        holder: list = [[None], None]
+        def work(h=holder):
+            h[0][0] = self._make()
+        holder[1] = threading.Thread(target=work, daemon=True)
+        holder[1].start()
+        self._pending = holder
+        nb = self.device.type == "cuda"
+        return tuple(t.to(self.device, non_blocking=nb) for t in batch)
+
+
+def calibration_batches(files: list[str], seq_len: int, batch_seqs: int, rank: int, world: int):
+    """GPTQ calibration batches (§3.4): rank r samples windows of seq_len+1 from shards r, r+world, ...
+    with a PCG64 generator seeded by the rank; yields LongTensor (batch_seqs, seq_len) inputs."""
+    mine = files[rank::world] or [files[rank % len(files)]]
+    rng = np.random.Generator(np.random.PCG64(rank))
+    shards = [load_shard(f) for f in mine]
+    shards = [s for s in shards if len(s) >= seq_len + 2]
+    if not shards:
+        raise ValueError(f"no calibration shard has more than {seq_len + 1} tokens")
+
+    def refill():
+        out = []
+        for s in shards:
+            n = len(s)
+            p = int(rng.integers(0, min(seq_len - 1, n - seq_len - 1) + 1))
+            count = (n - 1 - p) // seq_len
+            out.append(list(p + seq_len * rng.permutation(count)))
+        return out
+
+    windows = refill()
+    while True:
+        batch = np.empty((batch_seqs, seq_len), dtype=np.int64)
+        for i in range(batch_seqs):
+            remaining = np.array([len(w) for w in windows], dtype=np.float64)
+            if remaining.sum() == 0:
+                windows = refill()
+                remaining = np.array([len(w) for w in windows], dtype=np.float64)
+            k = int(rng.choice(len(windows), p=remaining / remaining.sum()))
+            start = int(windows[k].pop())
+            batch[i] = shards[k][start:start + seq_len]
+        yield torch.from_numpy(batch)
+
+
+def load_validation_tokens(pattern: str, seq_len: int) -> torch.Tensor:
+    """All val shards concatenated, trimmed to a whole number of seq_len targets (+1 for the shift)."""
+    tokens = np.concatenate([np.asarray(load_shard(f)) for f in list_shards(pattern, "validation")])
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ValueError(f"validation set has {len(tokens)} tokens, less than EVAL_SEQ_LEN={seq_len}+1")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
+
+
+def build_byte_tables(pieces: list[tuple[str, str]], vocab_size: int):
+    """BPB byte tables (§7.1) from (piece, kind) pairs, kind in normal|byte|control|unknown|unused.
+    Returns (base_bytes int16, has_leading_space bool, is_boundary bool), each of length
+    max(len(pieces), vocab_size)."""
+    n = max(len(pieces), vocab_size)
+    base = np.zeros(n, dtype=np.int16)
+    lead = np.zeros(n, dtype=np.bool_)
+    boundary = np.ones(n, dtype=np.bool_)
+    for i, (piece, kind) in enumerate(pieces):
+        if kind in ("control", "unknown", "unused"):
+            continue
+        boundary[i] = False
+        if kind == "byte":
+            base[i] = 1
+            continue
+        if piece.startswith("\u2581"):
+            lead[i] = True
+            piece = piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    return base, lead, boundary
+
+
+def sentencepiece_pieces(sp: spm.SentencePieceProcessor) -> list[tuple[str, str]]:
+    out = []
+    for i in range(sp.vocab_size()):
+        if sp.is_control(i):
+            kind = "control"
+        elif sp.is_unknown(i):
+            kind = "unknown"
+        elif sp.is_unused(i):
+            kind = "unused"
+        elif sp.is_byte(i):
+            kind = "byte"
+        else:
+            kind = "normal"
+        out.append((sp.id_to_piece(i), kind))
+    return out
+
+
+def load_tokenizer(h: Hyperparameters) -> spm.SentencePieceProcessor:
+    if not os.path.exists(h.tokenizer_path):
+        raise FileNotFoundError(f"tokenizer {h.tokenizer_path} not found (check DATA_DIR and VOCAB_SIZE)")
+    sp = spm.SentencePieceProcessor(model_file=h.tokenizer_path)
+    if sp.vocab_size() != h.vocab_size:
+        raise ValueError(f"VOCAB_SIZE={h.vocab_size} but tokenizer {h.tokenizer_path} has "
+                         f"{sp.vocab_size()} pieces")
+    space = sp.piece_to_id("\u2581")
+    if sp.id_to_piece(space) != "\u2581":
+        raise ValueError(f"tokenizer {h.tokenizer_path} has no '\u2581' piece of its own")
+    return sp
+
+
+# ==================================================================================================
+# MODEL
+# ==================================================================================================
+
+def layer_schedule(num_layers: int, num_loops: int, loop_start: int, loop_end: int, looping: bool):
+    """(encoder, decoder) physical-layer order; with looping the segment loop_start..loop_end runs
+    num_loops extra times, and the first half of the whole sequence is the encoder."""
+    if looping and num_loops > 0:
+        seq = (list(range(loop_start)) + list(range(loop_start, loop_end + 1)) * (num_loops + 1)
+               + list(range(loop_end + 1, num_layers)))
+    else:
+        seq = list(range(num_layers))
+    n_enc = len(seq) // 2
+    return seq[:n_enc], seq[n_enc:]
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+# Attention kernels. Chosen once per process by select_attention(); `packed` calls carry cu_seqlens.
+_ATTN = {"name": "sdpa", "fa3": None, "varlen": None, "varlen_gqa": False}
+
+
+def select_attention(device: torch.device, requested: str = "auto") -> str:
+    """FA3 when importable (CUDA), else torch's varlen flash kernel (CUDA), else SDPA with a
+    block-diagonal causal mask (CPU / any device)."""
+    name = "sdpa"
+    if device.type == "cuda" and requested in ("auto", "fa3"):
+        try:
+            import flash_attn_interface  # noqa: F401
+            _ATTN["fa3"] = flash_attn_interface
+            name = "fa3"
+        except ImportError:
+            if requested == "fa3":
+                raise RuntimeError("ATTN_BACKEND=fa3 but flash_attn_interface is not importable")
+    if name == "sdpa" and device.type == "cuda" and requested in ("auto", "varlen"):
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+            import inspect
+            _ATTN["varlen"] = varlen_attn
+            _ATTN["varlen_gqa"] = "enable_gqa" in inspect.signature(varlen_attn).parameters
+            name = "varlen"
+        except ImportError:
+            if requested == "varlen":
+                raise RuntimeError("ATTN_BACKEND=varlen but torch.nn.attention.varlen is missing")
+    _ATTN["name"] = name
+    return name
+
+
+def attention_backend_label() -> str:
+    return {"fa3": "fa3 (flash_attn_interface)", "varlen": "torch varlen_attn (flash)",
+            "sdpa": "sdpa (block-diagonal causal mask)"}[_ATTN["name"]]
+
+
+def _segment_ids(cu: torch.Tensor, length: int) -> torch.Tensor:
+    pos = torch.arange(length, device=cu.device, dtype=cu.dtype)
+    return torch.searchsorted(cu, pos, right=True)
+
+
+def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
+    """Causal attention. q (B,T,H,D), k/v (B,T,Hkv,D). With cu_seqlens (B must be 1) attention stays
+    inside each segment. Returns (B,T,H,D)."""
+    B, T, H, D = q.shape
+    Hkv = k.size(2)
+    name = _ATTN["name"]
+    if name == "fa3":
+        fa = _ATTN["fa3"]
+        if cu_seqlens is None:
+            return fa.flash_attn_func(q, k, v, causal=True)
+        return fa.flash_attn_varlen_func(q[0], k[0], v[0], cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+                                         max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen,
+                                         causal=True)[None]
+    if name == "varlen" and cu_seqlens is not None:
+        qq, kk, vv = q[0], k[0], v[0]
+        kw = {}
+        if Hkv != H:
+            if _ATTN["varlen_gqa"]:
+                kw["enable_gqa"] = True
+            else:
+                kk = kk.repeat_interleave(H // Hkv, dim=1)
+                vv = vv.repeat_interleave(H // Hkv, dim=1)
+        out = _ATTN["varlen"](qq, kk, vv, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                              window_size=(-1, 0), **kw)
+        return out[None]
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if cu_seqlens is None:
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=Hkv != H)
+    else:
+        seg = _segment_ids(cu_seqlens, T)
+        idx = torch.arange(T, device=q.device)
+        mask = (seg[:, None] == seg[None, :]) & (idx[:, None] >= idx[None, :])
+        out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, enable_gqa=Hkv != H)
+    return out.transpose(1, 2)
+
+
+class Rotary(nn.Module):
+    """Partial RoPE (half-split pairs) on the first `dims` of each head; positions are buffer indices."""
+
+    def __init__(self, head_dim: int, dims: int, base: float):
+        super().__init__()
+        self.dims = dims or head_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, self.dims, 2, dtype=torch.float32) / self.dims))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.size(1)
+        pos = torch.arange(T, device=x.device, dtype=torch.float32)
+        theta = torch.outer(pos, self.inv_freq.to(x.device))
+        cos = theta.cos().to(x.dtype)[None, :, None, :]
+        sin = theta.sin().to(x.dtype)[None, :, None, :]
+        half = self.dims // 2
+        u, w, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
+        return torch.cat((u * cos + w * sin, -u * sin + w * cos, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = h.num_heads, h.num_kv_heads
+        self.head_dim = h.model_dim // h.num_heads
+        self.q_gain = nn.Parameter(torch.full((h.num_heads,), float(h.qk_gain_init)))
+        self.rotary = Rotary(self.head_dim, h.rope_dims, h.rope_base)
+
+
+class Block(nn.Module):
+    """Per-layer control tensors; the layer's matrices live in the model's banks."""
+
+    def __init__(self, h: Hyperparameters, layer_idx: int):
+        super().__init__()
+        d = h.model_dim
+        self.attn = Attention(h)
+        self.attn_scale = nn.Parameter(torch.ones(d))
+        self.mlp_scale = nn.Parameter(torch.ones(d))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
+        self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if h.ln_scale else 1.0
+        self.xsa = layer_idx >= h.num_layers - h.xsa_last_n
+
+
+class GPT(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.h = h
+        L, d, V = h.num_layers, h.model_dim, h.vocab_size
+        kv = h.num_kv_heads * (d // h.num_heads)
+        hidden = int(h.mlp_mult * d)
+        self.num_layers, self.hidden = L, hidden
+        self.tok_emb = nn.Embedding(V, d)
+        self.qo_bank = nn.Parameter(torch.empty(2 * L, d, d))
+        self.kv_bank = nn.Parameter(torch.empty(2 * L, kv, d))
+        self.mlp_up_bank = nn.Parameter(torch.empty(L, hidden, d))
+        self.mlp_down_bank = nn.Parameter(torch.empty(L, d, hidden))
+        self.blocks = nn.ModuleList([Block(h, i) for i in range(L)])
+        enc, dec = layer_schedule(L, h.num_loops, h.loop_start, h.loop_end, looping=True)
+        self.num_skips = min(len(enc), len(dec))
+        self.skip_weights = nn.Parameter(torch.ones(self.num_skips, d))
+        if h.skip_gates_enabled:
+            self.skip_gates = nn.Parameter(torch.zeros(self.num_skips, d))
+        else:
+            self.skip_gates = None
+        self.parallel_post_lambdas = nn.Parameter(torch.ones(L, 2, 2))
+        self.parallel_resid_lambdas = nn.Parameter(torch.full((L, 2), 1.1))
+        self.looping = False
+        self.hessian_tap = None
+        self.compute_dtype = torch.float32
+        if self.qo_bank.device.type != "meta":
+            self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        L = self.num_layers
+        nn.init.normal_(self.tok_emb.weight, std=self.h.tied_embed_init_std)
+        for i in range(L):
+            nn.init.orthogonal_(self.qo_bank[i])
+            nn.init.orthogonal_(self.kv_bank[i])
+            nn.init.orthogonal_(self.kv_bank[L + i])
+            nn.init.orthogonal_(self.mlp_up_bank[i])
+        self.qo_bank[L:].zero_()
+        self.mlp_down_bank.zero_()
+
+    def schedule(self):
+        h = self.h
+        return layer_schedule(self.num_layers, h.num_loops, h.loop_start, h.loop_end, self.looping)
+
+    def _tap(self, name: str, x: torch.Tensor) -> None:
+        if self.hessian_tap is not None:
+            self.hessian_tap(name, x)
+
+    def _attn(self, l: int, a: torch.Tensor, cu, max_seqlen: int) -> torch.Tensor:
+        blk = self.blocks[l]
+        at = blk.attn
+        L = self.num_layers
+        B, T, _ = a.shape
+        self._tap(f"blocks.{l}.attn.qkv_in", a)
+        dt = a.dtype
+        q = F.linear(a, self.qo_bank[l].to(dt)).view(B, T, at.num_heads, at.head_dim)
+        k = F.linear(a, self.kv_bank[l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
+        v = F.linear(a, self.kv_bank[L + l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
+        q, k = rms_norm(q), rms_norm(k)
+        q, k = at.rotary(q), at.rotary(k)
+        q = q * at.q_gain.to(dt)[None, None, :, None]
+        y = attend(q, k, v, cu, max_seqlen)
+        if blk.xsa:
+            g = at.num_heads // at.num_kv_heads
+            yg = y.view(B, T, at.num_kv_heads, g, at.head_dim)
+            vn = F.normalize(v, dim=-1).unsqueeze(3)
+            yg = yg - (yg * vn).sum(-1, keepdim=True) * vn
+            y = yg.reshape(B, T, at.num_heads, at.head_dim)
+        y = y.reshape(B, T, -1)
+        self._tap(f"blocks.{l}.attn.proj", y)
+        return F.linear(y, self.qo_bank[L + l].to(dt))
+
+    def _mlp(self, l: int, a: torch.Tensor) -> torch.Tensor:
+        dt = a.dtype
+        self._tap(f"blocks.{l}.mlp.fc", a)
+        hdn = F.leaky_relu(F.linear(a, self.mlp_up_bank[l].to(dt)), 0.5).square()
+        self._tap(f"blocks.{l}.mlp.proj", hdn)
+        return F.linear(hdn, self.mlp_down_bank[l].to(dt))
+
+    def _block(self, l: int, x, x0, cu, max_seqlen):
+        blk = self.blocks[l]
+        dt = x.dtype
+        mix = blk.resid_mix.to(dt)
+        x = mix[0] * x + mix[1] * x0
+        x = x + blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(x), cu, max_seqlen)
+        return x + blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(x))
+
+    def _parallel_block(self, l: int, lane0, lane1, x0, cu, max_seqlen):
+        blk = self.blocks[l]
+        dt = lane0.dtype
+        mix = blk.resid_mix.to(dt)
+        a_in = mix[0] * lane0 + mix[1] * x0
+        A = blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(a_in), cu, max_seqlen)
+        M = blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(lane1))
+        P = self.parallel_post_lambdas[l].to(dt)
+        r = self.parallel_resid_lambdas[l].to(dt)
+        new0 = r[0] * lane0 + P[0, 0] * A + P[1, 0] * M
+        new1 = r[1] * lane1 + P[0, 1] * A + P[1, 1] * M
+        return new0, new1
+
+    def hidden_states(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0) -> torch.Tensor:
+        """Final RMS-normalized hidden state (B, T, d)."""
+        x = rms_norm(self.tok_emb(input_ids).to(self.compute_dtype))
+        x0 = x
+        enc, dec = self.schedule()
+        pstart = self.h.parallel_start_layer
+        stack = []
+        for l in enc:
+            x = self._block(l, x, x0, cu_seqlens, max_seqlen)
+            stack.append(x)
+        lane0 = lane1 = None
+        for j, l in enumerate(dec):
+            parallel = pstart > 0 and l >= pstart
+            if parallel and lane0 is None:
+                lane0 = lane1 = x
+            if j < self.num_skips and stack:
+                s = stack.pop()
+                w = self.skip_weights[j].to(x.dtype)
+                cur = lane0 if parallel else x
+                if self.skip_gates is not None:
+                    g = torch.sigmoid(self.skip_gates[j].to(x.dtype))
+                    cur = g * cur + (1 - g) * (w * s)
+                else:
+                    cur = cur + w * s
+                if parallel:
+                    lane0 = cur
+                else:
+                    x = cur
+            if parallel:
+                lane0, lane1 = self._parallel_block(l, lane0, lane1, x0, cu_seqlens, max_seqlen)
+            else:
+                x = self._block(l, x, x0, cu_seqlens, max_seqlen)
+        if lane0 is not None:
+            mode = self.h.parallel_final_lane
+            x = (lane0 + lane1) * 0.5 if mode == "mean" else (lane0 if mode == "attn" else lane1)
+        x = rms_norm(x)
+        self._tap("tok_emb", x)
+        return x
+
+    def logits_from_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(x, self.tok_emb.weight.to(x.dtype)).float()
+        c = self.h.logit_softcap
+        return c * torch.tanh(logits / c)
+
+    def forward_logits(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0) -> torch.Tensor:
+        return self.logits_from_hidden(self.hidden_states(input_ids, cu_seqlens, max_seqlen))
+
+    def forward(self, input_ids, target_ids, cu_seqlens=None, max_seqlen: int = 0, reduction: str = "mean"):
+        logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)
+
+
+def control_patterns(h: Hyperparameters) -> tuple[str, ...]:
+    return tuple(p for p in h.control_tensor_name_patterns.split(",") if p)
+
+
+def set_training_dtypes(model: GPT, h: Hyperparameters) -> GPT:
+    """Record recipe (§4.1): cast everything to bf16, then banks and control / small tensors back to fp32;
+    the token embedding stays bf16 (its fp32 masters start from bf16-rounded values)."""
+    model.to(torch.bfloat16)
+    patterns = control_patterns(h)
+    for name, p in model.named_parameters():
+        if name.endswith("_bank") or p.ndim < 2 or any(pat in name for pat in patterns):
+            p.data = p.data.float()
+    return model
+
+
+def build_model(h: Hyperparameters, device: torch.device) -> GPT:
+    model = GPT(h).to(device)
+    set_training_dtypes(model, h)
+    model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ==================================================================================================
+# OPTIMIZER
+# ==================================================================================================
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz5(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately orthogonalize each matrix of a (B, r, c) stack (bf16 quintic Newton-Schulz)."""
+    a, b, c = NS_COEFFS
+    x = g.bfloat16()
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    transposed = x.size(-2) > x.size(-1)
+    if transposed:
+        x = x.mT
+    for _ in range(steps):
+        A = x @ x.mT
+        B = b * A + c * (A @ A)
+        x = a * x + B @ x
+    return x.mT if transposed else x
+
+
+class Muon:
+    """Muon on the four weight banks (§5.2). Distributed: each bank is padded to a multiple of the world
+    size and split into shards; gradients are reduce-scattered, each rank orthogonalizes its shard and the
+    updates are all-gathered. gloo (CPU) has no reduce-scatter/all-gather for these tensors, so there the
+    same sharded math runs over two fp32 all-reduces (sum of gradients, sum of zero-padded shard updates)."""
+
+    def __init__(self, banks: list[tuple[str, nn.Parameter]], h: Hyperparameters, rank: int, world: int):
+        self.h, self.rank, self.world = h, rank, world
+        self.banks = sorted(banks, key=lambda kv: -kv[1].numel())  # biggest first, as the record
+        self.lr = h.matrix_lr
+        self.momentum = h.muon_momentum_warmup_start
+        self.nccl = world > 1 and dist.get_backend() == "nccl"
+        self.state: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, tuple] = {}
+        self._ns = newton_schulz5
+        if torch.cuda.is_available() and h.compile_enabled and banks[0][1].device.type == "cuda":
+            self._ns = torch.compile(newton_schulz5)
+
+    def _shard(self, p: torch.Tensor):
+        B = p.size(0)
+        per = (B + self.world - 1) // self.world
+        return per, per * self.world
+
+    def launch(self) -> None:
+        """Start gradient communication (called before the Adam steps, overlapping them)."""
+        for name, p in self.banks:
+            g = p.grad.bfloat16()
+            if self.world == 1:
+                self._pending[name] = (None, g)
+                continue
+            per, padded = self._shard(p)
+            if padded > g.size(0):
+                g = torch.cat([g, g.new_zeros(padded - g.size(0), *g.shape[1:])])
+            if self.nccl:
+                out = g.new_empty(per, *g.shape[1:])
+                work = dist.reduce_scatter_tensor(out, g, op=dist.ReduceOp.AVG, async_op=True)
+            else:
+                out = g.float()
+                work = dist.all_reduce(out, op=dist.ReduceOp.SUM, async_op=True)
+            self._pending[name] = (work, out)
+
+    def _update(self, name: str, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        buf = self.state.get(name)
+        if buf is None:
+            buf = self.state[name] = torch.zeros_like(g)
+        mu = self.momentum
+        buf.mul_(mu).add_(g)
+        u = g + mu * buf
+        if self.h.muon_row_normalize:
+            u = (u.float() / u.float().norm(dim=-1, keepdim=True).clamp_min(1e-7)).bfloat16()
+        return self._ns(u, self.h.muon_backend_steps)
+
+    @torch.no_grad()
+    def _apply(self, p: torch.Tensor, upd: torch.Tensor) -> None:
+        r, c = p.shape[-2:]
+        scale = math.sqrt(max(1.0, r / c))
+        p.mul_(1 - self.lr * self.h.muon_wd)
+        p.add_(upd[: p.size(0)].to(p.dtype), alpha=-self.lr * scale)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        prev = None
+        for name, p in self.banks:
+            work, g = self._pending.pop(name)
+            if self.world == 1:
+                nxt = (None, p, self._update(name, g, p))
+            else:
+                work.wait()
+                per, padded = self._shard(p)
+                if self.nccl:
+                    upd = self._update(name, g, p)
+                    full = upd.new_empty(padded, *upd.shape[1:])
+                    w2 = dist.all_gather_into_tensor(full, upd, async_op=True)
+                    nxt = (w2, p, full)
+                else:
+                    lo = self.rank * per
+                    shard = (g[lo:lo + per] / self.world).bfloat16()
+                    upd = self._update(name, shard, p)
+                    full = torch.zeros(padded, *upd.shape[1:], dtype=torch.float32, device=upd.device)
+                    full[lo:lo + per] = upd.float()
+                    w2 = dist.all_reduce(full, op=dist.ReduceOp.SUM, async_op=True)
+                    nxt = (w2, p, full)
+            if prev is not None:
+                self._finish(prev)
+            prev = nxt
+        if prev is not None:
+            self._finish(prev)
+
+    def _finish(self, item) -> None:
+        work, p, full = item
+        if work is not None:
+            work.wait()
+        self._apply(p, full.bfloat16() if full.dtype != torch.bfloat16 else full)
+
+    def state_dict(self) -> dict:
+        return {k: v.clone() for k, v in self.state.items()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.state = {k: v.clone() for k, v in sd.items()}
+
+
+class Optimizers:
+    """AdamW for the embedding and the control tensors, Muon for the banks (§5.1), plus the replicated-
+    gradient all-reduce of §5.7 (embedding on its own, all small tensors in one flat buffer)."""
+
+    def __init__(self, model: GPT, h: Hyperparameters, rank: int, world: int, device: torch.device):
+        self.h, self.world = h, world
+        named = dict(model.named_parameters())
+        banks = [(n, p) for n, p in named.items() if n.endswith("_bank")]
+        self.embed = [named["tok_emb.weight"]]
+        self.scalars = [p for n, p in named.items() if not n.endswith("_bank") and n != "tok_emb.weight"]
+        self.replicated = self.embed + self.scalars
+        fused = device.type == "cuda"
+        betas = (h.beta1, h.beta2)
+        self.adam_embed = torch.optim.AdamW([{"params": self.embed, "lr": h.tied_embed_lr, "base_lr": h.tied_embed_lr}],
+                                            betas=betas, eps=h.adam_eps, weight_decay=h.embed_wd, fused=fused)
+        self.adam_scalar = torch.optim.AdamW([{"params": self.scalars, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],
+                                             betas=betas, eps=h.adam_eps, weight_decay=h.adam_wd, fused=fused)
+        self.muon = Muon(banks, h, rank, world)
+        self.nccl = world > 1 and dist.get_backend() == "nccl"
+        self.all_params = [p for _, p in named.items()]
+
+    def set_schedule(self, lr_mult: float, step: int) -> None:
+        for opt in (self.adam_embed, self.adam_scalar):
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_mult
+        self.muon.lr = self.h.matrix_lr * lr_mult
+        f = min(step / self.h.muon_momentum_warmup_steps, 1.0) if self.h.muon_momentum_warmup_steps > 0 else 1.0
+        self.muon.momentum = (1 - f) * self.h.muon_momentum_warmup_start + f * self.h.muon_momentum
+
+    def _all_reduce_avg(self, t: torch.Tensor):
+        if self.nccl:
+            return dist.all_reduce(t, op=dist.ReduceOp.AVG, async_op=True), t, None
+        tmp = t.float()
+        return dist.all_reduce(tmp, op=dist.ReduceOp.SUM, async_op=True), t, tmp
+
+    def step(self) -> None:
+        if self.h.grad_clip_norm > 0:
+            # rank-local clip before any communication, as the record (trainer-facts §11.2)
+            torch.nn.utils.clip_grad_norm_(self.all_params, self.h.grad_clip_norm)
+        self.muon.launch()
+        if self.world > 1:
+            works = [self._all_reduce_avg(self.embed[0].grad)]
+            small = [p.grad for p in self.scalars]
+            flat = torch.cat([g.reshape(-1) for g in small])
+            works.append(self._all_reduce_avg(flat))
+            for work, t, tmp in works:
+                work.wait()
+                if tmp is not None:
+                    t.copy_(tmp / self.world)
+            off = 0
+            for g in small:
+                g.copy_(flat[off:off + g.numel()].view_as(g))
+                off += g.numel()
+        self.adam_embed.step()
+        self.adam_scalar.step()
+        self.muon.step()
+        for p in self.all_params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"embed": copy.deepcopy(self.adam_embed.state_dict()),
+                "scalar": copy.deepcopy(self.adam_scalar.state_dict()),
+                "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.adam_embed.load_state_dict(sd["embed"])
+        self.adam_scalar.load_state_dict(sd["scalar"])
+        self.muon.load_state_dict(sd["muon"])
+
+
+# ==================================================================================================
+# TRAINING LOOP
+# ==================================================================================================
+
+def lr_multiplier(h: Hyperparameters, frac: float) -> float:
+    if frac < 1.0 - h.warmdown_frac:
+        return 1.0
+    return max((1.0 - frac) / h.warmdown_frac, h.min_lr) if h.warmdown_frac > 0 else max(0.0, h.min_lr)
+
+
+class EMA:
+    """fp32 shadow of every state-dict tensor, e <- d*e + (1-d)*w after each step (§5.4)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.state_dict().values()]
+        self.shadow = [p.detach().float().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.shadow, [p.float() for p in self.params], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def apply_to(self, model: nn.Module) -> None:
+        for p, e in zip(model.state_dict().values(), self.shadow):
+            p.copy_(e.to(p.dtype))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step(h, model_fn, opt: Optimizers, loader: DocumentPackingLoader) -> float:
+    total = 0.0
+    losses = []
+    for _ in range(h.grad_accum_steps):
+        x, y, cu = loader.next_batch()
+        loss = model_fn(x, y, cu, h.train_seq_len)
+        (loss / h.grad_accum_steps).backward()
+        losses.append(loss.detach())
+    opt.step()
+    total = torch.stack(losses).float().mean().item()
+    return total
+
+
+def warmup_list_str(xs) -> str:
+    return "[" + ", ".join(str(x) for x in xs) + "]"
+
+
+def prime_compile(h, base_model: GPT, model_fn, opt: Optimizers, make_loader, log0, compiled: bool):
+    """Compile priming (§5.5): real steps whose effect is rolled back. Decision (docs/trainer.md, quirk
+    §11.1): ALL optimizer state, Muon momentum included, is restored, so training starts identically
+    for every world size."""
+    if h.warmup_steps <= 0:
+        return
+    model_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+    opt_state = opt.state_dict()
+    loader = make_loader()
+    if compiled:
+        x, y, _ = loader.next_batch()
+        L = x.size(1)
+        log0("warmup_cu_buckets:64,128,192,256 iters_each:3")
+        for looping in ([False, True] if h.num_loops > 0 else [False]):
+            base_model.looping = looping
+            for bucket in (64, 128, 192, 256):
+                starts = list(range(0, L, h.train_seq_len))[:bucket - 1]
+                cu = starts + [L] * (bucket - len(starts))
+                cu_t = torch.tensor(cu, dtype=torch.int32, device=x.device)
+                for _ in range(3):
+                    model_fn(x, y, cu_t, h.train_seq_len).backward()
+            for p in base_model.parameters():
+                p.grad = None
+        base_model.looping = False
+    opt.set_schedule(1.0, 0)
+    for i in range(1, h.warmup_steps + 1):
+        train_step(h, model_fn, opt, loader)
+        if i <= 6 or i % 10 == 0 or i == h.warmup_steps:
+            log0(f"warmup_step: {i}/{h.warmup_steps}")
+    if h.num_loops > 0:
+        base_model.looping = True
+        enc, dec = base_model.schedule()
+        log0(f"loop_warmup:enabled encoder:{warmup_list_str(enc)} decoder:{warmup_list_str(dec)}")
+        for i in range(1, h.warmup_steps + 1):
+            train_step(h, model_fn, opt, loader)
+            if i <= 6 or i % 10 == 0 or i == h.warmup_steps:
+                log0(f"loop_warmup_step: {i}/{h.warmup_steps}")
+        base_model.looping = False
+    with torch.no_grad():
+        for k, v in base_model.state_dict().items():
+            v.copy_(model_state[k])
+    opt.load_state_dict(opt_state)
+    for p in base_model.parameters():
+        p.grad = None
+
+
+def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, world, compiled: bool) -> dict:
+    """Training loop (§5.6). Returns stats for results.json; leaves EMA weights in base_model."""
+    tokens_per_rank = h.train_batch_tokens // (world * h.grad_accum_steps)
+    train_files = list_shards(h.train_files, "train")
+    make_loader = lambda: DocumentPackingLoader(train_files, tokens_per_rank, h.train_seq_len, rank, world, device)
+    opt = Optimizers(base_model, h, rank, world, device)
+    max_ms = None
+    if h.max_wallclock_seconds > 0:
+        max_ms = 1000.0 * (h.max_wallclock_seconds - h.gptq_reserve_seconds)
+        log0(f"gptq:reserving {h.gptq_reserve_seconds:.0f}s, effective={max_ms:.0f}ms")
+    prime_compile(h, base_model, model_fn, opt, make_loader, log0, compiled)
+    loader = make_loader()
+    ema = EMA(base_model, h.ema_decay)
+    training_ms = 0.0
+    stop_after = None
+    step = 0
+    sync(device)
+    t0 = time.perf_counter()
+    loop_tokens = {"pre": [0, 0.0], "loop": [0, 0.0]}
+    while True:
+        last = step == h.iterations or (stop_after is not None and step >= stop_after)
+        if last or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
+            sync(device)
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            base_model.eval()
+            vl, vb = eval_plain(h, model_fn_eval(base_model, model_fn, compiled), val_tokens, tables, rank, world, device)
+            base_model.train()
+            log0(f"{step}/{h.iterations} val_loss: {vl:.4f} val_bpb: {vb:.4f}")
+            sync(device)
+            t0 = time.perf_counter()
+        if last:
+            if stop_after is not None and step < h.iterations:
+                log0(f"stopping_early: wallclock_cap train_time: {training_ms:.0f}ms step: {step}/{h.iterations}")
+            break
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        frac = elapsed_ms / max_ms if max_ms else step / max(h.iterations, 1)
+        if h.num_loops > 0 and not base_model.looping and frac >= h.enable_looping_at:
+            base_model.looping = True
+            enc, dec = base_model.schedule()
+            log0(f"layer_loop:enabled step:{step} frac:{frac:.3f} encoder:{warmup_list_str(enc)} "
+                 f"decoder:{warmup_list_str(dec)}")
+        opt.set_schedule(lr_multiplier(h, frac), step)
+        ts = time.perf_counter()
+        loss = train_step(h, model_fn, opt, loader)
+        step += 1
+        ema.update()
+        sync(device)
+        bucket = loop_tokens["loop" if base_model.looping else "pre"]
+        bucket[0] += h.train_batch_tokens
+        bucket[1] += time.perf_counter() - ts
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        reached = max_ms is not None and approx_ms >= max_ms
+        if world > 1:
+            flag = torch.tensor(int(reached), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            reached = bool(flag.item())
+        if reached and stop_after is None:
+            stop_after = step
+        if step <= 5 or (h.train_log_every > 0 and step % h.train_log_every == 0) or stop_after == step:
+            tps = step * h.train_batch_tokens / max(approx_ms / 1000.0, 1e-9)
+            log0(f"{step}/{h.iterations} train_loss: {loss:.4f} train_time: {approx_ms / 60000:.1f}m tok/s: {tps:.0f}")
+    if device.type == "cuda":
+        alloc = torch.cuda.max_memory_allocated() // (1024 * 1024)
+        reserved = torch.cuda.max_memory_reserved() // (1024 * 1024)
+    else:
+        alloc = reserved = peak_rss_mib()
+    log0(f"peak memory allocated: {alloc} MiB reserved: {reserved} MiB")
+    log0("ema:applying EMA weights")
+    ema.apply_to(base_model)
+    return {"steps": step, "train_time_ms": training_ms, "stopped_early": stop_after is not None and stop_after < h.iterations,
+            "tokens_per_s": step * h.train_batch_tokens / max(training_ms / 1000.0, 1e-9), "peak_mem_mib": int(alloc),
+            "tokens_per_s_preloop": loop_tokens["pre"][0] / loop_tokens["pre"][1] if loop_tokens["pre"][1] else None,
+            "tokens_per_s_loop": loop_tokens["loop"][0] / loop_tokens["loop"][1] if loop_tokens["loop"][1] else None}
+
+
+def peak_rss_mib() -> int:
+    import resource
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+
+
+# >>> SERIALIZATION SECTION BEGIN
+def serialize(h, model, calib_batches, log0, rank, world_size, device):
+    """Code size (§6.5), rank-0 final_model.pt, unbank, Hessians, GPTQ, torch.save+byte shuffle+compress, rank-0 .ptz.
+    calib_batches: an iterable of LongTensor (B, T) token batches (the §3.4 calibration loader, already limited to GPTQ_CALIBRATION_BATCHES).
+    Returns dict(path, model_bytes, code_bytes, total_bytes, compressor) for results.json."""
+    raise NotImplementedError
+def deserialize(h, path, device):
+    """Read a .ptz; return the banked state dict with the dtypes of a freshly built model (fp32 banks and control tensors, bf16 embedding)."""
+    raise NotImplementedError
+def code_size_bytes(h, log0=None):
+    """Counted code bytes (§6.5)."""
+    raise NotImplementedError
+# <<< SERIALIZATION SECTION END
+
+
+# ==================================================================================================
+# EVALUATION
+# ==================================================================================================
+
+class ByteTables:
+    def __init__(self, base, lead, boundary, device):
+        self.base = torch.as_tensor(base, dtype=torch.int16, device=device)
+        self.lead = torch.as_tensor(lead, dtype=torch.bool, device=device)
+        self.boundary = torch.as_tensor(boundary, dtype=torch.bool, device=device)
+
+    def bytes_for(self, prev: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        b = self.base[tgt].to(torch.float64)
+        return b + (self.lead[tgt] & ~self.boundary[prev]).to(torch.float64)
+
+
+def model_fn_eval(base_model: GPT, model_fn, compiled: bool):
+    return model_fn
+
+
+def _reduce_sums(sums: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    return sums
+
+
+@torch.no_grad()
+def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: int, world: int, device) -> tuple[float, float]:
+    """Plain evaluation (§7.3): each rank scores whole batches of EVAL_SEQ_LEN sequences from its contiguous
+    range; attention restarts at every BOS, every EVAL_SEQ_LEN piece and every batch start."""
+    seq = h.eval_seq_len
+    n_seqs = (val_tokens.numel() - 1) // seq
+    lo, hi = n_seqs * rank // world, n_seqs * (rank + 1) // world
+    batch_seqs = h.val_batch_tokens // (world * h.grad_accum_steps) // seq
+    count = ((hi - lo) // batch_seqs) * batch_seqs
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for b in range(lo, lo + count, batch_seqs):
+        chunk = val_tokens[b * seq:(b + batch_seqs) * seq + 1]
+        x_np = chunk[:-1].numpy()
+        cu, _ = build_cu_seqlens(x_np, seq)
+        x = chunk[:-1].to(device).view(1, -1)
+        y = chunk[1:].to(device).view(1, -1)
+        cu_t = torch.from_numpy(cu).to(device)
+        loss = model_fn(x, y, cu_t, seq, "none") if model_fn is not None else None
+        sums[0] += loss.double().sum()
+        sums[1] += y.numel()
+        sums[2] += tables.bytes_for(x.view(-1), y.view(-1)).sum()
+    _reduce_sums(sums, world)
+    if sums[1] == 0:
+        raise ValueError(f"plain eval scored no tokens: the validation set has {n_seqs} sequences of "
+                         f"EVAL_SEQ_LEN={seq}, fewer than one batch of {batch_seqs} per rank; lower VAL_BATCH_TOKENS")
+    val_loss = (sums[0] / sums[1]).item()
+    val_bpb = (sums[0] / (math.log(2) * sums[2])).item()
+    return val_loss, val_bpb
+
+
+@torch.no_grad()
+def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0) -> tuple[float, float]:
+    """Sliding-window evaluation (§7.4): windows of EVAL_SEQ_LEN every EVAL_STRIDE tokens, 32 per packed
+    batch; each window scores only its last EVAL_STRIDE targets (the first window scores all)."""
+    W, s = h.eval_seq_len, h.eval_stride
+    c = W - s
+    N = val_tokens.numel() - 1
+    starts = list(range(0, max(N - c, 0), s))
+    mine = starts[len(starts) * rank // world: len(starts) * (rank + 1) // world]
+    per_batch = 32
+    n_batches = (len(mine) + per_batch - 1) // per_batch
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    t0 = time.perf_counter()
+    for bi in range(n_batches):
+        group = mine[bi * per_batch:(bi + 1) * per_batch]
+        xs, ys, masks, bounds = [], [], [], []
+        off = 0
+        for st in group:
+            ln = min(W, N - st)
+            win = val_tokens[st:st + ln + 1]
+            x, y = win[:-1], win[1:]
+            m = torch.zeros(ln, dtype=torch.bool)
+            m[0 if st == 0 else c:] = True
+            bos = (x == BOS_ID).nonzero().view(-1).tolist()
+            bounds.extend(off + p for p in sorted(set([0] + bos)))
+            xs.append(x), ys.append(y), masks.append(m)
+            off += ln
+        cu = bounds + [off]
+        cu = cu + [off] * ((-len(cu)) % 64)
+        x = torch.cat(xs).to(device).view(1, -1)
+        y = torch.cat(ys).to(device).view(1, -1)
+        m = torch.cat(masks).to(device)
+        cu_t = torch.tensor(cu, dtype=torch.int32, device=device)
+        loss = model_fn(x, y, cu_t, W, "none").view(-1)
+        sums[0] += loss[m].double().sum()
+        sums[1] += m.sum()
+        sums[2] += tables.bytes_for(x.view(-1)[m], y.view(-1)[m]).sum()
+        if log0 is not None and (bi + 1) % 50 == 0:
+            rl = (sums[0] / sums[1]).item()
+            rb = (sums[0] / (math.log(2) * sums[2])).item()
+            log0(f"sliding_progress: batch {bi + 1}/{n_batches} tokens:{int(sums[1].item())} running_loss:{rl:.4f} "
+                 f"running_bpb:{rb:.4f} elapsed:{time.perf_counter() - t0:.1f}s")
+    _reduce_sums(sums, world)
+    return (sums[0] / sums[1]).item(), (sums[0] / (math.log(2) * sums[2])).item()
+
+
+def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0):
+    """HOOK: LoRA / phased global-SGD test-time training (trainer-facts §7.5-7.9) and the n-gram
+    corrector plug in here. Not implemented yet; only called when TTT_ENABLED=1."""
+    raise NotImplementedError("test-time training is not implemented in this trainer yet")
+
+
+# ==================================================================================================
+# MAIN
+# ==================================================================================================
+
+def make_logger(h: Hyperparameters):
+    if h.is_main_process:
+        d = os.path.dirname(h.logfile)
+        if d:
+            os.makedirs(d, exist_ok=True)
+
+    def log0(msg: str, console: bool = True) -> None:
+        if not h.is_main_process:
+            return
+        if console:
+            print(msg, flush=True)
+        with open(h.logfile, "a", encoding="utf-8") as f:
+            print(msg, file=f)
+    return log0
+
+
+def compile_model(h, model: GPT, device) -> tuple[object, bool]:
+    """Returns (fn(x, y, cu, max_seqlen, reduction='mean') -> loss, compiled?). torch.compile only on CUDA:
+    on a CPU it costs more than it saves at the sizes a CPU can train."""
+    if device.type == "cuda" and h.compile_enabled:
+        return torch.compile(model, dynamic=False, fullgraph=True), True
+    return model, False
+
+
+def versions(device) -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.version.cuda if device.type == "cuda" else None,
+            "attention": attention_backend_label()}
+
+
+def write_results(h, payload: dict) -> None:
+    out_dir = h.artifact_dir or "."
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_state_into(model: GPT, sd: dict) -> None:
+    model.load_state_dict(sd, strict=True)
+
+
+def main() -> None:
+    h = Hyperparameters()
+    if h.distributed:
+        if torch.cuda.is_available():
+            device = torch.device("cuda", h.local_rank)
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            device = torch.device("cpu")
+            dist.init_process_group("gloo")
+        dist.barrier()
+    else:
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    rank, world = h.rank, h.world_size
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+        import torch._dynamo
+        torch._dynamo.config.optimize_ddp = False
+        torch._dynamo.config.cache_size_limit = 16
+    log0 = make_logger(h)
+    log0("Hyperparameters:")
+    for k in sorted(vars(h)):
+        log0(f"  {k}: {getattr(h, k)}")
+    for name, close in unknown_env_vars():
+        # a warning, not an error: schedulers and images set variables we cannot foresee (docs/trainer.md)
+        hint = f" (did you mean {close}?)" if close else ""
+        log0(f"WARNING: unknown environment variable {name}{hint}; it is ignored")
+    if h.is_main_process:
+        log0("=" * 100, console=False)
+        try:
+            log0(Path(__file__).read_text(encoding="utf-8"), console=False)
+        except OSError:
+            pass
+        log0("=" * 100, console=False)
+        log0(f"Running Python {sys.version}", console=False)
+        log0(f"Running PyTorch {torch.__version__}", console=False)
+        try:
+            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+            log0(smi, console=False)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        log0("=" * 100, console=False)
+
+    random.seed(h.seed)
+    np.random.seed(h.seed)
+    torch.manual_seed(h.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(h.seed)
+    attn = select_attention(device, h.attn_backend)
+    log0(f"attention_backend:{attn}")
+
+    eval_only = bool(h.eval_only_path)
+    quant_only = bool(h.eval_only_quantized_path) and not eval_only
+    mode = "eval_only" if eval_only else ("eval_only_quantized" if quant_only else "train")
+    if h.ttt_only_eval and h.ttt_enabled:
+        pass  # validated below once we know TTT is unavailable
+    if h.ttt_only_eval:
+        raise RuntimeError("TTT_ONLY_EVAL=1 needs test-time training, which this trainer does not implement yet")
+
+    sp = load_tokenizer(h)
+    base, lead, boundary = build_byte_tables(sentencepiece_pieces(sp), h.vocab_size)
+    tables = ByteTables(base, lead, boundary, device)
+    val_tokens = load_validation_tokens(h.val_files, h.eval_seq_len)
+    if mode == "train":
+        train_files = list_shards(h.train_files, "train")
+        log0(f"train_shards: {len(train_files)}")
+        log0(f"val_tokens: {val_tokens.numel() - 1}")
+
+    evals: list[dict] = []
+    stats = {"steps": 0, "train_time_ms": 0.0, "stopped_early": False, "tokens_per_s": None, "peak_mem_mib": None}
+
+    def diagnostic(label: str, model: GPT) -> dict:
+        model.eval()
+        fn, compiled = compile_model(h, model, device)
+        sync(device)
+        t = time.perf_counter()
+        vl, vb = eval_plain(h, fn, val_tokens, tables, rank, world, device)
+        sync(device)
+        ms = 1000.0 * (time.perf_counter() - t)
+        log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
+        entry = {"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms}
+        evals.append(entry)
+        return entry
+
+    def calib():
+        files = list_shards(h.train_files, "train")
+        tokens_per_rank = h.train_batch_tokens // (world * h.grad_accum_steps)
+        seqs = max(tokens_per_rank // h.train_seq_len, 1)
+        return itertools.islice(calibration_batches(files, h.train_seq_len, seqs, rank, world),
+                                h.gptq_calibration_batches)
+
+    artifact = None
+    model = None
+    if mode == "train":
+        model = build_model(h, device)
+        log0(f"model_params:{count_params(model)}")
+        model_fn, compiled = compile_model(h, model, device)
+        model.train()
+        stats = train(h, model, model_fn, device, val_tokens, tables, log0, rank, world, compiled)
+        model.looping = h.num_loops > 0
+        diagnostic("diagnostic pre-quantization post-ema", model)
+        artifact = serialize(h, model, calib(), log0, rank, world, device)
+    elif mode == "eval_only":
+        log0(f"eval_only:loading checkpoint from {h.eval_only_path}")
+        model = build_model(h, device)
+        sd = torch.load(h.eval_only_path, map_location=device)
+        load_state_into(model, sd)
+        model.looping = h.num_loops > 0
+        diagnostic("diagnostic pre-quantization post-ema", model)
+        log0("eval_only: skipping serialize (already have quantized model)")
+        if not os.path.exists(h.quantized_model_path):
+            log0("eval_only: no quantized model found, running serialize anyway")
+            artifact = serialize(h, model, calib(), log0, rank, world, device)
+    else:
+        log0(f"eval_only:using quantized checkpoint from {h.quantized_model_path}")
+    if world > 1:
+        dist.barrier()
+    if not os.path.exists(h.quantized_model_path):
+        raise FileNotFoundError(f"quantized model {h.quantized_model_path} not found")
+    if artifact is None:
+        try:
+            code = code_size_bytes(h)
+        except NotImplementedError:
+            code = None
+        mb = os.path.getsize(h.quantized_model_path)
+        artifact = {"path": h.quantized_model_path, "model_bytes": mb, "code_bytes": code,
+                    "total_bytes": mb + code if code is not None else None, "compressor": h.compressor}
+
+    qmodel = build_model(h, device)
+    load_state_into(qmodel, deserialize(h, h.quantized_model_path, device))
+    qmodel.looping = h.num_loops > 0
+    final = diagnostic("diagnostic quantized", qmodel)
+    if h.sliding_window_enabled:
+        qmodel.eval()
+        fn, _ = compile_model(h, qmodel, device)
+        sync(device)
+        t = time.perf_counter()
+        vl, vb = eval_sliding(h, fn, val_tokens, tables, rank, world, device, log0)
+        ms = 1000.0 * (time.perf_counter() - t)
+        label = "diagnostic quantized_sliding_window"
+        log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
+        evals.append({"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms})
+    if h.ttt_enabled:
+        try:
+            entry = run_ttt_eval(h, qmodel, val_tokens, tables, rank, world, device, log0)
+            evals.append(entry)
+            final = entry
+        except NotImplementedError:
+            log0("ttt: not available in this trainer (TTT_ENABLED=1 ignored); final score is diagnostic quantized")
+
+    if h.is_main_process:
+        write_results(h, {
+            "schema": "golfrun.trainer-results/1",
+            "run_id": h.run_id, "seed": h.seed, "mode": mode,
+            "steps": stats["steps"], "train_time_ms": stats["train_time_ms"],
+            "stopped_early": stats["stopped_early"], "tokens_per_s": stats["tokens_per_s"],
+            "tokens_per_s_preloop": stats.get("tokens_per_s_preloop"),
+            "tokens_per_s_loop": stats.get("tokens_per_s_loop"),
+            "peak_mem_mib": stats["peak_mem_mib"] if mode == "train" else peak_mem_now(device),
+            "model_params": count_params(qmodel),
+            "evals": evals, "final": final, "artifact": artifact,
+            "hyperparameters": h.env_values(), "versions": versions(device),
+            "world_size": world,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        })
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def peak_mem_now(device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated() // (1024 * 1024))
+    return peak_rss_mib()
+
+
+if __name__ == "__main__":
+    main()
