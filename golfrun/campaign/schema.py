@@ -1,0 +1,270 @@
+"""The campaign schema: one frozen dataclass per TOML table, one line per key.
+
+Each key is declared with `key(default, doc, **rules)`: its Python type annotation is the type the
+TOML value must have, `doc` is what docs/campaign.md says about it, and the rules (`choices`, `ge`,
+`gt`, `le`, `pattern`, `item_pattern`, `keys`) are checked by the loader (`load.py`). Nested tables
+are dataclass-typed fields; `[[ablation.variants]]` is a list of `Variant`.
+
+Types a key may have: str, int, float (an integer is accepted), bool, Path (a string in TOML;
+relative paths resolve against the campaign file's folder), list[str|int|float], dict[str, str]
+(environment tables: int, float and bool values are turned into strings — true → "1"), dict[str,
+str | int], a section dataclass, list[Variant].
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from golfrun.summary import STAGES
+
+# Key-name patterns shared by rules.
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_SLURM_TIME = r"(\d+-)?\d+(:\d{1,2}){0,2}"  # minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
+SLURM_TIME_KEYS = ("default", *STAGES)
+
+
+def key(default: Any, doc: str, **rules: Any) -> Any:
+    """A schema key: default value, one-line documentation, validation rules."""
+    meta = {"doc": doc, **rules}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str) -> Any:
+    """A nested table."""
+    return field(default_factory=cls, metadata={"doc": doc, "section": True})
+
+
+# ---------------------------------------------------------------------------------------------
+# [backend.*]
+
+
+@dataclass(frozen=True)
+class LocalBackend:
+    nproc_per_node: int = key(1, "processes per job; > 1 runs `torchrun --standalone --nproc_per_node=N`", ge=1)
+    python: str = key("", "interpreter for the trainer; \"\" = the one running golfrun")
+
+
+@dataclass(frozen=True)
+class SlurmContainer:
+    image: str = key("", "pyxis `--container-image` (e.g. \"nvcr.io#nvidia/pytorch:25.03-py3\"); \"\" = no container")
+    mounts: list[str] = key([], "pyxis `--container-mounts` entries, each \"SRC:DST[:FLAGS]\"", item_pattern=r"[^,\s]+:[^,\s]+")
+    workdir: str = key("", "pyxis `--container-workdir`; \"\" = the job's working directory")
+
+
+@dataclass(frozen=True)
+class SlurmBackend:
+    partition: str = key("", "`--partition`; \"\" = the cluster's default")
+    account: str = key("", "`--account`; \"\" = none")
+    qos: str = key("", "`--qos`; \"\" = none")
+    time: dict[str, str | int] = key(
+        {},
+        "time limit per stage: a table stage → \"HH:MM:SS\" (any Slurm time format) or minutes; "
+        "key \"default\" for the others; a stage with no entry gets no `--time`",
+        keys=SLURM_TIME_KEYS,
+        item_pattern=_SLURM_TIME,
+    )
+    nodes: int = key(1, "`--nodes` per trainer job", ge=1)
+    gpus_per_node: int = key(0, "`--gpus-per-node`; 0 = request no GPUs", ge=0)
+    cpus_per_task: int = key(0, "`--cpus-per-task`; 0 = the cluster's default", ge=0)
+    mem: str = key("", "`--mem` (e.g. \"400G\"; \"0\" = all of the node's memory); \"\" = the cluster's default",
+                   pattern=r"(\d+[KMGT]?)?")
+    constraint: str = key("", "`--constraint` (node features); \"\" = none")
+    exclusive: bool = key(False, "`--exclusive`: whole nodes")
+    extra_sbatch: list[str] = key([], "extra sbatch options, one per item, e.g. \"--reservation=golf\"",
+                                  item_pattern=r"-[^\n]+")
+    setup: list[str] = key([], "shell lines run before golfrun in every job (module load, venv activation)",
+                           item_pattern=r"[^\n]*")
+    container: SlurmContainer = section(SlurmContainer, "a pyxis container for every job")
+    array_throttle: int = key(0, "at most this many tasks of a job array run at once (`%N`); 0 = no limit", ge=0)
+    ssh: str = key("", "login node \"user@host[:port]\" to submit over SSH; \"\" = submit locally "
+                       "(`--ssh` on the command line wins)", pattern=r"([^@\s:]+@)?[^@\s:]+(:\d+)?|")
+    remote_dir: str = key("", "work directory on the cluster (code, campaign, runs); \"\" = the backend's default")
+    known_hosts: str = key("", "known_hosts file for the login node's host key; \"\" = ~/.ssh/known_hosts")
+
+
+@dataclass(frozen=True)
+class RunpodBackend:
+    gpu_type: str = key("NVIDIA H100 80GB HBM3", "RunPod GPU type id (`gpu.id`)")
+    gpu_count: int = key(1, "GPUs in the pod", ge=1)
+    cloud_type: str = key("SECURE", "RunPod cloud", choices=("SECURE", "COMMUNITY"))
+    image: str = key("runpod/pytorch:2.8.0-py3.11-cuda12.8.1-cudnn-devel-ubuntu22.04", "container image")
+    container_disk_gb: int = key(50, "container disk (wiped on stop)", ge=1)
+    volume_gb: int = key(0, "pod volume (host-local persistent disk); 0 = none", ge=0)
+    volume_mount_path: str = key("/workspace", "where the volume or network volume is mounted")
+    network_volume_id: str = key("", "network volume to mount instead of a pod volume; \"\" = none")
+    data_center_ids: list[str] = key([], "allowed data centers (enforced by RunPod); [] = any")
+    ports: list[str] = key([], "exposed ports \"<n>/http|tcp\"; \"22/tcp\" is always added", item_pattern=r"\d+/(http|tcp)")
+    env: dict[str, str] = key({}, "environment of the pod (no secrets: see forward_env)", keys_pattern=_ENV_NAME)
+    forward_env: list[str] = key(["HF_TOKEN"], "names of variables copied from golfrun's environment into the pod "
+                                               "when set (secrets travel this way, never through the campaign file)",
+                                 item_pattern=_ENV_NAME)
+    workdir: str = key("/workspace/golfrun", "work directory inside the pod")
+    setup: list[str] = key([], "shell lines run in the pod before golfrun", item_pattern=r"[^\n]*")
+    deadline_minutes: int = key(120, "the pod is terminated after this long, whatever happens", gt=0)
+    budget_usd: float = key(0.0, "stop when the pod's cost reaches this; 0 = no cap beyond the deadline", ge=0)
+    interruptible: bool = key(False, "ask for a spot (interruptible) pod")
+
+    def all_ports(self) -> list[str]:
+        return self.ports if "22/tcp" in self.ports else [*self.ports, "22/tcp"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str = key("local", "where trainer jobs run (`--backend` on the command line wins)",
+                    choices=("local", "slurm", "runpod"))
+    local: LocalBackend = section(LocalBackend, "the local backend: subprocess or torchrun")
+    slurm: SlurmBackend = section(SlurmBackend, "the Slurm backend: sbatch, locally or over SSH")
+    runpod: RunpodBackend = section(RunpodBackend, "the RunPod backend: a pod created through the REST API")
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+@dataclass(frozen=True)
+class VerifyPod:
+    gpu_count: int = key(0, "exact number of GPUs expected; 0 = none needed (CPU is fine)", ge=0)
+    gpu_name: str = key("", "substring every GPU's name must contain (e.g. \"H100\"); \"\" = any")
+    torch_version: str = key("", "prefix torch.__version__ must start with; \"\" = any")
+    cuda_version: str = key("", "prefix torch.version.cuda must start with; \"\" = any")
+    attention_backend: str = key("", "attention backend the trainer must get (e.g. \"fa3\"); \"\" = any")
+    required_packages: list[str] = key(["torch", "numpy", "sentencepiece", "brotli"], "importable modules")
+    min_free_disk_gb: float = key(1.0, "free disk in the runs folder", ge=0)
+    git_commit: str = key("", "commit the checkout must contain; \"\" = no pin", pattern=r"[0-9a-fA-F]{4,40}|")
+    git_pin: str = key("ancestor", "how git_commit is checked: contained in HEAD's history, or HEAD itself",
+                       choices=("ancestor", "exact"))
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    vocab_size: int = key(512, "SentencePiece vocabulary (data.variant must be sp<vocab_size>)", ge=262, le=65536)
+    train_docs: int = key(4000, "generated train documents", ge=1)
+    val_docs: int = key(400, "generated val documents (the first ones)", ge=1)
+    seed: int = key(1234, "seed of the document generator")
+
+
+@dataclass(frozen=True)
+class Data:
+    source: str = key("synthetic", "\"synthetic\" (built locally) or \"hf:<owner>/<repo>\" (a Hugging Face dataset repo)",
+                      pattern=r"synthetic|hf:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+    revision: str = key("", "Hub revision (branch, tag or commit) for hf: sources; \"\" = main")
+    remote_prefix: str = key("datasets", "folder of the export inside the Hub repo")
+    variant: str = key("sp512", "tokenizer family: \"sp<V>\" or \"byte260\"", pattern=r"sp\d+|byte260")
+    train_shards: int = key(2, "train shards to download (hf:) or to write (synthetic)", ge=1)
+    dir: str = key("", "data folder; \"\" = runs/<campaign>/data; relative = against the campaign file's folder",
+                   path=True)
+    min_free_disk_gb: float = key(1.0, "free disk needed before downloading", ge=0)
+    synthetic: Synthetic = section(Synthetic, "the generated dataset (source = \"synthetic\")")
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str = key("", "what is being reproduced (e.g. \"PR #1610\")")
+    seeds: list[int] = key([0, 1, 2], "the seeds of the published runs")
+    val_loss: list[float] = key([], "published val_loss per seed (nats), in the order of seeds")
+    val_bpb: list[float] = key([], "published val_bpb per seed, in the order of seeds")
+    artifact_bytes: list[int] = key([], "published artifact size per seed (code + compressed model)")
+
+
+@dataclass(frozen=True)
+class GateA:
+    seed: int = key(0, "the seed trained and evaluated (must be one of reference.seeds)")
+    bpb_tolerance: float = key(0.003, "PASS iff val_bpb <= the reference val_bpb of that seed + tolerance")
+    artifact_cap_bytes: int = key(16_000_000, "the competition's cap on code + compressed model bytes", gt=0)
+    artifact_headroom_bytes: int = key(0, "extra safety margin under the cap: a warning when eaten into, never a failure", ge=0)
+    max_train_seconds: float = key(600.0, "training wall-clock cap (train_time_ms / 1000)", gt=0)
+    max_eval_seconds: float = key(600.0, "cap on the final evaluation's time", gt=0)
+    env: dict[str, str] = key({}, "environment for gate-a's job only (on top of trainer_env)", keys_pattern=_ENV_NAME)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str = key("", "the variant's name (a folder name: letters, digits, . _ -)", pattern=r"[A-Za-z0-9._-]+")
+    env: dict[str, str] = key({}, "environment overrides that make the variant", keys_pattern=_ENV_NAME)
+    mode: str = key("", "\"\" = ablation.mode, else as ablation.mode for this variant only",
+                    choices=("", "eval_only", "eval_only_quantized", "train"))
+    description: str = key("", "free text for humans")
+
+
+ABLATION_MODES = ("eval_only", "eval_only_quantized", "train")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    mode: str = key(
+        "eval_only",
+        "eval_only: gate-a's final_model.pt re-quantized and evaluated with the variant's env "
+        "(EVAL_ONLY_PATH); eval_only_quantized: gate-a's .ptz evaluated (EVAL_ONLY_QUANTIZED_PATH; only "
+        "eval-time settings matter); train: a full train per variant",
+        choices=ABLATION_MODES,
+    )
+    promote_delta_bpb: float = key(-0.002, "delta_bpb = variant − baseline; best delta <= this → PROMOTE")
+    hold_delta_bpb: float = key(-0.001, "promote < best delta <= hold → HOLD (a person decides); above → KILL")
+    variants: list[Variant] = key([], "[[ablation.variants]]: name, env, mode, description")
+
+
+@dataclass(frozen=True)
+class GateB:
+    seeds: list[int] = key([0, 1, 2], "seeds run with the promoted variant")
+    mean_tolerance_bpb: float = key(0.002, "PASS iff mean val_bpb <= reference mean val_bpb + tolerance")
+    record_margin_nats: float = key(0.005, "the record test: mean val_loss improves on the reference by at least this …", ge=0)
+    alpha: float = key(0.01, "… at p < alpha, one-sided Welch t-test on per-seed val_loss", gt=0, le=1)
+    require_record: bool = key(False, "true: failing the record test is a KILL (else it is reported only)")
+
+
+@dataclass(frozen=True)
+class Preserve:
+    targets: list[str] = key(
+        [],
+        "where the preserve tarball goes: \"dir:<path>\", \"hf:<owner>/<repo>[@rev][/path]\", "
+        "\"rsync:<host>:<path>\"; [] = only the stage folder",
+        item_pattern=r"dir:.+|hf:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[^/\s]+)?(/\S*)?|rsync:[^:\s]+:.+",
+    )
+    include_checkpoints: bool = key(True, "put final_model.pt and .ptz in the tarball")
+
+
+# ---------------------------------------------------------------------------------------------
+# the root
+
+
+@dataclass(frozen=True)
+class CampaignFields:
+    """The root table. `Campaign` (load.py) adds the methods and where the campaign came from."""
+
+    name: str = key("tiny", "campaign name: runs/<name>/", pattern=r"[A-Za-z0-9._-]+")
+    trainer: Path = key(Path("train_gpt.py"), "the trainer script; relative = against the campaign file's folder "
+                                             "(for presets: the repository's train_gpt.py)", path=True)
+    trainer_env: dict[str, str] = key({}, "environment applied to every trainer job", keys_pattern=_ENV_NAME)
+    backend: Backend = section(Backend, "where trainer jobs run")
+    verify_pod: VerifyPod = section(VerifyPod, "stage 00: what the machine must offer")
+    data: Data = section(Data, "stage 01: the dataset")
+    reference: Reference = section(Reference, "the published record being reproduced")
+    gate_a: GateA = section(GateA, "stage 02: reproduce one seed")
+    ablation: Ablation = section(Ablation, "stage 03: screen variants against gate-a's checkpoint")
+    gate_b: GateB = section(GateB, "stage 04: confirm the promoted variant across seeds")
+    preserve: Preserve = section(Preserve, "stage 05: keep everything")
+
+
+SECTION_TYPES: tuple[type, ...] = (
+    LocalBackend, SlurmContainer, SlurmBackend, RunpodBackend, Backend, VerifyPod, Synthetic, Data,
+    Reference, GateA, Variant, Ablation, GateB, Preserve, CampaignFields,
+)
+
+
+def iter_keys(cls: type, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Every key of a section and its subsections, depth first: (dotted name, field, default)."""
+    out: list[tuple[str, Any, Any]] = []
+    for f in fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        dotted = f"{prefix}{f.name}"
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((dotted, f, default))
+        if f.metadata.get("section"):
+            out.extend(iter_keys(type(default), dotted + "."))
+    return out
