@@ -156,12 +156,13 @@ class LocalProcess:
         return code
 
     def terminate(self, grace_s: float = 10.0) -> int | None:
-        """SIGTERM the process group, then SIGKILL the group and every descendant after `grace_s`.
+        """SIGTERM the process group and every descendant, then SIGKILL what is left after `grace_s`.
 
         Returns the exit code (negative: killed by that signal).
         """
         tree = descendants(self.pid)
         _killpg(self.pid, signal.SIGTERM)
+        kill_processes(tree, signal.SIGTERM)  # workers in sessions of their own miss the group signal
         end = time.monotonic() + grace_s
         while time.monotonic() < end:
             if self.popen.poll() is not None and not _group_alive(self.pid) and not _alive(tree):

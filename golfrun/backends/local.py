@@ -1,0 +1,241 @@
+"""The local backend: each job is a subprocess (or a torch.distributed.run launch) in its own folder.
+
+- `submit` creates the job folder, writes `launch.json` (what was launched, secrets redacted) and
+  `job.pid`, and starts
+  `python <script>` — or `python -m torch.distributed.run --standalone --nproc_per_node=N <script>`
+  when the job asks for more than one process (the module, so no `torchrun` binary on PATH is
+  needed) — with the environment `os.environ + job.env + ARTIFACT_DIR=<workdir>` (and
+  `RUN_ID=<job name>` unless the job sets one). Output goes to `<workdir>/<job.log_name>`.
+- `poll` reports the process's state; a job past its time limit is cancelled with reason
+  "TIMEOUT after …s".
+- `cancel` signals the whole process tree (SIGTERM, then SIGKILL after a grace period).
+
+If golfrun itself is killed (SIGKILL), the trainer is not: it runs in a session of its own and
+carries on to the end, writing its log and results.json as usual. Its folder keeps `job.pid`.
+The next `submit` of a job into that folder first calls `reap_stale(workdir)`, which stops any
+process still running for it (found by pid + start time, and by the `GOLFRUN_JOB_DIR` marker in
+its environment, which also catches torchrun workers whose launcher is gone), so two trainers never
+write one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from golfrun.backends.base import Job, JobHandle, JobState, JobStatus
+from golfrun.errors import BackendError, TransportError
+from golfrun.secrets import redact_env
+from golfrun.transport import local as transport
+
+LAUNCH_FILE = "launch.json"  # job.json belongs to the stage (its cache key)
+PID_FILE = "job.pid"
+JOB_SCHEMA = "golfrun.local-job/1"
+MARKER_ENV = "GOLFRUN_JOB_DIR"  # set in every job's environment: finds its processes later
+TAIL_LINES = 20
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: transport.LocalProcess
+    started_monotonic: float
+    cancel_reason: str | None = None
+    final: JobStatus | None = None
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        python: str | None = None,
+        on_line: Callable[[Job, str], None] | None = None,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.python = python or sys.executable
+        self.on_line = on_line
+        self.grace_s = grace_s
+        self._jobs: dict[str, _Running] = {}
+
+    # ----------------------------------------------------------------- verbs
+
+    def command(self, job: Job) -> list[str]:
+        """The argv that runs `job` (also what --dry-run prints)."""
+        nproc = job.nproc_per_node * job.nodes
+        if job.nodes != 1:
+            raise BackendError(f"job {job.name}: the local backend runs on one node, not nodes={job.nodes}")
+        if nproc < 1:
+            raise BackendError(f"job {job.name}: nproc_per_node must be >= 1, got {job.nproc_per_node}")
+        if nproc == 1:
+            return [self.python, job.script]
+        return [self.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", job.script]
+
+    def environment(self, job: Job) -> dict[str, str]:
+        """What the job adds to os.environ: its env, ARTIFACT_DIR, RUN_ID (default: the job's name)."""
+        env = {str(k): str(v) for k, v in job.env.items()}
+        env["ARTIFACT_DIR"] = str(Path(job.workdir))
+        env.setdefault("RUN_ID", job.name)
+        env[MARKER_ENV] = str(Path(job.workdir).resolve())
+        return env
+
+    def submit(self, job: Job) -> JobHandle:
+        workdir = Path(job.workdir)
+        if not workdir.is_absolute():
+            raise BackendError(f"job {job.name}: workdir must be absolute, got {job.workdir!r}")
+        if not Path(job.script).is_file():
+            raise BackendError(f"job {job.name}: trainer script not found: {job.script}")
+        for running in self._jobs.values():
+            if running.job.workdir == job.workdir and running.final is None and running.process.poll() is None:
+                raise BackendError(f"job {job.name}: another job is still running in {workdir}")
+        argv = self.command(job)
+        workdir.mkdir(parents=True, exist_ok=True)
+        reap_stale(workdir, grace_s=self.grace_s)
+        env = self.environment(job)
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _write_json(
+            workdir / LAUNCH_FILE,
+            {
+                "schema": JOB_SCHEMA,
+                "name": job.name,
+                "script": job.script,
+                "script_sha256": _sha256(Path(job.script)),
+                "argv": argv,
+                "env": redact_env(env),
+                "nproc_per_node": job.nproc_per_node,
+                "time_limit_s": job.time_limit_s,
+                "started_at": started_at,
+            },
+        )
+        on_line = None if self.on_line is None else (lambda line, _job=job: self.on_line(_job, line))
+        try:
+            process = transport.spawn(argv, cwd=str(workdir), env=env, log_path=workdir / job.log_name, on_line=on_line)
+        except TransportError as exc:
+            raise BackendError(f"job {job.name}: {exc}") from exc
+        _write_json(
+            workdir / PID_FILE,
+            {
+                "pid": process.pid,
+                "start_time": transport.process_start_time(process.pid),
+                "argv": argv,
+                "started_at": started_at,
+                "golfrun_pid": os.getpid(),
+            },
+        )
+        handle = JobHandle(backend=self.name, id=str(process.pid), job=job)
+        self._jobs[handle.id] = _Running(job, process, time.monotonic())
+        return handle
+
+    def poll(self, handle: JobHandle) -> JobStatus:
+        running = self._jobs.get(handle.id)
+        if running is None:
+            return _poll_foreign(handle)
+        if running.final is not None:
+            return running.final
+        process = running.process
+        code = process.poll()
+        if code is None:
+            limit = running.job.time_limit_s
+            if limit is not None and time.monotonic() - running.started_monotonic > limit:
+                self._stop(running, f"TIMEOUT after {limit:g}s")
+                return self.poll(handle)
+            return JobStatus(JobState.RUNNING, exit_code=None, backend_ids=[handle.id])
+        tail = "\n".join(process.last_lines(TAIL_LINES))
+        if running.cancel_reason is not None:
+            status = JobStatus(JobState.CANCELLED, running.cancel_reason, code, [handle.id])
+        elif code == 0:
+            status = JobStatus(JobState.SUCCEEDED, "", 0, [handle.id])
+        else:
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            status = JobStatus(JobState.FAILED, f"{how}; last lines of {process.log_path}:\n{tail}".rstrip(), code, [handle.id])
+        running.final = status
+        _remove(Path(running.job.workdir) / PID_FILE)
+        return status
+
+    def fetch(self, handle: JobHandle) -> str:
+        return handle.job.workdir  # already here
+
+    def cancel(self, handle: JobHandle) -> None:
+        running = self._jobs.get(handle.id)
+        if running is None:
+            reap_stale(Path(handle.job.workdir), grace_s=self.grace_s)
+            return
+        if running.final is None and running.cancel_reason is None:
+            self._stop(running, "cancelled")
+
+    def _stop(self, running: _Running, reason: str) -> None:
+        running.cancel_reason = reason
+        running.process.terminate(self.grace_s)
+        # torchrun workers live in sessions of their own: sweep anything left for this folder
+        leftovers = transport.find_processes_with_env(MARKER_ENV, str(Path(running.job.workdir).resolve()))
+        if leftovers:
+            transport.terminate_processes(leftovers, self.grace_s)
+
+
+def reap_stale(workdir: Path | str, grace_s: float = 10.0) -> bool:
+    """Stop any process still running for the job folder `workdir`; True if one was found.
+
+    Such a process is left over from a golfrun that was killed while the job ran. It is found by
+    the pid file (pid + start time, so a reused pid is never touched) and by the job-folder
+    marker in its environment (torchrun workers whose launcher died). Removes `job.pid`.
+    """
+    workdir = Path(workdir)
+    procs: set[tuple[int, int]] = set()
+    pid_info = _read_json(workdir / PID_FILE)
+    if isinstance(pid_info, dict) and isinstance(pid_info.get("pid"), int) and isinstance(pid_info.get("start_time"), int):
+        pid, start = pid_info["pid"], pid_info["start_time"]
+        if transport.process_start_time(pid) == start:
+            procs.add((pid, start))
+            procs |= transport.descendants(pid)
+    procs |= transport.find_processes_with_env(MARKER_ENV, str(workdir.resolve()))
+    if procs:
+        transport.terminate_processes(procs, grace_s)
+    _remove(workdir / PID_FILE)
+    return bool(procs)
+
+
+def _poll_foreign(handle: JobHandle) -> JobStatus:
+    """A job this backend object did not start (golfrun was restarted): only its liveness is known."""
+    workdir = Path(handle.job.workdir)
+    pid_info = _read_json(workdir / PID_FILE)
+    if isinstance(pid_info, dict) and str(pid_info.get("pid")) == handle.id:
+        if transport.process_start_time(int(handle.id)) == pid_info.get("start_time"):
+            return JobStatus(JobState.RUNNING, "started by an earlier golfrun process", None, [handle.id])
+    return JobStatus(JobState.UNKNOWN, f"process {handle.id} was not started by this golfrun process and is gone", None, [handle.id])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+

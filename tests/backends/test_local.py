@@ -1,0 +1,192 @@
+"""The local backend with real subprocesses and fake trainers (tests/fixtures/trainers/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from golfrun.backends.base import Job, JobState, wait
+from golfrun.backends.local import LAUNCH_FILE, PID_FILE, LocalBackend, reap_stale
+from golfrun.errors import BackendError
+from golfrun.secrets import REDACTED
+from golfrun.trainer.results import load_results
+from golfrun.transport.local import process_start_time
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
+
+
+def trainer(name: str) -> str:
+    return str(FIXTURES / f"fake_{name}_trainer.py")
+
+
+def job(tmp_path: Path, name: str, kind: str, env: dict[str, str] | None = None, **kw) -> Job:  # type: ignore[no-untyped-def]
+    return Job(name=name, script=trainer(kind), env=env or {}, workdir=str(tmp_path / name), **kw)
+
+
+def alive(pid: int) -> bool:
+    return process_start_time(pid) is not None
+
+
+def wait_for(predicate, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_trainer_with_results_json(tmp_path: Path) -> None:
+    lines: list[tuple[str, str]] = []
+    backend = LocalBackend(on_line=lambda j, line: lines.append((j.name, line)))
+    j = job(tmp_path, "seed0", "record", {"SEED": "0", "FAKE_WRITE_RESULTS": "1"})
+    handle = backend.submit(j)
+    status = wait(backend, handle, deadline_s=60, poll_interval_s=0.1)
+    assert status.state is JobState.SUCCEEDED and status.exit_code == 0
+    assert status.backend_ids == [handle.id]
+    workdir = Path(backend.fetch(handle))
+    assert workdir == tmp_path / "seed0"
+    result = load_results(workdir)
+    assert result.source == "results.json"
+    assert result.run_id == "seed0"  # RUN_ID defaults to the job's name
+    assert result.seed == 0
+    assert result.final is not None and result.final.val_bpb == 1.07216564
+    # the record's log file lands in ARTIFACT_DIR = the job folder; the full output in job.log
+    assert (workdir / "seed0.txt").is_file()
+    log = (workdir / "job.log").read_text()
+    assert "a warning on stderr" in log and "quantized_ttt_phased" in log
+    assert ("seed0", "model_params:35944602") in lines
+    launch = json.loads((workdir / LAUNCH_FILE).read_text())
+    assert launch["argv"] == [sys.executable, j.script]
+    assert launch["env"]["ARTIFACT_DIR"] == str(workdir)
+    assert launch["env"]["RUN_ID"] == "seed0"
+    assert len(launch["script_sha256"]) == 64
+    assert not (workdir / PID_FILE).exists()  # removed once the job finished
+
+
+def test_upstream_style_trainer_is_read_from_its_log(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    handle = backend.submit(job(tmp_path, "upstream", "record", {"RUN_ID": "train0", "SEED": "0"}))
+    assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
+    workdir = Path(backend.fetch(handle))
+    assert not (workdir / "results.json").exists()
+    result = load_results(workdir)
+    assert result.source == "log"
+    assert result.run_id == "train0"
+    assert result.steps == 4832 and result.stopped_early
+    assert result.final is not None and (result.final.val_loss, result.final.val_bpb) == (2.76951521, 1.07216564)
+    assert result.artifact is not None and result.artifact.total_bytes == 15_996_697
+    assert result.artifact.path == str(workdir / "final_model.int6.ptz")
+
+
+def test_trainer_crash_is_failed_with_the_log_tail(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    handle = backend.submit(job(tmp_path, "crash", "crash"))
+    status = wait(backend, handle, deadline_s=60, poll_interval_s=0.1)
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 1
+    assert status.reason.startswith("exit code 1; last lines of ")
+    assert "RuntimeError: CUDA error: an illegal memory access was encountered" in status.reason
+    assert backend.poll(handle) is status  # stable once finished
+
+
+def test_cancel_stops_the_whole_tree(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=5)
+    handle = backend.submit(job(tmp_path, "sleep", "sleep"))
+    workdir = tmp_path / "sleep"
+    assert wait_for(lambda: "warmup_step" in (workdir / "job.log").read_text())
+    assert backend.poll(handle).state is JobState.RUNNING
+    child = int((workdir / "child.pid").read_text())
+    backend.cancel(handle)
+    status = backend.poll(handle)
+    assert status.state is JobState.CANCELLED and status.reason == "cancelled"
+    assert not alive(int(handle.id)) and wait_for(lambda: not alive(child), 10)
+
+
+def test_time_limit_cancels_with_timeout_reason(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=0.5)
+    handle = backend.submit(job(tmp_path, "slow", "sleep", {"FAKE_IGNORE_SIGTERM": "1"}, time_limit_s=1.0))
+    status = wait(backend, handle, deadline_s=60, poll_interval_s=0.1)
+    assert status.state is JobState.CANCELLED
+    assert status.reason == "TIMEOUT after 1s"
+    child = int((tmp_path / "slow" / "child.pid").read_text())
+    assert wait_for(lambda: not alive(child), 10)
+
+
+def test_secrets_never_reach_the_job_folder(tmp_path: Path) -> None:
+    secret = "hf_SeCrEtVaLuE0123456789abcdef"
+    backend = LocalBackend()
+    handle = backend.submit(job(tmp_path, "leaky", "record", {"HF_TOKEN": secret, "FAKE_PRINT_SECRET": "1"}))
+    assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
+    log = (tmp_path / "leaky" / "job.log").read_text()
+    assert "debug: token is ***REDACTED***" in log
+    for path in (tmp_path / "leaky").iterdir():
+        if path.name != "final_model.int6.ptz":
+            assert secret not in path.read_text(), path.name
+    assert json.loads((tmp_path / "leaky" / LAUNCH_FILE).read_text())["env"]["HF_TOKEN"] == REDACTED
+
+
+def test_two_processes_through_torch_distributed_run(tmp_path: Path) -> None:
+    """nproc_per_node=2 → `python -m torch.distributed.run --standalone` (gloo-free: no collectives)."""
+    backend = LocalBackend()
+    j = job(tmp_path, "dist", "dist", nproc_per_node=2)
+    assert backend.command(j) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", j.script,
+    ]
+    handle = backend.submit(j)
+    status = wait(backend, handle, deadline_s=240, poll_interval_s=0.2)
+    assert status.state is JobState.SUCCEEDED, status.reason
+    ranks = [json.loads((tmp_path / "dist" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [
+        {"rank": "0", "world_size": "2", "local_rank": "0", "run_id": "dist"},
+        {"rank": "1", "world_size": "2", "local_rank": "1", "run_id": "dist"},
+    ]
+
+
+def test_reap_stale_after_golfrun_died(tmp_path: Path) -> None:
+    """A golfrun killed mid-job leaves the trainer running; the next submit into the folder stops it."""
+    first = LocalBackend(grace_s=2)
+    old = first.submit(job(tmp_path, "job", "sleep"))
+    workdir = tmp_path / "job"
+    assert wait_for(lambda: (workdir / "child.pid").is_file() and (workdir / "child.pid").read_text() != "")
+    child = int((workdir / "child.pid").read_text())
+    assert (workdir / PID_FILE).is_file()
+    # a new golfrun process knows nothing of `first`; it sees the pid file
+    second = LocalBackend(grace_s=2)
+    assert second.poll(old).state is JobState.RUNNING
+    handle = second.submit(job(tmp_path, "job", "crash"))
+    assert not alive(int(old.id)) and wait_for(lambda: not alive(child), 10)
+    assert wait(second, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.FAILED
+    assert second.poll(old).state is JobState.UNKNOWN
+    first.poll(old)  # reap the zombie in this test process
+
+
+def test_reap_stale_finds_orphaned_workers_by_marker(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=2)
+    handle = backend.submit(job(tmp_path, "orphan", "sleep", {"FAKE_ORPHAN": "1"}))
+    assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
+    child = int((tmp_path / "orphan" / "child.pid").read_text())
+    assert alive(child)  # the launcher is gone, its worker is not
+    assert reap_stale(tmp_path / "orphan", grace_s=2) is True
+    assert wait_for(lambda: not alive(child), 10)
+    assert reap_stale(tmp_path / "orphan") is False
+
+
+def test_bad_jobs_are_backend_errors(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    with pytest.raises(BackendError, match="trainer script not found: /nope.py"):
+        backend.submit(Job(name="x", script="/nope.py", env={}, workdir=str(tmp_path / "x")))
+    with pytest.raises(BackendError, match="workdir must be absolute"):
+        backend.submit(Job(name="x", script=trainer("crash"), env={}, workdir="rel/x"))
+    with pytest.raises(BackendError, match="one node"):
+        backend.command(Job(name="x", script=trainer("crash"), env={}, workdir=str(tmp_path), nodes=2))
+    running = backend.submit(job(tmp_path, "busy", "sleep"))
+    try:
+        with pytest.raises(BackendError, match="another job is still running"):
+            backend.submit(job(tmp_path, "busy", "sleep"))
+    finally:
+        backend.cancel(running)
