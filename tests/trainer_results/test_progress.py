@@ -1,0 +1,118 @@
+"""Trainer output lines → Progress, and the plain (non-TTY) progress display fed by them."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from golfrun.pipeline.progress import JobView, ProgressDisplay, apply, format_view
+from golfrun.trainer.progress import Progress, parse_progress_line
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("warmup_step: 6/20", Progress("warmup", 6, 20, label="warmup")),
+        ("loop_warmup_step: 20/20", Progress("warmup", 20, 20, label="loop_warmup")),
+        ("warmup_step:1/20", Progress("warmup", 1, 20, label="warmup")),  # baseline
+        (
+            "1776142360.538 500/20000 train_loss: 3.2523 train_time: 0.8m tok/s: 8203641",
+            Progress("train", 500, 20000, train_loss=3.2523, train_time_min=0.8, tok_s=8203641.0),
+        ),
+        ("4000/20000 val_loss: 2.8723 val_bpb: 1.1119", Progress("train", 4000, 20000, val_loss=2.8723, val_bpb=1.1119, label="val")),
+        (
+            "step:200/20000 train_loss:2.8694 train_time:8699ms step_avg:43.50ms",
+            Progress("train", 200, 20000, train_loss=2.8694, train_time_min=8699 / 60000),
+        ),
+        (
+            "stopping_early: wallclock_cap train_time: 587091ms step: 4832/20000",
+            Progress("train", 4832, 20000, train_time_min=587091 / 60000, label="stopping_early"),
+        ),
+        ("Serialized model quantized+brotli: 15968098 bytes", Progress("serialize", label="Serialized model")),
+        ("GPTQ:collected 67 Hessians in 12.7s", Progress("serialize", label="GPTQ")),
+        (
+            "diagnostic quantized val_loss:2.79852399 val_bpb:1.08336093 eval_time:55851ms",
+            Progress("eval", val_loss=2.79852399, val_bpb=1.08336093, label="diagnostic quantized"),
+        ),
+        ("ttp: b2/782 bl:2.7562 bb:1.0701 rl:2.7840 rb:1.0787 dl:4213-6011 gd:0", Progress("eval", 2, 782, val_loss=2.7840, val_bpb=1.0787, label="ttp")),
+        ("tttg: c212/213 lr:0.000012 t:47.7s", Progress("eval", 212, 213, label="global_sgd")),
+        (
+            "quantized_ttt_phased val_loss:2.76951521 val_bpb:1.07216564 eval_time:500104ms",
+            Progress("eval", val_loss=2.76951521, val_bpb=1.07216564, label="quantized_ttt_phased", final=True),
+        ),
+        (
+            "final_int8_zlib_roundtrip_exact val_loss:2.07269931 val_bpb:1.22436570",
+            Progress("eval", val_loss=2.07269931, val_bpb=1.2243657, label="final_int8_zlib_roundtrip_exact", final=True),
+        ),
+        ("beginning TTT eval timer", Progress("eval", label="beginning TTT eval timer")),
+        ("  seed: 0", None),
+        ("Hyperparameters:", None),
+        ("Traceback (most recent call last):", None),
+        ("", None),
+        ("1776142360.538 ", None),
+    ],
+)
+def test_parse_progress_line(line: str, expected: Progress | None) -> None:
+    assert parse_progress_line(line) == expected
+
+
+def test_every_golden_line_parses_without_error() -> None:
+    phases = set()
+    for name in ("record_seed0_console.txt", "baseline.txt", "cor_eval_only_quantized_1a.txt"):
+        for line in (GOLDEN / name).read_text().splitlines():
+            p = parse_progress_line(line)
+            if p is not None:
+                phases.add(p.phase)
+    assert phases == {"warmup", "train", "serialize", "eval"}
+
+
+def test_eta_from_the_step_rate() -> None:
+    view = JobView("seed0")
+    apply(view, Progress("train", 500, 20000, train_loss=3.25, tok_s=8.2e6), now=100.0)
+    assert view.eta_s is None  # one point gives no rate
+    apply(view, Progress("train", 1000, 20000, train_loss=3.01, tok_s=8.1e6), now=150.0)
+    assert view.eta_s == pytest.approx(50.0 / 500 * 19000)
+    apply(view, Progress("train", 1000, 20000, val_loss=3.0, val_bpb=1.16, label="val"), now=160.0)
+    assert (view.train_loss, view.val_bpb) == (3.01, 1.16)
+    # a new phase measures its own rate
+    apply(view, Progress("eval", 1, 782, label="ttp"), now=200.0)
+    assert view.eta_s is None and view.phase == "eval"
+    apply(view, Progress("eval", 2, 782, label="ttp"), now=201.0)
+    assert view.eta_s == pytest.approx(780.0)
+    apply(view, Progress("eval", val_loss=2.77, val_bpb=1.0722, label="quantized_ttt_phased", final=True), now=500.0)
+    assert view.phase == "done"
+    assert format_view(view) == "seed0  done  2/782  loss 3.0100  val_bpb 1.0722  8.10M tok/s"
+
+
+def test_plain_display_is_throttled_one_line_per_update() -> None:
+    out = io.StringIO()
+    clock = iter([float(t) for t in range(0, 1000)])
+    display = ProgressDisplay(stream=out, live=False, min_interval_s=5.0, clock=lambda: next(clock))
+    with display:
+        display.set_stage("gate-a")
+        display.on_line("seed0", "hello")  # not progress: nothing
+        for i in range(1, 8):
+            display.on_line("seed0", f"warmup_step: {i}/20")
+        display.on_line("seed0", "0/20000 val_loss: 9.0086 val_bpb: 3.4874")
+        display.job_finished("seed0", "SUCCEEDED")
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "[gate-a] seed0  warmup  1/20",
+        "[gate-a] seed0  warmup  6/20  ETA 14s",
+        "[gate-a] seed0  train  0/20000  val_bpb 3.4874",
+        "[gate-a] seed0  train  0/20000  val_bpb 3.4874  SUCCEEDED",
+    ]
+
+
+def test_live_display_renders_a_table() -> None:
+    out = io.StringIO()
+    with ProgressDisplay(stream=out, live=True) as display:
+        display.set_stage("gate-b")
+        display.on_line("seed1", "500/20000 train_loss: 3.2579 train_time: 0.8m tok/s: 8203641")
+        display.log("a message")
+    text = out.getvalue()
+    assert "seed1" in text and "3.2579" in text and "8.20M" in text and "a message" in text
