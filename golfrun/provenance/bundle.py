@@ -1,0 +1,113 @@
+"""Assemble the preserve bundle of a campaign in its 05-preserve folder.
+
+    05-preserve/provenance.json
+    05-preserve/<campaign>-preserve.tar.gz   top folder <campaign>-preserve/:
+        campaign.resolved.toml, slurm.json, pod.json (when present),
+        00-verify-pod/ … 04-gate-b/ (every file: summaries, job.json, logs, results.json, sbatch
+        scripts; *.pt/*.ptz/*.pth/*.safetensors only with [preserve] include_checkpoints),
+        05-preserve/provenance.json, SHA256SUMS (every other member)
+    05-preserve/README.md                    the model card (results table, provenance, how to verify)
+    05-preserve/SHA256SUMS                   the tarball and README.md: what targets receive
+
+Never archived: the dataset (runs/<campaign>/data), the lock, temp files (*.partial), symlinks,
+and anything outside the stage folders (so a `dir:` target inside runs/<campaign>/ is not
+swallowed by the next tarball). Text members pass through the secret scrubber
+(golfrun/secrets.py with the environment's and the campaign's secret values) on the way in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from golfrun.provenance.provenance import redact_toml, scrub, write_provenance
+from golfrun.provenance.render import model_card
+from golfrun.provenance.tarball import SUMS_NAME, Member, TarballInfo, build_tarball, render_sums, sha256_file
+from golfrun.secrets import redact_text
+from golfrun.summary import STAGE_DIRS, Summary
+
+CHECKPOINT_SUFFIXES = (".pt", ".ptz", ".pth", ".safetensors")
+SKIP_SUFFIXES = (".partial", ".tmp", ".lock")
+PROVENANCE_FILE = "provenance.json"
+README_FILE = "README.md"
+
+
+def tarball_name(campaign: str) -> str:
+    return f"{campaign}-preserve.tar.gz"
+
+
+def _text_member(name: str, path: Path, values: list[str]) -> Member:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Member(name, source=path)  # binary: kept byte for byte
+    if path.suffix == ".toml":
+        clean = redact_toml(text, values)
+    elif path.suffix == ".json":
+        try:
+            clean = json.dumps(scrub(json.loads(text), values), indent=2, sort_keys=True) + "\n"
+            if json.loads(clean) == json.loads(text):
+                clean = text  # nothing to redact: keep the file's own bytes
+        except json.JSONDecodeError:
+            clean = redact_text(text, values)
+    else:
+        clean = redact_text(text, values)
+    return Member(name, data=clean.encode("utf-8")) if clean != text else Member(name, data=data)
+
+
+def campaign_members(campaign_dir: Path, include_checkpoints: bool, values: list[str]) -> list[Member]:
+    members: list[Member] = []
+    for top in ("campaign.resolved.toml", "slurm.json", "pod.json"):
+        p = campaign_dir / top
+        if p.is_file() and not p.is_symlink():
+            members.append(_text_member(top, p, values))
+    for stage, folder in STAGE_DIRS.items():
+        root = campaign_dir / folder
+        if stage == "preserve" or not root.is_dir():
+            continue
+        for p in sorted(root.rglob("*")):
+            if p.is_symlink() or not p.is_file() or p.name.endswith(SKIP_SUFFIXES) or p.name.startswith(".lock"):
+                continue
+            name = p.relative_to(campaign_dir).as_posix()
+            if p.suffix in CHECKPOINT_SUFFIXES:
+                if include_checkpoints:
+                    members.append(Member(name, source=p))
+                continue
+            members.append(_text_member(name, p, values))
+    return members
+
+
+@dataclass
+class BuiltBundle:
+    folder: Path
+    tarball: TarballInfo
+    provenance: Path
+    readme: Path
+    sums: Path
+
+
+def build_bundle(
+    campaign_name: str,
+    campaign_dir: Path,
+    stage_dir: Path,
+    summaries: Mapping[str, Summary],
+    provenance: dict[str, Any],
+    *,
+    include_checkpoints: bool,
+    secret_values: list[str],
+) -> BuiltBundle:
+    prov_path = write_provenance(stage_dir / PROVENANCE_FILE, provenance)
+    members = campaign_members(campaign_dir, include_checkpoints, secret_values)
+    members.append(Member(f"{STAGE_DIRS['preserve']}/{PROVENANCE_FILE}", source=prov_path))
+    root = f"{campaign_name}-preserve"
+    info = build_tarball(stage_dir / tarball_name(campaign_name), root, members)
+    readme = stage_dir / README_FILE
+    readme.write_text(redact_text(model_card(campaign_name, summaries, info.path.name, info.sha256, provenance),
+                                  secret_values))
+    sums = stage_dir / SUMS_NAME
+    sums.write_text(render_sums({info.path.name: info.sha256, README_FILE: sha256_file(readme)}))
+    return BuiltBundle(stage_dir, info, prov_path, readme, sums)
