@@ -1,0 +1,105 @@
+"""Fixtures for the trainer tests: a small synthetic challenge-format dataset, the trainer imported as a
+module, and a helper that runs train_gpt.py as a real subprocess (python or torchrun) at tiny sizes."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINER = REPO / "train_gpt.py"
+PYTHON = REPO / ".venv" / "bin" / "python"
+TORCHRUN = REPO / ".venv" / "bin" / "torchrun"
+
+# The tiny configuration: every size knob shrunk, loop and parallel layers kept consistent for 4 layers.
+TINY_ENV = {
+    "VOCAB_SIZE": "512",
+    "NUM_LAYERS": "4",
+    "MODEL_DIM": "64",
+    "EMBEDDING_DIM": "64",
+    "NUM_HEADS": "4",
+    "NUM_KV_HEADS": "2",
+    "XSA_LAST_N": "4",
+    "ROPE_DIMS": "8",
+    "NUM_LOOPS": "1",
+    "LOOP_START": "1",
+    "LOOP_END": "1",
+    "PARALLEL_START_LAYER": "3",
+    "TRAIN_SEQ_LEN": "128",
+    "EVAL_SEQ_LEN": "128",
+    "TRAIN_BATCH_TOKENS": "2048",
+    "VAL_BATCH_TOKENS": "8192",
+    "ITERATIONS": "60",
+    "MAX_WALLCLOCK_SECONDS": "0",
+    "WARMUP_STEPS": "2",
+    "VAL_LOSS_EVERY": "0",
+    "TRAIN_LOG_EVERY": "10",
+    "MUON_MOMENTUM_WARMUP_STEPS": "20",
+    "EMA_DECAY": "0.9",
+    "GPTQ_CALIBRATION_BATCHES": "4",
+    "TTT_ENABLED": "0",
+    "SEED": "0",
+}
+
+
+def load_trainer():
+    spec = importlib.util.spec_from_file_location("train_gpt", TRAINER)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["train_gpt"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def tg():
+    return load_trainer()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from golfrun.data.synthetic import build_dataset
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    build_dataset(root, vocab_size=512, train_docs=2000, val_docs=200, train_shards=2, seed=1234)
+    return root
+
+
+def _base_env(data_dir: Path, artifact_dir: Path, extra: dict | None) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not any(k.startswith(p) for p in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
+    env.update(TINY_ENV)
+    env.update({"DATA_DIR": str(data_dir), "ARTIFACT_DIR": str(artifact_dir), "RUN_ID": "tiny",
+                "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+def run_trainer(data_dir: Path, artifact_dir: Path, extra: dict | None = None, nproc: int = 1,
+                timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    env = _base_env(data_dir, artifact_dir, extra)
+    if nproc == 1:
+        argv = [str(PYTHON), str(TRAINER)]
+    else:
+        argv = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", str(TRAINER)]
+    proc = subprocess.run(argv, env=env, cwd=artifact_dir, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trainer failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def read_results(artifact_dir: Path) -> dict:
+    return json.loads((artifact_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """One tiny 1-process training run shared by the end-to-end tests."""
+    out = tmp_path_factory.mktemp("tiny_run")
+    proc = run_trainer(tiny_data, out)
+    return out, proc

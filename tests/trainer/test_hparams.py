@@ -1,0 +1,48 @@
+"""Hyperparameters: record names and defaults, parsing, validation, unknown-variable reporting."""
+import pytest
+
+
+def test_record_defaults(tg):
+    h = tg.Hyperparameters({})
+    assert (h.vocab_size, h.num_layers, h.model_dim, h.num_heads, h.num_kv_heads) == (8192, 11, 512, 8, 4)
+    assert h.train_batch_tokens == 786432 and h.train_seq_len == 2048
+    assert h.matrix_lr == 0.022 and h.muon_wd == 0.095 and h.ema_decay == 0.9965
+    assert h.grad_accum_steps == 8 and h.world_size == 1 and not h.distributed
+    assert h.ttt_enabled is True and h.phased_ttt_enabled is False and h.corrector_alpha == 0.0
+    assert h.tokenizer_path.endswith("tokenizers/fineweb_8192_bpe.model")
+    assert h.train_files.endswith("datasets/fineweb10B_sp8192/fineweb_train_*.bin")
+    assert h.quantized_model_path == "final_model.int6.ptz"
+
+
+def test_env_parsing_and_paths(tg):
+    h = tg.Hyperparameters({"TTT_ENABLED": "0", "MLP_MULT": "3", "ARTIFACT_DIR": "/x", "RUN_ID": "r",
+                            "RANK": "1", "WORLD_SIZE": "2", "EVAL_ONLY_QUANTIZED_PATH": "/q.ptz"})
+    assert h.ttt_enabled is False and h.mlp_mult == 3.0
+    assert h.logfile == "/x/r.txt" and h.model_path == "/x/final_model.pt"
+    assert h.quantized_model_path == "/q.ptz"
+    assert h.distributed and h.rank == 1 and h.grad_accum_steps == 4
+    assert set(h.env_values()) >= {"TTT_LORA_RANK", "GLOBAL_TTT_LR", "CORRECTOR_ORDERS", "MUON_BETA2"}
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"WORLD_SIZE": "3", "RANK": "0"}, "WORLD_SIZE=3 must divide 8"),
+    ({"SEED": "abc"}, "SEED='abc'"),
+    ({"NUM_LAYERS": "4", "NUM_LOOPS": "0"}, "PARALLEL_START_LAYER=8"),
+    ({"NUM_LAYERS": "4", "PARALLEL_START_LAYER": "0"}, "LOOP_END=5"),
+    ({"PARALLEL_START_LAYER": "5"}, "must be > LOOP_END=5"),
+    ({"NUM_HEADS": "8", "NUM_KV_HEADS": "3"}, "NUM_KV_HEADS=3"),
+    ({"COMPRESSOR": "zstd"}, "COMPRESSOR='zstd'"),
+    ({"TIE_EMBEDDINGS": "0"}, "TIE_EMBEDDINGS=0"),
+    ({"TTT_ONLY_EVAL": "1"}, "TTT_ONLY_EVAL=1 needs"),
+])
+def test_bad_settings_are_named(tg, env, needle):
+    with pytest.raises(ValueError, match=None) as e:
+        tg.Hyperparameters(env)
+    assert needle in str(e.value)
+
+
+def test_unknown_vars_reported_with_closest_name(tg):
+    found = dict(tg.unknown_env_vars({"MUON_WDD": "1", "TTT_LORA_RNK": "4", "MUON_WD": "0.1",
+                                      "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "PATH": "/bin",
+                                      "MASTER_PORT": "1", "TORCHELASTIC_RUN_ID": "x"}))
+    assert found == {"MUON_WDD": "MUON_WD", "TTT_LORA_RNK": "TTT_LORA_RANK"}
