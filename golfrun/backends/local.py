@@ -1,23 +1,22 @@
 """The local backend: each job is a subprocess (or a torch.distributed.run launch) in its own folder.
 
 - `submit` creates the job folder, writes `launch.json` (what was launched, secrets redacted) and
-  `job.pid`, and starts
-  `python <script>` — or `python -m torch.distributed.run --standalone --nproc_per_node=N <script>`
-  when the job asks for more than one process (the module, so no `torchrun` binary on PATH is
-  needed) — with the environment `os.environ + job.env + ARTIFACT_DIR=<workdir>` (and
-  `RUN_ID=<job name>` unless the job sets one). Output goes to `<workdir>/<job.log_name>`.
+  `job.pid`, and starts `python <script>` — or `python -m torch.distributed.run --standalone
+  --nproc_per_node=N <script>` when the job asks for more than one process (the module, so no
+  `torchrun` binary on PATH is needed) — with the environment `os.environ + job.env +
+  ARTIFACT_DIR=<workdir>` (and `RUN_ID=<job name>` unless the job sets one). Output goes to
+  `<workdir>/<job.log_name>`.
 - `poll` reports the process's state; a job past its time limit is cancelled with reason
   "TIMEOUT after …s".
 - `cancel` signals the whole process tree (SIGTERM, then SIGKILL after a grace period).
 
-If golfrun itself is killed (SIGKILL), the trainer is not: it runs in a session of its own and
-carries on to the end, writing its log and results.json as usual. Its folder keeps `job.pid`.
-The next `submit` of a job into that folder first calls `reap_stale(workdir)`, which stops any
-process still running for it (found by pid + start time, and by the `GOLFRUN_JOB_DIR` marker in
-its environment, which also catches torchrun workers whose launcher is gone), so two trainers never
-write one folder.
+If golfrun itself is killed (SIGKILL), the trainer is not signalled (it runs in a session of its
+own), but its stdout pipe has lost its reader: it dies with BrokenPipeError at its next output
+line, before any results.json. Its folder keeps `job.pid`. The next `submit` of a job into that
+folder first calls `reap_stale(workdir)`, which stops any process still running for it (found by
+pid + start time, and by the `GOLFRUN_JOB_DIR` marker in its environment, which also catches
+torchrun workers whose launcher is gone), so two trainers never write one folder.
 """
-
 from __future__ import annotations
 
 import hashlib
