@@ -1,7 +1,7 @@
 """What counts as a secret, and how it is kept out of everything golfrun writes.
 
 Any environment-variable-like name containing TOKEN, KEY, SECRET or PASSWORD (case-insensitive)
-is a secret, plus a few known names. Values are replaced, never truncated, so a reader can still
+is a secret, plus a few known names; TOKENS (a count, as in TRAIN_BATCH_TOKENS) is not. Values are replaced, never truncated, so a reader can still
 see that the variable was set.
 """
 
@@ -21,7 +21,9 @@ _PRIVATE_KEY_BLOCK = re.compile(
 
 
 def is_secret_name(name: str) -> bool:
-    return name.upper() not in _NOT_SECRET and bool(_SECRET_NAME.search(name))
+    # "TOKENS" is a count (TRAIN_BATCH_TOKENS = "8192"), not a credential: taking it for one would
+    # scrub every "8192" out of trainer logs and summaries.
+    return name.upper() not in _NOT_SECRET and bool(_SECRET_NAME.search(re.sub("TOKENS", "", name, flags=re.IGNORECASE)))
 
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
