@@ -8,12 +8,11 @@ cannot be read back is a `SummaryError` naming the file; the engine then reruns 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from golfrun.errors import SummaryError
+from golfrun.stages.common import write_json_atomic
 from golfrun.summary import STAGE_DIRS, STAGES, Summary
 
 SUMMARY_NAME = "summary.json"
@@ -27,28 +26,6 @@ def stage_dir(campaign_dir: Path, stage: str) -> Path:
 
 def summary_path(campaign_dir: Path, stage: str) -> Path:
     return stage_dir(campaign_dir, stage) / SUMMARY_NAME
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path`: temp file + fsync + rename + fsync of the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_summary(campaign_dir: Path, summary: Summary) -> Path:

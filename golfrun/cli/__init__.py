@@ -1,0 +1,368 @@
+"""The `golfrun` command: parse, call the pipeline, print. Exit codes (docs/cli.md):
+PASS 0, KILL 10, HOLD 11, ERROR 12, SKIPPED 13, bad input 2, campaign locked 3.
+
+Heavy modules (torch is never imported here; numpy, scipy, huggingface_hub only by the stages
+that need them) are imported inside the commands, so `golfrun --help` and `golfrun status`
+answer at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from golfrun import __version__
+from golfrun.errors import CampaignError, GolfrunError, LockError
+from golfrun.summary import EXIT_CODES, EXIT_LOCKED, EXIT_USAGE, STAGES, Verdict
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
+    from golfrun.pipeline.engine import Engine
+
+BACKENDS = ("local", "slurm", "runpod")
+TRAINER_STAGES = ("gate-a", "ablation", "gate-b")
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"golfrun: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Typed golfrun errors → one line on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CampaignError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except LockError as exc:
+            fail(str(exc), EXIT_LOCKED)
+        except GolfrunError as exc:
+            fail(str(exc), EXIT_CODES[Verdict.ERROR])
+
+    return wrapper
+
+
+def campaign_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--campaign", "campaign_spec", metavar="FILE|PRESET", default=None,
+                     help="Campaign TOML file or preset name (default: the tiny preset)."),
+        click.option("--set", "overrides", metavar="SECTION.KEY=VALUE", multiple=True,
+                     help="Override a campaign key with a TOML value; repeatable."),
+        click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+                     show_default=True, help="Where runs/<campaign>/ lives."),
+        click.option("--backend", type=click.Choice(BACKENDS), default=None,
+                     help="Where trainer jobs run (overrides backend.kind)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def dry_run_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--dry-run", is_flag=True, help="Print the plan (jobs, env, commands); run nothing.")(fn)
+
+
+def load(campaign_spec: str | None, overrides: Sequence[str], backend: str | None) -> "Campaign":
+    from golfrun.campaign import load_campaign
+
+    sets = list(overrides)
+    if backend is not None:
+        sets.append(f"backend.kind={backend}")
+    return load_campaign(campaign_spec, sets)
+
+
+def campaign_dir(runs_dir: Path, campaign: "Campaign") -> Path:
+    return (runs_dir / campaign.name).absolute()
+
+
+def make_engine(campaign: "Campaign", runs_dir: Path, display: Any = None, force_local: bool = False) -> "Engine":
+    from golfrun.pipeline.engine import Engine
+
+    log: Callable[[str], None] = display.log if display is not None else (lambda m: click.echo(m))
+
+    def backend_factory() -> Any:
+        kind = "local" if force_local else campaign.backend.kind
+        if kind != "local":
+            raise GolfrunError(
+                f"backend.kind = {kind!r}: single stage commands run their jobs here; run the whole campaign "
+                f"with `golfrun run-all --backend {kind}`, or pass --backend local"
+            )
+        from golfrun.backends.local import LocalBackend
+
+        on_line = None if display is None else (lambda job, line: display.on_line(job.name.rsplit("-", 1)[-1], line))
+        return LocalBackend(python=campaign.backend.local.python or None, on_line=on_line)
+
+    engine = Engine(campaign=campaign, campaign_dir=campaign_dir(runs_dir, campaign), backend_factory=backend_factory, log=log)
+    if display is not None:
+        engine.on_stage = display.set_stage
+    return engine
+
+
+def write_resolved(campaign: "Campaign", cdir: Path) -> None:
+    """runs/<campaign>/campaign.resolved.toml: what this run used (the loader refuses secrets)."""
+    cdir.mkdir(parents=True, exist_ok=True)
+    path = cdir / "campaign.resolved.toml"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(campaign.to_toml(), encoding="utf-8")
+    tmp.replace(path)
+
+
+def progress_display() -> Any:
+    from golfrun.pipeline.progress import ProgressDisplay
+
+    return ProgressDisplay()
+
+
+def print_plan(engine: "Engine", stages: Sequence[str]) -> None:
+    from golfrun.pipeline.engine import stage_module
+    from golfrun.stages import common
+
+    click.echo(f"campaign {engine.campaign.name} ({engine.campaign.source}) → {engine.campaign_dir}")
+    click.echo(f"trainer {common.trainer_path(engine.campaign)} sha256 {engine.trainer_sha256}")
+    for stage in stages:
+        module = stage_module(stage)
+        ctx = engine.context(stage, engine.upstream(stage, strict=False), dry_run=True)
+        click.echo(f"\n[{stage}]")
+        if hasattr(module, "plan"):
+            try:
+                jobs = module.plan(ctx)
+            except GolfrunError as exc:
+                click.echo(f"  plan depends on upstream results not there yet: {exc}")
+                continue
+            for spec in jobs:
+                entry = common.plan_entry(ctx, spec)
+                click.echo(f"  job {entry['name']} ({entry['mode']}, seed {entry['seed']}){' [cached]' if entry['cached'] else ''}")
+                click.echo(f"    workdir {entry['workdir']}")
+                click.echo(f"    command {' '.join(entry['argv'])}")
+                click.echo("    env " + " ".join(f"{k}={v}" for k, v in sorted(entry["full_env"].items())))
+        elif hasattr(module, "describe"):
+            for line in module.describe(ctx):
+                click.echo(f"  {line}")
+        else:
+            click.echo("  (no trainer jobs)")
+
+
+# ----------------------------------------------------------------------------------------- group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="golfrun")
+def main() -> None:
+    """golfrun: gated, resumable Parameter Golf campaigns.
+
+    Stages, in order: verify-pod, download-data, gate-a, ablation, gate-b, preserve. Each writes
+    runs/<campaign>/<NN>-<stage>/summary.json; the next reads it and decides PASS, KILL or HOLD.
+    `golfrun run-all` with no arguments runs the tiny campaign on this machine.
+    """
+
+
+def _stage_command(stage: str) -> None:
+    takes_index = stage in TRAINER_STAGES
+
+    @main.command(stage, help=_stage_help(stage))
+    @campaign_options
+    @dry_run_option
+    @click.option("--force", is_flag=True, help="Run the stage even if its summary is up to date (its jobs too).")
+    @click.pass_context
+    @guarded
+    def command(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path,
+                backend: str | None, dry_run: bool, force: bool, job_index: int | None = None) -> None:
+        ctx.exit(run_stage_command(stage, campaign_spec, overrides, runs_dir, backend, dry_run, force, job_index))
+
+    if takes_index:
+        click.option("--job-index", type=click.IntRange(min=0), default=None,
+                     help="Run only job I of the stage's plan, here, and write no summary (Slurm array tasks).")(command)
+
+
+def _stage_help(stage: str) -> str:
+    from golfrun.pipeline.engine import UPSTREAM
+
+    up = ", ".join(UPSTREAM[stage]) or "nothing"
+    return f"Run the {stage} stage (reads: {up}). Exit code: its verdict's."
+
+
+def run_stage_command(stage: str, campaign_spec: str | None, overrides: Sequence[str], runs_dir: Path,
+                      backend: str | None, dry_run: bool, force: bool, job_index: int | None) -> int:
+    from golfrun.pipeline.lock import CampaignLock
+
+    campaign = load(campaign_spec, overrides, backend)
+    if dry_run:
+        print_plan(make_engine(campaign, runs_dir), [stage])
+        return 0
+    if job_index is not None:
+        return make_engine(campaign, runs_dir, force_local=True).run_job_index(stage, job_index)
+    engine = make_engine(campaign, runs_dir)
+    with CampaignLock(engine.campaign_dir, command=f"golfrun {stage}"):
+        write_resolved(campaign, engine.campaign_dir)
+        return engine.run_single(stage, force=force)
+
+
+for _stage in STAGES:
+    _stage_command(_stage)
+
+
+@main.command("run-all")
+@campaign_options
+@dry_run_option
+@click.option("--force", "force", multiple=True, type=click.Choice(STAGES), metavar="STAGE",
+              help="Rerun this stage and everything after it; repeatable.")
+@click.option("--ssh", default=None, metavar="USER@HOST[:PORT]", help="Slurm: submit on this login node over SSH.")
+@click.option("--accept-new-host-key", is_flag=True, help="SSH: trust an unknown host key (otherwise an error).")
+@click.option("--detach", is_flag=True, help="Slurm/RunPod: return once submitted or started.")
+@click.option("--keep", is_flag=True, help="RunPod: do not terminate the pod at the end or on failure.")
+@click.pass_context
+@guarded
+def run_all(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path, backend: str | None,
+            dry_run: bool, force: tuple[str, ...], ssh: str | None, accept_new_host_key: bool, detach: bool, keep: bool) -> None:
+    """Run every stage in order, skipping what is done. Exit code: the worst verdict."""
+    from golfrun.pipeline.lock import CampaignLock
+
+    campaign = load(campaign_spec, overrides, backend)
+    kind = campaign.backend.kind
+    if kind != "local":
+        ctx.exit(run_remote(campaign, runs_dir, kind, force, dry_run, ssh, accept_new_host_key, detach, keep))
+    if dry_run:
+        print_plan(make_engine(campaign, runs_dir), STAGES)
+        ctx.exit(0)
+    with progress_display() as display:
+        engine = make_engine(campaign, runs_dir, display)
+        with CampaignLock(engine.campaign_dir, command="golfrun run-all"):
+            write_resolved(campaign, engine.campaign_dir)
+            code = engine.run_all(force)
+    click.echo(f"\nrun-all finished: exit {code} ({_meaning(code)}); `golfrun status` for the table")
+    ctx.exit(code)
+
+
+def run_remote(campaign: "Campaign", runs_dir: Path, kind: str, force: Sequence[str], dry_run: bool, ssh: str | None,
+               accept_new_host_key: bool, detach: bool, keep: bool) -> int:
+    from golfrun.pipeline.remote import RemoteOptions
+
+    module_name = f"golfrun.pipeline.{kind}_campaign"
+    if importlib.util.find_spec(module_name) is None:
+        raise GolfrunError(f"backend {kind!r}: this installation has no {module_name} (the {kind} campaign runner)")
+    module = importlib.import_module(module_name)
+    options = RemoteOptions(force=tuple(force), dry_run=dry_run, ssh=ssh, accept_new_host_key=accept_new_host_key,
+                            detach=detach, keep=keep)
+    return int(module.run_campaign(campaign, campaign_dir(runs_dir, campaign), options, lambda m: click.echo(m)))
+
+
+def _meaning(code: int) -> str:
+    for verdict, value in EXIT_CODES.items():
+        if value == code:
+            return verdict.value
+    return {EXIT_USAGE: "bad input", EXIT_LOCKED: "locked"}.get(code, "?")
+
+
+@main.command()
+@campaign_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@guarded
+def status(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path,
+           backend: str | None, as_json: bool) -> None:
+    """A table of the stages: verdict, key figures, fresh or cached, jobs, duration, up to date."""
+    from golfrun.pipeline import views
+
+    campaign = load(campaign_spec, overrides, backend)
+    engine = make_engine(campaign, runs_dir)
+    rows = views.status_rows(engine)
+    if as_json:
+        click.echo(json.dumps({"campaign": campaign.name, "campaign_dir": str(engine.campaign_dir), "stages": rows}, indent=2))
+    else:
+        click.echo(views.render_status(campaign.name, rows), nl=False)
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(STAGES))
+@campaign_options
+@click.pass_context
+@guarded
+def explain(ctx: click.Context, stage: str, campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path,
+            backend: str | None) -> None:
+    """Every check of STAGE (observed vs limit) and why it ran, was skipped or came from cache."""
+    from golfrun.pipeline import views
+
+    campaign = load(campaign_spec, overrides, backend)
+    click.echo(views.explain(make_engine(campaign, runs_dir), stage))
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(STAGES))
+@click.option("--promote", metavar="VARIANT", default=None, help="Promote this variant (or 'baseline') to gate-b.")
+@click.option("--kill", is_flag=True, help="Stop the campaign here.")
+@click.option("--reason", required=True, help="Why: recorded in the summary.")
+@campaign_options
+@click.pass_context
+@guarded
+def decide(ctx: click.Context, stage: str, promote: str | None, kill: bool, reason: str, campaign_spec: str | None,
+           overrides: tuple[str, ...], runs_dir: Path, backend: str | None) -> None:
+    """Record a person's decision on a HOLD; `golfrun run-all` then continues from it."""
+    from golfrun.pipeline import views
+    from golfrun.pipeline.lock import CampaignLock
+
+    campaign = load(campaign_spec, overrides, backend)
+    engine = make_engine(campaign, runs_dir)
+    with CampaignLock(engine.campaign_dir, command=f"golfrun decide {stage}"):
+        summary = views.decide(engine, stage, promote, kill, reason)
+    click.echo(f"{stage}: {summary.verdict.value} — {summary.reasons[0]}")
+    click.echo("continue with `golfrun run-all`" if summary.verdict is Verdict.PASS else "the campaign stops here")
+
+
+@main.command()
+@click.option("--preset", default="tiny", show_default=True, help="Preset to start from.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: <preset>.toml).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@guarded
+def init(preset: str, out: Path | None, force: bool) -> None:
+    """Write an editable campaign file from a preset."""
+    from golfrun.campaign import preset_text
+
+    text = preset_text(preset)
+    out = out or Path(f"{preset}.toml")
+    if out.exists() and not force:
+        raise CampaignError(f"{out} exists; choose another --out or pass --force")
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}; run it with `golfrun run-all --campaign {out}`")
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(STAGES))
+@campaign_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the Slurm runner reads it).")
+@guarded
+def plan(stage: str, campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path, backend: str | None,
+         as_json: bool) -> None:
+    """The trainer jobs STAGE would run: name, seed, mode, env, command, cached or not."""
+    from golfrun.stages import common
+
+    campaign = load(campaign_spec, overrides, backend)
+    engine = make_engine(campaign, runs_dir)
+    ctx = engine.context(stage, engine.upstream(stage, strict=False), dry_run=True)
+    jobs = [common.plan_entry(ctx, spec) for spec in engine.plan(stage)]
+    if as_json:
+        click.echo(json.dumps({"stage": stage, "campaign": campaign.name, "campaign_dir": str(engine.campaign_dir),
+                               "jobs": [{"index": i, **j} for i, j in enumerate(jobs)]}, indent=2))
+    else:
+        print_plan(engine, [stage])
+
+
+def _register_plugins(group: click.Group) -> None:
+    """Commands other parts of golfrun add (Slurm, preserve, RunPod), when installed."""
+    for name in ("slurm", "preserve", "pod"):
+        module_name = f"golfrun.cli.{name}"
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(group)
+
+
+_register_plugins(main)

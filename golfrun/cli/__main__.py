@@ -1,0 +1,3 @@
+from golfrun.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""Ablation: screen variants (env overrides) against the baseline on the same seed.
+
+mode = "eval_only" (default): every variant is evaluated on Gate A's kept checkpoint
+(EVAL_ONLY_PATH=02-gate-a/checkpoint/final_model.pt), each in its own job folder — which holds no
+.ptz, so the trainer re-serializes and requantization variants take effect. The baseline is
+re-evaluated the same way (job `baseline`, no overrides), so variant and baseline go through the
+identical eval-only path: the comparison is apples to apples, not eval-only against Gate A's
+in-training numbers.
+mode = "train": every variant trains from scratch with Gate A's seed; the baseline is Gate A's own
+result (same seed, same path).
+
+All runs use Gate A's seed. delta_bpb = variant − baseline (negative = better), also in nats.
+
+Rule (thresholds from the ablation section; both negative, promote ≤ hold):
+  best delta_bpb ≤ promote_delta_bpb          → PASS, the best variant is PROMOTED;
+  promote_delta_bpb < best ≤ hold_delta_bpb   → HOLD: a person decides with `golfrun decide ablation`;
+  best > hold_delta_bpb                       → KILL (no variant is worth confirming).
+A failed job → ERROR. The promoted variant's name and env go into `decision.promoted` /
+`decision.promoted_env`, which gate-b reads; nobody copies values by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from golfrun.errors import CampaignError, GolfrunError
+from golfrun.stages import common
+from golfrun.stages.common import JobSpec
+from golfrun.stages.context import StageContext
+from golfrun.summary import Check, Summary, Verdict
+
+BASELINE = "baseline"
+
+
+def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
+    """(name, env, mode) per variant; mode is the variant's own or ablation.mode."""
+    out: list[tuple[str, dict[str, str], str]] = []
+    for i, v in enumerate(ctx.campaign.ablation.variants or []):
+        if v.name == BASELINE:
+            raise CampaignError(f"ablation.variants[{i}].name: {BASELINE!r} is reserved for the baseline")
+        mode = ctx.campaign.variant_mode(v)
+        if mode not in ("eval_only", "train"):
+            raise CampaignError(f"ablation.variants[{i}] ({v.name}): mode {mode!r} is not 'eval_only' or 'train'")
+        out.append((str(v.name), common.str_env(f"ablation.variants[{i}].env", v.env), mode))
+    return out
+
+
+def eval_only_inputs(ctx: StageContext) -> tuple[dict[str, str], dict[str, str]]:
+    """(env, inputs) for an eval-only job on Gate A's checkpoint; inputs carry its sha256, so a
+    retrained checkpoint invalidates every cached eval-only job."""
+    gate_a = ctx.upstream.get("gate-a")
+    ckpt = ctx.campaign_dir / "02-gate-a" / "checkpoint" / "final_model.pt"
+    sha = "unknown"
+    if gate_a is not None:
+        for a in gate_a.artifacts:
+            if a.path.endswith("final_model.pt"):
+                ckpt = ctx.campaign_dir / a.path
+                sha = a.sha256
+    return {"EVAL_ONLY_PATH": str(ckpt)}, {"checkpoint_sha256": sha}
+
+
+def plan(ctx: StageContext) -> list[JobSpec]:
+    seed = int(ctx.campaign.gate_a.seed)
+    limit = common.time_limit(ctx)
+    n = common.nproc(ctx)
+    vs = variants(ctx)
+    ev_env, inputs = eval_only_inputs(ctx)
+    specs = []
+    if any(mode == "eval_only" for _, _, mode in vs):
+        specs.append(JobSpec(name=BASELINE, seed=seed, mode="eval_only", env=dict(ev_env), inputs=inputs,
+                             nproc_per_node=n, time_limit_s=limit))
+    for name, env, mode in vs:
+        if mode == "eval_only":
+            specs.append(JobSpec(name=name, seed=seed, mode="eval_only", env={**env, **ev_env}, inputs=inputs,
+                                 nproc_per_node=n, time_limit_s=limit))
+        else:
+            specs.append(JobSpec(name=name, seed=seed, mode="train", env=dict(env), nproc_per_node=n, time_limit_s=limit))
+    return specs
+
+
+def _outcome_name(delta: float, promote: float, hold: float) -> str:
+    if delta <= promote:
+        return "PROMOTE"
+    if delta <= hold:
+        return "HOLD"
+    return "KILL"
+
+
+def run(ctx: StageContext) -> Summary:
+    started = common.now_iso()
+    a = ctx.campaign.ablation
+    promote, hold = float(a.promote_delta_bpb), float(a.hold_delta_bpb)
+    if promote > hold:
+        raise CampaignError(f"ablation.promote_delta_bpb ({promote}) must be ≤ ablation.hold_delta_bpb ({hold})")
+    gate_a = ctx.upstream.get("gate-a")
+    if gate_a is None:
+        raise GolfrunError("ablation needs gate-a's summary: run `golfrun gate-a` first")
+    vs = variants(ctx)
+    if not vs:
+        raise CampaignError("ablation.variants is empty: give at least one [[ablation.variants]]")
+    specs = plan(ctx)
+    outcomes = common.run_jobs(ctx, specs)
+    decision: dict[str, Any] = {
+        "mode": str(ctx.campaign.ablation.mode),
+        "seed": int(ctx.campaign.gate_a.seed),
+        "thresholds": {"promote_delta_bpb": promote, "hold_delta_bpb": hold},
+        "delta_convention": "delta_bpb = variant - baseline (negative = better)",
+    }
+    failed = common.failed_jobs_summary(ctx, started, outcomes, decision)
+    if failed is not None:
+        return failed
+    by_name = {o.spec.name: o for o in outcomes}
+    baselines: dict[str, dict[str, Any]] = {}
+    if BASELINE in by_name:
+        b = common.score(by_name[BASELINE].result)  # type: ignore[arg-type]
+        b["source"] = "eval-only re-evaluation of gate-a's checkpoint (job 'baseline'), for the eval-only variants"
+        baselines["eval_only"] = b
+    if any(mode == "train" for _, _, mode in vs):
+        b = {k: gate_a.decision.get(k) for k in ("val_loss", "val_bpb", "eval_time_ms", "artifact_bytes", "label")}
+        b["source"] = "gate-a's result (same seed, trained the same way), for the trained variants"
+        baselines["train"] = b
+    for b in baselines.values():
+        if b.get("val_bpb") is None:
+            raise GolfrunError(f"ablation: the baseline has no val_bpb ({b['source']})")
+    decision["baseline"] = baselines
+
+    from golfrun.gates.stats import ablation_decision
+
+    rows = []
+    deltas: dict[str, float] = {}
+    for name, env, mode in vs:
+        base = baselines[mode]
+        s = common.score(by_name[name].result)  # type: ignore[arg-type]
+        delta = s["val_bpb"] - base["val_bpb"]
+        deltas[name] = delta
+        rows.append({
+            "name": name,
+            "env": env,
+            **s,
+            "mode": mode,
+            "baseline_val_bpb": base["val_bpb"],
+            "delta_bpb": delta,
+            "delta_loss": None if base.get("val_loss") is None else s["val_loss"] - base["val_loss"],
+            "outcome": _outcome_name(delta, promote, hold),
+        })
+    decision["variants"] = rows
+    verdict_word, best = _decide(ablation_decision, deltas, promote, hold)
+    best_row = next(r for r in rows if r["name"] == best)
+    decision["best"] = best
+    decision["best_delta_bpb"] = best_row["delta_bpb"]
+    decision["outcome"] = verdict_word
+    checks = [
+        Check(name=f"delta_bpb[{r['name']}]", observed=r["delta_bpb"], limit=promote, op="<=",
+              passed=r["delta_bpb"] <= promote, severity="warn",
+              detail=f"{r['outcome']}: promote at ≤ {promote:g}, hold at ≤ {hold:g} (variant − baseline)")
+        for r in rows
+    ]
+    checks.append(Check(name="best_delta_bpb", observed=best_row["delta_bpb"], limit=hold, op="<=",
+                        passed=best_row["delta_bpb"] <= hold,
+                        detail=f"best variant {best}; ≤ {promote:g} promotes, ≤ {hold:g} holds for a person"))
+    if verdict_word == "PROMOTE":
+        verdict = Verdict.PASS
+        decision["promoted"] = best
+        decision["promoted_env"] = best_row["env"]
+        decision["promoted_mode"] = best_row["mode"]
+        reasons = [f"promoted {best}: delta_bpb {best_row['delta_bpb']:+.6f} ≤ {promote:g}"]
+    elif verdict_word == "HOLD":
+        verdict = Verdict.HOLD
+        decision["promoted"] = None
+        reasons = [f"HOLD: best {best} delta_bpb {best_row['delta_bpb']:+.6f} is between {promote:g} and {hold:g}; "
+                   f"decide with `golfrun decide ablation --promote {best}|baseline` or `--kill`, with --reason"]
+    else:
+        verdict = Verdict.KILL
+        decision["promoted"] = None
+        reasons = [f"no variant improves enough: best {best} delta_bpb {best_row['delta_bpb']:+.6f} > {hold:g}"]
+    return common.new_summary(ctx, verdict, started, checks=checks, decision=decision,
+                              jobs=[o.record for o in outcomes], reasons=reasons)
+
+
+def _decide(fn: Any, deltas: dict[str, float], promote: float, hold: float) -> tuple[str, str]:
+    """PROMOTE|HOLD|KILL and the best variant, through golfrun.gates.stats.ablation_decision."""
+    out = fn(deltas, promote, hold)
+    word = getattr(out, "outcome", None) or getattr(out, "decision", None) or (out[0] if isinstance(out, tuple) else out)
+    best = getattr(out, "best", None) or (out[1] if isinstance(out, tuple) and len(out) > 1 else min(deltas, key=deltas.__getitem__))
+    word = str(getattr(word, "value", word)).upper()
+    return word, str(best)

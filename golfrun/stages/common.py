@@ -1,0 +1,510 @@
+"""What the trainer-running stages share: planning jobs, running them with per-job caching,
+collecting results, and building summaries.
+
+A job's folder is `<stage_dir>/jobs/<name>/`. Before a job starts, `job.json` records its key:
+the sha256 of its resolved environment (secrets redacted, the per-run ARTIFACT_DIR left out),
+the trainer's sha256 and the files it reads (a checkpoint's sha256). The job is served from
+cache when that key is unchanged and the folder holds a usable result (`results.json`, written
+last by the trainer, or a log with a final score). Anything else reruns in a clean folder, so a
+crash or SIGKILL loses at most the job that was running.
+
+A job that fails, exits non-zero or leaves no final score is an error carrying the last lines of
+its log; it never yields a score, so no gate can read it as PASS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
+from golfrun.secrets import redact_env, redact_text, secret_values_from_env
+from golfrun.summary import Artifact, Check, JobRecord, Summary, Verdict
+
+if TYPE_CHECKING:
+    from golfrun.stages.context import StageContext
+    from golfrun.trainer.results import TrainerResult
+
+JOB_SCHEMA = "golfrun.job/1"
+JOB_FILE = "job.json"
+LOG_NAME = "job.log"
+TAIL_LINES = 20
+# Variables that name where this run's files go: they change with the folder, not the result.
+_KEY_EXCLUDED = ("ARTIFACT_DIR",)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as JSON to `path`: temp file + fsync + rename + fsync of the folder, so a
+    reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def plain(value: Any) -> Any:
+    """A campaign section or result (dataclass, mapping, object) as JSON-able plain data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return plain(value.to_dict())
+    return value
+
+
+def campaign_section(campaign: Any, name: str) -> Any:
+    """One section of the resolved campaign as plain data (for fingerprints)."""
+    section = getattr(campaign, "section", None)
+    if callable(section):
+        try:
+            return plain(section(name))
+        except (KeyError, AttributeError, GolfrunError):
+            pass
+    return plain(getattr(campaign, name, None))
+
+
+def trainer_path(campaign: Any) -> Path:
+    for attr in ("trainer_path", "trainer"):
+        value = getattr(campaign, attr, None)
+        if value:
+            return Path(value)
+    raise CampaignError("the campaign names no trainer")
+
+
+def artifact(ctx: "StageContext", path: Path) -> Artifact:
+    path = Path(path)
+    try:
+        rel = str(path.relative_to(ctx.campaign_dir))
+    except ValueError:
+        rel = str(path)
+    return Artifact(path=rel, bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+# ---------------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One planned trainer run of a stage. `env` holds the stage's overrides only (what the
+    summary records); the full environment is `job_env(ctx, spec)`."""
+
+    name: str  # folder name under <stage_dir>/jobs/
+    seed: int
+    mode: str  # train | eval_only
+    env: Mapping[str, str]
+    inputs: Mapping[str, str] = field(default_factory=dict)  # e.g. checkpoint sha256
+    nproc_per_node: int = 1
+    time_limit_s: float = 3600.0
+    keep: Callable[[Path], None] | None = field(default=None, compare=False)  # runs before parsing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "mode": self.mode,
+            "env": redact_env(dict(self.env)),
+            "inputs": dict(self.inputs),
+            "nproc_per_node": self.nproc_per_node,
+            "time_limit_s": self.time_limit_s,
+        }
+
+
+def str_env(where: str, env: Mapping[str, Any] | None) -> dict[str, str]:
+    """A campaign env table as str → str; a value that is a table or list is a CampaignError."""
+    out: dict[str, str] = {}
+    for key, value in (env or {}).items():
+        if isinstance(value, bool):
+            out[str(key)] = "1" if value else "0"
+        elif isinstance(value, (str, int, float)):
+            out[str(key)] = str(value)
+        else:
+            raise CampaignError(f"{where}.{key}: expected a string or number, got {type(value).__name__}")
+    return out
+
+
+def data_env(ctx: "StageContext") -> dict[str, str]:
+    """DATA_DIR and VOCAB_SIZE from download-data's summary (the data the trainer must read)."""
+    data = ctx.upstream.get("download-data")
+    if data is None or "data_dir" not in data.decision:
+        return {}
+    env = {"DATA_DIR": str(data.decision["data_dir"])}
+    if data.decision.get("vocab_size"):
+        env["VOCAB_SIZE"] = str(data.decision["vocab_size"])
+    return env
+
+
+def base_env(ctx: "StageContext") -> dict[str, str]:
+    """trainer_env, then the data's variables, then the gate_a section's env."""
+    c = ctx.campaign
+    env = str_env("trainer_env", getattr(c, "trainer_env", {}) or {})
+    for key, value in data_env(ctx).items():
+        if key in env and env[key] != value and key == "VOCAB_SIZE":
+            raise CampaignError(
+                f"trainer_env.VOCAB_SIZE = {env[key]!r} but the data ({ctx.upstream['download-data'].decision.get('variant')}) "
+                f"has vocabulary {value}; remove the key or change data.variant"
+            )
+        env[key] = value
+    env.update(str_env("gate_a.env", getattr(c.gate_a, "env", {}) or {}))
+    return env
+
+
+def job_dir(ctx: "StageContext", spec: JobSpec) -> Path:
+    return ctx.stage_dir / "jobs" / spec.name
+
+
+def job_env(ctx: "StageContext", spec: JobSpec) -> dict[str, str]:
+    env = base_env(ctx)
+    env.update(spec.env)
+    env["SEED"] = str(spec.seed)
+    env["RUN_ID"] = spec.name
+    env["ARTIFACT_DIR"] = str(job_dir(ctx, spec))
+    return env
+
+
+def job_key(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> str:
+    keyed = {k: v for k, v in redact_env(dict(env)).items() if k not in _KEY_EXCLUDED}
+    doc = {
+        "env": keyed,
+        "trainer_sha256": ctx.trainer_sha256,
+        "inputs": dict(spec.inputs),
+        "nproc_per_node": spec.nproc_per_node,
+        "mode": spec.mode,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def trainer_file(ctx: "StageContext") -> Path:
+    return trainer_path(ctx.campaign).resolve()
+
+
+def launch_argv(ctx: "StageContext", spec: JobSpec) -> list[str]:
+    """The command a local run uses (for --dry-run and `plan`; the backend builds its own)."""
+    script = str(trainer_file(ctx))
+    if spec.nproc_per_node > 1:
+        return ["torchrun", "--standalone", f"--nproc_per_node={spec.nproc_per_node}", script]
+    return ["python", script]
+
+
+def plan_entry(ctx: "StageContext", spec: JobSpec) -> dict[str, Any]:
+    """A job as `golfrun plan --json` and --dry-run show it (secrets redacted)."""
+    env = job_env(ctx, spec)
+    return {
+        **spec.to_dict(),
+        "workdir": str(job_dir(ctx, spec)),
+        "argv": launch_argv(ctx, spec),
+        "full_env": redact_env(env),
+        "key": job_key(ctx, spec, env),
+        "cached": cached_result(ctx, spec, env) is not None,
+    }
+
+
+# ---------------------------------------------------------------------------------- running
+
+
+@dataclass
+class JobOutcome:
+    spec: JobSpec
+    record: JobRecord
+    result: "TrainerResult | None"
+    error: str | None = None  # one paragraph: what failed and the log's tail
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.error is None
+
+
+def _read_job_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cached_result(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> "TrainerResult | None":
+    from golfrun.trainer.results import load_results
+
+    folder = job_dir(ctx, spec)
+    recorded = _read_job_json(folder / JOB_FILE)
+    if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != "SUCCEEDED":
+        return None
+    try:
+        result = load_results(folder)
+    except TrainerResultError:
+        return None
+    return result if result.final is not None else None
+
+
+def log_tail(folder: Path, env: Mapping[str, str], lines: int = TAIL_LINES) -> str:
+    path = folder / LOG_NAME
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    tail = "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    return redact_text(tail, secret_values_from_env(env))
+
+
+def _write_job_json(folder: Path, data: dict[str, Any]) -> None:
+    write_json_atomic(folder / JOB_FILE, data)
+
+
+def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -> JobOutcome:
+    """Run one job through ctx.backend (or serve it from its folder); never raises for a failed job."""
+    from golfrun.backends.base import Job, JobState, wait
+    from golfrun.trainer.results import load_results
+
+    if use_cache is None:
+        use_cache = bool(getattr(ctx, "job_cache", True))
+    env = job_env(ctx, spec)
+    key = job_key(ctx, spec, env)
+    folder = job_dir(ctx, spec)
+    backend_name = str(getattr(ctx.backend, "name", "?"))
+    record = JobRecord(name=spec.name, env=redact_env(dict(spec.env)), backend=backend_name)
+
+    if use_cache:
+        result = cached_result(ctx, spec, env)
+        if result is not None:
+            prior = _read_job_json(folder / JOB_FILE) or {}
+            record.cached = True
+            record.state = "SUCCEEDED"
+            record.backend = str(prior.get("backend", backend_name))
+            record.backend_ids = list(prior.get("backend_ids", []))
+            record.duration_s = prior.get("duration_s")
+            record.result = result.to_dict()
+            ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
+            return JobOutcome(spec, record, result)
+
+    # A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output.
+    if folder.exists():
+        if backend_name == "local":
+            # A trainer left running by a killed golfrun must not write into the fresh folder.
+            from golfrun.backends.local import reap_stale
+
+            reap_stale(folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    job_doc: dict[str, Any] = {
+        "schema": JOB_SCHEMA,
+        "key": key,
+        **spec.to_dict(),
+        "full_env": redact_env(env),
+        "trainer": str(trainer_file(ctx)),
+        "trainer_sha256": ctx.trainer_sha256,
+        "backend": backend_name,
+        "state": "SUBMITTED",
+        "submitted_at": now_iso(),
+    }
+    _write_job_json(folder, job_doc)
+    job = Job(
+        name=f"{ctx.campaign.name}-{ctx.stage}-{spec.name}",
+        script=str(trainer_file(ctx)),
+        env=env,
+        workdir=str(folder),
+        nproc_per_node=spec.nproc_per_node,
+        time_limit_s=spec.time_limit_s,
+        log_name=LOG_NAME,
+    )
+    ctx.log(f"{ctx.stage}: job {spec.name}: starting ({spec.mode}, seed {spec.seed})")
+    t0 = time.monotonic()
+    error: str | None = None
+    state = JobState.UNKNOWN
+    try:
+        handle = ctx.backend.submit(job)
+        job_doc["backend_ids"] = [handle.id]
+        _write_job_json(folder, job_doc)
+        status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0, poll_interval_s=0.5)
+        ctx.backend.fetch(handle)
+        state = status.state
+        record.backend_ids = list(status.backend_ids or [handle.id])
+        record.reason = status.reason
+        if state is not JobState.SUCCEEDED:
+            error = f"job {spec.name} {state.value}" + (f" (exit {status.exit_code})" if status.exit_code is not None else "")
+            # The backend's reason may carry its own log tail; ours follows below, redacted.
+            error += f": {status.reason.splitlines()[0]}" if status.reason else ""
+    except (BackendError, GolfrunError) as exc:
+        error = f"job {spec.name}: {exc}"
+        state = JobState.FAILED
+    duration = round(time.monotonic() - t0, 3)
+    record.duration_s = duration
+    record.state = state.value
+
+    # Checkpoints first: a parser failure below must not cost the trained weights.
+    if spec.keep is not None:
+        try:
+            spec.keep(folder)
+        except OSError as exc:
+            error = (error + "; " if error else "") + f"could not keep the checkpoint: {exc}"
+
+    result = None
+    try:
+        result = load_results(folder)
+        if result.final is None:
+            raise TrainerResultError(f"{folder}: results have no final score")
+        record.result = result.to_dict()
+    except TrainerResultError as exc:
+        error = (error + "; " if error else f"job {spec.name} finished but ") + str(exc).splitlines()[0]
+        result = None
+    if error is not None:
+        error += f"\nlast lines of {folder / LOG_NAME}:\n{log_tail(folder, env)}"
+        record.reason = error.splitlines()[0]
+        result = None
+    job_doc.update(state=record.state if error is None else "FAILED", finished_at=now_iso(), duration_s=duration,
+                   backend_ids=record.backend_ids, error=error)
+    _write_job_json(folder, job_doc)
+    ctx.log(f"{ctx.stage}: job {spec.name}: {'done' if error is None else 'FAILED'} in {duration:.1f}s")
+    return JobOutcome(spec, record, result, error)
+
+
+def run_jobs(ctx: "StageContext", specs: Sequence[JobSpec]) -> list[JobOutcome]:
+    """Run the jobs one after another; all are attempted even when one fails."""
+    return [run_job(ctx, spec) for spec in specs]
+
+
+def keep_checkpoint(dest: Path) -> Callable[[Path], None]:
+    """A `JobSpec.keep` that copies the job's final_model.pt and .ptz into `dest`."""
+
+    def keep(folder: Path) -> None:
+        for name in ("final_model.pt", "final_model.int6.ptz"):
+            src = folder / name
+            if src.is_file():
+                dest.mkdir(parents=True, exist_ok=True)
+                tmp = dest / f".{name}.tmp"
+                shutil.copy2(src, tmp)
+                os.replace(tmp, dest / name)
+
+    return keep
+
+
+# ---------------------------------------------------------------------------------- summaries
+
+
+def new_summary(ctx: "StageContext", verdict: Verdict, started_at: str, **fields: Any) -> Summary:
+    return Summary(
+        stage=ctx.stage,
+        campaign=ctx.campaign.name,
+        verdict=verdict,
+        started_at=started_at,
+        finished_at=now_iso(),
+        fingerprint=ctx.fingerprint,
+        fingerprint_inputs=dict(ctx.fingerprint_inputs),
+        **fields,
+    )
+
+
+def failed_jobs_summary(ctx: "StageContext", started_at: str, outcomes: Sequence[JobOutcome],
+                        decision: dict[str, Any] | None = None) -> Summary | None:
+    """An ERROR summary when any job failed (reasons carry each failure and its log tail), else None."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return None
+    reasons = [f"{len(failed)} of {len(outcomes)} job(s) failed; no decision can be made"]
+    reasons += [o.error or f"job {o.spec.name}: no result" for o in failed]
+    return new_summary(ctx, Verdict.ERROR, started_at, jobs=[o.record for o in outcomes],
+                       reasons=reasons, decision=decision or {})
+
+
+def score(result: "TrainerResult") -> dict[str, Any]:
+    """The figures a summary keeps for one result: both nats and bpb, times, artifact size."""
+    final = result.final
+    art = result.artifact
+    return {
+        "label": final.label if final else None,
+        "val_loss": final.val_loss if final else None,
+        "val_bpb": final.val_bpb if final else None,
+        "eval_time_ms": final.eval_time_ms if final else None,
+        "train_time_ms": result.train_time_ms,
+        "artifact_bytes": art.total_bytes if art else None,
+        "mode": result.mode,
+        "seed": result.seed,
+    }
+
+
+def reference_index(ctx: "StageContext", seed: int) -> int | None:
+    seeds = list(getattr(ctx.campaign.reference, "seeds", []) or [])
+    return seeds.index(seed) if seed in seeds else None
+
+
+def time_limit(ctx: "StageContext") -> float:
+    """A job's deadline: the gate's train and eval caps with room for compile and serialization."""
+    g = ctx.campaign.gate_a
+    return 1.5 * (float(g.max_train_seconds) + float(g.max_eval_seconds)) + 900.0
+
+
+def nproc(ctx: "StageContext") -> int:
+    backend = getattr(ctx.campaign, "backend", None)
+    local = getattr(backend, "local", None)
+    n = getattr(local, "nproc_per_node", None) if local is not None else None
+    if n is None and isinstance(local, Mapping):
+        n = local.get("nproc_per_node")
+    return int(n or 1)
+
+
+def checks_for_result(ctx: "StageContext", name: str, result: "TrainerResult", train: bool) -> list[Check]:
+    """Per-run checks shared by gate-a and gate-b: artifact cap (+ headroom warning), time caps."""
+    from golfrun.gates.checks import at_most
+
+    g = ctx.campaign.gate_a
+    cap = int(g.artifact_cap_bytes)
+    headroom = int(getattr(g, "artifact_headroom_bytes", 0) or 0)
+    size = result.artifact.total_bytes if result.artifact else None
+    checks = [
+        at_most(f"{name}artifact_bytes", size, cap,
+                detail="total submission bytes (model + code) against the competition's cap"),
+    ]
+    if headroom > 0:
+        checks.append(at_most(f"{name}artifact_headroom", size, cap - headroom,
+                              detail=f"our own safety margin of {headroom} bytes below the cap (a warning only)",
+                              severity="warn"))
+    if train:
+        secs = None if result.train_time_ms is None else result.train_time_ms / 1000.0
+        checks.append(at_most(f"{name}train_seconds", secs, float(g.max_train_seconds),
+                              detail="training wall clock as the trainer measured it"))
+    eval_ms = result.final.eval_time_ms if result.final else None
+    checks.append(at_most(f"{name}eval_seconds", None if eval_ms is None else eval_ms / 1000.0,
+                          float(g.max_eval_seconds), detail=f"time of the final evaluation ({result.final.label if result.final else '?'})"))
+    return checks
