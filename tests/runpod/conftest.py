@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.runpod_server import FakePod, FakeRunpod
-from tests.services.common import ServiceMissing, all_pids, in_ci, proc_environ
+from tests.services.common import ServiceMissing, in_ci
 from tests.services.sshd import SshdServer
-
-POD_MARK = "GOLFRUN_TEST_POD"
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +37,7 @@ def pod_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
 
 
 def kill_pod_processes(workdir: Path) -> None:
-    """What ends when a pod ends: every process started from its workdir (found by its pid files)."""
+    """What ends when a pod ends: the process groups golfrun started there (setsid; pid files)."""
     state = workdir / ".golfrun"
     for pid_file in sorted(state.glob("*.pid")) if state.is_dir() else []:
         try:
@@ -49,13 +47,6 @@ def kill_pod_processes(workdir: Path) -> None:
         for sig_target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
             try:
                 sig_target()
-            except (ProcessLookupError, PermissionError):
-                pass
-    # processes whose environment names this pod workdir (the detached run and its children)
-    for pid in all_pids():
-        if proc_environ(pid).get(POD_MARK) == str(workdir):
-            try:
-                os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 

@@ -471,3 +471,19 @@ def check_api_reachable(client: RunpodClient) -> None:
         client.list_pods()
     except RunpodApiError as exc:
         raise BackendError(f"RunPod API not usable: {exc}") from None
+
+
+def sweep(client: RunpodClient, runs_dirs: Sequence[Path], yes: bool, log: Log) -> list[Pod]:
+    """`golfrun-` pods that no live campaign under `runs_dirs` owns; terminated when `yes`."""
+    owned = owned_pod_ids(runs_dirs)
+    orphans = [p for p in golfrun_pods(client) if p.id not in owned]
+    for pod in golfrun_pods(client):
+        if pod.id in owned:
+            log(f"keep  {pod.id}  {pod.name}  {pod.status}  (owned by {owned[pod.id]})")
+    for pod in orphans:
+        log(f"{'end ' if yes else 'orphan'}  {pod.id}  {pod.name}  {pod.status}  {pod.cost_per_hr:.2f} USD/h")
+        if yes:
+            client.terminate(pod.id)
+    if orphans and not yes:
+        log(f"{len(orphans)} orphan pod(s); run again with --yes to terminate them")
+    return orphans

@@ -1,0 +1,303 @@
+"""`golfrun run-all --backend runpod`: the whole campaign on a RunPod pod, from a laptop.
+
+create pod (id → runs/<campaign>/pod.json) → wait RUNNING + ssh.direct → first SSH login (host key
+recorded) → in-pod deadline timer → push code, campaign and earlier summaries → prepare (setup
+lines, install golfrun unless present) → verify-pod on the pod → `golfrun run-all` detached
+(setsid; exit code to a file) → follow the log → pull results with sha256 checks → terminate.
+
+`--detach` returns once the run has started; `golfrun pod logs|status|pull|down` pick it up later,
+and running this again re-attaches to the live pod instead of creating another. Any failure
+terminates the pod unless `--keep`. A pod lost mid-run (gone, stopped, restarted) is replaced by a
+new one that resumes from the summaries already pulled home (the engine skips what is done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from golfrun.backends.runpod import pods
+from golfrun.backends.runpod import remote as rp
+from golfrun.backends.runpod.api import RunpodClient
+from golfrun.errors import BackendError, GolfrunError, TransportError
+from golfrun.pipeline.remote import RemoteOptions
+from golfrun.secrets import is_secret_name, redact_text
+
+Log = Callable[[str], None]
+MAX_PODS = 3  # one campaign run uses at most this many pods (the first + resumes after losses)
+INFO_FILE = "runpod.json"  # pod facts for provenance, written into the campaign's runs folder on the pod
+
+
+class BudgetReached(BackendError):
+    """The campaign's pods cost what [backend.runpod] budget_usd allows."""
+
+
+class VerifyFailed(BackendError):
+    """verify-pod did not pass on the pod; `code` is its exit code (the verdict's)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class FollowTiming:
+    log_poll_s: float = 5.0  # read the pod's log this often
+    api_poll_s: float = 30.0  # ask the API about the pod (status, rate) this often
+    ssh_grace_s: float = 300.0  # SSH may fail this long (pod still RUNNING) before the pod counts as lost
+
+
+def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log: Log, *,
+                 timing: Mapping[str, float] | None = None, follow_timing: FollowTiming | None = None) -> int:
+    """Run the campaign on a pod. Returns the exit code of `golfrun run-all` on the pod (0 when
+    detached). `timing` overrides RunpodSettings' wait limits (tests use short ones)."""
+    settings = pods.RunpodSettings.from_campaign(campaign)
+    if timing:
+        settings = dataclasses.replace(settings, **timing)
+    campaign_dir = Path(campaign_dir)
+    forwarded = forwarded_env(campaign)
+    if options.dry_run:
+        return _dry_run(campaign, settings, log)
+    client = RunpodClient.from_env(log=log)
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    scrub = list(forwarded.values())
+    say: Log = lambda text: log(redact_text(text, scrub))  # noqa: E731
+    record = pods.load_record(campaign_dir)
+    if record is not None and record.live:
+        say(f"re-attaching to pod {record.pod_id} ({record.name}) from {pods.record_path(campaign_dir)}")
+        if pods.refresh(client, campaign_dir, record) is None:
+            say(f"pod {record.pod_id} is gone; starting a new pod that resumes from the summaries pulled so far")
+            record = pods.retire(record)
+    elif record is not None:
+        record = pods.retire(record)
+    else:
+        record = pods.PodRecord(campaign=campaign.name, name=pods.pod_name(campaign.name), api_url=client.base_url,
+                                budget_usd=settings.budget_usd, workdir=settings.workdir)
+    record.budget_usd, record.workdir, record.api_url = settings.budget_usd, settings.workdir, client.base_url
+    paths = rp.PodPaths(settings.workdir, campaign.name)
+    used = 0
+    while True:
+        if settings.budget_usd and record.cost_so_far() >= settings.budget_usd:
+            raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
+                                f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); no new pod")
+        if not record.live:
+            used += 1
+            if used > MAX_PODS:
+                raise BackendError(f"gave up after {MAX_PODS} pods were lost; see {pods.record_path(campaign_dir)}")
+            pods.create(client, settings, campaign_dir, record, say)
+        transport = None
+        try:
+            transport = bring_up(client, settings, campaign, campaign_dir, record, paths, forwarded, options, say)
+            if options.detach:
+                say(f"detached: the campaign runs on pod {record.pod_id}; follow it with `golfrun pod logs --follow`, "
+                    f"bring results home with `golfrun pod pull`, end the pod with `golfrun pod down` "
+                    f"(it ends itself at {_iso(record.deadline_epoch)} in any case)")
+                return 0
+            code = follow(client, settings, campaign_dir, record, paths, transport, say, follow_timing or FollowTiming())
+            rp.pull(transport, paths.campaign_dir, campaign_dir, say)
+            _finish(client, campaign_dir, record, options, f"campaign finished (exit {code})", say)
+            return code
+        except pods.PodLostError as lost:
+            say(f"pod {record.pod_id} lost: {lost}")
+            _best_effort_pull(transport, paths, campaign_dir, say)
+            pods.terminate(client, campaign_dir, record, f"lost: {lost}", say)
+            record = pods.retire(record)
+            pods.save_record(campaign_dir, record)
+            say(f"resuming on a new pod {record.name} from the summaries pulled so far")
+        except VerifyFailed as failed:
+            say(str(failed))
+            _finish(client, campaign_dir, record, options, "verify-pod failed", say)
+            return failed.code
+        except KeyboardInterrupt:
+            if record.run_started_at and record.live:
+                say(f"interrupted: the campaign goes on on pod {record.pod_id} (it ends itself at "
+                    f"{_iso(record.deadline_epoch)}); re-attach with `golfrun run-all --backend runpod` or "
+                    "`golfrun pod logs --follow`, end it with `golfrun pod down`")
+            elif record.live and not options.keep:
+                pods.terminate(client, campaign_dir, record, "interrupted during bring-up", say)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, BudgetReached):
+                _best_effort_pull(transport, paths, campaign_dir, say)
+            if options.keep:
+                say(f"--keep: pod {record.pod_id} is left running (it ends itself at {_iso(record.deadline_epoch)}); "
+                    "end it with `golfrun pod down`")
+            elif record.live:
+                try:
+                    pods.terminate(client, campaign_dir, record, f"failed: {type(exc).__name__}: {exc}"[:300], say)
+                except GolfrunError as term_err:
+                    say(f"could not terminate pod {record.pod_id}: {term_err}; run `golfrun pod down` or `golfrun pod sweep --yes`")
+            raise
+        finally:
+            if transport is not None:
+                transport.close()
+
+
+def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any, campaign_dir: Path,
+             record: pods.PodRecord, paths: rp.PodPaths, forwarded: Mapping[str, str], options: RemoteOptions,
+             log: Log) -> Any:
+    """From a created pod to a detached run (or to an already started one): returns the transport."""
+    pod = client.get_pod(record.pod_id)
+    if pod is None:
+        raise pods.PodLostError(f"pod {record.pod_id} is gone")
+    if not (record.host_key and pod.status == "RUNNING" and pod.ssh_direct is not None):
+        pods.wait_running(client, settings, campaign_dir, record, log)
+    else:
+        pods.refresh(client, campaign_dir, record)
+    try:
+        transport = pods.connect(campaign_dir, record, timeout_s=settings.ssh_timeout_s)
+    except TransportError as exc:
+        raise pods.PodError(f"pod {record.pod_id}: no SSH login within {settings.ssh_timeout_s:.0f}s: {exc}") from None
+    rp.ensure_state_dir(transport, paths)
+    record.deadline_epoch = pods.deadline_epoch(settings, record)
+    rp.start_deadline(transport, paths, record.deadline_epoch, record.api_url or client.base_url,
+                      pods.pod_env_file(record.pod_id))
+    pods.save_record(campaign_dir, record)
+    log(f"pod {record.pod_id} ends itself at {_iso(record.deadline_epoch)} (in-pod timer); "
+        f"{record.cost_per_hr:.2f} USD/h")
+    exit_code, alive = rp.run_state(transport, paths)
+    if exit_code is not None or alive:
+        log(f"the campaign's run is already {'finished' if exit_code is not None else 'running'} on pod {record.pod_id}")
+        return transport
+    from golfrun.campaign.load import REPO_ROOT
+
+    remote_trainer = rp.push_code(transport, REPO_ROOT, Path(campaign.trainer), paths)
+    pod_campaign = dataclasses.replace(campaign, trainer=Path(remote_trainer),
+                                       backend=dataclasses.replace(campaign.backend, kind="local"))
+    rp.put_text(transport, pod_campaign.to_toml(), paths.campaign_file)
+    rp.push_runs(transport, campaign_dir, paths)
+    _write_info(transport, record, paths)
+    script = rp.render_pod_script(paths, settings.setup, rp.run_all_args(paths, options.force), rp.verify_args(paths))
+    rp.put_text(transport, script, rp.posixpath.join(paths.state, rp.POD_SCRIPT), 0o755)
+    pod_env = {**dict(settings.env), **forwarded}
+    step = transport.run(["bash", rp.posixpath.join(paths.state, rp.POD_SCRIPT), "prepare"], env=pod_env, timeout_s=1800)
+    _show_output(step, log)
+    step.check()
+    verify = transport.run(["bash", rp.posixpath.join(paths.state, rp.POD_SCRIPT), "verify"], env=pod_env, timeout_s=900)
+    _show_output(verify, log)
+    if verify.returncode != 0:
+        rp.pull(transport, paths.campaign_dir, campaign_dir, log)
+        raise VerifyFailed(f"verify-pod did not pass on pod {record.pod_id} (exit {verify.returncode}); "
+                           f"see {campaign_dir / '00-verify-pod' / 'summary.json'}", verify.returncode)
+    rp.start_detached(transport, paths, ["bash", rp.posixpath.join(paths.state, rp.POD_SCRIPT), "run"],
+                      "run.log", "run.pid", env=pod_env)
+    record.run_started_at = pods._now_iso()
+    pods.save_record(campaign_dir, record)
+    log(f"golfrun run-all started on pod {record.pod_id}, detached (log {paths.in_state('run.log')})")
+    return transport
+
+
+def follow(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Path, record: pods.PodRecord,
+           paths: rp.PodPaths, transport: Any, log: Log, timing: FollowTiming) -> int:
+    """Stream the run's log until its exit code appears. Raises PodLostError when the pod goes away
+    or restarts, BudgetReached when the budget is spent, BackendError past the deadline."""
+    offset, last_api, ssh_failing_since = 0, 0.0, None
+    last_uptime = -1.0
+    while True:
+        now = time.monotonic()
+        if now - last_api >= timing.api_poll_s:
+            last_api = now
+            pod = pods.refresh(client, campaign_dir, record)
+            if pod is None:
+                raise pods.PodLostError("the pod is gone (terminated outside golfrun, or by its deadline)")
+            if pod.status != "RUNNING":
+                raise pods.PodLostError(f"the pod is {pod.status}")
+            if pod.uptime_s is not None and 0 <= pod.uptime_s < last_uptime:
+                raise pods.PodLostError("the pod restarted (its container disk was wiped)")
+            last_uptime = pod.uptime_s if pod.uptime_s is not None else last_uptime
+            if settings.budget_usd and record.cost_so_far() >= settings.budget_usd:
+                raise BudgetReached(f"budget reached: {record.cost_so_far():.2f} USD of {settings.budget_usd:.2f} "
+                                    "([backend.runpod] budget_usd); work stopped")
+            if record.deadline_epoch and time.time() > record.deadline_epoch + 120:
+                raise BackendError(f"the campaign's deadline ({settings.deadline_minutes} min) passed on pod {record.pod_id}")
+        try:
+            text, offset = rp.read_log(transport, paths, offset)
+            for line in text.splitlines():
+                log(f"[pod] {line}")
+            code, alive = rp.run_state(transport, paths)
+            ssh_failing_since = None
+        except TransportError as exc:
+            ssh_failing_since = ssh_failing_since or now
+            if now - ssh_failing_since > timing.ssh_grace_s:
+                raise pods.PodLostError(f"no SSH to the pod for {timing.ssh_grace_s:.0f}s: {exc}") from None
+            last_api = 0.0  # ask the API at once whether the pod still exists
+            time.sleep(timing.log_poll_s)
+            continue
+        if code is not None:
+            text, offset = rp.read_log(transport, paths, offset)
+            for line in text.splitlines():
+                log(f"[pod] {line}")
+            record.exit_code = code
+            pods.save_record(campaign_dir, record)
+            log(f"golfrun run-all on pod {record.pod_id} exited {code}")
+            return code
+        if not alive:
+            raise pods.PodLostError("golfrun run-all on the pod stopped without writing its exit code")
+        time.sleep(timing.log_poll_s)
+
+
+def forwarded_env(campaign: Any, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of `[backend.runpod] forward_env` that are set here (they go to the pod's run)."""
+    env = os.environ if env is None else env
+    names = list(getattr(getattr(getattr(campaign, "backend", None), "runpod", None), "forward_env", None) or [])
+    for name in names:
+        if name.upper() in ("RUNPOD_API_KEY", "RUNPOD_API_URL"):
+            raise BackendError(f"[backend.runpod] forward_env: {name} is never sent to a pod (the pod has its own key)")
+    return {name: env[name] for name in names if env.get(name)}
+
+
+def _finish(client: RunpodClient, campaign_dir: Path, record: pods.PodRecord, options: RemoteOptions,
+            reason: str, log: Log) -> None:
+    if options.keep:
+        log(f"--keep: pod {record.pod_id} is left running; end it with `golfrun pod down`")
+        return
+    pods.terminate(client, campaign_dir, record, reason, log)
+    log(f"cost: {record.cost_so_far():.2f} USD ({record.cost_per_hr:.2f} USD/h)")
+
+
+def _best_effort_pull(transport: Any, paths: rp.PodPaths, campaign_dir: Path, log: Log) -> None:
+    if transport is None:
+        return
+    try:
+        rp.pull(transport, paths.campaign_dir, campaign_dir, log)
+    except GolfrunError as exc:
+        log(f"could not pull from the pod: {exc}")
+
+
+def _write_info(transport: Any, record: pods.PodRecord, paths: rp.PodPaths) -> None:
+    """runs/<campaign>/runpod.json on the pod: pod facts for provenance (no secret in it)."""
+    import json
+
+    info = {"schema": "golfrun.runpod-info/1", "pod_id": record.pod_id, "name": record.name,
+            "gpu_type": record.gpu_type, "gpu_count": record.gpu_count, "data_center_id": record.data_center_id,
+            "cost_per_hr_usd": record.cost_per_hr, "started_at": record.started_at,
+            "deadline_at": _iso(record.deadline_epoch), "budget_usd": record.budget_usd,
+            "earlier_pods": record.earlier_pods}
+    transport.run(["mkdir", "-p", paths.campaign_dir]).check()
+    rp.put_text(transport, json.dumps(info, indent=2) + "\n", rp.posixpath.join(paths.campaign_dir, INFO_FILE))
+
+
+def _show_output(step: Any, log: Log) -> None:
+    for line in (step.stdout + step.stderr).splitlines()[-40:]:
+        log(f"[pod] {line}")
+
+
+def _dry_run(campaign: Any, settings: pods.RunpodSettings, log: Log) -> int:
+    import json
+
+    body = pods.create_body(settings, pods.pod_name(campaign.name, "<id>"), "<per-run ssh public key>")
+    body["env"] = {k: ("***" if is_secret_name(k) else v) for k, v in body["env"].items()}
+    log("dry run: would create this pod (POST /v2/pods) and run the campaign on it:")
+    log(json.dumps(body, indent=2))
+    log(f"then: in-pod deadline {settings.deadline_minutes} min"
+        + (f", budget {settings.budget_usd:.2f} USD" if settings.budget_usd else "")
+        + f", workdir {settings.workdir}, setup lines: {len(settings.setup)}")
+    return 0
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch else "?"
