@@ -218,14 +218,32 @@ class GateB:
 
 
 @dataclass(frozen=True)
+class Submission:
+    name: str = key("", "submission title (submission.json name, README title); \"\" = the campaign name")
+    author: str = key("", "display name for submission.json")
+    github_id: str = key("", "GitHub username for submission.json")
+    track: str = key("10min_16mb", "records/track_<track>/ and submission.json track",
+                     choices=("10min_16mb", "non_record_16mb"))
+    hardware: str = key("", "e.g. \"8xH100 80GB SXM\"; \"\" = from the runs' results.json and provenance")
+    blurb: str = key("", "one to three sentences on what changed")
+    base_pr: int = key(0, "the PR this submission builds on; 0 = none", ge=0)
+
+
+@dataclass(frozen=True)
 class Preserve:
     targets: list[str] = key(
         [],
-        "where the preserve tarball goes: \"dir:<path>\", \"hf:<owner>/<repo>[@rev][/path]\", "
-        "\"rsync:<host>:<path>\"; [] = only the stage folder",
-        item_pattern=r"dir:.+|hf:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[^/\s]+)?(/\S*)?|rsync:[^:\s]+:.+",
+        "where the preserve bundle goes: \"dir:<path>\", \"hf:<owner>/<repo>[@rev][/path]\" (model repo), "
+        "\"hf-dataset:<owner>/<repo>[@rev][/path]\", \"rsync:[user@]host[:port]:<path>\", "
+        "\"sftp:[user@]host[:port]:<path>\"; [] = only the stage folder (docs/preserve.md)",
+        item_pattern=r"dir:.+|hf(-model|-dataset)?:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[^/\s]+)?(/\S*)?"
+                     r"|(rsync|sftp):([^@:/\s]+@)?[^@:/\s]+(:\d+)?:.+",
     )
     include_checkpoints: bool = key(True, "put final_model.pt and .ptz in the tarball")
+    hf_private: bool = key(True, "Hub repos that golfrun creates are private")
+    ssh_identity_file: str = key("", "private key file for rsync:/sftp: targets (its path; \"\" = ssh's defaults)")
+    known_hosts: str = key("", "known_hosts file for rsync:/sftp: targets; \"\" = ~/.ssh/known_hosts (never auto-accepted)")
+    submission: Submission = section(Submission, "`golfrun package`: the competition submission folder")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +270,7 @@ class CampaignFields:
 
 SECTION_TYPES: tuple[type, ...] = (
     LocalBackend, SlurmContainer, SlurmBackend, RunpodBackend, Backend, VerifyPod, Synthetic, Data,
-    Reference, GateA, Variant, Ablation, GateB, Preserve, CampaignFields,
+    Reference, GateA, Variant, Ablation, GateB, Submission, Preserve, CampaignFields,
 )
 
 
