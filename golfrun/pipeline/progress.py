@@ -30,6 +30,7 @@ class JobView:
     tok_s: float | None = None
     eta_s: float | None = None
     state: str = "RUNNING"
+    wallclock_cap_s: float | None = None  # training stops at this train_time at the latest
     # where the current phase's rate is measured from: (monotonic time, step)
     _phase_origin: tuple[float, int] | None = None
     _phase_key: str = ""
@@ -37,6 +38,10 @@ class JobView:
 
 def apply(view: JobView, p: Progress, now: float) -> None:
     """Fold one parsed line into a job's view (pure apart from `view`)."""
+    if p.phase == "setup":
+        if p.wallclock_cap_s:
+            view.wallclock_cap_s = p.wallclock_cap_s
+        return
     key = f"{p.phase}:{p.label if p.phase != 'train' else ''}:{p.iterations}"
     if key != view._phase_key:
         view._phase_key, view._phase_origin, view.eta_s = key, None, None
@@ -49,6 +54,9 @@ def apply(view: JobView, p: Progress, now: float) -> None:
             t0, s0 = view._phase_origin
             if p.step > s0 and p.iterations:
                 view.eta_s = max(0.0, (now - t0) / (p.step - s0) * (p.iterations - p.step))
+                if p.phase == "train" and view.wallclock_cap_s and p.train_time_min is not None:
+                    # the wall-clock cap, not the step count, usually ends training
+                    view.eta_s = min(view.eta_s, max(0.0, view.wallclock_cap_s - p.train_time_min * 60.0))
     if p.train_loss is not None:
         view.train_loss = p.train_loss
     if p.val_bpb is not None:
@@ -127,28 +135,32 @@ class ProgressDisplay:
 
     def on_line(self, job_name: str, line: str) -> None:
         p = parse_progress_line(line)
-        if p is None:
+        if p is None or (p.phase == "setup" and not p.wallclock_cap_s):
             return
         with self._lock:
-            view = self.jobs.setdefault(job_name, JobView(job_name, self.stage))
+            view = self._view(job_name)
             now = self.clock()
             apply(view, p, now)
-            if not self.live and self._should_print(job_name, view, p, now):
+            if not self.live and p.phase != "setup" and self._should_print(f"{self.stage}/{job_name}", view, p, now):
                 print(format_view(view), file=self.stream, flush=True)
 
     def job_finished(self, job_name: str, state: str) -> None:
         with self._lock:
-            view = self.jobs.setdefault(job_name, JobView(job_name, self.stage))
+            view = self._view(job_name)
             view.state, view.eta_s = state, None
             if not self.live:
                 print(format_view(view), file=self.stream, flush=True)
 
-    def _should_print(self, job_name: str, view: JobView, p: Progress, now: float) -> bool:
-        phase_changed = self._last_phase.get(job_name) != view.phase
-        due = now - self._last_print.get(job_name, float("-inf")) >= self.min_interval_s
+    def _view(self, job_name: str) -> JobView:
+        # one row per (stage, job): gate-a's seed0 and gate-b's seed0 are different runs
+        return self.jobs.setdefault(f"{self.stage}/{job_name}", JobView(job_name, self.stage))
+
+    def _should_print(self, key: str, view: JobView, p: Progress, now: float) -> bool:
+        phase_changed = self._last_phase.get(key) != view.phase
+        due = now - self._last_print.get(key, float("-inf")) >= self.min_interval_s
         if phase_changed or due or p.final or (p.val_bpb is not None and p.phase == "train"):
-            self._last_phase[job_name] = view.phase
-            self._last_print[job_name] = now
+            self._last_phase[key] = view.phase
+            self._last_print[key] = now
             return True
         return False
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from golfrun.trainer.results import FINAL_LABEL_PREFERENCE, strip_prefix
 
-PHASES = ("warmup", "train", "serialize", "eval")
+PHASES = ("setup", "warmup", "train", "serialize", "eval")
 
 _N = r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf"
 
@@ -29,9 +29,12 @@ class Progress:
     val_bpb: float | None = None
     label: str = ""  # eval label or a short description of the event
     final: bool = False  # this line is a final score
+    wallclock_cap_s: float | None = None  # setup: the training time cap (MAX_WALLCLOCK_SECONDS)
 
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # the Hyperparameters block's "  max_wallclock_seconds: 600.0", or the baseline's "… max_wallclock_seconds:600.000"
+    (re.compile(rf"^(?:max_wallclock_seconds: |train_batch_tokens:.* max_wallclock_seconds:)({_N})$"), "cap"),
     (re.compile(r"^(?:loop_)?warmup_step: ?(\d+)/(\d+)$"), "warmup"),
     (re.compile(rf"^(\d+)/(\d+) train_loss: ({_N}) train_time: ({_N})m tok/s: ({_N})$"), "train"),
     (re.compile(rf"^(\d+)/(\d+) val_loss: ({_N}) val_bpb: ({_N})$"), "val"),
@@ -56,6 +59,8 @@ def parse_progress_line(line: str) -> Progress | None:
         if not m:
             continue
         g = m.groups()
+        if kind == "cap":
+            return Progress("setup", label="max_wallclock_seconds", wallclock_cap_s=float(g[0]))
         if kind == "warmup":
             return Progress("warmup", int(g[0]), int(g[1]), label="loop_warmup" if text.startswith("loop") else "warmup")
         if kind == "train":

@@ -67,7 +67,7 @@ def test_every_golden_line_parses_without_error() -> None:
             p = parse_progress_line(line)
             if p is not None:
                 phases.add(p.phase)
-    assert phases == {"warmup", "train", "serialize", "eval"}
+    assert phases == {"setup", "warmup", "train", "serialize", "eval"}
 
 
 def test_eta_from_the_step_rate() -> None:
@@ -116,3 +116,33 @@ def test_live_display_renders_a_table() -> None:
         display.log("a message")
     text = out.getvalue()
     assert "seed1" in text and "3.2579" in text and "8.20M" in text and "a message" in text
+
+
+def test_wallclock_cap_bounds_the_training_eta() -> None:
+    assert parse_progress_line("1776142350.1   max_wallclock_seconds: 600.0") == Progress(
+        "setup", label="max_wallclock_seconds", wallclock_cap_s=600.0
+    )
+    baseline = "train_batch_tokens:524288 train_seq_len:1024 iterations:20000 warmup_steps:20 max_wallclock_seconds:600.000"
+    assert parse_progress_line(baseline) == Progress("setup", label="max_wallclock_seconds", wallclock_cap_s=600.0)
+    view = JobView("seed0")
+    apply(view, Progress("setup", label="max_wallclock_seconds", wallclock_cap_s=600.0), now=0.0)
+    assert view.phase == "starting"
+    apply(view, Progress("train", 500, 20000, train_time_min=0.8), now=100.0)
+    apply(view, Progress("train", 1000, 20000, train_time_min=1.6), now=148.0)
+    # 19000 steps at 0.096 s/step would be 1824 s; the cap ends training 504 s of train_time later
+    assert view.eta_s == pytest.approx(600.0 - 96.0)
+
+
+def test_plain_display_keeps_stages_apart() -> None:
+    out = io.StringIO()
+    display = ProgressDisplay(stream=out, live=False, min_interval_s=0.0)
+    display.set_stage("gate-a")
+    display.on_line("seed0", "  max_wallclock_seconds: 600.0")  # setup lines print nothing
+    display.on_line("seed0", "quantized_ttt_phased val_loss:2.76951521 val_bpb:1.07216564 eval_time:500104ms")
+    display.set_stage("gate-b")
+    display.on_line("seed0", "warmup_step: 1/20")
+    assert out.getvalue().splitlines() == [
+        "[gate-a] seed0  done  val_bpb 1.0722",
+        "[gate-b] seed0  warmup  1/20",
+    ]
+    assert set(display.jobs) == {"gate-a/seed0", "gate-b/seed0"}
