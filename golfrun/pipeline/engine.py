@@ -230,7 +230,6 @@ class Engine:
                 return StageOutcome(stage, existing, "cached", why)
         else:
             why = why_forced or "--force"
-        module = stage_module(stage)
         ctx = self.context(stage, upstream)
         ctx.stage_dir.mkdir(parents=True, exist_ok=True)
         if self.on_stage is not None:
@@ -240,7 +239,7 @@ class Engine:
         started = now_iso()
         t0 = time.monotonic()
         try:
-            summary = module.run(ctx)
+            summary = stage_module(stage).run(ctx)
         except GolfrunError as exc:
             summary = self._error_summary(ctx, started, str(exc))
         except Exception as exc:  # a bug must still leave an ERROR, never a missing or PASS summary

@@ -54,6 +54,17 @@ def key_figures(summary: Summary) -> str:
     return ""
 
 
+def _duration(summary: Summary) -> float | None:
+    from datetime import datetime
+
+    try:
+        a = datetime.strptime(summary.started_at, "%Y-%m-%dT%H:%M:%SZ")
+        b = datetime.strptime(summary.finished_at, "%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError):
+        return None
+    return (b - a).total_seconds()
+
+
 def status_rows(engine: Engine) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for stage in STAGES:
@@ -76,6 +87,7 @@ def status_rows(engine: Engine) -> list[dict[str, Any]]:
             continue
         fp, _ = engine.fingerprint(stage, engine.upstream(stage, strict=False))
         row.update(
+            duration_s=_duration(summary),
             verdict=summary.verdict.value,
             figures=key_figures(summary),
             up_to_date=summary.fingerprint == fp,

@@ -78,14 +78,6 @@ def plan(ctx: StageContext) -> list[JobSpec]:
     return specs
 
 
-def _outcome_name(delta: float, promote: float, hold: float) -> str:
-    if delta <= promote:
-        return "PROMOTE"
-    if delta <= hold:
-        return "HOLD"
-    return "KILL"
-
-
 def run(ctx: StageContext) -> Summary:
     started = common.now_iso()
     a = ctx.campaign.ablation
@@ -124,7 +116,7 @@ def run(ctx: StageContext) -> Summary:
             raise GolfrunError(f"ablation: the baseline has no val_bpb ({b['source']})")
     decision["baseline"] = baselines
 
-    from golfrun.gates.stats import ablation_decision
+    from golfrun.gates.stats import ablation_decision, classify_delta
 
     rows = []
     deltas: dict[str, float] = {}
@@ -141,10 +133,13 @@ def run(ctx: StageContext) -> Summary:
             "baseline_val_bpb": base["val_bpb"],
             "delta_bpb": delta,
             "delta_loss": None if base.get("val_loss") is None else s["val_loss"] - base["val_loss"],
-            "outcome": _outcome_name(delta, promote, hold),
+            "outcome": classify_delta(delta, promote, hold).value,
         })
     decision["variants"] = rows
-    verdict_word, best = _decide(ablation_decision, deltas, promote, hold)
+    picked = ablation_decision(deltas, promote, hold)
+    if picked.best is None:
+        raise GolfrunError(f"ablation: {picked.reason}")
+    verdict_word, best = picked.outcome.value, picked.best
     best_row = next(r for r in rows if r["name"] == best)
     decision["best"] = best
     decision["best_delta_bpb"] = best_row["delta_bpb"]
@@ -175,12 +170,3 @@ def run(ctx: StageContext) -> Summary:
         reasons = [f"no variant improves enough: best {best} delta_bpb {best_row['delta_bpb']:+.6f} > {hold:g}"]
     return common.new_summary(ctx, verdict, started, checks=checks, decision=decision,
                               jobs=[o.record for o in outcomes], reasons=reasons)
-
-
-def _decide(fn: Any, deltas: dict[str, float], promote: float, hold: float) -> tuple[str, str]:
-    """PROMOTE|HOLD|KILL and the best variant, through golfrun.gates.stats.ablation_decision."""
-    out = fn(deltas, promote, hold)
-    word = getattr(out, "outcome", None) or getattr(out, "decision", None) or (out[0] if isinstance(out, tuple) else out)
-    best = getattr(out, "best", None) or (out[1] if isinstance(out, tuple) and len(out) > 1 else min(deltas, key=deltas.__getitem__))
-    word = str(getattr(word, "value", word)).upper()
-    return word, str(best)

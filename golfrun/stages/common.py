@@ -486,20 +486,11 @@ def nproc(ctx: "StageContext") -> int:
 
 def checks_for_result(ctx: "StageContext", name: str, result: "TrainerResult", train: bool) -> list[Check]:
     """Per-run checks shared by gate-a and gate-b: artifact cap (+ headroom warning), time caps."""
-    from golfrun.gates.checks import at_most
+    from golfrun.gates.checks import artifact_checks, at_most
 
     g = ctx.campaign.gate_a
-    cap = int(g.artifact_cap_bytes)
-    headroom = int(getattr(g, "artifact_headroom_bytes", 0) or 0)
     size = result.artifact.total_bytes if result.artifact else None
-    checks = [
-        at_most(f"{name}artifact_bytes", size, cap,
-                detail="total submission bytes (model + code) against the competition's cap"),
-    ]
-    if headroom > 0:
-        checks.append(at_most(f"{name}artifact_headroom", size, cap - headroom,
-                              detail=f"our own safety margin of {headroom} bytes below the cap (a warning only)",
-                              severity="warn"))
+    checks = artifact_checks(name, size, int(g.artifact_cap_bytes), int(g.artifact_headroom_bytes or 0))
     if train:
         secs = None if result.train_time_ms is None else result.train_time_ms / 1000.0
         checks.append(at_most(f"{name}train_seconds", secs, float(g.max_train_seconds),
