@@ -98,6 +98,8 @@ class TrainerResult:
     world_size: int | None = None
     device: str | None = None
     source: str = "results.json"  # results.json | log
+    # keys of results.json this version does not know (e.g. the trainer's tokens_per_s_loop), kept as is
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def eval(self, label: str) -> EvalScore | None:
         """The last evaluation with this label, or None."""
@@ -108,7 +110,8 @@ class TrainerResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        return {"schema": RESULTS_SCHEMA, **data}
+        extra = data.pop("extra")
+        return {"schema": RESULTS_SCHEMA, **data, **{k: v for k, v in extra.items() if k not in data}}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = RESULTS_FILE) -> "TrainerResult":
@@ -148,7 +151,11 @@ class TrainerResult:
             world_size=_opt_int(data, "world_size", where),
             device=_opt(data, "device", str, where),
             source=source,
+            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         )
+
+
+_KNOWN_KEYS = {"schema", *TrainerResult.__dataclass_fields__} - {"extra"}
 
 
 # --------------------------------------------------------------------------- loading

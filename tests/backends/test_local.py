@@ -131,7 +131,7 @@ def test_secrets_never_reach_the_job_folder(tmp_path: Path) -> None:
 
 
 def test_two_processes_through_torch_distributed_run(tmp_path: Path) -> None:
-    """nproc_per_node=2 → `python -m torch.distributed.run --standalone` (gloo-free: no collectives)."""
+    """nproc_per_node=2 → `python -m torch.distributed.run --standalone`; the ranks meet (gloo all_reduce)."""
     backend = LocalBackend()
     j = job(tmp_path, "dist", "dist", nproc_per_node=2)
     assert backend.command(j) == [
@@ -142,9 +142,26 @@ def test_two_processes_through_torch_distributed_run(tmp_path: Path) -> None:
     assert status.state is JobState.SUCCEEDED, status.reason
     ranks = [json.loads((tmp_path / "dist" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks == [
-        {"rank": "0", "world_size": "2", "local_rank": "0", "run_id": "dist"},
-        {"rank": "1", "world_size": "2", "local_rank": "1", "run_id": "dist"},
+        {"rank": "0", "world_size": "2", "local_rank": "0", "run_id": "dist", "sum_of_ranks_plus_one": 3},
+        {"rank": "1", "world_size": "2", "local_rank": "1", "run_id": "dist", "sum_of_ranks_plus_one": 3},
     ]
+
+
+def test_cancel_of_a_torchrun_job_stops_every_worker(tmp_path: Path) -> None:
+    backend = LocalBackend(grace_s=5)
+    handle = backend.submit(job(tmp_path, "dsleep", "sleep", nproc_per_node=2))
+    workdir = tmp_path / "dsleep"
+    names = ("trainer0.pid", "trainer1.pid", "child0.pid", "child1.pid")
+
+    def pids_written() -> bool:
+        return all((workdir / n).is_file() and (workdir / n).read_text() for n in names)
+
+    assert wait_for(pids_written, 60)
+    pids = [int((workdir / n).read_text()) for n in names]
+    assert all(alive(p) for p in pids)
+    backend.cancel(handle)
+    assert backend.poll(handle).state is JobState.CANCELLED
+    assert wait_for(lambda: not any(alive(p) for p in pids), 10)
 
 
 def test_reap_stale_after_golfrun_died(tmp_path: Path) -> None:

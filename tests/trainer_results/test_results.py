@@ -265,3 +265,12 @@ def test_crashed_run_error_quotes_the_log_tail(tmp_path: Path) -> None:
 def test_nothing_at_all(tmp_path: Path) -> None:
     with pytest.raises(TrainerResultError, match=r"no results\.json and no trainer log"):
         load_results(tmp_path)
+
+
+def test_unknown_keys_are_kept_through_a_round_trip(tmp_path: Path) -> None:
+    data = full_result().to_dict()
+    data["tokens_per_s_loop"] = 5.6e6
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    r = load_results(tmp_path)
+    assert r.extra == {"tokens_per_s_loop": 5.6e6}
+    assert r.to_dict() == data
