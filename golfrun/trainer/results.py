@@ -273,7 +273,8 @@ def parse_record_log(text: str) -> TrainerResult:
     """Everything the record's (§8.1) or the naive baseline's (§8.2) log lines say.
 
     Pure. Never raises on odd lines: unknown lines are ignored, a missing figure stays None.
-    `final` is None when the log has no final score (truncated / crashed run).
+    `final` is None when the log has no final score (truncated / crashed run). Hyperparameter
+    names are upper-cased, as the environment variables (and results.json) name them.
     """
     r = TrainerResult(source="log")
     hparams: dict[str, Any] = {}
@@ -291,7 +292,7 @@ def parse_record_log(text: str) -> TrainerResult:
         if in_hparams:
             m = _RE["hparam"].match(line)
             if m:
-                hparams[m.group(1)] = _literal(m.group(2))
+                hparams[m.group(1).upper()] = _literal(m.group(2))
                 continue
             in_hparams = False
         if line == "Hyperparameters:":
@@ -338,9 +339,9 @@ def parse_record_log(text: str) -> TrainerResult:
         elif m := _RE["score"].match(line):
             r.evals.append(EvalScore(m.group(1), float(m.group(2)), float(m.group(3)), _float_or_none(m.group(4))))
         elif m := _RE["base_seed"].match(line):
-            hparams.setdefault("seed", int(m.group(1)))
+            hparams.setdefault("SEED", int(m.group(1)))
         elif m := _RE["base_world"].match(line):
-            hparams.setdefault("world_size", int(m.group(1)))
+            hparams.setdefault("WORLD_SIZE", int(m.group(1)))
         elif m := _RE["base_batch"].match(line):
             base_batch_tokens = int(m.group(1))
         elif _RE["eval_only_full"].match(line):
@@ -360,9 +361,9 @@ def parse_record_log(text: str) -> TrainerResult:
     r.mode = "eval_only" if eval_only_full else "eval_only_quantized" if eval_only_quant else "train"
     if r.mode != "train":
         r.steps, r.tokens_per_s, r.train_time_ms = None, None, None
-    r.run_id = None if hparams.get("run_id") in (None, "") else str(hparams["run_id"])
-    r.seed = _int_or_none(hparams.get("seed"))
-    r.world_size = _int_or_none(hparams.get("world_size"))
+    r.run_id = None if hparams.get("RUN_ID") in (None, "") else str(hparams["RUN_ID"])
+    r.seed = _int_or_none(hparams.get("SEED"))
+    r.world_size = _int_or_none(hparams.get("WORLD_SIZE"))
     r.final = _final_score(r.evals, ttt_started)
     if {"model_bytes", "total_bytes", "code_bytes"} & artifact.keys():
         r.artifact = ArtifactInfo(

@@ -38,10 +38,10 @@ def test_full_record_console_capture_with_epoch_prefixes() -> None:
     assert r.train_time_ms == 587_091
     assert r.tokens_per_s == 6_552_777  # the last logged cumulative average
     assert r.peak_mem_mib == 40_029
-    assert r.hyperparameters["train_batch_tokens"] == 786_432
-    assert r.hyperparameters["phased_ttt_enabled"] is True
-    assert r.hyperparameters["eval_only_path"] == ""
-    assert r.hyperparameters["ema_decay"] == 0.9965
+    assert r.hyperparameters["TRAIN_BATCH_TOKENS"] == 786_432
+    assert r.hyperparameters["PHASED_TTT_ENABLED"] is True
+    assert r.hyperparameters["EVAL_ONLY_PATH"] == ""
+    assert r.hyperparameters["EMA_DECAY"] == 0.9965
     # diagnostics and the final score, in order
     assert [e.label for e in r.evals] == [
         "diagnostic pre-quantization post-ema",
@@ -104,7 +104,7 @@ def test_eval_only_quantized_log() -> None:
     assert r.seed == 1337
     assert r.steps is None and r.train_time_ms is None and r.model_params is None
     assert r.final == EvalScore("quantized_ttt_phased", 2.81238776, 1.08876294, 462840.0)
-    assert r.hyperparameters["corrector_alpha"] == 0.3
+    assert r.hyperparameters["CORRECTOR_ALPHA"] == 0.3
     assert r.artifact is None  # no size lines: unknown, never 0
 
 
