@@ -170,6 +170,10 @@ class LocalBackend:
         if running.final is None and running.cancel_reason is None:
             self._stop(running, "cancelled")
 
+    def reap_stale(self, workdir: Path | str) -> bool:
+        """Stop whatever still runs for `workdir` (see the module function); call before cleaning a folder."""
+        return reap_stale(workdir, grace_s=self.grace_s)
+
     def _stop(self, running: _Running, reason: str) -> None:
         running.cancel_reason = reason
         running.process.terminate(self.grace_s)

@@ -188,7 +188,7 @@ def test_reap_stale_finds_orphaned_workers_by_marker(tmp_path: Path) -> None:
     assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
     child = int((tmp_path / "orphan" / "child.pid").read_text())
     assert alive(child)  # the launcher is gone, its worker is not
-    assert reap_stale(tmp_path / "orphan", grace_s=2) is True
+    assert backend.reap_stale(tmp_path / "orphan") is True
     assert wait_for(lambda: not alive(child), 10)
     assert reap_stale(tmp_path / "orphan") is False
 
