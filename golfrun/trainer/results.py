@@ -181,19 +181,19 @@ def load_results(job_dir: Path | str, log_names: Sequence[str] = ()) -> TrainerR
         names = ", ".join(p.name for p in candidates) or "*.txt, job.log"
         raise TrainerResultError(f"{job_dir}: no {RESULTS_FILE} and no trainer log ({names})")
 
-    best_text = ""
+    texts: dict[Path, str] = {}
     for path in existing:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        result = parse_record_log(text)
+        texts[path] = path.read_text(encoding="utf-8", errors="replace")
+        result = parse_record_log(texts[path])
         if result.final is not None:
             if result.artifact is not None and result.artifact.path is not None:
                 local = job_dir / Path(result.artifact.path).name
                 if local.is_file():
                     result.artifact.path = str(local)
             return result
-        if len(text) > len(best_text) or not best_text:
-            best_text, best_path = text, path
-    tail = "\n".join(best_text.rstrip("\n").splitlines()[-TAIL_LINES:])
+    # quote the longest log: the trainer's own file may be empty when it crashed at import
+    best_path = max(existing, key=lambda p: len(texts[p]))
+    tail = "\n".join(texts[best_path].rstrip("\n").splitlines()[-TAIL_LINES:])
     raise TrainerResultError(
         f"{job_dir}: no {RESULTS_FILE} and no final score in {best_path.name}; its last lines:\n{tail}"
     )
