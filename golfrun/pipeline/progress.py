@@ -45,6 +45,8 @@ def apply(view: JobView, p: Progress, now: float) -> None:
     key = f"{p.phase}:{p.label if p.phase != 'train' else ''}:{p.iterations}"
     if key != view._phase_key:
         view._phase_key, view._phase_origin, view.eta_s = key, None, None
+        if p.phase != view.phase:
+            view.step = view.iterations = None  # a step count means something else in each phase
     view.phase = p.phase
     if p.step is not None:
         view.step, view.iterations = p.step, p.iterations

@@ -208,3 +208,20 @@ def test_bad_jobs_are_backend_errors(tmp_path: Path) -> None:
             backend.submit(job(tmp_path, "busy", "sleep"))
     finally:
         backend.cancel(running)
+
+
+def test_live_output_feeds_the_progress_display(tmp_path: Path) -> None:
+    import io
+
+    from golfrun.pipeline.progress import ProgressDisplay
+
+    out = io.StringIO()
+    display = ProgressDisplay(stream=out, live=False, min_interval_s=0.0, clock=lambda: 0.0)
+    display.set_stage("gate-a")
+    backend = LocalBackend(on_line=lambda j, line: display.on_line(j.name, line))
+    handle = backend.submit(job(tmp_path, "seed0", "record", {"SEED": "0"}))
+    assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
+    display.job_finished("seed0", "SUCCEEDED")
+    lines = out.getvalue().splitlines()
+    assert "[gate-a] seed0  train  500/20000  loss 3.2523  val_bpb 3.4874  8.20M tok/s  ETA 0s" in lines
+    assert lines[-1] == "[gate-a] seed0  done  loss 3.2523  val_bpb 1.0722  8.20M tok/s  SUCCEEDED"
