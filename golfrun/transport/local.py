@@ -78,7 +78,13 @@ def run(
     except subprocess.TimeoutExpired:
         _killpg(proc.pid, signal.SIGKILL)
         proc.kill()
-        proc.communicate()
+        try:
+            proc.communicate(timeout=2.0)
+        except subprocess.TimeoutExpired:  # a process outside the group still holds the pipes
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+            proc.wait(timeout=5.0)
         raise TransportError(f"command timed out after {timeout_s:g}s: {format_argv(argv)}") from None
     result = CompletedRun(proc.returncode, stdout, stderr, tuple(argv))
     return result.check() if check else result

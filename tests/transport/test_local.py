@@ -65,6 +65,23 @@ def test_run_timeout_kills_the_group_and_names_the_command(tmp_path: Path) -> No
     assert wait_for(lambda: not alive(child), 10)
 
 
+def test_run_timeout_returns_even_when_a_detached_grandchild_holds_the_pipe(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    code = (
+        "import subprocess,sys,time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+        "time.sleep(600)\n"
+    )
+    try:
+        with pytest.raises(TransportError, match="timed out after 1s"):
+            local.run([PY, "-c", code], timeout_s=1)
+    finally:
+        child = int(pidfile.read_text())
+        local.kill_processes({(child, local.process_start_time(child) or -1)}, 9)
+    assert wait_for(lambda: not alive(child), 10)
+
+
 def test_run_missing_program_and_bad_argv() -> None:
     with pytest.raises(TransportError, match="cannot run /nonexistent/prog"):
         local.run(["/nonexistent/prog"], timeout_s=5)
