@@ -40,30 +40,34 @@ MAX_DIFF_BYTES = 2_000_000
 _ENV_PREFIXES = ("SLURM_", "RUNPOD_", "CUDA_", "NCCL_", "TORCH", "OMP_", "HF_", "GOLFRUN_", "PYTHON", "VIRTUAL_ENV")
 
 _PROBE = r"""
-import json, sys
+import json, shutil, sys
 out = {"executable": sys.executable, "python": sys.version.split()[0]}
+from importlib import metadata
 try:
-    from importlib import metadata
     out["packages"] = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata['Name'])
 except Exception as e:
     out["packages_error"] = repr(e)
+# torch/version.py answers without importing torch (seconds on a busy CPU box); the full import
+# happens only where there is a GPU to ask about (NCCL, device names).
 try:
-    import torch
-    out["torch"] = torch.__version__
-    out["cuda"] = torch.version.cuda
-    out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    out["cuda_available"] = torch.cuda.is_available()
-    out["nccl"] = None
-    out["devices"] = []
-    if out["cuda_available"]:
-        try:
-            v = torch.cuda.nccl.version()
-            out["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-        except Exception as e:
-            out["nccl"] = "unknown: " + repr(e)
-        out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    ns = {}
+    path = metadata.distribution("torch").locate_file("torch/version.py")
+    exec(compile(open(path).read(), str(path), "exec"), ns)
+    out["torch"], out["cuda"], out["git_version"] = ns.get("__version__"), ns.get("cuda"), ns.get("git_version")
 except Exception as e:
     out["error"] = "torch: " + repr(e)
+out.update({"cuda_available": False, "nccl": None, "cudnn": None, "devices": []})
+if out.get("cuda") and shutil.which("nvidia-smi"):
+    try:
+        import torch
+        out["cuda_available"] = torch.cuda.is_available()
+        out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        if out["cuda_available"]:
+            v = torch.cuda.nccl.version()
+            out["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+            out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as e:
+        out["cuda_error"] = repr(e)
 print(json.dumps(out))
 """
 

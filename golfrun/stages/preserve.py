@@ -1,0 +1,121 @@
+"""Stage 05, preserve: provenance, a verified tarball, verified uploads.
+
+It always runs, whatever the verdicts upstream (a KILLed or crashed campaign is evidence too).
+Rule: PASS when the tarball is written, reads back against its own SHA256SUMS, and every target
+in [preserve] targets has received the bundle (tarball, README.md, SHA256SUMS) and been read back
+with matching sha256; ERROR when the tarball cannot be built or any target failed — the tarball
+is kept in 05-preserve/ and the reasons carry, per failed target, the command that retries it
+(`golfrun upload <tarball> --to <target>`; idempotent). With no targets the stage folder is the
+only copy and the stage still PASSes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from golfrun.provenance.bundle import build_bundle
+from golfrun.provenance.provenance import build_provenance, secret_values
+from golfrun.provenance.tarball import verify_tarball
+from golfrun.provenance.targets import Bundle, UploadOptions, parse_target, upload
+from golfrun.stages.context import StageContext
+from golfrun.summary import Artifact, Check, Summary, Verdict
+
+
+def _now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _trainer_path(campaign: Any) -> Path | None:
+    for attr in ("trainer_path", "trainer"):
+        value = getattr(campaign, attr, None)
+        if value:
+            return Path(value)
+    return None
+
+
+def upload_options(campaign: Any) -> UploadOptions:
+    p = campaign.preserve
+    return UploadOptions(
+        private=bool(getattr(p, "hf_private", True)),
+        ssh_key=str(getattr(p, "ssh_identity_file", "") or ""),
+        known_hosts=str(getattr(p, "known_hosts", "") or ""),
+    )
+
+
+def _python(campaign: Any) -> str:
+    local = getattr(getattr(campaign, "backend", None), "local", None)
+    return str(getattr(local, "python", "") or "") or sys.executable
+
+
+def _artifact(campaign_dir: Path, path: Path, sha256: str) -> Artifact:
+    try:
+        rel = str(path.relative_to(campaign_dir))
+    except ValueError:
+        rel = str(path)
+    return Artifact(path=rel, bytes=path.stat().st_size, sha256=sha256)
+
+
+def run(ctx: StageContext) -> Summary:
+    from golfrun.provenance.tarball import sha256_file
+
+    started = _now()
+    campaign = ctx.campaign
+    targets_spec = list(campaign.preserve.targets)
+    targets = [parse_target(t) for t in targets_spec]  # a bad target is an error before any work
+    values = secret_values(campaign)
+    ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+
+    ctx.log("preserve: collecting provenance")
+    prov = build_provenance(campaign, ctx.campaign_dir, ctx.upstream, trainer_path=_trainer_path(campaign),
+                            trainer_sha256=ctx.trainer_sha256, python=_python(campaign))
+    built = build_bundle(campaign.name, ctx.campaign_dir, ctx.stage_dir, ctx.upstream, prov,
+                         include_checkpoints=bool(campaign.preserve.include_checkpoints), secret_values=values)
+    tar = built.tarball
+    ctx.log(f"preserve: {tar.path.name}: {len(tar.members)} members, {tar.bytes:,} bytes, sha256 {tar.sha256[:16]}…")
+    report = verify_tarball(tar.path)
+    checks = [Check("tarball_verified", "OK" if report.ok else report.describe(), "SHA256SUMS", "==", report.ok,
+                    detail=f"{report.checked} members re-hashed")]
+    decision: dict[str, Any] = {
+        "tarball": str(tar.path.relative_to(ctx.campaign_dir)) if tar.path.is_relative_to(ctx.campaign_dir) else str(tar.path),
+        "tarball_sha256": tar.sha256,
+        "tarball_bytes": tar.bytes,
+        "members": len(tar.members),
+        "include_checkpoints": bool(campaign.preserve.include_checkpoints),
+        "provenance": "provenance.json",
+        "targets": [],
+    }
+    artifacts = [_artifact(ctx.campaign_dir, tar.path, tar.sha256),
+                 _artifact(ctx.campaign_dir, built.readme, sha256_file(built.readme)),
+                 _artifact(ctx.campaign_dir, built.sums, sha256_file(built.sums)),
+                 _artifact(ctx.campaign_dir, built.provenance, sha256_file(built.provenance))]
+    reasons: list[str] = []
+    if not report.ok:
+        reasons.append(f"the tarball failed its own verification: {report.describe()}")
+        return Summary(ctx.stage, campaign.name, Verdict.ERROR, started, _now(), ctx.fingerprint,
+                       dict(ctx.fingerprint_inputs), checks, decision, [], artifacts, reasons)
+
+    bundle = Bundle.from_tarball(tar.path)
+    options = upload_options(campaign)
+    for target in targets:
+        ctx.log(f"preserve: uploading to {target.spec}")
+        res = upload(bundle, target, options, tarball_name=tar.path.name)
+        decision["targets"].append(res.to_dict())
+        checks.append(Check(f"upload:{target.spec}", "verified" if res.ok else res.error, "sha256 read back", "==", res.ok,
+                            detail=res.location or res.error))
+        ctx.log(f"preserve: {target.spec}: {'verified at ' + res.location if res.ok else 'FAILED: ' + res.error}")
+        if not res.ok:
+            reasons.append(f"upload to {target.spec} failed: {res.error}. The tarball is kept at {tar.path}; "
+                           f"retry with: {res.retry}")
+    if reasons:
+        reasons.insert(0, f"{len(reasons)} of {len(targets)} target(s) failed; the tarball is kept at {tar.path}")
+        verdict = Verdict.ERROR
+    else:
+        verdict = Verdict.PASS
+        where = ", ".join(targets_spec) or "the stage folder only (no [preserve] targets)"
+        reasons.append(f"tarball {tar.path.name} ({len(tar.members)} members) verified; kept in {where}")
+    return Summary(ctx.stage, campaign.name, verdict, started, _now(), ctx.fingerprint, dict(ctx.fingerprint_inputs),
+                   checks, decision, [], artifacts, reasons)
