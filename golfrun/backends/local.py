@@ -167,7 +167,8 @@ class LocalBackend:
         if running is None:
             reap_stale(Path(handle.job.workdir), grace_s=self.grace_s)
             return
-        if running.final is None and running.cancel_reason is None:
+        # a job that already ended keeps its own outcome: nothing was cancelled
+        if running.final is None and running.cancel_reason is None and running.process.poll() is None:
             self._stop(running, "cancelled")
 
     def reap_stale(self, workdir: Path | str) -> bool:

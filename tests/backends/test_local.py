@@ -93,6 +93,8 @@ def test_trainer_crash_is_failed_with_the_log_tail(tmp_path: Path) -> None:
     assert status.reason.startswith("exit code 1; last lines of ")
     assert "RuntimeError: CUDA error: an illegal memory access was encountered" in status.reason
     assert backend.poll(handle) is status  # stable once finished
+    backend.cancel(handle)  # too late: the outcome stands
+    assert backend.poll(handle).state is JobState.FAILED
 
 
 def test_cancel_stops_the_whole_tree(tmp_path: Path) -> None:
