@@ -357,7 +357,9 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         handle = ctx.backend.submit(job)
         job_doc["backend_ids"] = [handle.id]
         _write_job_json(folder, job_doc)
-        status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0, poll_interval_s=0.5)
+        # Local polls are a cheap waitpid; remote ones (sacct, an API) are not.
+        interval = 0.1 if backend_name == "local" else 5.0
+        status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0, poll_interval_s=interval)
         ctx.backend.fetch(handle)
         state = status.state
         record.backend_ids = list(status.backend_ids or [handle.id])

@@ -31,6 +31,7 @@ from golfrun.summary import Check, Summary
 PROBE = r"""
 import importlib, importlib.metadata as md, importlib.util, json, sys
 packages = json.loads(sys.argv[1])
+want_torch = sys.argv[2] == "1"
 facts = {"python": sys.version.split()[0], "packages": {}, "gpus": [], "torch": None, "cuda": None, "attention": []}
 for name in packages:
     spec = importlib.util.find_spec(name)
@@ -43,6 +44,8 @@ for name in packages:
                 pass
     facts["packages"][name] = {"importable": spec is not None, "version": version}
 try:
+    if not want_torch:
+        raise ImportError("not asked for: no torch check in verify_pod")
     import torch
     facts["torch"] = torch.__version__
     facts["cuda"] = torch.version.cuda
@@ -71,8 +74,8 @@ def trainer_python(ctx: StageContext) -> str:
     return python or sys.executable
 
 
-def probe(python: str, packages: list[str], timeout_s: float = 300.0) -> dict[str, Any]:
-    argv = [python, "-c", PROBE, json.dumps(packages)]
+def probe(python: str, packages: list[str], want_torch: bool, timeout_s: float = 300.0) -> dict[str, Any]:
+    argv = [python, "-c", PROBE, json.dumps(packages), "1" if want_torch else "0"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -114,7 +117,9 @@ def run(ctx: StageContext) -> Summary:
     packages = [str(p) for p in (v.required_packages or [])]
     trainer = common.trainer_file(ctx)
     python = trainer_python(ctx)
-    facts = probe(python, packages)
+    # torch's import is slow: only when something about it is checked (it is, in every real campaign)
+    want_torch = "torch" in packages or bool(v.gpu_count or v.gpu_name or v.torch_version or v.cuda_version)
+    facts = probe(python, packages, want_torch)
     checks: list[Check] = []
 
     gpus = facts.get("gpus") or []
