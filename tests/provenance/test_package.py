@@ -1,0 +1,146 @@
+"""`golfrun package`: the submission folder matches the summaries it was made from."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from golfrun.campaign import load_campaign
+from golfrun.provenance.package import build_package, folder_name
+from golfrun.summary import STAGE_DIRS
+from tests.provenance.campaign_dir import ARTIFACT, EVAL_MS, SEEDS, VAL_BPB, VAL_LOSS, write_campaign_dir
+
+REF_LOSS = [2.7725, 2.7731, 2.7728]
+REF_BPB = [1.0733, 1.0736, 1.0734]
+SETS = [
+    'name="camp"',
+    f"reference.val_loss={REF_LOSS}",
+    f"reference.val_bpb={REF_BPB}",
+    'reference.name="PR #1530"',
+    'preserve.submission.name="VarLen + Corrector"',
+    'preserve.submission.author="Jane Doe"',
+    'preserve.submission.github_id="janedoe"',
+    'preserve.submission.blurb="Corrector on top of phased TTT."',
+    "trainer_env={NUM_LAYERS = \"11\", TRAIN_BATCH_TOKENS = \"786432\"}",
+]
+
+
+def _campaign(extra: list[str] = []):  # type: ignore[no-untyped-def]
+    return load_campaign(None, SETS + extra)
+
+
+def test_submission_json_matches_the_summaries(tmp_path: Path) -> None:
+    c = _campaign()
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    assert pkg.folder == tmp_path / "pg" / "records" / "track_10min_16mb" / "2026-11-24_VarLen_Corrector"
+    sub = json.loads((pkg.folder / "submission.json").read_text())
+    gb = json.loads((cdir / STAGE_DIRS["gate-b"] / "summary.json").read_text())["decision"]
+    assert sub["name"] == "VarLen + Corrector" and sub["author"] == "Jane Doe" and sub["github_id"] == "janedoe"
+    assert sub["date"] == "2026-11-24" and sub["track"] == "10min_16mb"
+    assert sub["seeds"] == SEEDS == gb["seeds"]
+    assert sub["val_bpb"] == pytest.approx(statistics.fmean(VAL_BPB), abs=1e-12)
+    assert sub["val_loss"] == pytest.approx(statistics.fmean(VAL_LOSS), abs=1e-12)
+    assert sub["val_bpb_std"] == pytest.approx(0.00046433, abs=5e-9)  # population std, as PR #1610 reports
+    assert set(sub["seed_results"]) == {"0", "1", "2"}
+    for i, s in enumerate(SEEDS):
+        r = sub["seed_results"][str(s)]
+        assert (r["val_bpb"], r["val_loss"], r["artifact_bytes"], r["eval_time_ms"]) == (VAL_BPB[i], VAL_LOSS[i], ARTIFACT[i], EVAL_MS[i])
+    assert (sub["t_statistic"], sub["welch_df"], sub["p_value"]) == (gb["record_test"]["t"], gb["record_test"]["df"], gb["record_test"]["p"])
+    assert sub["delta_bpb"] == pytest.approx(statistics.fmean(VAL_BPB) - statistics.fmean(REF_BPB), abs=1e-12)
+    assert sub["delta_nats"] == pytest.approx(statistics.fmean(VAL_LOSS) - statistics.fmean(REF_LOSS), abs=1e-12)
+    assert sub["pytorch_version"] == "2.9.1+cu128"
+    assert sub["hardware"].startswith("8x")
+    assert sub["compliance"] == {"train_under_600s": True, "artifact_under_16mb": True, "eval_under_600s": True,
+                                 "three_seeds": True}
+    # the only rule not met: the record test's p = 0.987
+    assert pkg.warnings == ["rule not met: record test p < 0.01 (p = 0.987000)"]
+
+
+def test_readme_logs_trainer_and_requirements(tmp_path: Path) -> None:
+    c = _campaign()
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    readme = (pkg.folder / "README.md").read_text()
+    assert readme.startswith("# VarLen + Corrector — val_bpb 1.07280628 (3-seed mean)")
+    for i, s in enumerate(SEEDS):
+        assert f"| {s} | {VAL_LOSS[i]:.8f} | {VAL_BPB[i]:.8f} | {EVAL_MS[i] / 1000:.1f} |" in readme
+    assert "| **mean** | **2.77117005** | **1.07280628** |" in readme
+    assert "val_bpb 0.00046433" in readme
+    assert "t = -3.5000, df = 3.90, p = 0.987000" in readme
+    assert f"| val_bpb | {statistics.fmean(REF_BPB):.8f} | 1.07280628 | {statistics.fmean(VAL_BPB) - statistics.fmean(REF_BPB):+.8f} |" in readme
+    assert "| record test p < 0.01 | **no** |" in readme
+    assert "CORRECTOR_ALPHA=0.3" in readme and "NUM_LAYERS=11" in readme and "TRAIN_BATCH_TOKENS=786432" in readme
+    assert "torchrun --standalone --nproc_per_node=8 train_gpt.py > train_seed$seed.log" in readme
+    # per-seed logs at the top level (logs/ is ignored by the competition's .gitignore)
+    for i, s in enumerate(SEEDS):
+        log = (pkg.folder / f"train_seed{s}.log").read_text()
+        assert f"val_bpb:{VAL_BPB[i]:.8f}" in log
+    assert not (pkg.folder / "logs").exists()
+    assert (pkg.folder / "train_gpt.py").read_bytes() == Path(c.trainer).read_bytes()
+    reqs = (pkg.folder / "requirements.txt").read_text().splitlines()
+    assert {"torch", "numpy", "sentencepiece", "brotli", "python-minifier"} <= {r.split("==")[0] for r in reqs[1:]}
+    assert sorted(pkg.files) == sorted(["README.md", "submission.json", "train_gpt.py", "train_seed0.log",
+                                        "train_seed1.log", "train_seed2.log", "requirements.txt"])
+
+
+def test_rules_not_met_are_warnings(tmp_path: Path) -> None:
+    c = _campaign()
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    path = cdir / STAGE_DIRS["gate-b"] / "summary.json"
+    data = json.loads(path.read_text())
+    data["decision"]["per_seed"][1]["artifact_bytes"] = 16_000_001
+    data["decision"]["per_seed"][2]["eval_time_ms"] = 612_000.0
+    path.write_text(json.dumps(data))
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    text = "\n".join(pkg.warnings)
+    assert "artifact ≤ 16,000,000 bytes (max 16,000,001)" in text
+    assert "eval ≤ 600 s (max 612.0 s)" in text
+    assert pkg.submission["compliance"]["artifact_under_16mb"] is False
+    assert pkg.submission["compliance"]["eval_under_600s"] is False
+
+
+def test_one_seed_from_gate_a_when_gate_b_never_ran(tmp_path: Path) -> None:
+    c = _campaign()
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c, gate_b=False)
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    assert pkg.submission["seeds"] == [0]
+    assert pkg.submission["val_bpb"] == VAL_BPB[0]
+    assert any("≥ 3 seeds (1 seed(s) from gate-a)" in w for w in pkg.warnings)
+    assert any("record test p < 0.01" in w for w in pkg.warnings)
+    assert pkg.submission["p_value"] is None
+
+
+def test_folder_name_is_safe() -> None:
+    assert folder_name("2026-05-10", "MyStack + Phased TTT") == "2026-05-10_MyStack_Phased_TTT"
+    assert folder_name("2026-05-10", "a/b c..1.06") == "2026-05-10_a_b_c..1.06"
+
+
+def test_cli_package_and_verify_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from golfrun.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    c = _campaign()
+    write_campaign_dir(tmp_path / "runs" / "camp", c)
+    args = [a for s in SETS for a in ("--set", s)]
+    r = CliRunner().invoke(main, ["package", *args, "--runs-dir", "runs", "--out", "pg", "--date", "2026-11-24"])
+    assert r.exit_code == 0, r.output
+    assert "warning: rule not met: record test p < 0.01" in r.output
+    assert (tmp_path / "pg/records/track_10min_16mb/2026-11-24_VarLen_Corrector/submission.json").is_file()
+    r = CliRunner().invoke(main, ["package", *args, "--runs-dir", "runs", "--date", "24.11.2026"])
+    assert r.exit_code == 2 and "YYYY-MM-DD" in r.output
+
+    from golfrun.provenance.tarball import Member, build_tarball
+
+    info = build_tarball(tmp_path / "t.tar.gz", "camp-preserve", [Member("a.txt", data=b"x" * 5000)])
+    ok = CliRunner().invoke(main, ["verify-tarball", str(info.path)])
+    assert ok.exit_code == 0 and "OK (1 members" in ok.output
+    data = bytearray(info.path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    info.path.write_bytes(bytes(data))
+    bad = CliRunner().invoke(main, ["verify-tarball", str(info.path)])
+    assert bad.exit_code == 12 and "FAILED" in bad.output
