@@ -1,0 +1,78 @@
+"""SIGKILL of golfrun in the middle of gate-b, then a rerun; the campaign lock. Real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from golfrun.pipeline.lock import CampaignLock
+from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, run_golfrun, write_campaign
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_sigkill_during_gate_b_then_rerun_redoes_only_the_killed_job(tmp_path: Path, shared_data: Path) -> None:
+    block = tmp_path / "block"
+    block.touch()
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "2", "FAKE_BLOCK_FILE": str(block)})
+    args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(line.startswith("seed2 seed=2") for line in launches(tmp_path)))
+        os.kill(proc.pid, signal.SIGKILL)  # golfrun only; its trainer is left running, blocked
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (tmp_path / "runs" / "t" / "04-gate-b" / "summary.json").exists()
+    before = launches(tmp_path)
+    block.unlink()  # lets a new run of seed 2 finish (the rerun first stops the orphan)
+
+    rerun = run_golfrun(args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    new = launches(tmp_path)[len(before):]
+    assert [line.split()[0] for line in new] == ["seed2"]  # only the job in flight is redone
+    gate_b = json.loads((tmp_path / "runs" / "t" / "04-gate-b" / "summary.json").read_text())
+    assert gate_b["verdict"] == "PASS"
+    assert {j["name"]: j["cached"] for j in gate_b["jobs"]} == {"seed0": True, "seed1": True, "seed2": False}
+
+
+def test_second_run_of_a_locked_campaign_exits_3_naming_the_holder(tmp_path: Path, campaign: Path) -> None:
+    with CampaignLock(tmp_path / "runs" / "t", command="golfrun run-all"):
+        result = run_golfrun(["run-all", "--campaign", str(campaign), "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path)
+    assert result.returncode == 3
+    assert f"locked by pid {os.getpid()}" in result.stderr
+    assert result.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from golfrun.pipeline.lock import CampaignLock;"
+            "l = CampaignLock(sys.argv[1]); l.acquire(); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(REPO)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        lock = CampaignLock(tmp_path)
+        try:
+            lock.acquire()
+            raise AssertionError("acquired a lock held by a live process")
+        except Exception as exc:  # LockError
+            assert f"pid {holder.pid}" in str(exc)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        with CampaignLock(tmp_path) as taken:
+            assert json.loads(taken.path.read_text())["pid"] == os.getpid()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
