@@ -616,12 +616,44 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if cu_seqlens is None:
         out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=Hkv != H)
+    elif max_seqlen and T > 2 * max_seqlen:
+        return _local_block_attention(q, k, v, cu_seqlens, max_seqlen)
     else:
         seg = _segment_ids(cu_seqlens, T)
         idx = torch.arange(T, device=q.device)
         mask = (seg[:, None] == seg[None, :]) & (idx[:, None] >= idx[None, :])
         out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, enable_gqa=Hkv != H)
     return out.transpose(1, 2)
+
+
+def _local_block_attention(q, k, v, cu_seqlens, M: int):
+    """Masked attention in O(T*M) instead of O(T^2): no segment is longer than M, so the queries of
+    block b (positions bM..bM+M-1) only see keys of blocks b-1 and b."""
+    _, T, H, D = q.shape
+    Hkv = k.size(2)
+    nb = (T + M - 1) // M
+    pad = nb * M - T
+    seg = _segment_ids(cu_seqlens, T).to(torch.int64)
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
+        # padded positions form their own one-token segments (no fully masked rows)
+        seg = torch.cat([seg, torch.arange(pad, device=seg.device) + (1 << 40)])
+    qb = q[0].view(nb, M, H, D).transpose(1, 2)
+    kb = k[0].view(nb, M, Hkv, D).transpose(1, 2)
+    vb = v[0].view(nb, M, Hkv, D).transpose(1, 2)
+    zeros = torch.zeros_like(kb[:1])
+    kk = torch.cat([torch.cat([zeros, kb[:-1]]), kb], dim=2)
+    vv = torch.cat([torch.cat([zeros, vb[:-1]]), vb], dim=2)
+    segb = seg.view(nb, M)
+    seg_prev = torch.cat([torch.full_like(segb[:1], -1), segb[:-1]])
+    kseg = torch.cat([seg_prev, segb], dim=1)  # (nb, 2M)
+    i = torch.arange(M, device=q.device)
+    j = torch.arange(2 * M, device=q.device)
+    causal = (j[None, :] - M) <= i[:, None]
+    mask = (kseg[:, None, :] == segb[:, :, None]) & causal[None]
+    out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask[:, None], enable_gqa=Hkv != H)
+    out = out.transpose(1, 2).reshape(1, nb * M, H, D)
+    return out[:, :T]
 
 
 class Rotary(nn.Module):

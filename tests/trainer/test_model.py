@@ -103,3 +103,15 @@ def test_xsa_removes_own_value_component(tg):
     y = outs["blocks.0.attn.proj"].view(1, 8, 2, 2, 16)
     dots = (y * F.normalize(v, dim=-1).unsqueeze(3)).sum(-1)
     assert dots.abs().max() < 1e-4
+
+
+def test_local_block_attention_equals_full_mask(tg):
+    """The CPU path's O(T*M) blocked attention equals the full block-diagonal mask."""
+    torch.manual_seed(0)
+    T, M = 50, 8
+    q, k, v = torch.randn(1, T, 4, 16), torch.randn(1, T, 2, 16), torch.randn(1, T, 2, 16)
+    cu = torch.tensor([0, 5, 13, 21, 29, 30, 38, 46, 50, 50, 50], dtype=torch.int32)
+    tg.select_attention(torch.device("cpu"))
+    blocked = tg._local_block_attention(q, k, v, cu, M)
+    full = tg.attend(q, k, v, cu, 0)  # max_seqlen 0 forces the full mask
+    assert torch.allclose(blocked, full, atol=1e-5)
