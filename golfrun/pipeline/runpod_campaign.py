@@ -49,6 +49,7 @@ class FollowTiming:
     log_poll_s: float = 5.0  # read the pod's log this often
     api_poll_s: float = 30.0  # ask the API about the pod (status, rate) this often
     ssh_grace_s: float = 300.0  # SSH may fail this long (pod still RUNNING) before the pod counts as lost
+    pull_every_s: float = 120.0  # bring finished summaries home while the run goes on (a lost pod loses less)
 
 
 def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log: Log, *,
@@ -171,7 +172,12 @@ def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any,
     rp.put_text(transport, pod_campaign.to_toml(), paths.campaign_file)
     rp.push_runs(transport, campaign_dir, paths)
     _write_info(transport, record, paths)
-    script = rp.render_pod_script(paths, settings.setup, rp.run_all_args(paths, options.force), rp.verify_args(paths))
+    force = list(options.force)
+    if record.earlier_pods and not force and not getattr(campaign.data, "dir", ""):
+        # The summaries came back from the lost pod, the dataset did not (it never leaves a pod):
+        # download-data must build it again; later stages then find their jobs cached one by one.
+        force = ["download-data"]
+    script = rp.render_pod_script(paths, settings.setup, rp.run_all_args(paths, force), rp.verify_args(paths))
     rp.put_text(transport, script, rp.posixpath.join(paths.state, rp.POD_SCRIPT), 0o755)
     pod_env = {**dict(settings.env), **forwarded}
     step = transport.run(["bash", rp.posixpath.join(paths.state, rp.POD_SCRIPT), "prepare"], env=pod_env, timeout_s=1800)
@@ -196,9 +202,15 @@ def follow(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Pa
     """Stream the run's log until its exit code appears. Raises PodLostError when the pod goes away
     or restarts, BudgetReached when the budget is spent, BackendError past the deadline."""
     offset, last_api, ssh_failing_since = 0, 0.0, None
-    last_uptime = -1.0
+    last_uptime, last_pull = -1.0, time.monotonic()
     while True:
         now = time.monotonic()
+        if now - last_pull >= timing.pull_every_s:
+            last_pull = now
+            try:
+                rp.pull(transport, paths.campaign_dir, campaign_dir, log, strict=False)
+            except TransportError as exc:
+                log(f"periodic pull failed ({exc}); trying again later")
         if now - last_api >= timing.api_poll_s:
             last_api = now
             pod = pods.refresh(client, campaign_dir, record)
@@ -215,10 +227,10 @@ def follow(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Pa
             if record.deadline_epoch and time.time() > record.deadline_epoch + 120:
                 raise BackendError(f"the campaign's deadline ({settings.deadline_minutes} min) passed on pod {record.pod_id}")
         try:
-            text, offset = rp.read_log(transport, paths, offset)
-            for line in text.splitlines():
+            poll = rp.poll_run(transport, paths, offset)
+            offset = poll.offset
+            for line in poll.text.splitlines():
                 log(f"[pod] {line}")
-            code, alive = rp.run_state(transport, paths)
             ssh_failing_since = None
         except TransportError as exc:
             ssh_failing_since = ssh_failing_since or now
@@ -227,15 +239,13 @@ def follow(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Pa
             last_api = 0.0  # ask the API at once whether the pod still exists
             time.sleep(timing.log_poll_s)
             continue
-        if code is not None:
-            text, offset = rp.read_log(transport, paths, offset)
-            for line in text.splitlines():
-                log(f"[pod] {line}")
+        if poll.exit_code is not None:
+            code = poll.exit_code
             record.exit_code = code
             pods.save_record(campaign_dir, record)
             log(f"golfrun run-all on pod {record.pod_id} exited {code}")
             return code
-        if not alive:
+        if poll.state != "alive":
             raise pods.PodLostError("golfrun run-all on the pod stopped without writing its exit code")
         time.sleep(timing.log_poll_s)
 

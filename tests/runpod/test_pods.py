@@ -145,5 +145,5 @@ def test_pod_script_is_rendered_with_quoted_paths() -> None:
     text = rp.render_pod_script(paths, ["source /opt/venv/bin/activate"], rp.run_all_args(paths), rp.verify_args(paths))
     assert "cd '/workspace/my golfrun' || exit 70" in text
     assert "source /opt/venv/bin/activate" in text
-    assert "python3 -m golfrun run-all --campaign '/workspace/my golfrun/campaign.toml'" in text
+    assert "python3 -m golfrun.cli run-all --campaign '/workspace/my golfrun/campaign.toml'" in text
     assert "mv '/workspace/my golfrun/.golfrun/exit_code.tmp' '/workspace/my golfrun/.golfrun/exit_code'" in text

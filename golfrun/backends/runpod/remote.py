@@ -96,11 +96,11 @@ case "${{1:-}}" in
     python3 -c {q(DEPS_CHECK)}
     ;;
   verify)
-    python3 -m golfrun {shlex.join(verify_args)}
+    python3 -m golfrun.cli {shlex.join(verify_args)}
     ;;
   run)
     rm -f {q(exit_file)}
-    python3 -m golfrun {shlex.join(run_all_args)}
+    python3 -m golfrun.cli {shlex.join(run_all_args)}
     code=$?
     echo "$code" > {q(exit_tmp)} && mv {q(exit_tmp)} {q(exit_file)}
     exit "$code"
@@ -121,7 +121,8 @@ def run_all_args(paths: PodPaths, force: Sequence[str] = ()) -> list[str]:
 
 
 def verify_args(paths: PodPaths) -> list[str]:
-    return ["run", "verify-pod", "--campaign", paths.campaign_file, "--runs-dir", paths.runs, "--backend", "local"]
+    # --force: a verify-pod summary pushed from an earlier pod describes that pod, not this one
+    return ["verify-pod", "--campaign", paths.campaign_file, "--runs-dir", paths.runs, "--backend", "local", "--force"]
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -162,10 +163,12 @@ def push_code(transport: Any, repo_root: Path, trainer: Path, paths: PodPaths) -
     items = [(repo_root / name, name) for name in CODE_ITEMS]
     trainer = trainer.resolve()
     try:
-        remote_trainer = posixpath.join(paths.code, trainer.relative_to(repo_root.resolve()).as_posix())
+        rel = trainer.relative_to(repo_root.resolve()).as_posix()
     except ValueError:  # a trainer outside the repository travels beside it
-        items.append((trainer, f"trainer/{trainer.name}"))
-        remote_trainer = posixpath.join(paths.code, "trainer", trainer.name)
+        rel = f"trainer/{trainer.name}"
+    if rel not in CODE_ITEMS:
+        items.append((trainer, rel))
+    remote_trainer = posixpath.join(paths.code, rel)
     transport.run(["rm", "-rf", paths.code]).check()
     push_tar(transport, pack(items, exclude=("__pycache__", ".pytest_cache")), paths.code, "code")
     return remote_trainer
@@ -214,22 +217,50 @@ def set_deadline(transport: Any, paths: PodPaths, at_epoch: float) -> None:
     put_text(transport, f"{at_epoch:.0f}\n", paths.in_state("pod_deadline.log.at"))
 
 
+# One round trip per poll: the run's state first (so a finished run's log is read whole), then
+# the log's size and the bytes after `offset`.
+_POLL = r"""
+log=$1; off=$2; ec=$3; pidf=$4
+if [ -s "$ec" ]; then state="exit $(cat "$ec")"
+elif kill -0 "$(cat "$pidf" 2>/dev/null)" 2>/dev/null; then state=alive
+elif [ -e "$pidf" ]; then state=dead
+else state=none; fi
+size=$(stat -c %s "$log" 2>/dev/null || echo 0)
+echo "$size $state"
+if [ "$size" -gt "$off" ]; then tail -c +$((off + 1)) "$log" | head -c $((size - off)); fi
+"""
+
+
+@dataclass(frozen=True)
+class RunPoll:
+    text: str  # new log text
+    offset: int  # where the next poll starts
+    exit_code: int | None  # set once the run finished
+    state: str  # "exit" | "alive" | "dead" (started, gone without an exit code) | "none" (never started)
+
+
+def poll_run(transport: Any, paths: PodPaths, offset: int = 0) -> RunPoll:
+    out = transport.run(["bash", "-c", _POLL, "golfrun-poll", paths.in_state("run.log"), str(offset),
+                         paths.in_state("exit_code"), paths.in_state("run.pid")]).check()
+    head, _, text = out.stdout.partition("\n")
+    parts = head.split()
+    if len(parts) < 2 or not parts[0].isdigit():
+        raise TransportError(f"unexpected answer polling the run on the pod: {head!r}")
+    size, state = int(parts[0]), parts[1]
+    code = int(parts[2]) if state == "exit" and len(parts) > 2 and parts[2].lstrip("-").isdigit() else None
+    return RunPoll(text, max(offset, size), code, state)
+
+
 def run_state(transport: Any, paths: PodPaths) -> tuple[int | None, bool]:
     """(exit code or None, whether the detached run's process is alive)."""
-    done = transport.run(["cat", paths.in_state("exit_code")])
-    if done.returncode == 0 and done.stdout.strip().lstrip("-").isdigit():
-        return int(done.stdout.strip()), False
-    alive = transport.run(["bash", "-c", 'kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null', "_", paths.in_state("run.pid")])
-    return None, alive.returncode == 0
+    poll = poll_run(transport, paths, offset=1 << 62)
+    return poll.exit_code, poll.state == "alive"
 
 
 def read_log(transport: Any, paths: PodPaths, offset: int) -> tuple[str, int]:
     """New text of the run's log from byte `offset` on, and the next offset."""
-    out = transport.run(["tail", "-c", f"+{offset + 1}", paths.in_state("run.log")])
-    if out.returncode != 0:
-        return "", offset
-    text = out.stdout
-    return text, offset + len(text.encode())
+    poll = poll_run(transport, paths, offset)
+    return poll.text, poll.offset
 
 
 # ---------------------------------------------------------------------------------------- pull
@@ -256,11 +287,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def pull(transport: Any, remote_dir: str, local_dir: Path, log: Log) -> list[str]:
+def pull(transport: Any, remote_dir: str, local_dir: Path, log: Log, strict: bool = True) -> list[str]:
     """Bring every changed file home and check its sha256 against the pod's; returns what came.
 
     A file arrives under a temporary name and replaces the local one only once its checksum
-    matches; a mismatch is fetched once more, then is an error naming the file.
+    matches; a mismatch is fetched once more, then is an error naming the file. While the run
+    is still writing (`strict=False`, the periodic pulls), a file that keeps changing is left for
+    the next pull instead.
     """
     sums = remote_checksums(transport, remote_dir)
     fetched: list[str] = []
@@ -272,15 +305,25 @@ def pull(transport: Any, remote_dir: str, local_dir: Path, log: Log) -> list[str
             continue
         tmp = local.with_name(local.name + ".pulling")
         for attempt in (1, 2):
-            transport.get(posixpath.join(remote_dir, rel), tmp)
+            try:
+                transport.get(posixpath.join(remote_dir, rel), tmp)
+            except TransportError:
+                if strict:
+                    raise
+                break  # gone meanwhile (a temporary file): the next pull sees the new state
             if sha256_file(tmp) == digest:
                 break
             if attempt == 2:
                 tmp.unlink(missing_ok=True)
+                if not strict:
+                    break
                 raise ProvenanceError(f"pull {rel}: sha256 differs from the pod's copy twice; the file is corrupted in transit")
+        if not tmp.exists():
+            continue
         tmp.replace(local)
         fetched.append(rel)
-    log(f"pulled {len(fetched)} changed file(s) of {len(sums)} into {local_dir}, sha256 checked")
+    if strict or fetched:
+        log(f"pulled {len(fetched)} changed file(s) of {len(sums)} into {local_dir}, sha256 checked")
     return fetched
 
 
