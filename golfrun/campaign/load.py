@@ -423,6 +423,13 @@ def _check_consistency(c: Campaign, source: str) -> None:
         raise CampaignError(f"{source}: duplicate ablation variant names: {', '.join(dupes)}")
     if not c.gate_b.seeds or len(set(c.gate_b.seeds)) != len(c.gate_b.seeds):
         raise CampaignError(f"{source}: gate_b.seeds must be a non-empty list of distinct seeds, got {c.gate_b.seeds}")
+    rp = c.backend.runpod
+    if 0 < rp.volume_gb < 10:
+        raise CampaignError(f"{source}: backend.runpod.volume_gb {rp.volume_gb}: RunPod needs at least 10 (or 0 for none)")
+    if rp.volume_gb and rp.network_volume_id:
+        raise CampaignError(f"{source}: backend.runpod.volume_gb and backend.runpod.network_volume_id exclude each other")
+    if "PUBLIC_KEY" in rp.env:
+        raise CampaignError(f"{source}: backend.runpod.env.PUBLIC_KEY is set by golfrun (the run's SSH key); remove it")
     vocab = int(c.data.variant[2:]) if c.data.variant.startswith("sp") else 260
     if c.data.source == "synthetic":
         if c.data.variant != f"sp{c.data.synthetic.vocab_size}":

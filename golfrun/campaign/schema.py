@@ -90,20 +90,21 @@ class SlurmBackend:
 @dataclass(frozen=True)
 class RunpodBackend:
     gpu_type: str = key("NVIDIA H100 80GB HBM3", "RunPod GPU type id (`gpu.id`)")
-    gpu_count: int = key(1, "GPUs in the pod", ge=1)
+    gpu_count: int = key(1, "GPUs in the pod; 0 = a CPU pod", ge=0)
     cloud_type: str = key("SECURE", "RunPod cloud", choices=("SECURE", "COMMUNITY"))
     image: str = key("runpod/pytorch:2.8.0-py3.11-cuda12.8.1-cudnn-devel-ubuntu22.04", "container image")
     container_disk_gb: int = key(50, "container disk (wiped on stop)", ge=1)
-    volume_gb: int = key(0, "pod volume (host-local persistent disk); 0 = none", ge=0)
+    volume_gb: int = key(0, "pod volume (host-local persistent disk, at least 10); 0 = none", ge=0)
     volume_mount_path: str = key("/workspace", "where the volume or network volume is mounted")
-    network_volume_id: str = key("", "network volume to mount instead of a pod volume; \"\" = none")
+    network_volume_id: str = key("", "network volume to mount instead of a pod volume (not both); \"\" = none")
     data_center_ids: list[str] = key([], "allowed data centers (enforced by RunPod); [] = any")
     ports: list[str] = key([], "exposed ports \"<n>/http|tcp\"; \"22/tcp\" is always added", item_pattern=r"\d+/(http|tcp)")
-    env: dict[str, str] = key({}, "environment of the pod (no secrets: see forward_env)", keys_pattern=_ENV_NAME)
+    env: dict[str, str] = key({}, "environment of the pod (no secrets: see forward_env; PUBLIC_KEY is golfrun's)",
+                              keys_pattern=_ENV_NAME)
     forward_env: list[str] = key(["HF_TOKEN"], "names of variables copied from golfrun's environment into the pod "
                                                "when set (secrets travel this way, never through the campaign file)",
                                  item_pattern=_ENV_NAME)
-    workdir: str = key("/workspace/golfrun", "work directory inside the pod")
+    workdir: str = key("/workspace/golfrun", "work directory inside the pod (absolute)", pattern=r"/.*")
     setup: list[str] = key([], "shell lines run in the pod before golfrun", item_pattern=r"[^\n]*")
     deadline_minutes: int = key(120, "the pod is terminated after this long, whatever happens", gt=0)
     budget_usd: float = key(0.0, "stop when the pod's cost reaches this; 0 = no cap beyond the deadline", ge=0)

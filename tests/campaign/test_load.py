@@ -96,6 +96,10 @@ def test_env_tables_turn_scalars_into_strings(tmp_path: Path) -> None:
         ("[gate_b]\nseeds = [1, 1]", "gate_b.seeds must be a non-empty list of distinct seeds"),
         ("[data]\nvariant = 'sp1024'", "data.variant 'sp1024' does not match data.synthetic.vocab_size 512"),
         ("[trainer_env]\nVOCAB_SIZE = 1024", "trainer_env.VOCAB_SIZE '1024' does not match data.variant 'sp512'"),
+        ("[backend.runpod]\nvolume_gb = 5", "backend.runpod.volume_gb 5: RunPod needs at least 10"),
+        ("[backend.runpod]\nvolume_gb = 20\nnetwork_volume_id = 'v1'", "exclude each other"),
+        ("[backend.runpod]\nenv = { PUBLIC_KEY = 'ssh-ed25519 x' }", "env.PUBLIC_KEY is set by golfrun"),
+        ("[backend.runpod]\nworkdir = 'golfrun'", "backend.runpod.workdir: 'golfrun' is not valid"),
     ],
 )
 def test_rules_across_keys(tmp_path: Path, toml: str, expected: str) -> None:
