@@ -18,6 +18,8 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -111,33 +113,54 @@ def _scan(blobs: list[tuple[str, bytes]], needles: list[str]) -> list[str]:
     return [f"{name}: contains {needle[:12]}…" for name, data in blobs for needle in needles if needle.encode() in data]
 
 
-def test_no_planted_secret_in_anything_a_campaign_writes(tmp_path: Path, hf_hub: HubServer) -> None:
+@dataclass
+class Run:
+    root: Path
+    camp: Path
+    key_file: Path
+    hub: HubServer
+    env: dict[str, str]
+    proc: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def campaign_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """One whole campaign through `golfrun run-all` (a subprocess), secrets in its environment."""
+    tmp_path = tmp_path_factory.mktemp("secrets-campaign")
     key_file = tmp_path / "keys" / "id_planted"
     key_file.parent.mkdir()
     key_file.write_text(PRIVATE_KEY)
-    kept = tmp_path / "kept"
     camp = tmp_path / "camp.toml"
-    camp.write_text(CAMPAIGN.format(trainer=FAKE_TRAINER, kept=kept))
+    camp.write_text(CAMPAIGN.format(trainer=FAKE_TRAINER, kept=tmp_path / "kept"))
+    hub = HubServer().start()
     env = {
         **os.environ,
         **SECRETS,
         "GOLFRUN_SSH_KEY": str(key_file),  # a private key file's path: secret by name
         "FAKE_DUMP_FILE": str(key_file),  # the trainer prints the key itself
         "PYTHONPATH": str(ROOT),
-        "HF_ENDPOINT": hf_hub.endpoint,
+        "HF_ENDPOINT": hub.endpoint,
         "HF_HUB_DISABLE_XET": "1",
         "HF_HOME": str(tmp_path / "hf-home"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
-    run = subprocess.run([sys.executable, "-m", "golfrun.cli", "run-all", "--campaign", str(camp), "--runs-dir", "runs"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "golfrun.cli", "run-all", "--campaign", str(camp), "--runs-dir", "runs"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        yield Run(tmp_path, camp, key_file, hub, env, proc)
+    finally:
+        hub.stop()
+
+
+def test_no_planted_secret_in_anything_a_campaign_writes(campaign_run: Run) -> None:
+    run, tmp_path, camp, key_file, hf_hub = campaign_run.proc, campaign_run.root, campaign_run.camp, campaign_run.key_file, campaign_run.hub
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((tmp_path / "runs/secrets/05-preserve/summary.json").read_text())
     assert summary["verdict"] == "PASS", summary["reasons"]
 
     needles = [*SECRETS.values(), str(key_file)]
     files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "keys")
-             and not p.is_relative_to(tmp_path / "hf-home") and p != camp]
+             and not p.is_relative_to(tmp_path / "hf-home") and not p.is_relative_to(tmp_path / "pg") and p != camp]
     assert any(p.name.endswith(".tar.gz") for p in files) and any(p.name == "job.log" for p in files)
     blobs = [b for p in files for b in _blobs(p)]
     assert len(blobs) > len(files)  # tarball members were opened
@@ -178,3 +201,39 @@ def test_a_campaign_with_a_secret_in_trainer_env_is_refused(tmp_path: Path) -> N
     assert "planted-campaign-token-77" not in run.stderr + run.stdout
     assert not (tmp_path / "runs").exists() or not any(
         b"planted-campaign-token-77" in p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file())
+
+
+def test_package_of_a_real_run_matches_its_summaries(campaign_run: Run) -> None:
+    """`golfrun package` (a subprocess) on the campaign that run-all just finished."""
+    assert campaign_run.proc.returncode == 0
+    root = campaign_run.root
+    out = subprocess.run([sys.executable, "-m", "golfrun.cli", "package", "--campaign", str(campaign_run.camp),
+                          "--runs-dir", "runs", "--out", "pg", "--date", "2026-11-24"],
+                         cwd=root, env=campaign_run.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    folder = root / "pg/records/track_10min_16mb/2026-11-24_secrets"
+    sub = json.loads((folder / "submission.json").read_text())
+    gb = json.loads((root / "runs/secrets/04-gate-b/summary.json").read_text())["decision"]
+    per_seed = {str(p["seed"]): p for p in gb["per_seed"]}
+    assert sub["seeds"] == gb["seeds"] == [0, 1, 2]
+    for seed, p in per_seed.items():
+        assert sub["seed_results"][seed]["val_bpb"] == p["val_bpb"]
+        assert sub["seed_results"][seed]["val_loss"] == p["val_loss"]
+        assert sub["seed_results"][seed]["artifact_bytes"] == p["artifact_bytes"]
+    assert sub["val_bpb"] == pytest.approx(gb["val_bpb"]["mean"], abs=1e-12)
+    assert sub["val_loss"] == pytest.approx(gb["val_loss"]["mean"], abs=1e-12)
+    rt = gb["record_test"]
+    assert (sub["t_statistic"], sub["welch_df"], sub["p_value"]) == (rt.get("t"), rt.get("df"), rt.get("p"))
+    readme = (folder / "README.md").read_text()
+    for seed, p in per_seed.items():
+        assert f"| {seed} | {p['val_loss']:.8f} | {p['val_bpb']:.8f} |" in readme
+    assert f"**{gb['val_bpb']['mean']:.8f}**" in readme
+    assert "FAKE_DELTA_BPB=-0.01" in readme  # the promoted variant's env is in the command to reproduce
+    for seed in per_seed:
+        assert "quantized_ttt_phased val_loss:" in (folder / f"train_seed{seed}.log").read_text()
+    assert (folder / "train_gpt.py").read_bytes() == FAKE_TRAINER.read_bytes()
+    # the fake runs beat the reference by 0.025 nats with little spread: every rule is met
+    assert rt["passed"] and sub["p_value"] < 0.01
+    assert all(sub["compliance"].values()) and "warning" not in out.stderr
+    text = "".join(p.read_text() for p in folder.iterdir())
+    assert not [v for v in SECRETS.values() if v in text]
