@@ -222,11 +222,15 @@ def trainer_file(ctx: "StageContext") -> Path:
 
 
 def launch_argv(ctx: "StageContext", spec: JobSpec) -> list[str]:
-    """The command a local run uses (for --dry-run and `plan`; the backend builds its own)."""
-    script = str(trainer_file(ctx))
-    if spec.nproc_per_node > 1:
-        return ["torchrun", "--standalone", f"--nproc_per_node={spec.nproc_per_node}", script]
-    return ["python", script]
+    """The command the local backend runs for this job (for --dry-run and `plan`)."""
+    from golfrun.backends.base import Job
+    from golfrun.backends.local import LocalBackend
+
+    local = getattr(getattr(ctx.campaign, "backend", None), "local", None)
+    python = getattr(local, "python", "") or None
+    job = Job(name=spec.name, script=str(trainer_file(ctx)), env={}, workdir=str(job_dir(ctx, spec)),
+              nproc_per_node=spec.nproc_per_node)
+    return LocalBackend(python=python).command(job)
 
 
 def plan_entry(ctx: "StageContext", spec: JobSpec) -> dict[str, Any]:
