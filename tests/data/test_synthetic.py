@@ -67,10 +67,12 @@ def test_bos_layout(built: DatasetInfo) -> None:
     train = np.concatenate([np.asarray(read_tokens(p)) for p in built.train_files])
     assert train[0] == BOS_ID and int((train == BOS_ID).sum()) == 600
     assert int(train.max()) < 384 and int(val.max()) < 384
-    # Documents straddle shards: a shard after the first need not start with BOS, and the
-    # shards split the stream into (near) equal parts.
+    # The stream is cut into equal shards (the last takes the remainder), so documents straddle
+    # shard boundaries, as in the export.
     sizes = [check_shard(p).num_tokens for p in built.train_files]
-    assert max(sizes) - min(sizes) <= 1 + sizes[0] - sizes[-1]
+    per_shard = -(-built.train_tokens // 3)
+    assert sizes[:-1] == [per_shard, per_shard] and sizes[-1] == built.train_tokens - 2 * per_shard
+    assert any(np.asarray(read_tokens(p))[0] != BOS_ID for p in built.train_files[1:])
 
 
 def test_documents_round_trip_through_tokenizer(built: DatasetInfo) -> None:
@@ -154,3 +156,13 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "fineweb10B_sp400" in capsys.readouterr().out
     assert main([str(tmp_path / "x"), "--train-shards", "0"]) == 2
     assert "train_shards" in capsys.readouterr().err
+
+
+def test_vocab_8192(tmp_path: Path) -> None:
+    """The real vocabulary size of the record builds from the default number of documents."""
+    info = build_dataset(tmp_path, vocab_size=8192, train_docs=4000, val_docs=100, train_shards=1)
+    sp = spm.SentencePieceProcessor(model_file=str(info.tokenizer_path))
+    assert sp.get_piece_size() == 8192 and info.tokenizer_path.name == "fineweb_8192_bpe.model"
+    assert info.dataset_dir.name == "fineweb10B_sp8192"
+    tokens = np.asarray(read_tokens(info.train_files[0]))
+    assert int(tokens.max()) < 8192 and int(tokens.max()) > 4000  # the merges are used
