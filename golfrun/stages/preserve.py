@@ -59,6 +59,20 @@ def _artifact(campaign_dir: Path, path: Path, sha256: str) -> Artifact:
     return Artifact(path=rel, bytes=path.stat().st_size, sha256=sha256)
 
 
+def describe(ctx: StageContext) -> list[str]:
+    """What `--dry-run` prints for this stage: it runs no trainer jobs."""
+    p = ctx.campaign.preserve
+    lines = [f"tarball {ctx.stage_dir / (ctx.campaign.name + '-preserve.tar.gz')} "
+             f"({'with' if p.include_checkpoints else 'without'} checkpoints), provenance.json, README.md, SHA256SUMS"]
+    for spec in p.targets:
+        t = parse_target(spec)
+        extra = f" ({t.repo_type} repo, {'private' if getattr(p, 'hf_private', True) else 'public'} if created)" if t.kind == "hf" else ""
+        lines.append(f"upload to {spec}{extra}, then read back and hash")
+    if not p.targets:
+        lines.append("no targets: the stage folder is the only copy")
+    return lines
+
+
 def run(ctx: StageContext) -> Summary:
     from golfrun.provenance.tarball import sha256_file
 

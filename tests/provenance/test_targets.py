@@ -68,3 +68,21 @@ def test_retry_command_carries_the_options() -> None:
     cmd = retry_command("/r/05-preserve/c.tar.gz", t, UploadOptions(ssh_key="/k/id", known_hosts="/k/kh"))
     assert cmd == "golfrun upload /r/05-preserve/c.tar.gz --to sftp:u@h:2200:/x --ssh-key /k/id --known-hosts /k/kh"
     assert "--public" in retry_command("/c.tar.gz", parse_target("hf:a/b"), UploadOptions(private=False))
+
+
+def test_cli_upload_verifies_and_fails_with_the_retry(bundle: Bundle, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from golfrun.cli import main
+
+    tar = str(bundle.folder / "camp-preserve.tar.gz")
+    ok = CliRunner().invoke(main, ["upload", tar, "--to", f"dir:{tmp_path / 'a'}", "--to", f"dir:{tmp_path / 'b'}"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.count("verified (3 files)") == 2
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    bad = CliRunner().invoke(main, ["upload", tar, "--to", f"dir:{blocker}/x"])
+    assert bad.exit_code == 12
+    assert f"retry: golfrun upload {tar} --to dir:{blocker}/x" in bad.output
+    wrong = CliRunner().invoke(main, ["upload", tar, "--to", "ftp:host/x"])
+    assert wrong.exit_code == 12 and "unknown scheme 'ftp'" in wrong.output
