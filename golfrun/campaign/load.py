@@ -25,6 +25,7 @@ import difflib
 import json
 import re
 import sys
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -44,6 +45,7 @@ from golfrun.secrets import is_secret_name
 DEFAULT_PRESET = "tiny"
 # The repository root: the folder holding the golfrun package (and, in a checkout, train_gpt.py).
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_UNION_TYPES = (typing.Union, types.UnionType)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,9 @@ def _apply_override(raw: dict[str, Any], text: str) -> None:
 
 def _parse_value(text: str, tp: Any, where: str) -> Any:
     stripped = text.strip()
-    literal = tp in (str, Path) or tp == (str | int) and not stripped.isdigit()
+    # String keys take the text literally unless it is a quoted TOML string; a Slurm time entry
+    # (str | int) reads digits as minutes and anything else as text.
+    literal = tp in (str, Path) or (tp == (str | int) and not stripped.isdigit())
     try:
         doc = tomllib.loads(f"v = {stripped}")
     except tomllib.TOMLDecodeError as exc:
@@ -272,8 +276,9 @@ def _describe(tp: Any) -> str:
         inner = args[0]
         return "a list of tables" if is_dataclass(inner) else f"a list of {_describe(inner).split(' ', 1)[1]}s"
     if origin is dict:
-        return f"a table of {' or '.join(_describe(a).split(' ', 1)[1] + 's' for a in typing.get_args(args[1]) or (args[1],))}"
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", ())):
+        value_types = typing.get_args(args[1]) or (args[1],)
+        return "a table of " + " or ".join(_describe(a).split(" ", 1)[1] + "s" for a in value_types)
+    if origin in _UNION_TYPES:
         return " or ".join(_describe(a) for a in args)
     return str(tp)
 
@@ -350,7 +355,7 @@ def _convert(tp: Any, value: Any, meta: Mapping[str, Any], source: str, dotted: 
                         + (" (backend.runpod.forward_env)" if "runpod" in where else "")
                     )
             out[k] = _convert(value_type, v, {}, source, f"{dotted}.{k}", base_dir)
-    elif origin in (typing.Union, getattr(__import__("types"), "UnionType", ())):
+    elif origin in _UNION_TYPES:
         for alt in args:
             try:
                 out = _convert(alt, value, {}, source, dotted, base_dir)
