@@ -143,7 +143,9 @@ def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], 
     d = ctx.campaign.data
     variant = str(d.variant)
     want_train = int(d.train_shards)
-    api = HfApi()
+    # Read at call time (huggingface_hub fixes its URL template at import): a mirror or a test Hub.
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    api = HfApi(endpoint=endpoint)
     prefix = str(d.remote_prefix or "").strip("/")
     revision = str(d.revision or "") or None
 
@@ -154,7 +156,7 @@ def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], 
         parent, _, name = remote.rpartition("/")
         try:
             return Path(hf_hub_download(repo, filename=name, subfolder=parent or None, repo_type="dataset",
-                                        revision=revision)).resolve()
+                                        revision=revision, endpoint=endpoint)).resolve()
         except (HfHubHTTPError, OSError, ValueError) as exc:
             raise DataError(f"hf:{repo}: could not download {remote}: {exc}") from exc
 
