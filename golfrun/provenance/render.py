@@ -67,7 +67,7 @@ def results_table(summaries: Mapping[str, Summary]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ev = r["eval_time_ms"] / 1000.0 if isinstance(r["eval_time_ms"], (int, float)) else None
-        lines.append(f"| {r['stage']} | {cell(r['job'])} | {fmt(r['seed'])} | {fmt(r['mode'])} | {fmt(r['val_loss'])} "
+        lines.append(f"| {r['stage']} | {cell(r['job'])} | {r['seed'] if r['seed'] is not None else '–'} | {fmt(r['mode'])} | {fmt(r['val_loss'])} "
                      f"| {fmt(r['val_bpb'])} | {fmt(r['artifact_bytes'])} | {fmt(ev, 1)} |")
     return "\n".join(lines)
 
