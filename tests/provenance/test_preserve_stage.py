@@ -122,3 +122,22 @@ def test_rerun_gives_the_same_tarball(tmp_path: Path) -> None:
     changed = {n for n in members_first if members_first[n] != members_second.get(n)}
     assert changed <= {"camp-preserve/05-preserve/provenance.json", "camp-preserve/SHA256SUMS"}
     assert first  # the archive exists and was rebuilt in place
+
+
+def test_preserve_runs_after_an_upstream_error(tmp_path: Path) -> None:
+    """Only verify-pod ran, and failed: preserve still keeps what there is."""
+    campaign = load_campaign(None, ['name="camp"', f'preserve.targets=["dir:{tmp_path / "kept"}"]'])
+    cdir = tmp_path / "runs" / "camp"
+    (cdir / STAGE_DIRS["verify-pod"]).mkdir(parents=True)
+    failed = Summary("verify-pod", "camp", Verdict.ERROR, "2026-11-24T10:00:00Z", "2026-11-24T10:00:05Z", "f",
+                     reasons=["nvidia-smi not found"])
+    (cdir / STAGE_DIRS["verify-pod"] / "summary.json").write_text(json.dumps(failed.to_dict()))
+    ctx = StageContext(campaign=campaign, stage="preserve", campaign_dir=cdir, stage_dir=cdir / STAGE_DIRS["preserve"],
+                       upstream={"verify-pod": failed}, backend=None, trainer_sha256="t" * 64,  # type: ignore[arg-type]
+                       fingerprint="p" * 64, log=lambda m: None)
+    s = preserve.run(ctx)
+    assert s.verdict is Verdict.PASS, s.reasons
+    with tarfile.open(ctx.stage_dir / "camp-preserve.tar.gz") as t:
+        assert "camp-preserve/00-verify-pod/summary.json" in t.getnames()
+    assert "| verify-pod | ERROR | nvidia-smi not found |" in (ctx.stage_dir / "README.md").read_text()
+    assert "_No trainer job produced a final score._" in (tmp_path / "kept" / "README.md").read_text()
