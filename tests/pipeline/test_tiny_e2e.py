@@ -1,0 +1,36 @@
+"""The real thing: `golfrun run-all` with no campaign runs the tiny preset end to end with the
+real train_gpt.py on the CPU (synthetic data, every stage), then a rerun starts no trainer job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.pipeline_campaign import run_golfrun
+
+STAGES = ("verify-pod", "download-data", "gate-a", "ablation", "gate-b", "preserve")
+
+
+@pytest.mark.slow
+def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
+    first = run_golfrun(["run-all"], cwd=tmp_path, timeout=1800)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    runs = tmp_path / "runs" / "tiny"
+    summaries = {s: json.loads(next(runs.glob(f"*-{s}/summary.json")).read_text()) for s in STAGES}
+    assert {s: summaries[s]["verdict"] for s in STAGES} == {s: "PASS" for s in STAGES}
+    assert summaries["ablation"]["decision"]["promoted"]
+    assert summaries["gate-b"]["decision"]["variant"] == summaries["ablation"]["decision"]["promoted"]
+    assert (runs / "02-gate-a" / "checkpoint" / "final_model.pt").is_file()
+    logs_before = sorted(str(p) for p in runs.rglob("job.log"))
+
+    again = run_golfrun(["run-all"], cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("(cached:") == len(STAGES)
+    assert "starting (" not in again.stdout  # no trainer job launched
+    assert sorted(str(p) for p in runs.rglob("job.log")) == logs_before
+
+    status = run_golfrun(["status", "--json"], cwd=tmp_path, timeout=120)
+    rows = json.loads(status.stdout)["stages"]
+    assert all(r["verdict"] == "PASS" and r["last_run"] == "cached" and r["up_to_date"] for r in rows)
