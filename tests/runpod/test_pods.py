@@ -140,6 +140,20 @@ def test_sweep_ends_orphans_but_not_owned_pods(fake_runpod: FakeRunpod, tmp_path
     c.terminate(foreign)
 
 
+GOLDEN = Path(__file__).parent / "golden" / "golfrun-pod.sh"
+
+
+def test_pod_script_matches_golden_file() -> None:
+    """Delete tests/runpod/golden/golfrun-pod.sh to regenerate it (then review the diff)."""
+    paths = rp.PodPaths("/workspace/my golfrun", "tiny")
+    text = rp.render_pod_script(paths, ["source /opt/venv/bin/activate", "export HF_HOME=/workspace/hf"],
+                                rp.run_all_args(paths, ["gate-b"]), rp.verify_args(paths))
+    if not GOLDEN.exists():
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), f"golfrun-pod.sh changed; delete {GOLDEN} to regenerate it"
+
+
 def test_pod_script_is_rendered_with_quoted_paths() -> None:
     paths = rp.PodPaths("/workspace/my golfrun", "tiny")
     text = rp.render_pod_script(paths, ["source /opt/venv/bin/activate"], rp.run_all_args(paths), rp.verify_args(paths))

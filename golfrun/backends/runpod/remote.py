@@ -9,8 +9,9 @@ The pod's work folder (`[backend.runpod] workdir`, W):
     W/runs/<campaign>/      the campaign's runs folder (summaries, jobs, preserve tarball)
     W/.golfrun/             golfrun-pod.sh, run.log, run.pid, exit_code, pod_deadline.{py,log,pid}
 
-Every command is an argv list; the only shell text is golfrun-pod.sh, rendered by a pure
-function (golden-tested) and shipped as a file.
+Every command is an argv list. The campaign's own shell text (its setup lines) lives only in
+golfrun-pod.sh, rendered by a pure function (golden-tested) and shipped as a file; the few fixed
+bash snippets here take their values as positional arguments ($1, $2…), never pasted in.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import io
 import posixpath
 import shlex
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +34,6 @@ DEADLINE_SCRIPT = Path(__file__).with_name("pod_deadline.py")
 # Never leaves the laptop / never pulled over local files that matter.
 PUSH_EXCLUDE = (".pod", "pod.json", ".lock", "data", "__pycache__")
 PULL_EXCLUDE_DIRS = ("data",)
-# What the pod needs to run golfrun and the trainer (repository-relative).
-CODE_ITEMS = ("golfrun", "pyproject.toml", "README.md", "train_gpt.py")
 DEPS_CHECK = "import golfrun.cli, click, rich, numpy, scipy, sentencepiece, brotli, paramiko, jinja2"
 
 Log = Callable[[str], None]
@@ -130,7 +128,8 @@ def verify_args(paths: PodPaths) -> list[str]:
 
 def pack(items: Iterable[tuple[Path, str]], exclude: Sequence[str] = ()) -> bytes:
     """A tar.gz of (local path, name in the archive) pairs; folders recurse; `exclude` names any
-    path component to leave out (keys, locks, data, caches)."""
+    path component to leave out (keys, locks, data, caches). For the runs folder: code goes
+    through golfrun.transport.sync."""
     buffer = io.BytesIO()
 
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -146,31 +145,19 @@ def pack(items: Iterable[tuple[Path, str]], exclude: Sequence[str] = ()) -> byte
     return buffer.getvalue()
 
 
-def push_tar(transport: Any, data: bytes, remote_dir: str, label: str) -> None:
-    """Copy a tar.gz to the pod and unpack it into remote_dir (one file over SFTP, one tar)."""
-    with tempfile.TemporaryDirectory(prefix="golfrun-push-") as tmp:
-        local = Path(tmp) / "push.tar.gz"
-        local.write_bytes(data)
-        remote_tar = posixpath.join(posixpath.dirname(remote_dir.rstrip("/")) or "/", f".golfrun-push-{label}.tar.gz")
-        transport.run(["mkdir", "-p", remote_dir]).check()
-        transport.put(local, remote_tar)
-    transport.run(["tar", "-xzf", remote_tar, "-C", remote_dir]).check()
-    transport.run(["rm", "-f", remote_tar]).check()
-
-
 def push_code(transport: Any, repo_root: Path, trainer: Path, paths: PodPaths) -> str:
-    """Push golfrun and the trainer; return the trainer's path on the pod."""
-    items = [(repo_root / name, name) for name in CODE_ITEMS]
+    """Push golfrun's working tree (golfrun.transport.sync) and the trainer; return the trainer's
+    path on the pod. A trainer outside the repository travels beside it, in code/trainer/."""
+    from golfrun.transport import sync
+
+    sync.push_worktree(transport, repo_root, paths.code)
     trainer = trainer.resolve()
     try:
         rel = trainer.relative_to(repo_root.resolve()).as_posix()
-    except ValueError:  # a trainer outside the repository travels beside it
+    except ValueError:
         rel = f"trainer/{trainer.name}"
-    if rel not in CODE_ITEMS:
-        items.append((trainer, rel))
     remote_trainer = posixpath.join(paths.code, rel)
-    transport.run(["rm", "-rf", paths.code]).check()
-    push_tar(transport, pack(items, exclude=("__pycache__", ".pytest_cache")), paths.code, "code")
+    transport.put(trainer, remote_trainer)  # also when git ignores it: the campaign names it
     return remote_trainer
 
 
@@ -178,15 +165,15 @@ def push_runs(transport: Any, campaign_dir: Path, paths: PodPaths) -> None:
     """Push what the laptop already holds of the campaign (summaries of a lost pod) for the resume."""
     if not any(campaign_dir.glob("*/summary.json")):
         return
-    push_tar(transport, pack([(campaign_dir, ".")], exclude=PUSH_EXCLUDE), paths.campaign_dir, "runs")
+    from golfrun.transport import sync
+
+    sync.push_tar(transport, pack([(campaign_dir, ".")], exclude=PUSH_EXCLUDE), paths.campaign_dir, replace=False)
 
 
 def put_text(transport: Any, text: str, remote: str, mode: int = 0o644) -> None:
-    with tempfile.TemporaryDirectory(prefix="golfrun-put-") as tmp:
-        local = Path(tmp) / posixpath.basename(remote)
-        local.write_text(text, encoding="utf-8")
-        local.chmod(mode)
-        transport.put(local, remote)
+    from golfrun.transport import sync
+
+    sync.put_text(transport, text, remote, mode)
 
 
 # ---------------------------------------------------------------------------------------- processes
