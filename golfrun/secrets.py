@@ -1,7 +1,8 @@
 """What counts as a secret, and how it is kept out of everything golfrun writes.
 
 Any environment-variable-like name containing TOKEN, KEY, SECRET or PASSWORD (case-insensitive)
-is a secret, plus a few known names; TOKENS (a count, as in TRAIN_BATCH_TOKENS) is not. Values are replaced, never truncated, so a reader can still
+is a secret, plus a few known names; TOKENS (a count: TRAIN_BATCH_TOKENS) and TOKENIZER
+(TOKENIZER_PATH) are not. Values are replaced, never truncated, so a reader can still
 see that the variable was set.
 """
 
@@ -15,15 +16,17 @@ REDACTED = "***REDACTED***"
 _SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 # Names that match the pattern but hold nothing secret (public key paths are not secret).
 _NOT_SECRET = {"PUBLIC_KEY", "SSH_PUBLIC_KEY"}
+_NOT_CREDENTIAL_WORDS = re.compile(r"TOKENS|TOKENIZER", re.IGNORECASE)
 _PRIVATE_KEY_BLOCK = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
 )
 
 
 def is_secret_name(name: str) -> bool:
-    # "TOKENS" is a count (TRAIN_BATCH_TOKENS = "8192"), not a credential: taking it for one would
-    # scrub every "8192" out of trainer logs and summaries.
-    return name.upper() not in _NOT_SECRET and bool(_SECRET_NAME.search(re.sub("TOKENS", "", name, flags=re.IGNORECASE)))
+    # "TOKENS" is a count (TRAIN_BATCH_TOKENS = "8192") and "TOKENIZER" a file (TOKENIZER_PATH), not
+    # credentials: taking them for one would scrub every "8192" and the tokenizer's path out of
+    # trainer logs and summaries.
+    return name.upper() not in _NOT_SECRET and bool(_SECRET_NAME.search(_NOT_CREDENTIAL_WORDS.sub("", name)))
 
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -11,19 +11,19 @@
 
 Never archived: the dataset (runs/<campaign>/data), the lock, temp files (*.partial), symlinks,
 and anything outside the stage folders (so a `dir:` target inside runs/<campaign>/ is not
-swallowed by the next tarball). Text members pass through the secret scrubber
-(golfrun/secrets.py with the environment's and the campaign's secret values) on the way in.
+swallowed by the next tarball). Text members pass through the secret scrubber on the way in:
+the literal values of the environment's and the campaign's secret-named variables, and private-key
+blocks, are replaced (golfrun/secrets.py).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from golfrun.provenance.provenance import redact_toml, scrub, write_provenance
+from golfrun.provenance.provenance import write_provenance
 from golfrun.provenance.render import model_card
 from golfrun.provenance.tarball import SUMS_NAME, Member, TarballInfo, build_tarball, render_sums, sha256_file
 from golfrun.secrets import redact_text
@@ -40,23 +40,16 @@ def tarball_name(campaign: str) -> str:
 
 
 def _text_member(name: str, path: Path, values: list[str]) -> Member:
+    """Text is archived as written, except literal secret values and private-key blocks, which are
+    replaced. (No redaction by key name here: it would also hit innocent keys such as a job's cache
+    `key`, and change evidence that holds no secret.)"""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return Member(name, source=path)  # binary: kept byte for byte
-    if path.suffix == ".toml":
-        clean = redact_toml(text, values)
-    elif path.suffix == ".json":
-        try:
-            clean = json.dumps(scrub(json.loads(text), values), indent=2, sort_keys=True) + "\n"
-            if json.loads(clean) == json.loads(text):
-                clean = text  # nothing to redact: keep the file's own bytes
-        except json.JSONDecodeError:
-            clean = redact_text(text, values)
-    else:
-        clean = redact_text(text, values)
-    return Member(name, data=clean.encode("utf-8")) if clean != text else Member(name, data=data)
+    clean = redact_text(text, values)
+    return Member(name, data=clean.encode("utf-8")) if clean != text else Member(name, source=path)
 
 
 def campaign_members(campaign_dir: Path, include_checkpoints: bool, values: list[str]) -> list[Member]:

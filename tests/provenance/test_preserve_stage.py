@@ -141,3 +141,25 @@ def test_preserve_runs_after_an_upstream_error(tmp_path: Path) -> None:
         assert "camp-preserve/00-verify-pod/summary.json" in t.getnames()
     assert "| verify-pod | ERROR | nvidia-smi not found |" in (ctx.stage_dir / "README.md").read_text()
     assert "_No trainer job produced a final score._" in (tmp_path / "kept" / "README.md").read_text()
+
+
+def test_members_are_kept_as_written_unless_they_hold_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SECRET", "planted-in-a-log-1234")
+    campaign = load_campaign(None, ['name="camp"', "preserve.targets=[]"])
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", campaign, log_extra="oops planted-in-a-log-1234\n" + (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAplantedkeybody\n-----END OPENSSH PRIVATE KEY-----\n"))
+    job = cdir / "02-gate-a/jobs/seed0"
+    (job / "job.json").write_text('{"key": "0123abcd", "tokenizer_path": "/data/tok.model"}\n')
+    ctx = StageContext(campaign=campaign, stage="preserve", campaign_dir=cdir, stage_dir=cdir / STAGE_DIRS["preserve"],
+                       upstream={}, backend=None, trainer_sha256="t" * 64, fingerprint="p" * 64,  # type: ignore[arg-type]
+                       log=lambda m: None)
+    assert preserve.run(ctx).verdict is Verdict.PASS
+    with tarfile.open(ctx.stage_dir / "camp-preserve.tar.gz") as t:
+        def member(name: str) -> bytes:
+            return t.extractfile(f"camp-preserve/{name}").read()  # type: ignore[union-attr]
+
+        assert member("02-gate-a/jobs/seed0/job.json") == (job / "job.json").read_bytes()
+        assert member("02-gate-a/summary.json") == (cdir / "02-gate-a/summary.json").read_bytes()
+        log = member("02-gate-a/jobs/seed0/train_seed0.txt").decode()
+    assert "planted-in-a-log-1234" not in log and "plantedkeybody" not in log
+    assert "oops ***REDACTED***" in log and "quantized_ttt_phased val_loss:2.76951521" in log
