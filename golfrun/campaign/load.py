@@ -348,7 +348,7 @@ def _convert(tp: Any, value: Any, meta: Mapping[str, Any], source: str, dotted: 
                     v = "1" if v else "0"
                 elif isinstance(v, (int, float)):
                     v = str(v)
-                if _looks_secret(k) and v != "":
+                if is_secret_name(k) and v != "":
                     raise CampaignError(
                         f"{where}.{k}: looks like a secret; campaign files are copied into runs/ and "
                         f"summaries, so pass it through the environment instead"
@@ -368,11 +368,6 @@ def _convert(tp: Any, value: Any, meta: Mapping[str, Any], source: str, dotted: 
         raise TypeError(f"unsupported schema type {tp!r} at {where}")
     _check_rules(out, meta, where)
     return out
-
-
-def _looks_secret(name: str) -> bool:
-    # "TOKENS" is a count (TRAIN_BATCH_TOKENS), not a credential.
-    return is_secret_name(re.sub("TOKENS", "", name, flags=re.IGNORECASE))
 
 
 def _check_rules(value: Any, meta: Mapping[str, Any], where: str) -> None:
