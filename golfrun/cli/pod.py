@@ -161,17 +161,21 @@ def down(campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path, 
     from golfrun.backends.runpod import pods
     from golfrun.backends.runpod import remote as rp
 
+    from golfrun.pipeline.lock import CampaignLock
+
     campaign, cdir, client, record = _attached(campaign_spec, overrides, runs_dir)
     if not record.live:
         click.echo(f"pod {record.pod_id or record.name} already ended ({record.end_reason or record.status})")
         return
-    if not no_pull and pods.refresh(client, cdir, record) is not None:
-        transport = _transport(cdir, record)
-        try:
-            rp.pull(transport, rp.PodPaths(record.workdir, campaign.name).campaign_dir, cdir, lambda m: click.echo(m))
-        finally:
-            transport.close()
-    pods.terminate(client, cdir, record, "golfrun pod down", lambda m: click.echo(m))
+    # a `run-all --backend runpod` still following this pod would replace it: it must stop first
+    with CampaignLock(cdir, command="golfrun pod down"):
+        if not no_pull and pods.refresh(client, cdir, record) is not None:
+            transport = _transport(cdir, record)
+            try:
+                rp.pull(transport, rp.PodPaths(record.workdir, campaign.name).campaign_dir, cdir, lambda m: click.echo(m))
+            finally:
+                transport.close()
+        pods.terminate(client, cdir, record, "golfrun pod down", lambda m: click.echo(m))
     click.echo(f"cost: {record.cost_so_far():.2f} USD")
 
 

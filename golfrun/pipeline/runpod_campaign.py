@@ -65,6 +65,15 @@ def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log:
         return _dry_run(campaign, settings, log)
     client = RunpodClient.from_env(log=log)
     campaign_dir.mkdir(parents=True, exist_ok=True)
+    from golfrun.pipeline.lock import CampaignLock
+
+    # One laptop process per campaign: two would each create a pod; `golfrun pod down` waits too.
+    with CampaignLock(campaign_dir, command="golfrun run-all --backend runpod"):
+        return _run_locked(client, campaign, settings, campaign_dir, options, forwarded, log, follow_timing)
+
+
+def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettings, campaign_dir: Path,
+                options: RemoteOptions, forwarded: Mapping[str, str], log: Log, follow_timing: FollowTiming | None) -> int:
     scrub = list(forwarded.values())
     say: Log = lambda text: log(redact_text(text, scrub))  # noqa: E731
     record = pods.load_record(campaign_dir)
