@@ -36,11 +36,22 @@ def fail(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds like Ctrl-C, so a running job is cancelled and the lock released.
+    raise SystemExit(128 + signum)
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Typed golfrun errors → one line on stderr and the documented exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+        import threading
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except CampaignError as exc:
@@ -49,6 +60,9 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), EXIT_LOCKED)
         except GolfrunError as exc:
             fail(str(exc), EXIT_CODES[Verdict.ERROR])
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

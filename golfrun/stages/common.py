@@ -363,7 +363,14 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         _write_job_json(folder, job_doc)
         # Local polls are a cheap waitpid; remote ones (sacct, an API) are not.
         interval = 0.1 if backend_name == "local" else 5.0
-        status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0, poll_interval_s=interval)
+        try:
+            status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0, poll_interval_s=interval)
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C or SIGTERM: stop the trainer too (it runs in a session of its own). Only a
+            # SIGKILL of golfrun leaves it running; the next run of this job reaps it.
+            ctx.log(f"{ctx.stage}: job {spec.name}: interrupted, cancelling it")
+            ctx.backend.cancel(handle)
+            raise
         ctx.backend.fetch(handle)
         state = status.state
         record.backend_ids = list(status.backend_ids or [handle.id])

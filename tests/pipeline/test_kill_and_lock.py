@@ -76,3 +76,29 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_sigterm_cancels_the_running_trainer_and_releases_the_lock(tmp_path: Path, shared_data: Path) -> None:
+    from golfrun.transport.local import find_processes_with_env
+
+    block = tmp_path / "block"
+    block.touch()
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
+    args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job_dir = (tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0").resolve()
+    try:
+        _wait_for(lambda: bool(launches(tmp_path)))
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted, cancelling it" in out
+    assert not find_processes_with_env("GOLFRUN_JOB_DIR", str(job_dir))  # no orphan trainer
+    assert json.loads((job_dir / "job.json").read_text())["state"] == "SUBMITTED"  # never cached as done
+    with CampaignLock(tmp_path / "runs" / "t"):
+        pass
+    block.unlink()
