@@ -39,7 +39,6 @@ def hf_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServe
 def bundle(tmp_path: Path) -> "Bundle":
     """A small real bundle: a tarball with an LFS-sized member, README.md and SHA256SUMS."""
     from golfrun.provenance.tarball import Member, build_tarball, render_sums, sha256_file
-    from golfrun.provenance.targets import Bundle
 
     folder = tmp_path / "05-preserve"
     folder.mkdir()

@@ -89,3 +89,15 @@ def test_a_refusing_hub_is_an_error_not_a_pass(hf_hub: HubServer, bundle: Bundle
     hf_hub.refuse_all = True
     res = upload(bundle, parse_target("hf:golfer/evidence"))
     assert not res.ok and res.error
+
+
+def test_regular_only_hub_works_with_xet_left_on(hf_hub: HubServer, bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server-side switch: every file 'regular', so the client never reaches for Xet."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", False)
+    hf_hub.regular_only = True
+    res = upload(bundle, parse_target("hf:golfer/inline"))
+    assert res.ok, res.error
+    assert not any(path.startswith("/lfs-upload/") for _, path in hf_hub.state.requests)
+    assert hf_hub.files("golfer/inline")["camp-preserve.tar.gz"] == (bundle.folder / "camp-preserve.tar.gz").read_bytes()
