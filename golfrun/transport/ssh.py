@@ -269,6 +269,10 @@ class SshTransport:
                 raise TransportError(f"ssh {self.target}: SFTP unavailable ({exc}); the server needs an sftp subsystem") from None
         return self._sftp
 
+    def sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP client (opened on first use), for folder walks."""
+        return self._sftp_ready()
+
     def makedirs(self, remote: str) -> None:
         sftp = self._sftp_ready()
         parts: list[str] = []

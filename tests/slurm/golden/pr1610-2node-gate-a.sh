@@ -13,7 +13,8 @@
 #SBATCH --output="/scratch/golf/pr1610 work/runs/pr1610-repro/slurm/%x-%j.out"
 #SBATCH --signal=USR1@90
 
-set -euo pipefail
+# stop at the first failing set-up line; no -u: activation scripts may read unset variables
+set -eo pipefail
 
 # --- set-up (from the campaign)
 module load cuda/12.8

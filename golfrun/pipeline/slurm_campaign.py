@@ -1,0 +1,539 @@
+"""`golfrun run-all --backend slurm`: the whole campaign as a chain of Slurm jobs.
+
+One Slurm job per stage runs that stage on the cluster (`python -m golfrun.pipeline.slurm_job`),
+so the gates decide where the data is. Ablation variants and gate-b seeds run as a job array
+(one task per trainer job, `%throttle`) followed by an aggregation job that finds every job
+cached and writes the stage's summary. Stages are chained with `--dependency=afterok:<ids>
+--kill-on-invalid-dep=yes`: a stage that ends in anything but PASS exits non-zero, and Slurm
+cancels everything downstream. `preserve` depends with `afterany`, so it always runs.
+
+Nothing of golfrun has to stay alive after submission: by default `run_campaign` follows the jobs
+(one squeue/sacct call per interval) and pulls the results home; with `--detach` it returns as
+soon as everything is submitted, and `golfrun status|cancel|pull` work from `slurm.json` later.
+
+Over SSH (`--ssh user@host[:port]` or backend.slurm.ssh) the code is pushed to
+`<remote_dir>/code` (golfrun/transport/sync.py) and the campaign runs in `<remote_dir>/runs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from golfrun.backends.base import JobState, JobStatus
+from golfrun.backends.slurm import Poller, SlurmClient, slurm_time
+from golfrun.errors import BackendError, GolfrunError
+from golfrun.pipeline.remote import RemoteOptions
+from golfrun.sbatch.render import Container, SbatchSpec, render_stage_script, sbatch_argv
+from golfrun.summary import EXIT_CODES, STAGES, Verdict
+
+Log = Callable[[str], None]
+STATE_FILE = "slurm.json"
+STATE_SCHEMA = "golfrun.slurm-campaign/1"
+SCRIPTS_DIR = "slurm"
+CAMPAIGN_FILE = "campaign.slurm.toml"
+ARRAY_STAGES = ("ablation", "gate-b")
+GPU_STAGES = ("verify-pod", "gate-a", "ablation", "gate-b")  # stages whose own job may run trainers / check GPUs
+DEFAULT_REMOTE_DIR = "golfrun-work"
+PYTHON = "python3"  # after the campaign's set-up lines (venv activation) on the cluster
+
+
+# ------------------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    """Where things are on the machine that runs sbatch (and on the compute nodes)."""
+
+    code: str  # jobs cd here and import golfrun from here
+    runs: str  # the runs folder (runs/<campaign>/ below it)
+    campaign: str
+
+    @property
+    def campaign_dir(self) -> str:
+        return posixpath.join(self.runs, self.campaign)
+
+    @property
+    def campaign_file(self) -> str:
+        return posixpath.join(self.campaign_dir, CAMPAIGN_FILE)
+
+    @property
+    def scripts(self) -> str:
+        return posixpath.join(self.campaign_dir, SCRIPTS_DIR)
+
+
+@dataclass
+class Submission:
+    """One sbatch call of the plan."""
+
+    key: str  # "gate-a", "ablation.tasks", "ablation"
+    stage: str
+    kind: str  # stage | tasks | aggregate
+    script_name: str
+    spec: SbatchSpec
+    after: list[str] = field(default_factory=list)  # keys this one waits for
+    dep_type: str = "afterok"
+    job_id: str = ""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def array_size(campaign: Any, stage: str) -> int:
+    """Upper bound of the stage's trainer jobs, known before upstream stages ran (extra tasks no-op)."""
+    if stage == "ablation":
+        variants = list(campaign.ablation.variants or [])
+        eval_only = any(campaign.variant_mode(v) == "eval_only" for v in variants)
+        return len(variants) + (1 if eval_only else 0)
+    if stage == "gate-b":
+        return len(list(campaign.gate_b.seeds))
+    return 1
+
+
+def stage_time(settings: Any, stage: str) -> str:
+    value = settings.time.get(stage, settings.time.get("default", ""))
+    if value in ("", None):
+        return ""
+    if isinstance(value, int):
+        return str(value)  # minutes, as Slurm reads a bare number
+    return slurm_time(value)
+
+
+def cluster_campaign(campaign: Any, trainer: str) -> Any:
+    """The campaign as the cluster runs it: trainer path there, one trainer process per GPU."""
+    s = campaign.backend.slurm
+    local = dataclasses.replace(campaign.backend.local, nproc_per_node=max(1, int(s.gpus_per_node)))
+    backend = dataclasses.replace(campaign.backend, kind="slurm", local=local)
+    return dataclasses.replace(campaign, trainer=Path(trainer), backend=backend)
+
+
+def plan_submissions(campaign: Any, paths: ClusterPaths, force: tuple[str, ...] = ()) -> list[Submission]:
+    """Every sbatch call, in submission order, with its script and dependencies (pure)."""
+    s = campaign.backend.slurm
+    for name in force:
+        if name not in STAGES:
+            raise GolfrunError(f"--force {name!r}: not a stage; stages are: {', '.join(STAGES)}")
+    first_forced = min((STAGES.index(x) for x in force), default=len(STAGES))
+    container = Container(s.container.image, tuple(s.container.mounts), s.container.workdir) if s.container.image else None
+    base_env = {"PYTHONPATH": paths.code, "PYTHONUNBUFFERED": "1", "GOLFRUN_SRUN_NODES": str(s.nodes)}
+
+    def spec(stage: str, kind: str, command_extra: list[str], heavy: bool) -> SbatchSpec:
+        nn = STAGES.index(stage)
+        name = f"{campaign.name}.{nn:02d}-{stage}" + (".tasks" if kind == "tasks" else "")
+        pattern = "%x-%A_%a.out" if kind == "tasks" else "%x-%j.out"
+        return SbatchSpec(
+            job_name=name,
+            description=f"campaign {campaign.name}, stage {stage} ({kind})",
+            command=(PYTHON, "-m", "golfrun.pipeline.slurm_job", "--campaign-file", paths.campaign_file,
+                     "--runs-dir", paths.runs, "--stage", stage, *command_extra),
+            workdir=paths.code,
+            output=posixpath.join(paths.scripts, pattern),
+            partition=s.partition,
+            account=s.account,
+            qos=s.qos,
+            time=stage_time(s, stage),
+            nodes=int(s.nodes) if heavy else 1,
+            ntasks_per_node=max(1, int(s.gpus_per_node)) if heavy else 1,
+            gpus_per_node=int(s.gpus_per_node) if heavy else 0,
+            cpus_per_task=int(s.cpus_per_task),
+            mem=s.mem if heavy else "",
+            constraint=s.constraint if heavy else "",
+            exclusive=bool(s.exclusive) if heavy else False,
+            array=f"0-{array_size(campaign, stage) - 1}" if kind == "tasks" else "",
+            array_throttle=int(s.array_throttle) if kind == "tasks" else 0,
+            extra_sbatch=tuple(s.extra_sbatch),
+            setup=tuple(s.setup),
+            env=tuple(base_env.items()),
+            container=container,
+        )
+
+    subs: list[Submission] = []
+    previous: str | None = None
+    for i, stage in enumerate(STAGES):
+        forced = i >= first_forced
+        flags = (["--force"] if forced else []) + (["--no-job-cache"] if stage in force else [])
+        nn = f"{i:02d}-{stage}"
+        if stage == "preserve":
+            subs.append(Submission(stage, stage, "stage", f"{nn}.sbatch", spec(stage, "stage", flags, False),
+                                   [x.key for x in subs], "afterany"))
+            break
+        after = [previous] if previous else []
+        if stage in ARRAY_STAGES and not forced and array_size(campaign, stage) > 1:
+            tasks = Submission(f"{stage}.tasks", stage, "tasks", f"{nn}.tasks.sbatch",
+                               spec(stage, "tasks", ["--array-task"], True), after)
+            agg = Submission(stage, stage, "aggregate", f"{nn}.sbatch", spec(stage, "aggregate", [], False), [tasks.key])
+            subs += [tasks, agg]
+        else:
+            subs.append(Submission(stage, stage, "stage", f"{nn}.sbatch",
+                                   spec(stage, "stage", flags, stage in GPU_STAGES), after))
+        previous = stage
+    return subs
+
+
+def dependency(sub: Submission, ids: dict[str, str]) -> str:
+    if not sub.after:
+        return ""
+    return f"{sub.dep_type}:" + ":".join(ids[k] for k in sub.after)
+
+
+# ------------------------------------------------------------------------------------- state file
+
+
+def state_path(campaign_dir: Path) -> Path:
+    return Path(campaign_dir) / STATE_FILE
+
+
+def write_state(campaign_dir: Path, state: dict[str, Any]) -> None:
+    path = state_path(campaign_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_state(campaign_dir: Path) -> dict[str, Any]:
+    path = state_path(campaign_dir)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GolfrunError(f"{path}: no Slurm submission recorded for this campaign (run `golfrun run-all --backend slurm`)") from None
+    except (OSError, ValueError) as exc:
+        raise GolfrunError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(state, dict) or state.get("schema") != STATE_SCHEMA:
+        raise GolfrunError(f"{path}: not a {STATE_SCHEMA} file")
+    return state
+
+
+# ------------------------------------------------------------------------------------- transport
+
+
+@dataclass(frozen=True)
+class Connection:
+    ssh: str  # "" = this machine
+    known_hosts: str = ""
+    key_path: str = ""
+    accept_new_host_key: bool = False
+
+    def open(self) -> Any:
+        if not self.ssh:
+            from golfrun.transport.local import LocalTransport
+
+            return LocalTransport()
+        from golfrun.transport.ssh import SshTransport
+
+        return SshTransport(self.ssh, key_path=self.key_path or os.environ.get("GOLFRUN_SSH_KEY") or None,
+                            known_hosts=self.known_hosts or None, accept_new_host_key=self.accept_new_host_key)
+
+
+def _close(transport: Any) -> None:
+    close = getattr(transport, "close", None)
+    if close is not None:
+        close()
+
+
+def _resolve_remote_dir(transport: Any, remote_dir: str) -> str:
+    if remote_dir.startswith("/"):
+        return remote_dir.rstrip("/") or "/"
+    home = transport.run(["pwd"]).check().stdout.strip()
+    return posixpath.join(home, remote_dir or DEFAULT_REMOTE_DIR)
+
+
+# ------------------------------------------------------------------------------------- run
+
+
+def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log: Log, *,
+                 poll_interval_s: float = 2.0, max_poll_interval_s: float = 60.0, wait_deadline_s: float | None = None) -> int:
+    """Submit the campaign's chain (or, with dry_run, only write the scripts); unless detached,
+    follow it to the end and pull the results. Returns the campaign's exit code (0 when detached
+    or dry-run)."""
+    campaign_dir = Path(campaign_dir).absolute()
+    s = campaign.backend.slurm
+    ssh = options.ssh or s.ssh
+    conn = Connection(ssh or "", s.known_hosts, "", options.accept_new_host_key)
+    scripts_local = campaign_dir / SCRIPTS_DIR
+
+    if options.dry_run:
+        remote_dir = s.remote_dir or f"~/{DEFAULT_REMOTE_DIR}"
+        paths = _paths(campaign, campaign_dir, ssh, remote_dir)
+        subs = plan_submissions(campaign, paths, tuple(options.force))
+        _write_scripts(subs, scripts_local)
+        _write_plan(subs, scripts_local, paths)
+        if not ssh:
+            (campaign_dir / CAMPAIGN_FILE).write_text(
+                cluster_campaign(campaign, str(Path(campaign.trainer).absolute())).to_toml(), encoding="utf-8")
+        log(f"dry run: {len(subs)} sbatch scripts in {scripts_local} (submit order in {scripts_local / 'submit-plan.txt'}); nothing submitted")
+        return 0
+
+    transport = conn.open()
+    try:
+        remote_dir = _resolve_remote_dir(transport, s.remote_dir) if ssh else ""
+        paths = _paths(campaign, campaign_dir, ssh, remote_dir)
+        subs = plan_submissions(campaign, paths, tuple(options.force))
+        campaign_dir.mkdir(parents=True, exist_ok=True)
+        _write_scripts(subs, scripts_local)
+        if ssh:
+            from golfrun.transport import sync
+
+            log(f"pushing code to {ssh}:{paths.code}")
+            sync.push_worktree(transport, repo_root(), paths.code)
+            remote_trainer = _remote_trainer(Path(campaign.trainer), paths)
+            transport.run(["mkdir", "-p", "--", paths.scripts]).check()
+            sync.put_text(transport, cluster_campaign(campaign, remote_trainer).to_toml(), paths.campaign_file)
+            _push_summaries(transport, campaign_dir, paths)
+            for sub in subs:
+                transport.put(scripts_local / sub.script_name, posixpath.join(paths.scripts, sub.script_name))
+        else:
+            (campaign_dir / CAMPAIGN_FILE).write_text(
+                cluster_campaign(campaign, str(Path(campaign.trainer).absolute())).to_toml(), encoding="utf-8")
+        client = SlurmClient(transport, cwd=paths.code)
+        state = {
+            "schema": STATE_SCHEMA,
+            "campaign": campaign.name,
+            "ssh": ssh or "",
+            "known_hosts": s.known_hosts,
+            "remote_dir": remote_dir,
+            "paths": dataclasses.asdict(paths),
+            "submitted_at": time.time(),
+            "jobs": [],
+        }
+        ids: dict[str, str] = {}
+        try:
+            for sub in subs:
+                script = posixpath.join(paths.scripts, sub.script_name)
+                sub.job_id = client.submit(script, dependency(sub, ids))
+                ids[sub.key] = sub.job_id
+                state["jobs"].append({"key": sub.key, "stage": sub.stage, "kind": sub.kind, "job_id": sub.job_id,
+                                      "script": script, "dependency": dependency(sub, ids) if sub.after else ""})
+                log(f"submitted {sub.key}: job {sub.job_id}" + (f" ({dependency(sub, ids)})" if sub.after else ""))
+        finally:
+            write_state(campaign_dir, state)  # what was submitted, even if a later sbatch failed
+        if options.detach:
+            log(f"detached: {len(subs)} Slurm jobs submitted; follow with `golfrun status`, "
+                f"stop with `golfrun cancel`, bring results home with `golfrun pull`")
+            return 0
+        deadline = wait_deadline_s if wait_deadline_s is not None else _wait_deadline(campaign)
+        poller = Poller(client, min_interval_s=poll_interval_s, max_interval_s=max_poll_interval_s)
+        all_ids = [j["job_id"] for j in state["jobs"]]
+        by_id = {j["job_id"]: j["key"] for j in state["jobs"]}
+
+        shown: dict[str, str] = {}
+
+        def on_change(statuses: dict[str, JobStatus]) -> None:
+            for i, st in statuses.items():
+                text = st.state.value + (f" ({st.reason})" if st.reason else "")
+                if shown.get(i) != text:
+                    shown[i] = text
+                    log(f"slurm: {by_id[i]} (job {i}) {text}")
+
+        try:
+            final = poller.wait(all_ids, deadline, on_change)
+        except KeyboardInterrupt:
+            log("interrupted: the jobs go on in Slurm; `golfrun status`, `golfrun cancel`, `golfrun pull` pick them up")
+            raise
+        if ssh:
+            _pull(transport, paths, campaign_dir, log)
+        return _finish(campaign_dir, state, final, log)
+    finally:
+        _close(transport)
+
+
+def _paths(campaign: Any, campaign_dir: Path, ssh: str | None, remote_dir: str) -> ClusterPaths:
+    if ssh:
+        return ClusterPaths(code=posixpath.join(remote_dir, "code"), runs=posixpath.join(remote_dir, "runs"),
+                            campaign=campaign.name)
+    return ClusterPaths(code=str(repo_root()), runs=str(campaign_dir.parent), campaign=campaign.name)
+
+
+def _remote_trainer(trainer: Path, paths: ClusterPaths) -> str:
+    try:
+        rel = trainer.resolve().relative_to(repo_root())
+    except ValueError:
+        raise BackendError(
+            f"trainer {trainer} is outside the repository {repo_root()}: over SSH only the repository's "
+            "files are pushed; put the trainer in the repository"
+        ) from None
+    return posixpath.join(paths.code, rel.as_posix())
+
+
+def _push_summaries(transport: Any, campaign_dir: Path, paths: ClusterPaths) -> None:
+    """Summaries already at home (a rerun) go to the cluster so finished stages are served from cache."""
+    for summary in sorted(campaign_dir.glob("*/summary.json")):
+        transport.put(summary, posixpath.join(paths.campaign_dir, summary.parent.name, "summary.json"))
+
+
+def _write_scripts(subs: list[Submission], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub in subs:
+        path = folder / sub.script_name
+        path.write_text(render_stage_script(sub.spec), encoding="utf-8")
+        path.chmod(0o755)
+
+
+def _write_plan(subs: list[Submission], folder: Path, paths: ClusterPaths) -> None:
+    lines = ["# submission order; $ID(<key>) is the id sbatch printed for that key", ""]
+    for sub in subs:
+        dep = f"{sub.dep_type}:" + ":".join(f"$ID({k})" for k in sub.after) if sub.after else ""
+        argv = sbatch_argv(posixpath.join(paths.scripts, sub.script_name), dep)
+        lines.append(f"{sub.key}: {' '.join(argv)}")
+    (folder / "submit-plan.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _wait_deadline(campaign: Any) -> float:
+    """Every stage's time limit (tasks of an array counted one after another) plus a day of queueing."""
+    s = campaign.backend.slurm
+    total = 0.0
+    for stage in STAGES:
+        t = stage_time(s, stage)
+        secs = _seconds(t) if t else 24 * 3600.0
+        total += secs * (array_size(campaign, stage) + 1 if stage in ARRAY_STAGES else 1)
+    return total + 24 * 3600.0
+
+
+def _seconds(text: str) -> float:
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        h, m, sec = (0, parts[0], 0) if not days else (parts[0], 0, 0)
+    elif len(parts) == 2:
+        h, m, sec = (0, parts[0], parts[1]) if not days else (parts[0], parts[1], 0)
+    else:
+        h, m, sec = parts
+    return float(days * 86400 + h * 3600 + m * 60 + sec)
+
+
+def _pull(transport: Any, paths: ClusterPaths, campaign_dir: Path, log: Log) -> None:
+    from golfrun.transport import sync
+
+    copied = sync.pull_tree(transport, paths.campaign_dir, campaign_dir)
+    log(f"pulled {len(copied)} files from {paths.campaign_dir}")
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+def stage_statuses(state: dict[str, Any], job_statuses: dict[str, JobStatus]) -> dict[str, JobStatus]:
+    """Stage → status: the array's while it is unfinished or failed, else the stage job's."""
+    out: dict[str, JobStatus] = {}
+    for job in state["jobs"]:
+        st = job_statuses.get(job["job_id"])
+        if st is None:
+            continue
+        stage = job["stage"]
+        if job["kind"] == "tasks":
+            out[stage] = st
+        elif stage in out and (not out[stage].state.finished or out[stage].state is not JobState.SUCCEEDED):
+            continue
+        else:
+            out[stage] = st
+    return out
+
+
+def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatus], log: Log) -> int:
+    """Campaign exit code from the summaries; a stage whose Slurm job failed or was cancelled
+    without leaving a summary of this run gets an ERROR summary naming the Slurm reason."""
+    from golfrun.pipeline import summaries
+    from golfrun.pipeline.engine import exit_code
+    from golfrun.summary import Summary
+
+    submitted = float(state.get("submitted_at", 0))
+    per_stage = stage_statuses(state, final)
+    results: list[Summary] = []
+    for stage in STAGES:
+        try:
+            summary = summaries.read_summary(campaign_dir, stage)
+        except GolfrunError:
+            summary = None
+        st = per_stage.get(stage)
+        fresh = summary is not None and _epoch(summary.finished_at) >= submitted - 1
+        if not fresh and st is not None and st.state in (JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN) \
+                and "DependencyNeverSatisfied" not in st.reason:
+            job = _job_of(state, stage, st)
+            reason = f"Slurm job {job['job_id']} ({job['key']}): {st.reason or st.state.value}; log: {SCRIPTS_DIR}/"
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            summary = Summary(stage=stage, campaign=state["campaign"], verdict=Verdict.ERROR, started_at=stamp,
+                              finished_at=stamp, fingerprint="", reasons=[reason])
+            summaries.write_summary(campaign_dir, summary)
+            log(f"{stage}: ERROR ({reason})")
+        if summary is not None and (fresh or summary.verdict is Verdict.ERROR):
+            results.append(summary)
+    for summary in results:
+        log(f"{summary.stage}: {summary.verdict.value}" + (f" — {summary.reasons[0].splitlines()[0]}" if summary.reasons else ""))
+    return exit_code(results) if results else EXIT_CODES[Verdict.ERROR]
+
+
+def _job_of(state: dict[str, Any], stage: str, st: JobStatus) -> dict[str, Any]:
+    jobs = [j for j in state["jobs"] if j["stage"] == stage]
+    for j in jobs:
+        if any(b == j["job_id"] or b.startswith(j["job_id"] + "_") for b in st.backend_ids):
+            return j
+    return jobs[-1]
+
+
+def _epoch(iso: str) -> float:
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")))
+    except (ValueError, TypeError):
+        return 0.0
+
+
+# ------------------------------------------------------------------------------------- later, from the laptop
+
+
+def _reconnect(campaign_dir: Path, accept_new_host_key: bool = False) -> tuple[dict[str, Any], Any]:
+    state = read_state(campaign_dir)
+    conn = Connection(state.get("ssh", ""), state.get("known_hosts", ""), "", accept_new_host_key)
+    return state, conn.open()
+
+
+def slurm_states(campaign_dir: Path) -> dict[str, JobStatus]:
+    """Stage → Slurm status of the campaign's last submission (one query for all its jobs)."""
+    state, transport = _reconnect(Path(campaign_dir))
+    try:
+        client = SlurmClient(transport, cwd=state["paths"]["code"])
+        return stage_statuses(state, client.query([j["job_id"] for j in state["jobs"]]))
+    finally:
+        _close(transport)
+
+
+def cancel_campaign(campaign_dir: Path, log: Log) -> list[str]:
+    """scancel every job of the campaign's last submission that has not finished; returns their ids."""
+    state, transport = _reconnect(Path(campaign_dir))
+    try:
+        client = SlurmClient(transport, cwd=state["paths"]["code"])
+        ids = [j["job_id"] for j in state["jobs"]]
+        statuses = client.query(ids)
+        live = [i for i in ids if not statuses[i].state.finished]
+        client.cancel(live)
+        log(f"cancelled {len(live)} Slurm job(s): {' '.join(live)}" if live else "no unfinished Slurm jobs")
+        return live
+    finally:
+        _close(transport)
+
+
+def pull_campaign(campaign_dir: Path, log: Log) -> int:
+    """Bring runs/<campaign> home from the cluster (no-op when it ran on this machine's file system)."""
+    state, transport = _reconnect(Path(campaign_dir))
+    try:
+        if not state.get("ssh"):
+            log(f"the campaign ran on this machine's file system: nothing to pull ({campaign_dir})")
+            return 0
+        from golfrun.transport import sync
+
+        copied = sync.pull_tree(transport, posixpath.join(state["paths"]["runs"], state["campaign"]), Path(campaign_dir))
+        log(f"pulled {len(copied)} files from {state['ssh']}:{state['paths']['runs']}/{state['campaign']}")
+        return len(copied)
+    finally:
+        _close(transport)

@@ -1,0 +1,90 @@
+"""What one Slurm job of a campaign runs on the cluster (`python -m golfrun.pipeline.slurm_job`).
+
+    --stage S                 run stage S through the engine (skip-if-done, gates, summary),
+                              trainer jobs as srun steps (golfrun/backends/srun.py)
+    --stage S --array-task    run only job $SLURM_ARRAY_TASK_ID of S's plan, write no summary; an
+                              index past the plan's end does nothing (the array is sized from the
+                              campaign before upstream stages have run)
+
+The exit code is the verdict's (PASS 0, KILL 10, HOLD 11, ERROR 12, SKIPPED 13): anything but
+PASS makes Slurm cancel the `afterok` dependents, which is how a KILL stops the campaign with no
+golfrun process waiting anywhere. The preserve job (`afterany`) first writes SKIPPED summaries for
+the stages Slurm cancelled, so `golfrun status` reads like a local run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from golfrun.errors import GolfrunError
+from golfrun.summary import EXIT_CODES, STAGES, Verdict
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m golfrun.pipeline.slurm_job")
+    p.add_argument("--campaign-file", required=True)
+    p.add_argument("--runs-dir", required=True)
+    p.add_argument("--stage", required=True, choices=STAGES)
+    p.add_argument("--array-task", action="store_true")
+    p.add_argument("--force", action="store_true", help="rerun the stage even if its summary is valid")
+    p.add_argument("--no-job-cache", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        return run(args.campaign_file, args.runs_dir, args.stage, args.array_task, args.force, not args.no_job_cache)
+    except GolfrunError as exc:
+        _log(f"golfrun: error: {exc}")
+        return EXIT_CODES[Verdict.ERROR]
+
+
+def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: bool, job_cache: bool) -> int:
+    from golfrun.backends.srun import SrunBackend
+    from golfrun.campaign import load_campaign
+    from golfrun.pipeline.engine import Engine
+
+    campaign = load_campaign(campaign_file)
+    engine = Engine(
+        campaign=campaign,
+        campaign_dir=Path(runs_dir).absolute() / campaign.name,
+        backend_factory=lambda: SrunBackend(python=campaign.backend.local.python or None),
+        log=_log,
+    )
+    if array_task:
+        index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "-1"))
+        planned = len(engine.plan(stage))
+        if not 0 <= index < planned:
+            _log(f"{stage}: array task {index}: the plan has {planned} job(s); nothing to do")
+            return 0
+        _log(f"{stage}: job {index} of {planned}")
+        return engine.run_job_index(stage, index)
+    if stage == "preserve":
+        _mark_blocked(engine)
+    outcome = engine.run_stage(stage, force=force, job_cache=job_cache)
+    return EXIT_CODES[outcome.summary.verdict] if outcome.summary.verdict is not Verdict.PASS else 0
+
+
+def _mark_blocked(engine: "object") -> None:
+    """Stages Slurm cancelled because an upstream stage did not PASS get a SKIPPED summary."""
+    from golfrun.pipeline.engine import Engine
+
+    assert isinstance(engine, Engine)
+    seen = {}
+    for stage in STAGES[:-1]:
+        blocked = engine.blocker(stage, seen)
+        if blocked is not None:
+            # as run-all does: a stage after a KILL/ERROR/HOLD is SKIPPED, whatever an older run left
+            seen[stage] = engine._skipped(stage, engine.upstream(stage, strict=False), blocked)
+            continue
+        summary = engine.read(stage)
+        if summary is not None:
+            seen[stage] = summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())
