@@ -91,7 +91,8 @@ def array_size(campaign: Any, stage: str) -> int:
     """Upper bound of the stage's trainer jobs, known before upstream stages ran (extra tasks no-op)."""
     if stage == "ablation":
         variants = list(campaign.ablation.variants or [])
-        eval_only = any(campaign.variant_mode(v) == "eval_only" for v in variants)
+        # eval-only variants share one baseline job; an upper bound is enough (extra tasks no-op)
+        eval_only = any(str(campaign.variant_mode(v)).startswith("eval_only") for v in variants)
         return len(variants) + (1 if eval_only else 0)
     if stage == "gate-b":
         return len(list(campaign.gate_b.seeds))

@@ -107,3 +107,31 @@ def test_quoting_survives_sbatch(slurm_cluster: SlurmCluster, tmp_path: Path) ->
     assert out.read_text().splitlines() == [repr(list(NASTY_ARGS)), "v 'w' \"z\" $y"]
     show = slurm_cluster.run("scontrol", "show", "job", job_id).stdout
     assert "JobName=name with 'quotes' and \"dq\"" in show
+
+
+def _preset_scripts(overrides: tuple[str, ...]) -> dict[str, str]:
+    from golfrun.campaign import load_campaign
+    from golfrun.pipeline.slurm_campaign import ClusterPaths, plan_submissions
+
+    campaign = load_campaign("pr1610", list(overrides))
+    paths = ClusterPaths(code="/scratch/golf/pr1610 work/code", runs="/scratch/golf/pr1610 work/runs", campaign=campaign.name)
+    return {sub.script_name: render_stage_script(sub.spec) for sub in plan_submissions(campaign, paths)}
+
+
+@pytest.mark.parametrize("tag,overrides", [("pr1610", ()), ("pr1610-2node", ("backend.slurm.nodes=2",))])
+def test_golden_from_the_pr1610_preset(tag: str, overrides: tuple[str, ...]) -> None:
+    scripts = _preset_scripts(overrides)
+    for name in ("02-gate-a.sbatch", "03-ablation.tasks.sbatch", "03-ablation.sbatch", "05-preserve.sbatch"):
+        path = GOLDEN / f"{tag}-preset-{name}"
+        text = scripts[name]
+        if not path.exists() or os.environ.get("GOLFRUN_REGEN_GOLDEN") == "1":
+            path.write_text(text)
+        assert text == path.read_text(), f"rendered {name} differs from {path} (GOLFRUN_REGEN_GOLDEN=1 to accept)"
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+    gate_a = scripts["02-gate-a.sbatch"]
+    nodes = 2 if overrides else 1
+    assert f"#SBATCH --nodes={nodes}\n" in gate_a and "#SBATCH --gpus-per-node=8\n" in gate_a
+    assert "--container-image=nvcr.io#nvidia/pytorch:25.03-py3" in gate_a
+    assert f"export GOLFRUN_SRUN_NODES={nodes}\n" in gate_a
+    assert "#SBATCH --array=0-3%3\n" in scripts["03-ablation.tasks.sbatch"]
+    assert "--gpus-per-node" not in scripts["05-preserve.sbatch"]  # light jobs ask for no GPUs
