@@ -6,7 +6,8 @@ Rules (docs/pipeline.md has the long form):
 - Skip-if-done: a stage is served from cache when its summary reads back cleanly, its verdict is
   PASS, KILL or HOLD, and its fingerprint — sha256 of its config sections, the trainer's sha256
   (for stages that run it) and the fingerprints, verdicts and human decisions of the upstream
-  summaries it reads — equals the one computed now. ERROR and SKIPPED are never cached.
+  summaries it reads — equals the one computed now. ERROR and SKIPPED are never cached, and
+  verify-pod (ALWAYS_RUN) checks the machine on every run: a new pod is a new machine.
 - `force`: the named stages rerun with their job cache ignored; every stage after the first
   forced one reruns too (its jobs are still cached one by one, keyed by their inputs).
 - Blocking: a KILL, ERROR or SKIPPED earlier in the order makes every later stage SKIPPED, except
@@ -210,6 +211,8 @@ class Engine:
             return None, f"its summary was corrupted ({exc})"
         if existing is None:
             return None, "it has no summary yet"
+        if getattr(stage_module(stage), "ALWAYS_RUN", False):
+            return None, "it checks the machine itself, on every run"
         fp, inputs = self.fingerprint(stage, upstream)
         if existing.verdict not in CACHEABLE:
             return None, f"its last verdict was {existing.verdict.value}, which is never reused"

@@ -8,6 +8,7 @@ Checks, each with observed vs limit (the verify_pod section; an empty limit mean
   git commit pin (git_pin = "exact": HEAD is the commit; "ancestor": the commit is in HEAD's
   history) of the repository holding the trainer.
 Rule: PASS iff every check passes; any failure → KILL (nothing downstream runs).
+It runs on every `run-all` (never from cache): it is about the machine, not the campaign.
 
 The facts come from a probe run by the interpreter that runs the trainer (backend.local.python,
 default the one running golfrun), so torch is never imported into golfrun itself.
@@ -26,6 +27,10 @@ from golfrun.errors import GolfrunError
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
 from golfrun.summary import Check, Summary
+
+# The machine can change under an unchanged campaign (a new pod, a full disk): never from cache.
+# Its fingerprint stays the same, so what depends on it is still served from cache.
+ALWAYS_RUN = True
 
 # Runs in the trainer's interpreter: prints one JSON line of facts. Must not fail on a CPU box.
 PROBE = r"""

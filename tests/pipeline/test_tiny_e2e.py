@@ -27,10 +27,11 @@ def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
 
     again = run_golfrun(["run-all"], cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("(cached:") == len(STAGES)
+    assert again.stdout.count("(cached:") == len(STAGES) - 1  # verify-pod checks the machine every time
     assert "starting (" not in again.stdout  # no trainer job launched
     assert sorted(str(p) for p in runs.rglob("job.log")) == logs_before
 
     status = run_golfrun(["status", "--json"], cwd=tmp_path, timeout=120)
     rows = json.loads(status.stdout)["stages"]
-    assert all(r["verdict"] == "PASS" and r["last_run"] == "cached" and r["up_to_date"] for r in rows)
+    assert all(r["verdict"] == "PASS" and r["up_to_date"] for r in rows)
+    assert [r["last_run"] for r in rows] == ["ran"] + ["cached"] * (len(STAGES) - 1)
