@@ -155,6 +155,8 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
     ("COMPILE_ENABLED", bool, True),
+    # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
+    ("SCORE_DUMP_PATH", str, ""),
 ]
 KNOWN_ENV = {name for name, _, _ in _ENV_SPEC} | {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
 # Families of the trainer's own names. A variable in one of these families that is not a known name
@@ -278,6 +280,8 @@ class Hyperparameters:
                 f"{self.eval_seq_len} sequence per rank and micro-step ({per_rank} of them)")
         if self.ttt_only_eval and not (self.eval_only_path or self.eval_only_quantized_path):
             bad("TTT_ONLY_EVAL=1 needs EVAL_ONLY_PATH or EVAL_ONLY_QUANTIZED_PATH")
+        if self.ttt_enabled:
+            check_ttt_settings(self)  # TTT section
 
     def env_values(self) -> dict:
         """{ENV NAME: resolved value} for results.json."""
@@ -292,6 +296,7 @@ SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
 SHARD_HEADER_BYTES = 256 * 4
 BOS_ID = 1
+CU_PAD_COMPILED = 512
 
 
 class ShardError(ValueError):
@@ -361,8 +366,8 @@ class DocumentPackingLoader:
     shard, cu_seqlens from BOS positions cut at TRAIN_SEQ_LEN; next batch prepared on a thread."""
 
     def __init__(self, files: list[str], tokens_per_rank: int, seq_len: int, rank: int, world: int,
-                 device: torch.device):
-        self.files, self.L, self.seq_len = files, tokens_per_rank, seq_len
+                 device: torch.device, pad_to: int = 64):
+        self.files, self.L, self.seq_len, self.pad_to = files, tokens_per_rank, seq_len, pad_to
         self.rank, self.world, self.device = rank, world, device
         span = world * (tokens_per_rank + 1)
         sizes = [read_shard_header(f) for f in files]
@@ -412,7 +417,7 @@ class DocumentPackingLoader:
         self.cursor += span
         x = torch.from_numpy(chunk[:-1].copy()).view(1, -1)
         y = torch.from_numpy(chunk[1:].copy()).view(1, -1)
-        cu, _ = build_cu_seqlens(chunk[:-1], self.seq_len)
+        cu, _ = build_cu_seqlens(chunk[:-1], self.seq_len, self.pad_to)
         cu = torch.from_numpy(cu)
         if self.device.type == "cuda":
             x, y, cu = x.pin_memory(), y.pin_memory(), cu.pin_memory()
@@ -748,7 +753,7 @@ class GPT(nn.Module):
         if self.hessian_tap is not None:
             self.hessian_tap(name, x)
 
-    def _attn(self, l: int, a: torch.Tensor, cu, max_seqlen: int) -> torch.Tensor:
+    def _attn(self, l: int, a: torch.Tensor, cu, max_seqlen: int, lora=None, slot: int = 0) -> torch.Tensor:
         blk = self.blocks[l]
         at = blk.attn
         L = self.num_layers
@@ -758,6 +763,8 @@ class GPT(nn.Module):
         q = F.linear(a, self.qo_bank[l].to(dt)).view(B, T, at.num_heads, at.head_dim)
         k = F.linear(a, self.kv_bank[l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
         v = F.linear(a, self.kv_bank[L + l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
+        if lora is not None:  # test-time-training adapters (TTT section); None in training and plain eval
+            q, k, v = lora.add_qkv(slot, a, q, k, v)
         q, k = rms_norm(q), rms_norm(k)
         q, k = at.rotary(q), at.rotary(k)
         q = q * at.q_gain.to(dt)[None, None, :, None]
@@ -770,45 +777,48 @@ class GPT(nn.Module):
             y = yg.reshape(B, T, at.num_heads, at.head_dim)
         y = y.reshape(B, T, -1)
         self._tap(f"blocks.{l}.attn.proj", y)
-        return F.linear(y, self.qo_bank[L + l].to(dt))
+        out = F.linear(y, self.qo_bank[L + l].to(dt))
+        return out if lora is None else lora.add(slot, "o", a, out)
 
-    def _mlp(self, l: int, a: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, l: int, a: torch.Tensor, lora=None, slot: int = 0) -> torch.Tensor:
         dt = a.dtype
         self._tap(f"blocks.{l}.mlp.fc", a)
         hdn = F.leaky_relu(F.linear(a, self.mlp_up_bank[l].to(dt)), 0.5).square()
         self._tap(f"blocks.{l}.mlp.proj", hdn)
-        return F.linear(hdn, self.mlp_down_bank[l].to(dt))
+        out = F.linear(hdn, self.mlp_down_bank[l].to(dt))
+        return out if lora is None else lora.add(slot, "mlp", a, out)
 
-    def _block(self, l: int, x, x0, cu, max_seqlen):
+    def _block(self, l: int, x, x0, cu, max_seqlen, lora=None, slot: int = 0):
         blk = self.blocks[l]
         dt = x.dtype
         mix = blk.resid_mix.to(dt)
         x = mix[0] * x + mix[1] * x0
-        x = x + blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(x), cu, max_seqlen)
-        return x + blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(x))
+        x = x + blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(x), cu, max_seqlen, lora, slot)
+        return x + blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(x), lora, slot)
 
-    def _parallel_block(self, l: int, lane0, lane1, x0, cu, max_seqlen):
+    def _parallel_block(self, l: int, lane0, lane1, x0, cu, max_seqlen, lora=None, slot: int = 0):
         blk = self.blocks[l]
         dt = lane0.dtype
         mix = blk.resid_mix.to(dt)
         a_in = mix[0] * lane0 + mix[1] * x0
-        A = blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(a_in), cu, max_seqlen)
-        M = blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(lane1))
+        A = blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(a_in), cu, max_seqlen, lora, slot)
+        M = blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(lane1), lora, slot)
         P = self.parallel_post_lambdas[l].to(dt)
         r = self.parallel_resid_lambdas[l].to(dt)
         new0 = r[0] * lane0 + P[0, 0] * A + P[1, 0] * M
         new1 = r[1] * lane1 + P[0, 1] * A + P[1, 1] * M
         return new0, new1
 
-    def hidden_states(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0) -> torch.Tensor:
-        """Final RMS-normalized hidden state (B, T, d)."""
+    def hidden_states(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0, lora=None) -> torch.Tensor:
+        """Final RMS-normalized hidden state (B, T, d). lora: per-document TTT adapters, one slot per layer
+        application (slot = position in the encoder+decoder schedule)."""
         x = rms_norm(self.tok_emb(input_ids).to(self.compute_dtype))
         x0 = x
         enc, dec = self.schedule()
         pstart = self.h.parallel_start_layer
         stack = []
-        for l in enc:
-            x = self._block(l, x, x0, cu_seqlens, max_seqlen)
+        for i, l in enumerate(enc):
+            x = self._block(l, x, x0, cu_seqlens, max_seqlen, lora, i)
             stack.append(x)
         lane0 = lane1 = None
         for j, l in enumerate(dec):
@@ -829,9 +839,9 @@ class GPT(nn.Module):
                 else:
                     x = cur
             if parallel:
-                lane0, lane1 = self._parallel_block(l, lane0, lane1, x0, cu_seqlens, max_seqlen)
+                lane0, lane1 = self._parallel_block(l, lane0, lane1, x0, cu_seqlens, max_seqlen, lora, len(enc) + j)
             else:
-                x = self._block(l, x, x0, cu_seqlens, max_seqlen)
+                x = self._block(l, x, x0, cu_seqlens, max_seqlen, lora, len(enc) + j)
         if lane0 is not None:
             mode = self.h.parallel_final_lane
             x = (lane0 + lane1) * 0.5 if mode == "mean" else (lane0 if mode == "attn" else lane1)
@@ -839,8 +849,11 @@ class GPT(nn.Module):
         self._tap("tok_emb", x)
         return x
 
-    def logits_from_hidden(self, x: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(x, self.tok_emb.weight.to(x.dtype)).float()
+    def logits_from_hidden(self, x: torch.Tensor, lora=None) -> torch.Tensor:
+        logits = F.linear(x, self.tok_emb.weight.to(x.dtype))
+        if lora is not None:
+            logits = lora.add(0, "head", x, logits)
+        logits = logits.float()
         c = self.h.logit_softcap
         return c * torch.tanh(logits / c)
 
@@ -1133,10 +1146,10 @@ def prime_compile(h, base_model: GPT, model_fn, opt: Optimizers, make_loader, lo
     if compiled:
         x, y, _ = loader.next_batch()
         L = x.size(1)
-        log0("warmup_cu_buckets:64,128,192,256 iters_each:3")
+        log0(f"warmup_cu_buckets:{CU_PAD_COMPILED} iters_each:3")
         for looping in ([False, True] if h.num_loops > 0 else [False]):
             base_model.looping = looping
-            for bucket in (64, 128, 192, 256):
+            for bucket in (CU_PAD_COMPILED,):
                 starts = list(range(0, L, h.train_seq_len))[:bucket - 1]
                 cu = starts + [L] * (bucket - len(starts))
                 cu_t = torch.tensor(cu, dtype=torch.int32, device=x.device)
@@ -1171,13 +1184,21 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     """Training loop (§5.6). Returns stats for results.json; leaves EMA weights in base_model."""
     tokens_per_rank = h.train_batch_tokens // (world * h.grad_accum_steps)
     train_files = list_shards(h.train_files, "train")
-    make_loader = lambda: DocumentPackingLoader(train_files, tokens_per_rank, h.train_seq_len, rank, world, device)
+    # one cu_seqlens length for the whole run when compiled (512 entries: one graph per looping state);
+    # the record's 64-multiples buckets would cost one compilation per bucket
+    pad_to = CU_PAD_COMPILED if compiled else 64
+    make_loader = lambda: DocumentPackingLoader(train_files, tokens_per_rank, h.train_seq_len, rank, world, device,
+                                                pad_to)
     opt = Optimizers(base_model, h, rank, world, device)
     max_ms = None
     if h.max_wallclock_seconds > 0:
         max_ms = 1000.0 * (h.max_wallclock_seconds - h.gptq_reserve_seconds)
         log0(f"gptq:reserving {h.gptq_reserve_seconds:.0f}s, effective={max_ms:.0f}ms")
+    sync(device)
+    tp = time.perf_counter()
     prime_compile(h, base_model, model_fn, opt, make_loader, log0, compiled)
+    sync(device)
+    priming_s = time.perf_counter() - tp
     loader = make_loader()
     ema = EMA(base_model, h.ema_decay)
     training_ms = 0.0
@@ -1192,7 +1213,7 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
             sync(device)
             training_ms += 1000.0 * (time.perf_counter() - t0)
             base_model.eval()
-            vl, vb = eval_plain(h, model_fn, val_tokens, tables, rank, world, device)
+            vl, vb = eval_plain(h, base_model, val_tokens, tables, rank, world, device)
             base_model.train()
             log0(f"{step}/{h.iterations} val_loss: {vl:.4f} val_bpb: {vb:.4f}")
             sync(device)
@@ -1238,6 +1259,7 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     ema.apply_to(base_model)
     return {"steps": step, "train_time_ms": training_ms, "stopped_early": stop_after is not None and stop_after < h.iterations,
             "tokens_per_s": step * h.train_batch_tokens / max(training_ms / 1000.0, 1e-9), "peak_mem_mib": int(alloc),
+            "priming_s": priming_s,
             "tokens_per_s_preloop": loop_tokens["pre"][0] / loop_tokens["pre"][1] if loop_tokens["pre"][1] else None,
             "tokens_per_s_loop": loop_tokens["loop"][0] / loop_tokens["loop"][1] if loop_tokens["loop"][1] else None}
 
@@ -1627,7 +1649,8 @@ def _reduce_sums(sums: torch.Tensor, world: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: int, world: int, device) -> tuple[float, float]:
+def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: int, world: int, device,
+               dump=None) -> tuple[float, float]:
     """Plain evaluation (§7.3): each rank scores whole batches of EVAL_SEQ_LEN sequences from its contiguous
     range; attention restarts at every BOS, every EVAL_SEQ_LEN piece and every batch start."""
     seq = h.eval_seq_len
@@ -1645,6 +1668,8 @@ def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: 
         cu_t = torch.from_numpy(cu).to(device)
         loss = model_fn(x, y, cu_t, seq, "none") if model_fn is not None else None
         sums[0] += loss.double().sum()
+        if dump is not None:  # SCORE_DUMP_PATH (TTT section): entry i scores token i+1
+            dump.add(torch.arange(b * seq, b * seq + y.numel(), device=device), loss)
         sums[1] += y.numel()
         sums[2] += tables.bytes_for(x.view(-1), y.view(-1)).sum()
     _reduce_sums(sums, world)
@@ -1657,7 +1682,7 @@ def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: 
 
 
 @torch.no_grad()
-def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0) -> tuple[float, float]:
+def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, dump=None) -> tuple[float, float]:
     """Sliding-window evaluation (§7.4): windows of EVAL_SEQ_LEN every EVAL_STRIDE tokens, 32 per packed
     batch; each window scores only its last EVAL_STRIDE targets (the first window scores all)."""
     W, s = h.eval_seq_len, h.eval_stride
@@ -1691,6 +1716,9 @@ def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0) -> 
         cu_t = torch.tensor(cu, dtype=torch.int32, device=device)
         loss = model_fn(x, y, cu_t, W, "none").view(-1)
         sums[0] += loss[m].double().sum()
+        if dump is not None:  # SCORE_DUMP_PATH (TTT section)
+            pos = torch.cat([torch.arange(st, st + min(W, N - st)) for st in group]).to(device)
+            dump.add(pos[m], loss[m])
         sums[1] += m.sum()
         sums[2] += tables.bytes_for(x.view(-1)[m], y.view(-1)[m]).sum()
         if log0 is not None and (bi + 1) % 50 == 0:
@@ -1702,10 +1730,608 @@ def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0) -> 
     return (sums[0] / sums[1]).item(), (sums[0] / (math.log(2) * sums[2])).item()
 
 
-def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0):
-    """HOOK: LoRA / phased global-SGD test-time training (trainer-facts §7.5-7.9) and the n-gram
-    corrector plug in here. Not implemented yet; only called when TTT_ENABLED=1."""
-    raise NotImplementedError("test-time training is not implemented in this trainer yet")
+# >>> TTT SECTION BEGIN
+# Story: score dumps (every evaluation) -> documents of the validation stream (§3.6) -> length-sorted
+# batches and the longest-first queue (§7.5) -> static cost-balanced assignment of queue batches to
+# ranks -> batched per-document LoRA adapters -> the n-gram corrector (§7.8) -> the TTT forward ->
+# one batch's chunk loop (score, then update) -> phased global SGD (§7.6) -> compile warm-up on
+# synthetic tokens (§7.7) -> the timed evaluator run_ttt_eval. docs/trainer.md "Test-time training"
+# lists every decided deviation from the record.
+
+def score_dump_path(h, label: str) -> str:
+    """SCORE_DUMP_PATH=x.npz: evaluation `label` writes x.<label>.npz (spaces -> _); main copies the final
+    score's file to x.npz itself."""
+    base, ext = os.path.splitext(h.score_dump_path)
+    return f"{base}.{label.replace(' ', '_')}{ext or '.npz'}"
+
+
+class ScoreDump:
+    """Per-target record of one evaluation: entry i scores token i+1 of the trimmed stream given tokens <= i.
+    nll (nats) and count (times scored) are summed over ranks; step is the TTT scoring event (-1 elsewhere)."""
+
+    def __init__(self, n_targets: int, device):
+        self.nll = torch.zeros(n_targets, dtype=torch.float64, device=device)
+        self.count = torch.zeros(n_targets, dtype=torch.int64, device=device)
+        self.step = torch.full((n_targets,), -1, dtype=torch.int64, device=device)
+
+    @classmethod
+    def maybe(cls, h, val_tokens: torch.Tensor, device):
+        return cls(val_tokens.numel() - 1, device) if h.score_dump_path else None
+
+    def add(self, pos: torch.Tensor, nll: torch.Tensor, step: int = -1) -> None:
+        pos = pos.reshape(-1).to(self.nll.device)
+        self.nll.index_add_(0, pos, nll.detach().reshape(-1).double())
+        self.count.index_add_(0, pos, torch.ones_like(pos))
+        if step >= 0:
+            self.step[pos] = step
+
+    def write(self, path: str, val_tokens: torch.Tensor, tables, rank: int, world: int) -> None:
+        if world > 1:
+            for t, op in ((self.nll, dist.ReduceOp.SUM), (self.count, dist.ReduceOp.SUM), (self.step, dist.ReduceOp.MAX)):
+                dist.all_reduce(t, op=op)
+        if rank != 0:
+            return
+        nll = self.nll.cpu().numpy().copy()
+        count = self.count.cpu().numpy()
+        nll[count == 0] = np.nan
+        v = val_tokens.to(tables.base.device)
+        nbytes = tables.bytes_for(v[:-1], v[1:]).cpu().numpy().astype(np.int64)
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        with open(path, "wb") as f:
+            np.savez(f, nll=nll, bytes=nbytes, count=count, step=self.step.cpu().numpy())
+
+
+def find_documents(tokens: np.ndarray) -> np.ndarray:
+    """(D, 2) int64 rows (start, length) (§3.6): a document runs from its BOS through the next document's
+    BOS inclusive; the last one to the end of the stream. A stream that does not start with BOS gets a
+    document starting at 0 (deviation: the record assumes the BOS), so every target belongs to one."""
+    bos = np.flatnonzero(tokens == BOS_ID).astype(np.int64)
+    if len(bos) == 0 or bos[0] != 0:
+        bos = np.concatenate([np.zeros(1, dtype=np.int64), bos])
+    ends = np.append(bos[1:] + 1, len(tokens))
+    lens = ends - bos
+    keep = lens >= 2
+    return np.stack([bos[keep], lens[keep]], axis=1)
+
+
+def select_documents(h, docs: np.ndarray) -> np.ndarray:
+    """TTT_DOC_LIMIT (first N documents), then VAL_DOC_FRACTION (a subset drawn with SEED, kept in stream order)."""
+    if h.ttt_doc_limit > 0:
+        docs = docs[:h.ttt_doc_limit]
+    if h.val_doc_fraction < 1.0:
+        n = max(1, int(round(len(docs) * h.val_doc_fraction)))
+        rng = np.random.Generator(np.random.PCG64(h.seed))
+        docs = docs[np.sort(rng.choice(len(docs), size=n, replace=False))]
+    return docs
+
+
+def make_ttt_batches(h, docs: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+    """Documents sorted by length (stable) cut into TTT_BATCH_SIZE batches (orig index 0 = shortest);
+    the queue runs longest batch first, or the TTT_EVAL_BATCHES list (orig indices) ascending."""
+    order = np.argsort(docs[:, 1], kind="stable")
+    bs = h.ttt_batch_size
+    batches = [docs[order[i:i + bs]] for i in range(0, len(order), bs)]
+    if h.ttt_eval_batches.strip():
+        wanted = sorted({int(x) for x in h.ttt_eval_batches.split(",") if x.strip()})
+        bad = [b for b in wanted if not 0 <= b < len(batches)]
+        if bad:
+            raise ValueError(f"TTT_EVAL_BATCHES={h.ttt_eval_batches!r}: batches {bad} do not exist "
+                             f"(there are {len(batches)}, numbered from 0)")
+        return batches, wanted
+    queue = sorted(range(len(batches)), key=lambda i: -int(batches[i][:, 1].max()))
+    return batches, queue
+
+
+def ttt_batch_cost(h, batch: np.ndarray) -> int:
+    """Padded tokens the chunk loop pushes through the model: rows x sum over chunks of the window width."""
+    k = int(-(-(int(batch[:, 1].max()) - 1) // h.ttt_chunk_size))
+    widths = np.minimum(h.ttt_chunk_size * np.arange(1, k + 1), h.ttt_eval_seq_len)
+    return len(batch) * int(widths.sum())
+
+
+def assign_batches(costs: list[int], world: int) -> list[int]:
+    """Owner rank of each queue entry: greedy longest-processing-time in queue order (ties -> lowest rank).
+    Static and computed identically on every rank, so it needs no shared file and works across nodes."""
+    load = [0] * world
+    owner = []
+    for c in costs:
+        r = min(range(world), key=lambda i: (load[i], i))
+        owner.append(r)
+        load[r] += c
+    return owner
+
+
+def check_ttt_settings(h) -> None:
+    """TTT settings that would only fail at the end of a run, rejected at start."""
+    if h.ttt_optimizer not in ("adam", "sgd"):
+        raise ValueError(f"TTT_OPTIMIZER={h.ttt_optimizer!r} must be adam or sgd")
+    for name in ("ttt_lora_rank", "ttt_chunk_size", "ttt_batch_size", "ttt_grad_steps", "ttt_eval_seq_len"):
+        if getattr(h, name) < 1:
+            raise ValueError(f"{name.upper()}={getattr(h, name)} must be >= 1")
+    if h.ttt_eval_seq_len < h.ttt_chunk_size:
+        raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be >= TTT_CHUNK_SIZE={h.ttt_chunk_size}")
+    if not 0.0 < h.val_doc_fraction <= 1.0:
+        raise ValueError(f"VAL_DOC_FRACTION={h.val_doc_fraction} must be in (0, 1]")
+    if h.corrector_alpha < 0:
+        raise ValueError(f"CORRECTOR_ALPHA={h.corrector_alpha} must be >= 0")
+    corrector_orders(h)
+
+
+def corrector_orders(h) -> list[int]:
+    try:
+        orders = sorted({int(x) for x in h.corrector_orders.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"CORRECTOR_ORDERS={h.corrector_orders!r} must be a comma list of integers") from None
+    if not orders or orders[0] < 1:
+        raise ValueError(f"CORRECTOR_ORDERS={h.corrector_orders!r} must list orders >= 1")
+    return orders
+
+
+class BatchedLora(nn.Module):
+    """One LoRA set per document of a batch: delta(x) = (x A^T) B^T with A (rank, in) ~ U(+-1/sqrt(in)),
+    B (out, rank) = 0, no scaling. Kinds q, k, v, o, mlp exist once per layer application (slot), head once."""
+
+    def __init__(self, h, n_slots: int, bsz: int, device):
+        super().__init__()
+        d = h.model_dim
+        kv = h.num_kv_heads * (d // h.num_heads)
+        kinds = {"q": d, "v": kv}
+        if h.ttt_k_lora:
+            kinds["k"] = kv
+        if h.ttt_o_lora:
+            kinds["o"] = d
+        if h.ttt_mlp_lora:
+            kinds["mlp"] = d
+        r = h.ttt_lora_rank
+        self.a = nn.ParameterDict()
+        self.b = nn.ParameterDict()
+        for kind, out in list(kinds.items()) + [("head", h.vocab_size)]:
+            s = 1 if kind == "head" else n_slots
+            self.a[kind] = nn.Parameter(torch.empty(s, bsz, r, d, device=device))
+            self.b[kind] = nn.Parameter(torch.zeros(s, bsz, out, r, device=device))
+        self.bsz = bsz
+
+    @torch.no_grad()
+    def reset(self, gen: torch.Generator) -> None:
+        for kind in sorted(self.a.keys()):
+            bound = 1.0 / math.sqrt(self.a[kind].size(-1))
+            self.a[kind].uniform_(-bound, bound, generator=gen)
+            self.b[kind].zero_()
+
+    def add(self, slot: int, kind: str, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if kind not in self.a:
+            return out
+        A = self.a[kind][slot].to(x.dtype)
+        B = self.b[kind][slot].to(x.dtype)
+        return out + torch.matmul(torch.matmul(x, A.transpose(1, 2)), B.transpose(1, 2)).view_as(out)
+
+    def add_qkv(self, slot: int, x, q, k, v):
+        return self.add(slot, "q", x, q), self.add(slot, "k", x, k), self.add(slot, "v", x, v)
+
+
+def ttt_adapter_generator(h, device, batch_index: int) -> torch.Generator:
+    """Adapter initialisation depends on SEED and the batch, never on which rank runs it (quirk §11.13)."""
+    g = torch.Generator(device=device)
+    g.manual_seed((h.seed * 1_000_003 + batch_index) % (2**63 - 1))
+    return g
+
+
+def make_ttt_optimizer(h, params):
+    params = list(params)
+    if h.ttt_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=h.ttt_lora_lr, momentum=h.ttt_beta1, weight_decay=h.ttt_weight_decay)
+    return torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=(h.ttt_beta1, h.ttt_beta2), eps=1e-10,
+                             weight_decay=h.ttt_weight_decay, fused=params[0].device.type == "cuda")
+
+
+_HASH_MUL = 0x100000001B3  # FNV-64 prime; int64 products wrap, which is all a hash needs
+
+
+class NgramCorrector:
+    """The n-gram posterior corrector of §7.8 with the record's semantics, on tensors instead of dicts.
+
+    State per slot: unigram counts (Laplace 1), the history of pushed tokens, and per order n > 1 a hash of
+    each history position's context (the min(n-1, j) tokens before position j, length included). A context's
+    table {token: count} is recovered exactly at query time: positions whose hash matches are verified token
+    by token, and the tokens that followed them are counted. Order 1's table is the whole history."""
+
+    def __init__(self, slots: int, vocab: int, alpha: float, orders: list[int], device):
+        self.S, self.V, self.alpha, self.orders, self.device = slots, vocab, alpha, orders, device
+        self.seconds = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.uni = torch.ones(self.S, self.V, dtype=torch.float64, device=self.device)
+        self.cap = 1024
+        self.hist = torch.zeros(self.S, self.cap, dtype=torch.int64, device=self.device)
+        self.ctx = {n: torch.zeros(self.S, self.cap, dtype=torch.int64, device=self.device) for n in self.orders if n > 1}
+        self.m = np.zeros(self.S, dtype=np.int64)  # history length per slot (host copy, no syncs)
+
+    def _grow(self, need: int) -> None:
+        if need <= self.cap:
+            return
+        cap = max(need, 2 * self.cap)
+        def grow(t):
+            out = torch.zeros(self.S, cap, dtype=t.dtype, device=t.device)
+            out[:, :self.cap] = t
+            return out
+        self.hist = grow(self.hist)
+        self.ctx = {n: grow(t) for n, t in self.ctx.items()}
+        self.cap = cap
+
+    def _hash(self, n: int, J: torch.Tensor) -> torch.Tensor:
+        """Hash of the context before positions J (S, k) of each slot's history."""
+        L = torch.clamp(J, max=n - 1)
+        h = L.clone()
+        for i in range(1, n):
+            valid = i <= L
+            tok = torch.gather(self.hist, 1, (J - i).clamp(min=0))
+            h = h * _HASH_MUL + torch.where(valid, tok + 1, torch.zeros_like(tok))
+        return h
+
+    def _counts(self, n: int) -> torch.Tensor:
+        """(S, V) counts of the table of each slot's current context of order n (zero rows: no table)."""
+        if n == 1:
+            return self.uni - 1.0
+        mmax = int(self.m.max())
+        m = torch.as_tensor(self.m, device=self.device)
+        q = self._hash(n, m[:, None])  # (S, 1)
+        pos = torch.arange(mmax, device=self.device)
+        cand = ((self.ctx[n][:, :mmax] == q) & (pos[None, :] < m[:, None])).nonzero()
+        s, j = cand[:, 0], cand[:, 1]
+        Lq = torch.clamp(m, max=n - 1)
+        ok = torch.clamp(j, max=n - 1) == Lq[s]
+        for i in range(1, n):
+            use = i <= Lq[s]
+            a = self.hist[s, (j - i).clamp(min=0)]
+            b = self.hist[s, (m[s] - i).clamp(min=0)]
+            ok &= ~use | (a == b)
+        s, j = s[ok], j[ok]
+        K = torch.zeros(self.S, self.V, dtype=torch.float64, device=self.device)
+        K.index_put_((s, self.hist[s, j]), torch.ones_like(s, dtype=torch.float64), accumulate=True)
+        return K
+
+    @torch.no_grad()
+    def bias(self, active: np.ndarray) -> torch.Tensor:
+        """(S, 1, V) fp32 additive logit bias for the next chunk; zero rows for inactive slots."""
+        logq = self.uni.log() - self.uni.sum(1, keepdim=True).log()
+        beta = logq.clone()
+        if self.m.max() > 0:
+            for n in self.orders:
+                K = self._counts(n)
+                T = K.sum(1, keepdim=True)
+                corr = torch.log((K + 1.0) / (T + self.V)) - logq
+                beta += torch.where(K > 0, corr, torch.zeros_like(corr))
+        beta = self.alpha * beta
+        beta[~torch.as_tensor(active, device=self.device)] = 0.0
+        return beta.float().unsqueeze(1)
+
+    @torch.no_grad()
+    def update(self, tokens: torch.Tensor, n_valid: np.ndarray) -> None:
+        """Push tokens[s, :n_valid[s]] (the slot's scored targets, in order) onto each slot's state."""
+        S, C = tokens.shape
+        self._grow(int((self.m + n_valid).max()))
+        m = torch.as_tensor(self.m, device=self.device)
+        nv = torch.as_tensor(n_valid, device=self.device)
+        J = m[:, None] + torch.arange(C, device=self.device)[None, :]
+        valid = torch.arange(C, device=self.device)[None, :] < nv[:, None]
+        rows = torch.arange(S, device=self.device)[:, None].expand(S, C)[valid]
+        cols = J[valid]
+        toks = tokens[valid]
+        self.hist[rows, cols] = toks
+        self.uni.index_put_((rows, toks), torch.ones_like(toks, dtype=torch.float64), accumulate=True)
+        Jc = J.clamp(max=self.cap - 1)
+        for n, table in self.ctx.items():
+            table[rows, cols] = self._hash(n, Jc)[valid]
+        self.m = self.m + n_valid
+
+
+def ttt_token_nll(model: GPT, lora: BatchedLora | None, x: torch.Tensor, y: torch.Tensor, bias) -> torch.Tensor:
+    """(B, W) per-token CE of the adapted model, dense causal attention per row, RoPE from the window start;
+    bias (B, 1, V) is added after the softcap (§7.8), so softmax still normalizes over the full vocabulary."""
+    logits = model.logits_from_hidden(model.hidden_states(x, lora=lora), lora=lora)
+    if bias is not None:
+        logits = logits + bias
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
+
+
+class TTTContext:
+    """Everything one rank's chunk loop needs, built once per evaluation."""
+
+    def __init__(self, h, model, fwd, tokens, tables, device, corrector, dump):
+        self.h, self.model, self.fwd, self.tokens, self.tables = h, model, fwd, tokens, tables
+        self.device, self.corrector, self.dump = device, corrector, dump
+        enc, dec = model.schedule()
+        self.n_slots = len(enc) + len(dec)
+        self.loras: dict[int, BatchedLora] = {}
+        self.step = 0
+
+    def lora(self, bsz: int) -> BatchedLora:
+        if bsz not in self.loras:
+            self.loras[bsz] = BatchedLora(self.h, self.n_slots, bsz, self.device)
+        return self.loras[bsz]
+
+
+def ttt_run_batch(ctx: TTTContext, batch: np.ndarray, batch_index: int) -> torch.Tensor:
+    """Score-first LoRA TTT of one batch (§7.5). Returns float64 sums (loss, targets, bytes)."""
+    h, dev = ctx.h, ctx.device
+    C, S = h.ttt_chunk_size, h.ttt_eval_seq_len
+    n = len(batch)
+    lora = ctx.lora(n)
+    lora.reset(ttt_adapter_generator(h, dev, batch_index))
+    opt = make_ttt_optimizer(h, lora.parameters())
+    starts = torch.as_tensor(batch[:, 0], device=dev)
+    P = batch[:, 1] - 1
+    K = -(-P // C)
+    N = ctx.tokens.numel() - 1
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    for c in range(int(K.max())):
+        active = c < K
+        last = c == K - 1
+        chunk_end = np.where(last, P, C * (c + 1))
+        ws = np.maximum(0, chunk_end - S)
+        wl = np.where(active, chunk_end - ws, 0)
+        off = C * c - ws
+        W = min(C * (c + 1), S)
+        t = torch.arange(W, device=dev)[None, :]
+        ws_t, wl_t, off_t = (torch.as_tensor(a, device=dev)[:, None] for a in (ws, wl, off))
+        idx = starts[:, None] + ws_t + t
+        inwin = t < wl_t
+        x = torch.where(inwin, ctx.tokens[idx.clamp(max=N)], 0)
+        y = torch.where(inwin, ctx.tokens[(idx + 1).clamp(max=N)], 0)
+        score = inwin & (t >= off_t)
+        train_rows = active & ~last
+        bias = None
+        if ctx.corrector is not None:
+            sync(dev)
+            tc = time.perf_counter()
+            bias = ctx.corrector.bias(np.pad(active, (0, ctx.corrector.S - n)))[:n]
+            sync(dev)
+            ctx.corrector.seconds += time.perf_counter() - tc
+        with torch.set_grad_enabled(bool(train_rows.any())):
+            nll = ctx.fwd(ctx.model, lora, x, y, bias)
+        nd = nll.detach()
+        sums[0] += torch.where(score, nd.double(), 0.0).sum()
+        sums[1] += score.sum()
+        sums[2] += torch.where(score, h_bytes(ctx.tables, x, y), 0.0).sum()
+        if ctx.dump is not None:
+            ctx.dump.add(idx[score], nd[score], ctx.step)
+        if ctx.corrector is not None:
+            sync(dev)
+            tc = time.perf_counter()
+            cols = (off_t + torch.arange(C, device=dev)[None, :]).clamp(max=W - 1)
+            pushed = torch.gather(y, 1, cols)
+            nv = np.pad(np.where(active, chunk_end - C * c, 0), (0, ctx.corrector.S - n))
+            ctx.corrector.update(F.pad(pushed, (0, 0, 0, ctx.corrector.S - n)), nv)
+            sync(dev)
+            ctx.corrector.seconds += time.perf_counter() - tc
+        if train_rows.any():
+            mask = score & torch.as_tensor(train_rows, device=dev)[:, None]
+            for g in range(h.ttt_grad_steps):
+                if g > 0:
+                    nll = ctx.fwd(ctx.model, lora, x, y, bias)
+                opt.zero_grad(set_to_none=True)
+                (torch.where(mask, nll, 0.0).sum() / C).backward()
+                opt.step()
+        ctx.step += 1
+    return sums
+
+
+def h_bytes(tables, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return tables.bytes_for(x.reshape(-1), y.reshape(-1)).view(y.shape)
+
+
+def global_ttt_lr(h, c: int, n_chunks: int) -> float:
+    wc = h.global_ttt_warmup_chunks
+    if c < wc:
+        return h.global_ttt_warmup_start_lr + (h.global_ttt_lr - h.global_ttt_warmup_start_lr) * c / wc
+    span = max(n_chunks - 1 - wc, 1)
+    return h.global_ttt_lr * 0.5 * (1.0 + math.cos(math.pi * (c - wc) / span))
+
+
+def global_sgd(h, model: GPT, tokens: torch.Tensor, docs: np.ndarray, rank: int, world: int, device, log0) -> int:
+    """Phased global SGD (§7.6) on the concatenated already-scored documents: every base parameter, SGD with
+    momentum, cosine LR per 32K-token chunk (last chunk skipped), sequences split contiguously across ranks,
+    gradients all-reduced and averaged, norm clipped. Returns the number of trained chunks."""
+    stream = torch.cat([tokens[int(s):int(s) + int(l)] for s, l in docs])
+    n = stream.numel()
+    CT, S = h.global_ttt_chunk_tokens, h.ttt_eval_seq_len
+    n_chunks = -(-(n - 1) // CT)
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
+    t0 = time.perf_counter()
+    for c in range(n_chunks - 1):
+        lr = global_ttt_lr(h, c, n_chunks)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        lo = c * CT
+        nseq = (min(lo + CT, n - 1) - lo) // S
+        a, b = nseq * rank // world, nseq * (rank + 1) // world
+        bs = h.global_ttt_batch_seqs
+        n_micro = -(-(-(-nseq // world)) // bs)
+        for _ in range(h.global_ttt_epochs):
+            for mb in range(n_micro):
+                s0, s1 = min(a + mb * bs, b), min(a + (mb + 1) * bs, b)
+                if s1 > s0:
+                    x = stream[lo + s0 * S:lo + s1 * S]
+                    y = stream[lo + s0 * S + 1:lo + s1 * S + 1]
+                    if h.global_ttt_respect_doc_boundaries:
+                        cu, max_seg = build_cu_seqlens(x.cpu().numpy(), S)
+                    else:
+                        cu, max_seg = np.arange(0, x.numel() + 1, S, dtype=np.int32), S
+                        cu = np.concatenate([cu, np.full((-len(cu)) % 64, x.numel(), dtype=np.int32)])
+                    loss = model(x.view(1, -1), y.view(1, -1), torch.from_numpy(cu).to(device), max_seg)
+                    loss.backward()
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                if world > 1:
+                    flat = torch.cat([g.reshape(-1).float() for g in grads])
+                    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                    flat /= world
+                    o = 0
+                    for g in grads:
+                        g.copy_(flat[o:o + g.numel()].view_as(g))
+                        o += g.numel()
+                for p, g in zip(params, grads):
+                    p.grad = g
+                if h.global_ttt_grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        sync(device)
+        log0(f"tttg: c{c + 1}/{n_chunks} lr:{lr:.6f} t:{time.perf_counter() - t0:.1f}s")
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return max(n_chunks - 1, 0)
+
+
+def ttt_compile_warmup(h, model: GPT, fwd, n_slots: int, device, with_bias: bool) -> None:
+    """Compile the TTT forward for both window widths before the timer, on synthetic tokens only (uniform
+    ids from a private generator seeded 0, never validation data) and a throwaway adapter set."""
+    g = torch.Generator(device=device)
+    g.manual_seed(0)
+    bsz, C, S, V = h.ttt_batch_size, h.ttt_chunk_size, h.ttt_eval_seq_len, h.vocab_size
+    lora = BatchedLora(h, n_slots, bsz, device)
+    lora.reset(g)
+    opt = make_ttt_optimizer(h, lora.parameters())
+    for W in sorted({min(C, S), S}):
+        for bias in ([None, torch.zeros(bsz, 1, V, device=device)] if with_bias else [None]):
+            x = torch.randint(0, V, (bsz, W), generator=g, device=device)
+            y = torch.randint(0, V, (bsz, W), generator=g, device=device)
+            nll = fwd(model, lora, x, y, bias)
+            nll[:, :min(C, W)].mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                fwd(model, lora, x, y, bias)
+    sync(device)
+
+
+def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0) -> dict:
+    """Phased (or plain) LoRA test-time training of the quantized model; returns the results.json entry."""
+    check_ttt_settings(h)
+    model.looping = h.num_loops > 0
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tokens = val_tokens.to(device)
+    docs = select_documents(h, find_documents(val_tokens.numpy()))
+    batches, queue = make_ttt_batches(h, docs)
+    costs = {q: ttt_batch_cost(h, batches[q]) for q in queue}
+    orders = corrector_orders(h)
+    use_corrector = h.corrector_alpha > 0
+    compiled = device.type == "cuda" and h.compile_enabled and not h.ttt_debug_bypass
+    fwd = torch.compile(ttt_token_nll, dynamic=True) if compiled else ttt_token_nll
+    enc, dec = model.schedule()
+    warmup_s = 0.0
+    if h.ttt_debug_bypass:
+        log0("ttt_lora:DEBUG BYPASS active - using forward_logits directly (no compile warmup)")
+    else:
+        log0("ttt_lora:warming up compile")
+        tw = time.perf_counter()
+        ttt_compile_warmup(h, model, fwd, len(enc) + len(dec), device, use_corrector)
+        warmup_s = time.perf_counter() - tw
+        log0(f"ttt_lora:compile warmup done ({warmup_s:.1f}s)")
+    dump = ScoreDump.maybe(h, val_tokens, device)
+
+    log0("\nbeginning TTT eval timer")
+    sync(device)
+    t0 = time.perf_counter()
+    corrector = None
+    if use_corrector:
+        corrector = NgramCorrector(h.ttt_batch_size, h.vocab_size, h.corrector_alpha, orders, device)
+        log0(f"corrector: alpha={h.corrector_alpha} orders={orders}")
+    ctx = TTTContext(h, model, fwd, tokens, tables, device, corrector, dump)
+    phased = h.phased_ttt_enabled
+    parts = [queue]
+    n_docs = len(docs)
+    if phased:
+        prefix = min(h.phased_ttt_prefix_docs, n_docs)
+        log0(f"ttt_phased: total_docs:{n_docs} prefix_docs:{prefix} suffix_docs:{n_docs - prefix}")
+        seen, cut = 0, len(queue)
+        for i, q in enumerate(queue):
+            seen += len(batches[q])
+            if seen >= prefix:
+                cut = i + 1
+                break
+        parts = [queue[:cut], queue[cut:]]
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    gd = 0
+    info = {"phase1_s": None, "global_sgd_s": None, "prefix_docs_scored": None, "global_sgd_docs": None,
+            "global_sgd_chunks": None, "phase2_first_step": None}
+    for part_i, part in enumerate(parts):
+        owner = assign_batches([costs[q] for q in part], world)
+        for q, r in zip(part, owner):
+            if r != rank:
+                continue
+            bs = ttt_run_batch(ctx, batches[q], q)
+            sums += bs
+            if rank == 0:
+                b = bs.tolist()
+                s = sums.tolist()
+                lens = batches[q][:, 1]
+                bl, bb = b[0] / max(b[1], 1), b[0] / (math.log(2) * max(b[2], 1e-12))
+                rl, rb = s[0] / max(s[1], 1), s[0] / (math.log(2) * max(s[2], 1e-12))
+                if phased:
+                    log0(f"ttp: b{q + 1}/{len(batches)} bl:{bl:.4f} bb:{bb:.4f} rl:{rl:.4f} rb:{rb:.4f} "
+                         f"dl:{int(lens.min())}-{int(lens.max())} gd:{gd}")
+                else:
+                    log0(f"ttt_progress: batch {q + 1}/{len(batches)} batch_loss:{bl:.4f} batch_bpb:{bb:.4f} "
+                         f"running_loss:{rl:.4f} running_bpb:{rb:.4f} doc_len:{int(lens.min())}-{int(lens.max())}")
+        if phased and part_i == 0:
+            if world > 1:
+                dist.barrier()
+            # every rank knows the phase-1 set: the assignment is static, so nothing needs gathering
+            entries = sorted((q, j) for q in part for j in range(len(batches[q])))
+            chosen = entries[:h.phased_ttt_prefix_docs]
+            sel = np.array([batches[q][j] for q, j in chosen], dtype=np.int64).reshape(-1, 2)
+            sync(device)
+            t_pause = time.perf_counter() - t0
+            info.update(phase1_s=t_pause, prefix_docs_scored=len(entries), global_sgd_docs=len(chosen))
+            log0(f"ttpp: pd:{len(entries)} gd:{len(chosen)} t:{t_pause:.1f}s")
+            tg = time.perf_counter()
+            info["global_sgd_chunks"] = global_sgd(h, model, tokens, sel, rank, world, device, log0) if len(sel) else 0
+            info["global_sgd_s"] = time.perf_counter() - tg
+            if corrector is not None:
+                corrector.reset()
+            # phase-2 steps are numbered after every possible phase-1 step of every rank
+            ctx.step = sum(-(-(int(batches[q][:, 1].max()) - 1) // h.ttt_chunk_size) for q in part)
+            info["phase2_first_step"] = ctx.step
+            gd = 1
+            if world > 1:
+                dist.barrier()
+            log0(f"ttpr: t:{time.perf_counter() - t0:.1f}s")
+    _reduce_sums(sums, world)
+    sync(device)
+    eval_ms = 1000.0 * (time.perf_counter() - t0)
+    n_tok, n_bytes = sums[1].item(), sums[2].item()
+    if n_tok == 0:
+        raise ValueError("TTT scored no tokens (no documents selected: check TTT_DOC_LIMIT / VAL_DOC_FRACTION / TTT_EVAL_BATCHES)")
+    val_loss = sums[0].item() / n_tok
+    val_bpb = sums[0].item() / (math.log(2) * n_bytes)
+    label = "quantized_ttt_phased" if phased else "quantized_ttt_lora"
+    log0(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{eval_ms:.0f}ms")
+    log0(f"total_eval_time:{eval_ms / 1000.0:.1f}s")
+    if dump is not None:
+        dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
+    corr_s = corrector.seconds if corrector is not None else None
+    if world > 1 and corrector is not None:
+        tt = torch.tensor([corr_s], dtype=torch.float64, device=device)
+        dist.all_reduce(tt, op=dist.ReduceOp.MAX)
+        corr_s = tt.item()
+    ttt = {"docs": n_docs, "batches": len(queue), "scored_tokens": int(n_tok), "warmup_s": warmup_s,
+           "compiled": compiled, "tokens_per_s": n_tok / max(eval_ms / 1000.0, 1e-9),
+           "assignment": "static-lpt", "corrector": None if corrector is None else
+           {"alpha": h.corrector_alpha, "orders": orders, "seconds_max_rank": corr_s}}
+    if phased:
+        ttt.update(info)
+    return {"label": label, "val_loss": val_loss, "val_bpb": val_bpb, "eval_time_ms": eval_ms, "ttt": ttt}
+# <<< TTT SECTION END
 
 
 # ==================================================================================================
@@ -1814,10 +2440,8 @@ def main() -> None:
     eval_only = bool(h.eval_only_path)
     quant_only = bool(h.eval_only_quantized_path) and not eval_only
     mode = "eval_only" if eval_only else ("eval_only_quantized" if quant_only else "train")
-    if h.ttt_only_eval and h.ttt_enabled:
-        pass  # validated below once we know TTT is unavailable
-    if h.ttt_only_eval:
-        raise RuntimeError("TTT_ONLY_EVAL=1 needs test-time training, which this trainer does not implement yet")
+    if h.ttt_only_eval and not h.ttt_enabled:
+        raise ValueError("TTT_ONLY_EVAL=1 needs TTT_ENABLED=1")
 
     sp = load_tokenizer(h)
     base, lead, boundary = build_byte_tables(sentencepiece_pieces(sp), h.vocab_size)
@@ -1833,13 +2457,16 @@ def main() -> None:
 
     def diagnostic(label: str, model: GPT) -> dict:
         model.eval()
-        fn, compiled = compile_model(h, model, device)
+        fn = model  # evaluation runs eager: compiling each eval graph costs more than it saves (docs/trainer.md)
         sync(device)
         t = time.perf_counter()
-        vl, vb = eval_plain(h, fn, val_tokens, tables, rank, world, device)
+        dump = ScoreDump.maybe(h, val_tokens, device)
+        vl, vb = eval_plain(h, fn, val_tokens, tables, rank, world, device, dump)
         sync(device)
         ms = 1000.0 * (time.perf_counter() - t)
         log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
+        if dump is not None:
+            dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
         entry = {"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms}
         evals.append(entry)
         return entry
@@ -1868,7 +2495,8 @@ def main() -> None:
         sd = torch.load(h.eval_only_path, map_location=device)
         load_state_into(model, sd)
         model.looping = h.num_loops > 0
-        diagnostic("diagnostic pre-quantization post-ema", model)
+        if not h.ttt_only_eval:
+            diagnostic("diagnostic pre-quantization post-ema", model)
         log0("eval_only: skipping serialize (already have quantized model)")
         if not os.path.exists(h.quantized_model_path):
             log0("eval_only: no quantized model found, running serialize anyway")
@@ -1891,16 +2519,23 @@ def main() -> None:
     qmodel = build_model(h, device)
     load_state_into(qmodel, deserialize(h, h.quantized_model_path, device))
     qmodel.looping = h.num_loops > 0
-    final = diagnostic("diagnostic quantized", qmodel)
-    if h.sliding_window_enabled:
+    if h.ttt_only_eval:
+        log0("ttt_only_eval: skipping pre-quant/quantized diagnostics and using the eval-only checkpoint directly for TTT")
+        final = None
+    else:
+        final = diagnostic("diagnostic quantized", qmodel)
+    if h.sliding_window_enabled and not h.ttt_only_eval:
         qmodel.eval()
-        fn, _ = compile_model(h, qmodel, device)
+        fn = qmodel
         sync(device)
         t = time.perf_counter()
-        vl, vb = eval_sliding(h, fn, val_tokens, tables, rank, world, device, log0)
+        dump = ScoreDump.maybe(h, val_tokens, device)
+        vl, vb = eval_sliding(h, fn, val_tokens, tables, rank, world, device, log0, dump)
         ms = 1000.0 * (time.perf_counter() - t)
         label = "diagnostic quantized_sliding_window"
         log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
+        if dump is not None:
+            dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
         evals.append({"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms})
     if h.ttt_enabled:
         try:
@@ -1909,6 +2544,9 @@ def main() -> None:
             final = entry
         except NotImplementedError:
             log0("ttt: not available in this trainer (TTT_ENABLED=1 ignored); final score is diagnostic quantized")
+    if h.score_dump_path and h.is_main_process and final is not None:
+        import shutil
+        shutil.copyfile(score_dump_path(h, final["label"]), h.score_dump_path)
 
     if h.is_main_process:
         write_results(h, {
@@ -1918,6 +2556,7 @@ def main() -> None:
             "stopped_early": stats["stopped_early"], "tokens_per_s": stats["tokens_per_s"],
             "tokens_per_s_preloop": stats.get("tokens_per_s_preloop"),
             "tokens_per_s_loop": stats.get("tokens_per_s_loop"),
+            "priming_s": stats.get("priming_s"),
             "peak_mem_mib": stats["peak_mem_mib"] if mode == "train" else peak_mem_now(device),
             "model_params": count_params(qmodel),
             "evals": evals, "final": final, "artifact": artifact,
