@@ -60,7 +60,7 @@ class SbatchSpec:
     setup: tuple[str, ...] = ()  # shell lines run before the command
     env: tuple[tuple[str, str], ...] = ()  # exported before the command
     container: Container | None = None  # trainer steps (srun) run in it
-    srun: bool = False  # run the command itself as an srun step (in the container if any)
+    srun: bool = False  # run the command itself as srun tasks, one per task slot (in the container if any)
     srun_extra: tuple[str, ...] = field(default=())  # more srun flags for trainer steps
 
 
@@ -122,7 +122,8 @@ def command_line(spec: SbatchSpec) -> str:
         raise ValueError(f"sbatch job {spec.job_name}: empty command")
     argv = list(spec.command)
     if spec.srun:
-        argv = ["srun", "--ntasks=1", *srun_step_flags(spec), *argv]
+        # one task per allocated task slot (nodes × ntasks-per-node)
+        argv = ["srun", "--kill-on-bad-exit=1", *srun_step_flags(spec), *argv]
     return shlex.join(argv)
 
 
