@@ -29,7 +29,6 @@ from golfrun.secrets import is_secret_name, redact_text
 
 Log = Callable[[str], None]
 MAX_PODS = 3  # one campaign run uses at most this many pods (the first + resumes after losses)
-INFO_FILE = "runpod.json"  # pod facts for provenance, written into the campaign's runs folder on the pod
 
 
 class BudgetReached(BackendError):
@@ -101,20 +100,33 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
             pods.create(client, settings, campaign_dir, record, say)
         transport = None
         try:
-            transport = bring_up(client, settings, campaign, campaign_dir, record, paths, forwarded, options, say)
-            if options.detach:
-                say(f"detached: the campaign runs on pod {record.pod_id}; follow it with `golfrun pod logs --follow`, "
-                    f"bring results home with `golfrun pod pull`, end the pod with `golfrun pod down` "
-                    f"(it ends itself at {_iso(record.deadline_epoch)} in any case)")
-                return 0
-            code = follow(client, settings, campaign_dir, record, paths, transport, say, follow_timing or FollowTiming())
-            rp.pull(transport, paths.campaign_dir, campaign_dir, say)
-            _finish(client, campaign_dir, record, options, f"campaign finished (exit {code})", say)
-            return code
+            try:
+                transport = bring_up(client, settings, campaign, campaign_dir, record, paths, forwarded, options, say)
+                if options.detach:
+                    say(f"detached: the campaign runs on pod {record.pod_id}; follow it with `golfrun pod logs --follow`, "
+                        f"bring results home with `golfrun pod pull`, end the pod with `golfrun pod down` "
+                        f"(it ends itself at {_iso(record.deadline_epoch)} in any case)")
+                    return 0
+                code = follow(client, settings, campaign_dir, record, paths, transport, say, follow_timing or FollowTiming())
+                rp.pull(transport, paths.campaign_dir, campaign_dir, say)
+                _finish(client, campaign_dir, record, options, f"campaign finished (exit {code})", say)
+                return code
+            except TransportError as exc:
+                # An SSH failure because the pod itself went away is a lost pod, not a bug.
+                if record.pod_id and client.get_pod(record.pod_id) is None:
+                    raise pods.PodLostError(f"the pod went away ({exc})") from None
+                raise
         except pods.PodLostError as lost:
             say(f"pod {record.pod_id} lost: {lost}")
             _best_effort_pull(transport, paths, campaign_dir, say)
             pods.terminate(client, campaign_dir, record, f"lost: {lost}", say)
+            if settings.budget_usd and record.cost_so_far() >= settings.budget_usd:
+                raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
+                                    f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); the pod ended itself") from None
+            if record.deadline_epoch and time.time() >= record.deadline_epoch - 5:
+                raise BackendError(f"the campaign's deadline ({settings.deadline_minutes} min) ended pod {record.pod_id}; "
+                                   f"what was pulled is in {campaign_dir}; `golfrun run-all --backend runpod` resumes "
+                                   "on a new pod") from None
             record = pods.retire(record)
             pods.save_record(campaign_dir, record)
             say(f"resuming on a new pod {record.name} from the summaries pulled so far")
@@ -161,7 +173,20 @@ def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any,
     try:
         transport = pods.connect(campaign_dir, record, timeout_s=settings.ssh_timeout_s)
     except TransportError as exc:
+        if client.get_pod(record.pod_id) is None:
+            raise pods.PodLostError(f"the pod went away before SSH worked ({exc})") from None
         raise pods.PodError(f"pod {record.pod_id}: no SSH login within {settings.ssh_timeout_s:.0f}s: {exc}") from None
+    try:
+        _prepare_and_start(client, settings, campaign, campaign_dir, record, paths, forwarded, options, log, transport)
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any, campaign_dir: Path,
+                       record: pods.PodRecord, paths: rp.PodPaths, forwarded: Mapping[str, str],
+                       options: RemoteOptions, log: Log, transport: Any) -> None:
     rp.ensure_state_dir(transport, paths)
     record.deadline_epoch = pods.deadline_epoch(settings, record)
     rp.start_deadline(transport, paths, record.deadline_epoch, record.api_url or client.base_url,
@@ -172,7 +197,7 @@ def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any,
     exit_code, alive = rp.run_state(transport, paths)
     if exit_code is not None or alive:
         log(f"the campaign's run is already {'finished' if exit_code is not None else 'running'} on pod {record.pod_id}")
-        return transport
+        return
     from golfrun.campaign.load import REPO_ROOT
 
     remote_trainer = rp.push_code(transport, REPO_ROOT, Path(campaign.trainer), paths)
@@ -203,7 +228,6 @@ def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any,
     record.run_started_at = pods._now_iso()
     pods.save_record(campaign_dir, record)
     log(f"golfrun run-all started on pod {record.pod_id}, detached (log {paths.in_state('run.log')})")
-    return transport
 
 
 def follow(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Path, record: pods.PodRecord,
@@ -288,16 +312,14 @@ def _best_effort_pull(transport: Any, paths: rp.PodPaths, campaign_dir: Path, lo
 
 
 def _write_info(transport: Any, record: pods.PodRecord, paths: rp.PodPaths) -> None:
-    """runs/<campaign>/runpod.json on the pod: pod facts for provenance (no secret in it)."""
+    """runs/<campaign>/pod.json on the pod: the pod's record (no secret in it), so that preserve
+    puts it into the tarball and provenance (`cluster.pod`): ids, GPUs, USD/h, cost so far, deadline.
+    The laptop's own pod.json is never overwritten by it (pull skips that name)."""
     import json
 
-    info = {"schema": "golfrun.runpod-info/1", "pod_id": record.pod_id, "name": record.name,
-            "gpu_type": record.gpu_type, "gpu_count": record.gpu_count, "data_center_id": record.data_center_id,
-            "cost_per_hr_usd": record.cost_per_hr, "started_at": record.started_at,
-            "deadline_at": _iso(record.deadline_epoch), "budget_usd": record.budget_usd,
-            "earlier_pods": record.earlier_pods}
+    doc = {**dataclasses.asdict(record), "cost_so_far_usd": round(record.cost_so_far(), 6), "as_of": pods._now_iso()}
     transport.run(["mkdir", "-p", paths.campaign_dir]).check()
-    rp.put_text(transport, json.dumps(info, indent=2) + "\n", rp.posixpath.join(paths.campaign_dir, INFO_FILE))
+    rp.put_text(transport, json.dumps(doc, indent=2, sort_keys=True) + "\n", rp.posixpath.join(paths.campaign_dir, pods.POD_JSON))
 
 
 def _show_output(step: Any, log: Log) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.runpod_server import FakePod, FakeRunpod
-from tests.services.common import ServiceMissing, in_ci
+from tests.services.common import ServiceMissing, all_pids, in_ci
 from tests.services.sshd import SshdServer
 
 
@@ -37,7 +37,21 @@ def pod_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
 
 
 def kill_pod_processes(workdir: Path) -> None:
-    """What ends when a pod ends: the process groups golfrun started there (setsid; pid files)."""
+    """What ends when a pod ends: the process groups golfrun started there (setsid; pid files), and
+    any process running from the pod's disk (trainers start sessions of their own)."""
+    for pid in all_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(workdir)) or str(workdir) in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     state = workdir / ".golfrun"
     for pid_file in sorted(state.glob("*.pid")) if state.is_dir() else []:
         try:

@@ -61,9 +61,12 @@ def test_tiny_campaign_end_to_end_on_a_pod(fake_runpod: FakeRunpod, tmp_path: Pa
     tarball = next((cdir / "05-preserve").glob("*.tar.gz"))
     preserve = json.loads((cdir / "05-preserve" / "summary.json").read_text())
     assert any(a["path"].endswith(tarball.name) and a["sha256"] == pods_sha(tarball) for a in preserve["artifacts"])
-    assert json.loads((cdir / "runpod.json").read_text())["pod_id"] == record.pod_id
     with tarfile.open(tarball) as tar:
         assert not [m.name for m in tar.getmembers() if ".pod" in Path(m.name).parts or "pod_ssh_key" in m.name]
+        pod_doc = json.loads(tar.extractfile("tiny-preserve/pod.json").read())  # type: ignore[union-attr]
+    assert pod_doc["pod_id"] == record.pod_id and pod_doc["cost_per_hr"] == pytest.approx(0.86) and "cost_so_far_usd" in pod_doc
+    provenance = json.loads((cdir / "05-preserve" / "provenance.json").read_text())
+    assert provenance["cluster"]["pod"]["pod_id"] == record.pod_id
     # the API key is in no file golfrun wrote, here or in what came back from the pod
     assert files_containing(tmp_path / "runs", fake_runpod.token) == []
     assert "PRIVATE KEY" not in (cdir / "pod.json").read_text()

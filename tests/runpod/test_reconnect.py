@@ -64,6 +64,10 @@ def test_client_killed_mid_run_then_logs_pull_down(fake_runpod: FakeRunpod, tmp_
     code, out = cli("pod", "pull", *common)
     assert code == 0 and "sha256 checked" in out, out
     assert json.loads((cdir / "05-preserve" / "summary.json").read_text())["verdict"] == "PASS"
+    from tests.runpod.test_campaign import files_containing
+
+    # the laptop's API key never went to the pod (the pod's timer uses the pod's own key)
+    assert files_containing(pod_workdir, fake_runpod.token) == []
     code, out = cli("pod", "down", *common)
     assert code == 0 and "terminated" in out, out
     assert fake_runpod.live_pods() == []
