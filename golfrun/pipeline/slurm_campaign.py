@@ -309,11 +309,19 @@ def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log:
         try:
             for sub in subs:
                 script = posixpath.join(paths.scripts, sub.script_name)
-                sub.job_id = client.submit(script, dependency(sub, ids))
+                dep = dependency(sub, ids)
+                try:
+                    sub.job_id = client.submit(script, dep)
+                except BackendError as exc:
+                    # half a chain is worse than none: take back what was submitted
+                    if ids:
+                        client.cancel(list(ids.values()))
+                    raise BackendError(f"sbatch of {sub.key} failed; cancelled the {len(ids)} job(s) already "
+                                       f"submitted. {exc}") from exc
                 ids[sub.key] = sub.job_id
                 state["jobs"].append({"key": sub.key, "stage": sub.stage, "kind": sub.kind, "job_id": sub.job_id,
-                                      "script": script, "dependency": dependency(sub, ids) if sub.after else ""})
-                log(f"submitted {sub.key}: job {sub.job_id}" + (f" ({dependency(sub, ids)})" if sub.after else ""))
+                                      "script": script, "dependency": dep})
+                log(f"submitted {sub.key}: job {sub.job_id}" + (f" ({dep})" if dep else ""))
         finally:
             write_state(campaign_dir, state)  # what was submitted, even if a later sbatch failed
         if options.detach:
