@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from golfrun.backends.runpod import pods
@@ -92,3 +93,31 @@ def test_missing_api_key_is_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
     code, out = cli("pod", "sweep", "--runs-dir", str(tmp_path))
     assert code == 12 and out.strip() == "golfrun: error: RUNPOD_API_KEY is not set: create an API key in the RunPod console and export it"
+
+
+def test_pod_up_detaches_then_run_all_reattaches_without_a_second_pod(fake_runpod: FakeRunpod, tmp_path: Path,
+                                                                      pod_workdir: Path) -> None:
+    from golfrun.pipeline.remote import RemoteOptions
+    from golfrun.pipeline.runpod_campaign import run_campaign
+    from tests.runpod.campaigns import FAST_FOLLOW, load
+
+    runs = tmp_path / "runs"
+    sets = [item for s in overrides(pod_workdir) for item in ("--set", s)]
+    # `pod up` has no timing options: give the settings the tests' short waits
+    import dataclasses
+
+    from tests.runpod.campaigns import FAST
+
+    original = pods.RunpodSettings.from_campaign
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pods.RunpodSettings, "from_campaign",
+                      classmethod(lambda cls, c: dataclasses.replace(original(c), **FAST)))
+        code, out = cli("pod", "up", "--runs-dir", str(runs), *sets)
+    assert code == 0 and "detached" in out, out
+    record = pods.load_record(runs / "tiny")
+    assert record is not None and record.live and record.run_started_at and fake_runpod.live_pods() == [record.pod_id]
+    lines: list[str] = []
+    assert run_campaign(load(pod_workdir), runs / "tiny", RemoteOptions(), lines.append,
+                        timing={"settle_s": 0.0, "poll_s": 0.05}, follow_timing=FAST_FOLLOW) == 0, "\n".join(lines)
+    assert any("re-attaching to pod" in line for line in lines)
+    assert fake_runpod.count("POST", "/v2/pods") == 1 and fake_runpod.live_pods() == []
