@@ -188,7 +188,9 @@ def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, camp
                        record: pods.PodRecord, paths: rp.PodPaths, forwarded: Mapping[str, str],
                        options: RemoteOptions, log: Log, transport: Any) -> None:
     rp.ensure_state_dir(transport, paths)
-    record.deadline_epoch = pods.deadline_epoch(settings, record)
+    at = pods.deadline_epoch(settings, record)
+    # re-attaching never moves a pod's deadline later, only earlier (a smaller budget)
+    record.deadline_epoch = min(record.deadline_epoch, at) if record.deadline_epoch else at
     rp.start_deadline(transport, paths, record.deadline_epoch, record.api_url or client.base_url,
                       pods.pod_env_file(record.pod_id))
     pods.save_record(campaign_dir, record)

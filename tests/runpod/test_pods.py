@@ -161,3 +161,42 @@ def test_pod_script_is_rendered_with_quoted_paths() -> None:
     assert "source /opt/venv/bin/activate" in text
     assert "python3 -m golfrun.cli run-all --campaign '/workspace/my golfrun/campaign.toml'" in text
     assert "mv '/workspace/my golfrun/.golfrun/exit_code.tmp' '/workspace/my golfrun/.golfrun/exit_code'" in text
+
+
+def test_deadline_is_the_earlier_of_time_limit_and_budget() -> None:
+    record = pods.PodRecord(campaign="t", name="golfrun-t-1", cost_per_hr=2.0, running_since_epoch=1000.0)
+    s = pods.RunpodSettings(deadline_minutes=120)
+    assert pods.deadline_epoch(s, record, now=1000.0) == 1000.0 + 7200
+    # 3 USD budget at 2 USD/h, 0.5 USD already spent by an earlier pod: 1.25 h left
+    record.earlier_pods = [{"pod_id": "old", "cost_usd": 0.5}]
+    budget = pods.RunpodSettings(deadline_minutes=120, budget_usd=3.0)
+    assert pods.deadline_epoch(budget, record, now=1000.0) == pytest.approx(1000.0 + 1.25 * 3600)
+    assert record.cost_so_far(now=1000.0 + 1800) == pytest.approx(0.5 + 1.0)
+
+
+def test_forward_env_takes_set_variables_and_never_the_api_key() -> None:
+    from types import SimpleNamespace
+
+    from golfrun.errors import BackendError
+    from golfrun.pipeline.runpod_campaign import forwarded_env
+
+    campaign = SimpleNamespace(backend=SimpleNamespace(runpod=SimpleNamespace(forward_env=["HF_TOKEN", "WANDB_API_KEY"])))
+    assert forwarded_env(campaign, {"HF_TOKEN": "hf_x", "OTHER": "1"}) == {"HF_TOKEN": "hf_x"}
+    campaign.backend.runpod.forward_env = ["RUNPOD_API_KEY"]
+    with pytest.raises(BackendError, match="never sent to a pod"):
+        forwarded_env(campaign, {"RUNPOD_API_KEY": "k"})
+
+
+def test_deadline_script_reads_the_pods_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from golfrun.backends.runpod import pod_deadline
+
+    monkeypatch.delenv("RUNPOD_POD_ID", raising=False)
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    env_file = tmp_path / "rp_environment"
+    env_file.write_text("export RUNPOD_POD_ID=abc\nexport RUNPOD_API_KEY='pod-key'\nexport PATH=/usr/bin\n")
+    found = pod_deadline.pod_env([str(env_file)])
+    assert found["RUNPOD_POD_ID"] == "abc" and found["RUNPOD_API_KEY"] == "pod-key" and "PATH" not in found
+    log = tmp_path / "deadline.log"
+    assert pod_deadline.main(["--at", "0", "--api-url", "http://127.0.0.1:9/v2", "--env-file", str(tmp_path / "none"),
+                              "--log", str(log)]) == 2  # no pod env here: says so instead of guessing
+    assert "no RUNPOD_POD_ID / RUNPOD_API_KEY" in log.read_text()
