@@ -76,6 +76,13 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
     scrub = list(forwarded.values())
     say: Log = lambda text: log(redact_text(text, scrub))  # noqa: E731
     record = pods.load_record(campaign_dir)
+    if record is not None and not record.pod_id and not record.ended_at:
+        # the laptop died inside the create call: the pod may exist under the recorded name
+        found = client.find_pods(record.name)
+        if found:
+            record.pod_id, record.status = found[0].id, found[0].status
+            pods.save_record(campaign_dir, record)
+            say(f"found pod {record.pod_id} created for {record.name} by an interrupted run")
     if record is not None and record.live:
         say(f"re-attaching to pod {record.pod_id} ({record.name}) from {pods.record_path(campaign_dir)}")
         if pods.refresh(client, campaign_dir, record) is None:

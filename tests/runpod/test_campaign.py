@@ -170,3 +170,17 @@ def _wait_for(check, timeout_s: float, what: str) -> None:  # type: ignore[no-un
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_pod_created_by_an_interrupted_run_is_adopted_not_duplicated(fake_runpod: FakeRunpod, tmp_path: Path,
+                                                                    pod_workdir: Path) -> None:
+    cdir = tmp_path / "runs" / "tiny"
+    # what a laptop that died inside POST /v2/pods leaves: a name in pod.json, a pod under that name
+    record = pods.PodRecord(campaign="tiny", name="golfrun-tiny-dead01", status="CREATING")
+    pods.save_record(cdir, record)
+    orphan = fake_runpod.create_orphan("golfrun-tiny-dead01")
+    lines: list[str] = []
+    with pytest.raises(pods.PodError):  # its key is not this laptop's: SSH cannot log in, and it is ended
+        run_campaign(load(pod_workdir), cdir, RemoteOptions(), lines.append, timing={**FAST, "ssh_timeout_s": 2.0})
+    assert any(f"found pod {orphan}" in line for line in lines)
+    assert fake_runpod.count("POST", "/v2/pods") == 0 and fake_runpod.live_pods() == []
