@@ -602,10 +602,12 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
     if name == "fa3":
         fa = _ATTN["fa3"]
         if cu_seqlens is None:
-            return fa.flash_attn_func(q, k, v, causal=True)
-        return fa.flash_attn_varlen_func(q[0], k[0], v[0], cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
-                                         max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen,
-                                         causal=True)[None]
+            out = fa.flash_attn_func(q, k, v, causal=True)
+        else:
+            out = fa.flash_attn_varlen_func(q[0], k[0], v[0], cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+                                            max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen, causal=True)
+        out = out[0] if isinstance(out, tuple) else out  # FA3 builds differ: tensor or (out, lse) (quirk §11.20)
+        return out if cu_seqlens is None else out[None]
     if name == "varlen" and cu_seqlens is not None:
         qq, kk, vv = q[0], k[0], v[0]
         kw = {}
