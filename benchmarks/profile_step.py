@@ -1,0 +1,87 @@
+"""Where a training step's GPU time goes: the record configuration on one GPU (grad accumulation 8),
+compiled as train_gpt.py compiles it, profiled with torch.profiler for one optimizer step without looping
+and one with looping. Kernels are grouped by kind. Prints JSON (and writes it to argv[1] if given).
+Usage: DATA_DIR=... python benchmarks/profile_step.py [out.json]"""
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_gpt as T  # noqa: E402
+
+
+def kind(name: str) -> str:
+    n = name.lower()
+    if "flash" in n or "fmha" in n or "attn" in n:
+        return "attention"
+    if any(k in n for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "matmul")):
+        return "matmul"
+    if "adam" in n or "multi_tensor" in n or "foreach" in n:
+        return "optimizer (Adam/EMA foreach)"
+    if "triton" in n:
+        return "inductor triton (fused elementwise/norm/loss)"
+    if "memcpy" in n or "memset" in n or "copy" in n:
+        return "copies"
+    return "other"
+
+
+def main():
+    h = T.Hyperparameters(dict(os.environ, TTT_ENABLED="0"))
+    dev = torch.device("cuda", 0)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    T.select_attention(dev, h.attn_backend)
+    torch.manual_seed(0)
+    model = T.build_model(h, dev)
+    fn, _ = T.compile_model(h, model, dev)
+    opt = T.Optimizers(model, h, 0, 1, dev)
+    files = T.list_shards(h.train_files, "train")
+    loader = T.DocumentPackingLoader(files, h.train_batch_tokens // 8, h.train_seq_len, 0, 1, dev, T.CU_PAD_COMPILED)
+    ema = T.EMA(model, h.ema_decay)
+    out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(), "phases": {}}
+    for looping in (False, True):
+        model.looping = looping
+        t = time.perf_counter()
+        for _ in range(2):
+            T.train_step(h, fn, opt, loader)
+        torch.cuda.synchronize()
+        warm = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(3):
+            T.train_step(h, fn, opt, loader)
+            ema.update()
+        torch.cuda.synchronize()
+        step_ms = 1000 * (time.perf_counter() - t) / 3
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            T.train_step(h, fn, opt, loader)
+            ema.update()
+            torch.cuda.synchronize()
+        groups = defaultdict(float)
+        top = []
+        for e in prof.key_averages():
+            us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+            if us <= 0:
+                continue
+            groups[kind(e.key)] += us / 1000
+            top.append((us / 1000, e.key[:90]))
+        total = sum(groups.values())
+        top.sort(reverse=True)
+        out["phases"]["loop" if looping else "preloop"] = {
+            "first_two_steps_s (includes compilation)": warm, "step_ms": step_ms,
+            "tokens_per_s": h.train_batch_tokens / (step_ms / 1000),
+            "gpu_kernel_ms": total, "by_kind_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+            "top_kernels_ms": [[round(ms, 2), k] for ms, k in top[:15]],
+        }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
