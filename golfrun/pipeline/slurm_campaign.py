@@ -501,6 +501,11 @@ def _epoch(iso: str) -> float:
 # ------------------------------------------------------------------------------------- later, from the laptop
 
 
+def has_submission(campaign_dir: Path) -> bool:
+    """Whether the campaign was submitted to Slurm (status views call slurm_states only then)."""
+    return state_path(Path(campaign_dir)).is_file()
+
+
 def _reconnect(campaign_dir: Path, accept_new_host_key: bool = False) -> tuple[dict[str, Any], Any]:
     state = read_state(campaign_dir)
     conn = Connection(state.get("ssh", ""), state.get("known_hosts", ""), "", accept_new_host_key)

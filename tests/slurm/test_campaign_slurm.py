@@ -140,6 +140,15 @@ def test_kill_over_ssh_cancels_downstream_and_preserves(slurm_cluster: SlurmClus
     assert summary(cdir, "04-gate-b")["verdict"] == "SKIPPED"
     assert summary(cdir, "05-preserve")["verdict"] == "PASS" and (remote / "runs" / "t" / "05-preserve").is_dir()
     assert (remote / "code" / ".golfrun-source.json").is_file()
+    # later, from the laptop: Slurm's view and a pull, both over SSH from slurm.json
+    common = ["--campaign", str(campaign), "--runs-dir", str(runs)]
+    jobs = golfrun(["slurm-jobs", *common], tmp_path, env)
+    assert jobs.returncode == 0, jobs.stderr
+    assert "CANCELLED" in jobs.stdout and "DependencyNeverSatisfied" in jobs.stdout
+    (cdir / "02-gate-a" / "summary.json").unlink()
+    pulled = golfrun(["pull", *common], tmp_path, env)
+    assert pulled.returncode == 0 and "pulled" in pulled.stdout, pulled.stderr
+    assert summary(cdir, "02-gate-a")["verdict"] == "KILL"
     assert golfrun_processes(slurm_cluster.conf) == []
 
 
