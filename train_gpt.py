@@ -2280,10 +2280,10 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0) -> dic
                 bl, bb = b[0] / max(b[1], 1), b[0] / (math.log(2) * max(b[2], 1e-12))
                 rl, rb = s[0] / max(s[1], 1), s[0] / (math.log(2) * max(s[2], 1e-12))
                 if phased:
-                    log0(f"ttp: b{q + 1}/{len(batches)} bl:{bl:.4f} bb:{bb:.4f} rl:{rl:.4f} rb:{rb:.4f} "
+                    log0(f"ttp: b{q + 1}/{len(queue)} bl:{bl:.4f} bb:{bb:.4f} rl:{rl:.4f} rb:{rb:.4f} "
                          f"dl:{int(lens.min())}-{int(lens.max())} gd:{gd}")
                 else:
-                    log0(f"ttt_progress: batch {q + 1}/{len(batches)} batch_loss:{bl:.4f} batch_bpb:{bb:.4f} "
+                    log0(f"ttt_progress: batch {q + 1}/{len(queue)} batch_loss:{bl:.4f} batch_bpb:{bb:.4f} "
                          f"running_loss:{rl:.4f} running_bpb:{rb:.4f} doc_len:{int(lens.min())}-{int(lens.max())}")
         if phased and part_i == 0:
             if world > 1:
