@@ -456,6 +456,7 @@ def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatu
     from golfrun.summary import Summary
 
     submitted = float(state.get("submitted_at", 0))
+    verdict_codes = {code for v, code in EXIT_CODES.items() if v is not Verdict.PASS}
     per_stage = stage_statuses(state, final)
     results: list[Summary] = []
     for stage in STAGES:
@@ -464,17 +465,20 @@ def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatu
         except GolfrunError:
             summary = None
         st = per_stage.get(stage)
+        job = _job_of(state, stage, st) if st is not None else None
         fresh = summary is not None and _epoch(summary.finished_at) >= submitted - 1
-        if not fresh and st is not None and st.state in (JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN) \
+        # the stage's own job ended with a verdict: its summary (fresh, or served from cache) counts
+        decided = st is not None and job is not None and job["kind"] != "tasks" and (
+            st.state is JobState.SUCCEEDED or (st.state is JobState.FAILED and st.exit_code in verdict_codes))
+        if summary is not None and (fresh or decided):
+            results.append(summary)
+        elif st is not None and job is not None and st.state in (JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN) \
                 and "DependencyNeverSatisfied" not in st.reason:
-            job = _job_of(state, stage, st)
-            reason = f"Slurm job {job['job_id']} ({job['key']}): {st.reason or st.state.value}; log: {SCRIPTS_DIR}/"
+            reason = f"Slurm job {job['job_id']} ({job['key']}): {st.reason or st.state.value}; its output is in {SCRIPTS_DIR}/"
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             summary = Summary(stage=stage, campaign=state["campaign"], verdict=Verdict.ERROR, started_at=stamp,
                               finished_at=stamp, fingerprint="", reasons=[reason])
             summaries.write_summary(campaign_dir, summary)
-            log(f"{stage}: ERROR ({reason})")
-        if summary is not None and (fresh or summary.verdict is Verdict.ERROR):
             results.append(summary)
     for summary in results:
         log(f"{summary.stage}: {summary.verdict.value}" + (f" — {summary.reasons[0].splitlines()[0]}" if summary.reasons else ""))

@@ -103,6 +103,12 @@ def test_campaign_end_to_end_submitted_here(slurm_cluster: SlurmCluster, data_di
     assert {j["name"] for j in jobs} >= {"good", "bad"} and all(j["cached"] for j in jobs)
     assert "--array=0-2%2" in (cdir / "slurm" / "03-ablation.tasks.sbatch").read_text()
     assert golfrun_processes(slurm_cluster.conf) == []
+    # a second submission redoes nothing: every stage job serves its summary from cache
+    first = {f: summary(cdir, f)["finished_at"] for f in ("02-gate-a", "04-gate-b")}
+    again = golfrun(["run-all", "--backend", "slurm", "--campaign", str(campaign), "--runs-dir", str(runs), "--set", SETUP],
+                    tmp_path, slurm_cluster.env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {f: summary(cdir, f)["finished_at"] for f in first} == first
     # later, from the laptop: Slurm's view per stage
     from golfrun.pipeline.slurm_campaign import slurm_states
 
