@@ -4,7 +4,9 @@
 one task per GPU, every task mapped to RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT by the
 rank wrapper (golfrun/backends/srun_rank.py), so it is multi-node aware. Extra srun flags — the
 pyxis container (`--container-image`, …) — come from GOLFRUN_SRUN_ARGS (a JSON list) that the
-generated sbatch script exports. Everything else (job folder, job.json, log, caching, cancel) is
+generated sbatch script exports. `GOLFRUN_SRUN_LAUNCHER=torchrun` (e.g. exported by a campaign
+`setup` line) starts one task per node instead, each running `torch.distributed.run` for the node's
+processes. Everything else (job folder, job.json, log, caching, cancel) is
 the local backend's: the stage process runs on the allocation's first node like a local run.
 """
 
@@ -22,7 +24,8 @@ from golfrun.errors import BackendError
 
 SRUN_ARGS_ENV = "GOLFRUN_SRUN_ARGS"
 NODES_ENV = "GOLFRUN_SRUN_NODES"  # nodes per trainer job (the stage's allocation), set by the sbatch script
-PYTHON_ENV = "GOLFRUN_SRUN_PYTHON"  # the trainer's interpreter on the compute side (e.g. in a container)
+PYTHON_ENV = "GOLFRUN_SRUN_PYTHON"
+LAUNCHER_ENV = "GOLFRUN_SRUN_LAUNCHER"  # "tasks" (default: one srun task per process) | "torchrun" (one per node)  # the trainer's interpreter on the compute side (e.g. in a container)
 
 
 def rank_wrapper_path() -> Path:
@@ -50,6 +53,9 @@ class SrunBackend(LocalBackend):
         super().__init__(python=python or env_python or sys.executable, **kw)  # type: ignore[arg-type]
         self.srun_args = srun_args if srun_args is not None else srun_args_from_env()
         self.nodes = int(os.environ.get(NODES_ENV, "0") or 0)  # 0 = as the job asks
+        self.launcher = os.environ.get(LAUNCHER_ENV, "") or "tasks"
+        if self.launcher not in ("tasks", "torchrun"):
+            raise BackendError(f"{LAUNCHER_ENV}={self.launcher!r}: expected 'tasks' or 'torchrun'")
 
     def command(self, job: Job) -> list[str]:
         if job.nodes < 1 or job.nproc_per_node < 1:
@@ -57,17 +63,20 @@ class SrunBackend(LocalBackend):
         if "SLURM_JOB_ID" not in os.environ:
             raise BackendError(f"job {job.name}: the srun backend runs inside a Slurm job (no SLURM_JOB_ID here)")
         nodes = self.nodes or job.nodes
-        ntasks = nodes * job.nproc_per_node
+        per_node = 1 if self.launcher == "torchrun" else job.nproc_per_node
+        wrapper = [str(rank_wrapper_path())]
+        if self.launcher == "torchrun":
+            wrapper += ["--torchrun", str(job.nproc_per_node)]
         return [
             "srun",
             f"--nodes={nodes}",
-            f"--ntasks={ntasks}",
-            f"--ntasks-per-node={job.nproc_per_node}",
+            f"--ntasks={nodes * per_node}",
+            f"--ntasks-per-node={per_node}",
             "--kill-on-bad-exit=1",
             f"--job-name={job.name}",
             *self.srun_args,
             self.python,
-            str(rank_wrapper_path()),
+            *wrapper,
             "--",
             self.python,
             job.script,

@@ -62,12 +62,36 @@ def rank_env(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def torchrun_argv(env: dict[str, str], nproc_per_node: int, python: str, script_and_args: list[str]) -> list[str]:
+    """One torchrun per node (one srun task per node): torchrun starts the node's processes and
+    sets their rank variables itself; this node's rank and the rendezvous come from Slurm."""
+    return [
+        python, "-m", "torch.distributed.run",
+        f"--nnodes={env.get('SLURM_NNODES', env.get('SLURM_JOB_NUM_NODES', '1'))}",
+        f"--node_rank={env.get('SLURM_NODEID', '0')}",
+        f"--nproc_per_node={nproc_per_node}",
+        f"--master_addr={env['MASTER_ADDR']}",
+        f"--master_port={env['MASTER_PORT']}",
+        *script_and_args,
+    ]
+
+
 def main(argv: list[str]) -> None:
+    """`srun_rank.py -- PROGRAM ARGS` (one task per process) or
+    `srun_rank.py --torchrun N -- PYTHON SCRIPT ARGS` (one task per node, N processes each)."""
+    torchrun = 0
+    if len(argv) >= 2 and argv[0] == "--torchrun":
+        torchrun, argv = int(argv[1]), argv[2:]
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
-        raise SystemExit("usage: srun_rank.py -- PROGRAM [ARGS...]")
-    os.execvpe(argv[0], argv, rank_env(dict(os.environ)))
+        raise SystemExit("usage: srun_rank.py [--torchrun NPROC] -- PROGRAM [ARGS...]")
+    env = rank_env(dict(os.environ))
+    if torchrun:
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+            env.pop(name, None)  # torchrun sets these per process
+        argv = torchrun_argv(env, torchrun, argv[0], argv[1:])
+    os.execvpe(argv[0], argv, env)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from golfrun.backends.srun_rank import first_host, port_for, rank_env
+from golfrun.backends.srun_rank import first_host, port_for, rank_env, torchrun_argv
 from tests.services.slurm import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,10 +25,14 @@ def test_rank_env_mapping() -> None:
     kept = rank_env({"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
     assert (kept["MASTER_ADDR"], kept["MASTER_PORT"]) == ("10.0.0.1", "29500")
     assert first_host("") == "127.0.0.1"
+    argv = torchrun_argv({"SLURM_NNODES": "2", "SLURM_NODEID": "1", "MASTER_ADDR": "gpu07", "MASTER_PORT": "23456"}, 8, "py", ["t.py"])
+    assert argv == ["py", "-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1", "--nproc_per_node=8",
+                    "--master_addr=gpu07", "--master_port=23456", "t.py"]
 
 
 @pytest.mark.slurm
-def test_srun_backend_launches_ranked_tasks(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["tasks", "torchrun"])
+def test_srun_backend_launches_ranked_tasks(slurm_cluster: SlurmCluster, tmp_path: Path, launcher: str) -> None:
     trainer = tmp_path / "trainer.py"
     trainer.write_text(textwrap.dedent("""
         import json, os
@@ -39,13 +43,14 @@ def test_srun_backend_launches_ranked_tasks(slurm_cluster: SlurmCluster, tmp_pat
     driver = tmp_path / "driver.py"
     work = tmp_path / "job dir"
     driver.write_text(textwrap.dedent(f"""
-        import sys
+        import os, sys
         sys.path.insert(0, {str(REPO)!r})
+        os.environ["GOLFRUN_SRUN_LAUNCHER"] = {launcher!r}
         from golfrun.backends.base import Job, wait
         from golfrun.backends.srun import SrunBackend
         b = SrunBackend()
         job = Job(name="ranks", script={str(trainer)!r}, env={{"GOLF": "x y"}}, workdir={str(work)!r}, nproc_per_node=2)
-        st = wait(b, b.submit(job), deadline_s=60, poll_interval_s=0.2)
+        st = wait(b, b.submit(job), deadline_s=120, poll_interval_s=0.2)
         print("STATE", st.state.value, st.reason)
         sys.exit(0 if st.state.value == "SUCCEEDED" else 1)
     """))
@@ -53,7 +58,7 @@ def test_srun_backend_launches_ranked_tasks(slurm_cluster: SlurmCluster, tmp_pat
     r = slurm_cluster.run("sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", f"--gpus-per-node={slurm_cluster.gpus}",
                           "-o", str(out), "--wrap", f"{sys.executable} {driver}")
     assert r.returncode == 0, r.stderr
-    state = slurm_cluster.wait_state(r.stdout.strip(), {"COMPLETED", "FAILED"})
+    state = slurm_cluster.wait_state(r.stdout.strip(), {"COMPLETED", "FAILED"}, timeout_s=150)
     assert state == "COMPLETED", out.read_text() + (work / "job.log").read_text() if (work / "job.log").exists() else out.read_text()
     ranks = [json.loads((work / f"rank{i}.json").read_text()) for i in range(2)]
     assert [(x["RANK"], x["LOCAL_RANK"], x["WORLD_SIZE"], x["LOCAL_WORLD_SIZE"]) for x in ranks] == [("0", "0", "2", "2"), ("1", "1", "2", "2")]
@@ -62,7 +67,9 @@ def test_srun_backend_launches_ranked_tasks(slurm_cluster: SlurmCluster, tmp_pat
     assert ranks[0]["ARTIFACT_DIR"] == str(work) and ranks[0]["GOLF"] == "x y"
     assert ranks[0]["CUDA_VISIBLE_DEVICES"] == "0,1"
     launched = json.loads((work / "launch.json").read_text())["argv"]
-    assert launched[:5] == ["srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=1"]
+    per_node = "1" if launcher == "torchrun" else "2"
+    assert launched[:5] == ["srun", "--nodes=1", f"--ntasks={per_node}", f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1"]
+    assert ("--torchrun" in launched) == (launcher == "torchrun")
 
 
 @pytest.mark.slurm
