@@ -113,7 +113,7 @@ def make_engine(campaign: "Campaign", runs_dir: Path, display: Any = None, force
             )
         from golfrun.backends.local import LocalBackend
 
-        on_line = None if display is None else (lambda job, line: display.on_line(job.name.rsplit("-", 1)[-1], line))
+        on_line = None if display is None else (lambda job, line: display.on_line(job.env.get("RUN_ID", job.name), line))
         return LocalBackend(python=campaign.backend.local.python or None, on_line=on_line)
 
     engine = Engine(campaign=campaign, campaign_dir=campaign_dir(runs_dir, campaign), backend_factory=backend_factory, log=log)
