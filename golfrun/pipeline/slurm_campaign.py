@@ -12,7 +12,7 @@ Nothing of golfrun has to stay alive after submission: by default `run_campaign`
 soon as everything is submitted, and `golfrun status|cancel|pull` work from `slurm.json` later.
 
 Over SSH (`--ssh user@host[:port]` or backend.slurm.ssh) the code is pushed to
-`<remote_dir>/code` (golfrun/transport/sync.py) and the campaign runs in `<remote_dir>/runs`.
+`<remote_dir>/code/<tree digest>` (golfrun/transport/sync.py) and the campaign runs in `<remote_dir>/runs`.
 """
 
 from __future__ import annotations
@@ -276,15 +276,23 @@ def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log:
     transport = conn.open()
     try:
         remote_dir = _resolve_remote_dir(transport, s.remote_dir) if ssh else ""
-        paths = _paths(campaign, campaign_dir, ssh, remote_dir)
+        code_id = ""
+        if ssh:
+            from golfrun.transport import sync
+
+            code_id = sync.tree_digest(repo_root())[:16]
+        paths = _paths(campaign, campaign_dir, ssh, remote_dir, code_id)
         subs = plan_submissions(campaign, paths, tuple(options.force))
         campaign_dir.mkdir(parents=True, exist_ok=True)
         _write_scripts(subs, scripts_local)
         if ssh:
             from golfrun.transport import sync
 
-            log(f"pushing code to {ssh}:{paths.code}")
-            sync.push_worktree(transport, repo_root(), paths.code)
+            if transport.run(["test", "-f", posixpath.join(paths.code, sync.SOURCE_FILE)]).returncode == 0:
+                log(f"code already on {ssh}: {paths.code}")
+            else:
+                log(f"pushing code to {ssh}:{paths.code}")
+                sync.push_worktree(transport, repo_root(), paths.code)
             remote_trainer = _remote_trainer(Path(campaign.trainer), paths)
             transport.run(["mkdir", "-p", "--", paths.scripts]).check()
             sync.put_text(transport, cluster_campaign(campaign, remote_trainer).to_toml(), paths.campaign_file)
@@ -354,10 +362,11 @@ def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log:
         _close(transport)
 
 
-def _paths(campaign: Any, campaign_dir: Path, ssh: str | None, remote_dir: str) -> ClusterPaths:
+def _paths(campaign: Any, campaign_dir: Path, ssh: str | None, remote_dir: str, code_id: str = "") -> ClusterPaths:
     if ssh:
-        return ClusterPaths(code=posixpath.join(remote_dir, "code"), runs=posixpath.join(remote_dir, "runs"),
-                            campaign=campaign.name)
+        # one folder per pushed tree: a later push never changes the code of jobs still queued
+        return ClusterPaths(code=posixpath.join(remote_dir, "code", code_id or "<tree digest>"),
+                            runs=posixpath.join(remote_dir, "runs"), campaign=campaign.name)
     return ClusterPaths(code=str(repo_root()), runs=str(campaign_dir.parent), campaign=campaign.name)
 
 

@@ -13,6 +13,7 @@ Pull (`pull_tree`): an SFTP walk of the remote folder, skipping named folders (t
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import posixpath
@@ -50,6 +51,17 @@ def source_info(repo: Path) -> dict[str, Any]:
         "commit": head.stdout.decode().strip() if head.returncode == 0 else "",
         "dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
     }
+
+
+def tree_digest(repo: Path) -> str:
+    """sha256 over the names and bytes of what pack_worktree would pack (same tree, same digest):
+    names a pushed copy, so jobs still queued keep the code they were submitted with."""
+    repo = Path(repo).resolve()
+    digest = hashlib.sha256()
+    for name in worktree_files(repo) or []:
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((repo / name).read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def pack_worktree(repo: Path, fallback: Sequence[str] = ("golfrun", "pyproject.toml", "train_gpt.py")) -> bytes:

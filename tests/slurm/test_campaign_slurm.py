@@ -145,7 +145,7 @@ def test_kill_over_ssh_cancels_downstream_and_preserves(slurm_cluster: SlurmClus
     assert summary(cdir, "03-ablation")["verdict"] == "SKIPPED"
     assert summary(cdir, "04-gate-b")["verdict"] == "SKIPPED"
     assert summary(cdir, "05-preserve")["verdict"] == "PASS" and (remote / "runs" / "t" / "05-preserve").is_dir()
-    assert (remote / "code" / ".golfrun-source.json").is_file()
+    assert len(list((remote / "code").glob("*/.golfrun-source.json"))) == 1  # one folder per pushed tree
     # later, from the laptop: Slurm's view and a pull, both over SSH from slurm.json
     common = ["--campaign", str(campaign), "--runs-dir", str(runs)]
     jobs = golfrun(["slurm-jobs", *common], tmp_path, env)
