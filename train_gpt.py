@@ -1582,12 +1582,13 @@ def serialize(h: Any, model: nn.Module, calib_batches: Any, log0: Callable[[str]
     """Code size (§6.5), rank-0 final_model.pt, unbank, Hessians, GPTQ, torch.save+byte shuffle+compress, rank-0 .ptz.
     calib_batches: an iterable of LongTensor (B, T) token batches (the §3.4 calibration loader, already limited to GPTQ_CALIBRATION_BATCHES).
     Returns dict(path, model_bytes, code_bytes, total_bytes, compressor) for results.json."""
-    check_compressor(h.compressor)
     # CPU copies: portable final_model.pt, and GPTQ reads its weights from here.
     sd = {k.removeprefix("_orig_mod."): v.detach().cpu() for k, v in model.state_dict().items()}
     if rank == 0:
         torch.save(sd, h.model_path)
         log0(f"Serialized model: {os.path.getsize(h.model_path)} bytes")
+    # After the save, before the work: a bad compressor keeps the trained weights (EVAL_ONLY_PATH reruns).
+    check_compressor(h.compressor)
     code_bytes = code_size_bytes(h, log0)
     unbanked = unbank_state_dict(sd)
     log0("GPTQ:collecting Hessians from calibration data...")

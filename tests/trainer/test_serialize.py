@@ -229,10 +229,11 @@ def test_bad_compressor_is_a_clear_error(tg, tmp_path):
     with pytest.raises(ValueError, match="COMPRESSOR='zstd'"):
         make_h(tg, tmp_path, COMPRESSOR="zstd")
     h = make_h(tg, tmp_path)
-    h.compressor = "zstd"  # past the start-up check: serialize refuses before writing anything
+    h.compressor = "zstd"  # past the start-up check: serialize refuses before quantizing,
     with pytest.raises(ValueError, match="COMPRESSOR='zstd'"):
         tg.serialize(h, tg.build_model(h, CPU), calib_batches(1), lambda _: None, 0, 1, CPU)
-    assert not Path(h.model_path).exists()
+    assert Path(h.model_path).exists()  # but after saving the trained weights
+    assert not Path(h.quantized_model_path).exists()
 
 
 def test_brotli_missing_is_an_error_not_a_switch(tg, tmp_path, monkeypatch):
@@ -240,7 +241,7 @@ def test_brotli_missing_is_an_error_not_a_switch(tg, tmp_path, monkeypatch):
     h = make_h(tg, tmp_path)
     with pytest.raises(RuntimeError, match="brotli package.*COMPRESSOR=lzma"):
         tg.serialize(h, tg.build_model(h, CPU), calib_batches(1), lambda _: None, 0, 1, CPU)
-    assert not Path(h.quantized_model_path).exists()
+    assert Path(h.model_path).exists() and not Path(h.quantized_model_path).exists()
     with pytest.raises(RuntimeError, match="brotli"):
         tg.decompress_bytes(b"\x1b\x00not xz")
 
