@@ -187,3 +187,17 @@ def test_two_process_gloo_matches_one_process(tiny_data, tmp_path):
     assert abs(v1 - v2) < 0.002
     assert abs(r1["final"]["val_bpb"] - r2["final"]["val_bpb"]) < 0.003
     assert proc2.stdout.count("Hyperparameters:") == 1  # rank 0 only prints
+
+
+def test_golfrun_log_parser_reads_our_log(tiny_run):
+    """Contract 1 fallback: golfrun's record-log parser, fed our log, finds the same figures as results.json."""
+    from golfrun.trainer.results import parse_record_log
+
+    out, proc = tiny_run
+    res = read_results(out)
+    parsed = parse_record_log((out / "tiny.txt").read_text())
+    assert parsed.model_params == res["model_params"]
+    assert parsed.final is not None and parsed.final.label == "diagnostic quantized"
+    assert parsed.final.val_bpb == pytest.approx(res["final"]["val_bpb"], abs=1e-8)
+    assert parsed.artifact.total_bytes == res["artifact"]["total_bytes"]
+    assert parsed.hyperparameters["NUM_LAYERS"] == 4
