@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from golfrun.backends.runpod.api import Pod, RunpodApiError, RunpodClient
+from golfrun.backends.runpod.api import Pod, RunpodClient
 from golfrun.errors import BackendError, CampaignError
 
 POD_JSON = "pod.json"
@@ -466,22 +466,17 @@ def owned_pod_ids(runs_dirs: Sequence[Path]) -> dict[str, Path]:
     return owned
 
 
-def check_api_reachable(client: RunpodClient) -> None:
-    try:
-        client.list_pods()
-    except RunpodApiError as exc:
-        raise BackendError(f"RunPod API not usable: {exc}") from None
-
-
 def sweep(client: RunpodClient, runs_dirs: Sequence[Path], yes: bool, log: Log) -> list[Pod]:
     """`golfrun-` pods that no live campaign under `runs_dirs` owns; terminated when `yes`."""
     owned = owned_pod_ids(runs_dirs)
-    orphans = [p for p in golfrun_pods(client) if p.id not in owned]
-    for pod in golfrun_pods(client):
+    ours = golfrun_pods(client)
+    orphans = [p for p in ours if p.id not in owned]
+    for pod in ours:
         if pod.id in owned:
             log(f"keep  {pod.id}  {pod.name}  {pod.status}  (owned by {owned[pod.id]})")
     for pod in orphans:
-        log(f"{'end ' if yes else 'orphan'}  {pod.id}  {pod.name}  {pod.status}  {pod.cost_per_hr:.2f} USD/h")
+        log(f"{'end ' if yes else 'orphan'}  {pod.id}  {pod.name}  {pod.status}  {pod.cost_per_hr:.2f} USD/h  "
+            f"(campaign {campaign_of(pod.name) or '?'}, no live pod.json owns it)")
         if yes:
             client.terminate(pod.id)
     if orphans and not yes:
