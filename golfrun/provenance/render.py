@@ -119,7 +119,7 @@ def model_card(campaign: str, summaries: Mapping[str, Summary], tarball: str, ta
         "",
         results_table(summaries),
         "",
-        *[line for line in gate_b_lines(summaries)],
+        "\n\n".join(gate_b_lines(summaries)),
         "",
         "## Provenance",
         "",
