@@ -11,7 +11,8 @@
 
 Numbers come from the summaries only: gate-b's `decision.per_seed` (or gate-a's single result
 when gate-b never ran), the reference from the campaign. val_bpb and val_loss are arithmetic means
-over seeds; val_bpb_std is the population std (ddof 0), as the records use. Welch statistics are
+over seeds and val_bpb_std the population std (ddof 0), as the records use, rounded to 8 decimals;
+an eval-only seed's training figures are gate-a's run of that seed (its checkpoint). Welch statistics are
 gate-b's record test (one-sided, per-seed val_loss); computed here with scipy only when gate-b
 holds none. Rules not met are warnings (returned, printed by the CLI and listed in the README), not
 errors: the folder is still written so a person can look at it.
@@ -41,6 +42,7 @@ ARTIFACT_CAP_BYTES = 16_000_000
 TIME_CAP_MS = 600_000.0
 ALPHA = 0.01
 MIN_SEEDS = 3
+DIGITS = 8  # derived figures (means, std, deltas) are rounded as the records print them
 # what train_gpt.py imports beyond the standard library (trainer-facts §10.1)
 TRAINER_REQUIREMENTS = ("torch", "numpy", "sentencepiece", "brotli", "python-minifier")
 
@@ -129,13 +131,24 @@ def seed_rows(campaign_dir: Path, summaries: Mapping[str, Summary]) -> tuple[lis
                             "eval_time_ms": final.get("eval_time_ms"), "train_time_ms": res.get("train_time_ms"),
                             "artifact_bytes": (res.get("artifact") or {}).get("total_bytes")})
         source = "gate-a"
+    ga_train: dict[int, dict[str, Any]] = {}
+    ga = summaries.get("gate-a")
+    for j in (ga.jobs if ga else []):
+        res = j.result or {}
+        if res.get("mode", "train") == "train" and isinstance(res.get("seed"), int):
+            ga_train[res["seed"]] = res
     rows = []
     for r in raw:
         if r.get("val_bpb") is None or r.get("val_loss") is None or r.get("seed") is None:
             continue
         log, res = _find_log(campaign_dir, int(r["seed"]), float(r["val_bpb"]))
+        train_ms, steps = r.get("train_time_ms"), res.get("steps")
+        if (r.get("mode") or res.get("mode")) in ("eval_only", "eval_only_quantized"):
+            # an eval-only score on gate-a's checkpoint: the training that counts is gate-a's
+            trained = ga_train.get(int(r["seed"]), {})
+            train_ms, steps = trained.get("train_time_ms"), trained.get("steps")
         rows.append(SeedRow(int(r["seed"]), float(r["val_loss"]), float(r["val_bpb"]), r.get("eval_time_ms"),
-                            r.get("train_time_ms"), r.get("artifact_bytes"), res.get("steps"), log, res))
+                            train_ms, r.get("artifact_bytes"), steps, log, res))
     if not rows:
         raise ProvenanceError(f"{campaign_dir}: no seed has a final score in gate-b or gate-a; nothing to package "
                               "(run the campaign first: golfrun run-all)")
@@ -282,7 +295,7 @@ def build_package(campaign: Any, campaign_dir: Path, out: Path, *, date: str | N
     torch_version = versions.get("torch") or (prov.get("trainer_python") or {}).get("torch")
 
     artifact_ok = all(r.artifact_bytes is not None and r.artifact_bytes <= ARTIFACT_CAP_BYTES for r in rows)
-    trained = [r for r in rows if r.result.get("mode", "train") == "train" and r.train_time_ms is not None]
+    trained = [r for r in rows if r.train_time_ms is not None]
     train_ok = all(r.train_time_ms <= TIME_CAP_MS for r in trained)  # type: ignore[operator]
     eval_ok = all(r.eval_time_ms is not None and r.eval_time_ms <= TIME_CAP_MS for r in rows)
     p = rt.get("p")
@@ -295,6 +308,8 @@ def build_package(campaign: Any, campaign_dir: Path, out: Path, *, date: str | N
         (f"record test p < {ALPHA}", isinstance(p, (int, float)) and p < ALPHA, f"p = {fmt(p, 6)}"),
     ]
     warnings = [f"rule not met: {n} ({d})" for n, ok, d in checks if not ok]
+    warnings += [f"preserve.submission.{k} is empty; submission.json needs it" for k in ("author", "github_id")
+                 if not getattr(meta, k)]
 
     sub: dict[str, Any] = {
         "name": name,
@@ -304,10 +319,10 @@ def build_package(campaign: Any, campaign_dir: Path, out: Path, *, date: str | N
         "track": track,
         **({"base_pr": meta.base_pr} if meta.base_pr else {}),
         **({"blurb": meta.blurb} if meta.blurb else {}),
-        "val_bpb": _mean(bpbs),
-        "val_loss": _mean(losses),
-        "val_bpb_std": _pstd(bpbs),
-        "val_loss_std": _pstd(losses),
+        "val_bpb": round(_mean(bpbs), DIGITS),
+        "val_loss": round(_mean(losses), DIGITS),
+        "val_bpb_std": round(_pstd(bpbs), DIGITS),
+        "val_loss_std": round(_pstd(losses), DIGITS),
         "seeds": [r.seed for r in rows],
         "seed_results": {
             str(r.seed): {k: v for k, v in {
@@ -330,10 +345,10 @@ def build_package(campaign: Any, campaign_dir: Path, out: Path, *, date: str | N
         },
     }
     if ref_bpb is not None:
-        sub["comparison_baseline_bpb"] = ref_bpb
-        sub["delta_bpb"] = sub["val_bpb"] - ref_bpb
+        sub["comparison_baseline_bpb"] = round(ref_bpb, DIGITS)
+        sub["delta_bpb"] = round(_mean(bpbs) - ref_bpb, DIGITS)
     if ref_loss is not None:
-        sub["delta_nats"] = sub["val_loss"] - ref_loss
+        sub["delta_nats"] = round(_mean(losses) - ref_loss, DIGITS)
 
     folder = Path(out) / "records" / f"track_{track}" / folder_name(date, name)
     folder.mkdir(parents=True, exist_ok=True)
