@@ -60,3 +60,36 @@ def redact_data(data: Any) -> Any:
 def secret_values_from_env(env: Mapping[str, str]) -> list[str]:
     """The values of secret-named variables in `env`: to scrub from logs captured from processes."""
     return [v for k, v in env.items() if is_secret_name(k) and v]
+
+
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
+
+
+class LineRedactor:
+    """Redacts a stream line by line, including private-key blocks that span many lines.
+
+    `redact_text` needs the whole block in one string; a log written as it streams only ever sees
+    one line, so this remembers whether it is inside a BEGIN … END block and drops its body.
+    """
+
+    def __init__(self, secret_values: list[str] | tuple[str, ...] = ()) -> None:
+        self._secrets = tuple(secret_values)
+        self._in_key = False
+
+    def __call__(self, line: str) -> str:
+        if self._in_key:
+            end = _PEM_END.search(line)
+            if end is None:
+                return ""
+            self._in_key = False
+            line = line[end.end():]
+            if not line.strip():  # the block ended the line: nothing of it remains to write
+                return ""
+        line = redact_text(line, self._secrets)
+        begin = _PEM_BEGIN.search(line)
+        if begin is not None:  # a block that does not end on this line
+            self._in_key = True
+            newline = "\n" if line.endswith("\n") else ""
+            line = line[: begin.start()] + REDACTED + newline
+        return line

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from golfrun.errors import TransportError
-from golfrun.secrets import redact_text, secret_values_from_env
+from golfrun.secrets import LineRedactor, secret_values_from_env
 from golfrun.transport.base import CompletedRun, format_argv
 
 PROC = Path("/proc")
@@ -108,7 +108,7 @@ class LocalProcess:
         self.log_path = log_path
         self.started_at = time.time()
         self._log = log_file
-        self._secrets = secret_values
+        self._redact = LineRedactor(secret_values)
         self._on_line = on_line
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_KEEP)
         self._callback_error: str | None = None
@@ -122,7 +122,9 @@ class LocalProcess:
         assert self.popen.stdout is not None
         try:
             for raw in iter(self.popen.stdout.readline, b""):
-                line = redact_text(raw.decode("utf-8", errors="replace"), self._secrets)
+                line = self._redact(raw.decode("utf-8", errors="replace"))
+                if not line:  # inside a private-key block
+                    continue
                 self._log.write(line)
                 self._log.flush()
                 text = line.rstrip("\r\n")

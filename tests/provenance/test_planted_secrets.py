@@ -178,14 +178,11 @@ def test_no_planted_secret_in_anything_a_campaign_writes(campaign_run: Run) -> N
     assert _scan([("stdout", run.stdout.encode()), ("stderr", run.stderr.encode())], needles) == []
 
     # The private key's body, printed by the trainer over several lines: everything preserve writes
-    # (tarball members, the bundle, uploads) is scrubbed of whole PEM blocks (the job logs on disk: see below)
+    # (tarball members, the bundle, uploads) is scrubbed of whole PEM blocks, and so are the job logs (below)
     preserved = [b for b in blobs if "05-preserve" in b[0] or "/kept/" in b[0]] + hub
     assert _scan(preserved, [KEY_BODY]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="known gap outside preserve: golfrun/transport/local.py spawn redacts job logs "
-                   "line by line, so a multi-line private-key block printed by the trainer reaches job.log on disk "
-                   "(the tarball's and the uploads' copies are scrubbed)")
 def test_a_private_key_printed_by_the_trainer_stays_out_of_job_logs(campaign_run: Run) -> None:
     logs = [(str(p), p.read_bytes()) for p in (campaign_run.root / "runs").rglob("job.log")]
     assert logs
