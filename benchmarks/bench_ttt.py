@@ -58,7 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     tg = load_trainer()
-    env = {"TTT_ENABLED": "1", "PHASED_TTT_ENABLED": "1", "PHASED_TTT_PREFIX_DOCS": str(args.prefix_docs),
+    env = {"TTT_ENABLED": "1", "PHASED_TTT_ENABLED": "1",
+           "PHASED_TTT_PREFIX_DOCS": str(8 if args.tiny else args.prefix_docs),
            "SEED": "0", "RUN_ID": "bench_ttt"}
     if args.tiny:
         env.update({"VOCAB_SIZE": "512", "NUM_LAYERS": "4", "MODEL_DIM": "64", "EMBEDDING_DIM": "64", "NUM_HEADS": "4",
@@ -83,7 +84,7 @@ def main() -> None:
             if p.ndim >= 2:
                 p.add_(torch.randn_like(p.float()).to(p.dtype) * 0.02)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    n_docs = 48 if args.tiny else args.docs
+    n_docs = 24 if args.tiny else args.docs
     tokens = synthetic_stream(n_docs, h.vocab_size)
     rng = np.random.default_rng(1)
     pieces = [("<unk>", "unknown"), ("<s>", "control")] + [
@@ -111,7 +112,12 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        entry = tg.run_ttt_eval(h, model, tokens, tables, 0, 1, device, lambda m: (lines.append(m), print(m, flush=True)))
+        try:
+            entry = tg.run_ttt_eval(h, model, tokens, tables, 0, 1, device, lambda m: (lines.append(m), print(m, flush=True)))
+        except torch.cuda.OutOfMemoryError as e:
+            result["runs"][name] = {"error": f"out of memory at TTT_BATCH_SIZE={h.ttt_batch_size}: {str(e)[:300]}"}
+            Path(args.out).write_text(json.dumps(result, indent=2))
+            raise
         ttt = entry["ttt"]
         result["runs"][name] = {
             "label": entry["label"], "val_bpb": entry["val_bpb"], "eval_time_s": entry["eval_time_ms"] / 1000,
