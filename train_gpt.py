@@ -2361,7 +2361,18 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
     """Returns (fn(x, y, cu, max_seqlen, reduction='mean') -> loss, compiled?). torch.compile only on CUDA:
     on a CPU it costs more than it saves at the sizes a CPU can train."""
     if device.type == "cuda" and h.compile_enabled:
-        return torch.compile(model, dynamic=False, fullgraph=True), True
+        plain = torch.compile(model, dynamic=False, fullgraph=True)
+        if h.num_loops <= 0:
+            return plain, True
+        # Speed, not math: in the looped graph Inductor's mix-order reductions (torch <= 2.12 has no cap on
+        # their loads, pytorch#179423) fuse the 3x shared-layer gradient sums into spilling norm-backward kernels.
+        import torch._inductor.config as inductor_config
+        opts = {"triton.mix_order_reduction": False} if hasattr(inductor_config.triton, "mix_order_reduction") else None
+        looped = torch.compile(model, dynamic=False, fullgraph=True, options=opts)
+
+        def model_fn(*args, **kwargs):
+            return (looped if model.looping else plain)(*args, **kwargs)
+        return model_fn, True
     return model, False
 
 
@@ -2451,6 +2462,7 @@ def main() -> None:
     tables = ByteTables(base, lead, boundary, device)
     val_tokens = load_validation_tokens(h.val_files, h.eval_seq_len)
     if mode == "train":
+        check_compressor(h.compressor)  # before training, not after ten minutes of it
         train_files = list_shards(h.train_files, "train")
         log0(f"train_shards: {len(train_files)}")
         log0(f"val_tokens: {val_tokens.numel() - 1}")

@@ -122,7 +122,7 @@ def test_eval_only_full_precision(tiny_data, tiny_run, tmp_path):
     assert read_results(tmp_path / "evf")["mode"] == "eval_only"
 
 
-@pytest.mark.parametrize("case", ["world_size", "vocab", "no_data", "no_shards"])
+@pytest.mark.parametrize("case", ["world_size", "vocab", "no_data", "no_shards", "compressor"])
 def test_bad_setups_fail_at_start(tiny_data, tmp_path, case):
     data = tiny_data
     extra = {}
@@ -136,6 +136,12 @@ def test_bad_setups_fail_at_start(tiny_data, tmp_path, case):
         (data / "datasets" / "fineweb10B_sp512").rename(data / "datasets" / "fineweb10B_sp1024")
         extra = {"VOCAB_SIZE": "1024"}
         needle = "VOCAB_SIZE=1024 but tokenizer"
+    elif case == "compressor":  # brotli missing: fail before training, not after it
+        shadow = tmp_path / "shadow"
+        shadow.mkdir()
+        (shadow / "brotli.py").write_text("raise ImportError('no brotli here')\n")
+        extra = {"PYTHONPATH": str(shadow)}
+        needle = "COMPRESSOR=brotli"
     elif case == "no_data":
         data = tmp_path / "empty"
         data.mkdir()
