@@ -12,7 +12,6 @@ import functools
 import importlib
 import importlib.util
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

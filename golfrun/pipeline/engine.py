@@ -20,7 +20,6 @@ Rules (docs/pipeline.md has the long form):
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import time
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from golfrun.errors import GolfrunError, SummaryError
 from golfrun.pipeline import summaries
-from golfrun.stages.common import campaign_section, plain, sha256_file, sha256_text, trainer_path
+from golfrun.stages.common import campaign_section, sha256_file, sha256_text, trainer_path
 from golfrun.summary import EXIT_CODES, STAGES, Summary, Verdict
 
 if TYPE_CHECKING:
@@ -237,7 +236,7 @@ class Engine:
         ctx.stage_dir.mkdir(parents=True, exist_ok=True)
         if self.on_stage is not None:
             self.on_stage(stage)
-        setattr(ctx, "job_cache", job_cache)
+        ctx.job_cache = job_cache
         self.log(f"{stage}: running ({why})")
         started = now_iso()
         t0 = time.monotonic()
@@ -294,7 +293,7 @@ class Engine:
                 outcomes[stage] = self._skipped(stage, self.upstream(stage, strict=False), blocked)
                 continue
             forced = i >= first_forced
-            why = f"--force {stage}" if stage in force else f"an upstream stage was forced" if forced else ""
+            why = f"--force {stage}" if stage in force else "an upstream stage was forced" if forced else ""
             result = self.run_stage(stage, force=forced, job_cache=stage not in force, why_forced=why)
             outcomes[stage] = result.summary
         return exit_code(outcomes.values())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from golfrun.errors import SummaryError
 from golfrun.stages.common import write_json_atomic

@@ -29,7 +29,7 @@ from golfrun.stages import common
 from golfrun.stages.ablation import BASELINE, eval_only_inputs
 from golfrun.stages.common import JobSpec, plain
 from golfrun.stages.context import StageContext
-from golfrun.summary import Check, JobRecord, Summary, Verdict
+from golfrun.summary import Check, JobRecord, Summary
 
 
 @dataclass
