@@ -230,3 +230,19 @@ def test_gate_b_statistics_match_hand_computation(tmp_path: Path, campaign: Path
     assert rt["passed"] is True
     stats = summary(tmp_path, "04-gate-b")["decision"]["val_bpb"]
     assert stats["mean"] == pytest.approx(1.991) and stats["std"] == pytest.approx(0.001)
+
+
+def test_decide_baseline_reuses_gate_a_for_its_seed(tmp_path: Path, campaign: Path) -> None:
+    grey = ["--set", "ablation.promote_delta_bpb=-0.05", "--set", "ablation.hold_delta_bpb=-0.005"]
+    assert golfrun(tmp_path, "run-all", *grey).exit_code == 11
+    decided = CliRunner().invoke(main, ["decide", "ablation", "--promote", "baseline", "--reason", "confirm the reproduction",
+                                        "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs"), *grey])
+    assert decided.exit_code == 0, decided.output
+    n = len(launches(tmp_path))
+    assert golfrun(tmp_path, "run-all", *grey).exit_code == 0
+    assert sorted(line.split()[0] for line in launches(tmp_path)[n:]) == ["seed1", "seed2"]
+    gate_b = summary(tmp_path, "04-gate-b")
+    assert gate_b["decision"]["variant"] == "baseline" and gate_b["decision"]["variant_env"] == {}
+    seed0 = next(j for j in gate_b["jobs"] if j["name"] == "seed0")
+    assert seed0["cached"] and "reused from gate-a" in seed0["reason"]
+    assert gate_b["decision"]["val_bpb"]["mean"] == pytest.approx(2.001)
