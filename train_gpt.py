@@ -2098,7 +2098,7 @@ def ttt_run_batch(ctx: TTTContext, batch: np.ndarray, batch_index: int) -> torch
         nd = nll.detach()
         sums[0] += torch.where(score, nd.double(), 0.0).sum()
         sums[1] += score.sum()
-        sums[2] += torch.where(score, h_bytes(ctx.tables, x, y), 0.0).sum()
+        sums[2] += torch.where(score, target_bytes(ctx.tables, x, y), 0.0).sum()
         if ctx.dump is not None:
             ctx.dump.add(idx[score], nd[score], ctx.step)
         if ctx.corrector is not None:
@@ -2122,7 +2122,7 @@ def ttt_run_batch(ctx: TTTContext, batch: np.ndarray, batch_index: int) -> torch
     return sums
 
 
-def h_bytes(tables, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def target_bytes(tables, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return tables.bytes_for(x.reshape(-1), y.reshape(-1)).view(y.shape)
 
 
