@@ -52,9 +52,19 @@ def test_scores_depend_only_on_tokens_scored_before(tg, stream, originals, tmp_p
     steps = np.unique(step[step >= 0])
     p1, p2 = steps[steps < entry["ttt"]["phase2_first_step"]], steps[steps >= entry["ttt"]["phase2_first_step"]]
     assert len(p1) > 4 and len(p2) > 4
-    t0 = int(p1[len(p1) // 2]) if where == "phase1" else int(p2[len(p2) // 2])
-    at = np.flatnonzero(step == t0)
-    p = int(at[len(at) // 2])
+    # t0, p: mid-chunk in a document that has a later chunk, so this chunk is also trained on after scoring
+    starts = tg.find_documents(stream.numpy())[:, 0]
+    doc = np.searchsorted(starts, np.arange(len(step)), side="right") - 1
+    phase = p1 if where == "phase1" else p2
+    for t0 in np.roll(phase, -(len(phase) // 2)):
+        at = np.flatnonzero(step == t0)
+        trained = [i for i in at if (step[doc == doc[i]] > t0).any()]
+        if trained:
+            break
+    t0 = int(t0)
+    mine = [i for i in trained if doc[i] == doc[trained[0]]]
+    p = int(mine[len(mine) // 2])
+    assert len(mine) == 8 and mine[0] < p  # a full chunk (TTT_CHUNK_SIZE=8), split by p
     changed_tokens = _perturb_after(stream, step, t0, p)
     h = hparams(tg, **(CORRECTOR if mode == "corrector" else {}))
     _, _, d2 = run_ttt(tg, h, changed_tokens, tmp_path, "perturbed")
