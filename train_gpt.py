@@ -2364,8 +2364,8 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
         plain = torch.compile(model, dynamic=False, fullgraph=True)
         if h.num_loops <= 0:
             return plain, True
-        # Speed, not math: in the looped graph Inductor's mix-order reductions (torch <= 2.12 has no cap on
-        # their loads, pytorch#179423) fuse the 3x shared-layer gradient sums into spilling norm-backward kernels.
+        # Speed only: in the looped graph torch 2.11's mix-order reductions over-fuse the norm backward into two
+        # slow kernels (no cap on their loads, pytorch#179423): off there, looped step -10% (benchmarks/README.md).
         import torch._inductor.config as inductor_config
         opts = {"triton.mix_order_reduction": False} if hasattr(inductor_config.triton, "mix_order_reduction") else None
         looped = torch.compile(model, dynamic=False, fullgraph=True, options=opts)
