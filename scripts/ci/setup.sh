@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # setup.sh - create .venv and install golfrun with its trainer and test extras:
-#   pip install -e '.[train,test]'   (torch comes from pip's configured index / find-links)
+#   pip install TORCH_SPEC, then pip install -e '.[train,test]'
+# TORCH_SPEC defaults to the CPU build the tiny campaign and the tests use (torch==2.13.0, a local
+# wheel through pip's configured find-links); without the pin pip would pick the newest torch of
+# the index, a multi-GB CUDA build. Set TORCH_SPEC to install another one.
 # Idempotent and quick when already done: a stamp records the sha256 of pyproject.toml and the
 # interpreter; nothing is reinstalled while both are unchanged.
 set -euo pipefail
@@ -8,6 +11,7 @@ cd "$(dirname "$0")/../.."
 
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 STAMP="$VENV/.golfrun-setup"
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
@@ -19,7 +23,7 @@ fi
   exit 1
 }
 
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])') $TORCH_SPEC"
 if [ -x "$VENV/bin/golfrun" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   echo "setup: $VENV is up to date"
   exit 0
@@ -41,6 +45,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+"$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
 "$VENV/bin/python" -m pip install --quiet -e '.[train,test]'
 echo "$want" > "$STAMP"
 echo "setup: installed golfrun into $VENV ($("$VENV/bin/golfrun" --version))"
