@@ -127,7 +127,8 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
             say(f"pod {record.pod_id} lost: {lost}")
             _best_effort_pull(transport, paths, campaign_dir, say)
             pods.terminate(client, campaign_dir, record, f"lost: {lost}", say)
-            if settings.budget_usd and record.cost_so_far() >= settings.budget_usd:
+            if settings.budget_usd and (record.cost_so_far() >= settings.budget_usd
+                                        or _ended_by_budget_deadline(settings, record)):
                 raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
                                     f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); the pod ended itself") from None
             if record.deadline_epoch and time.time() >= record.deadline_epoch - 5:
@@ -189,6 +190,17 @@ def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any,
         transport.close()
         raise
     return transport
+
+
+def _ended_by_budget_deadline(settings: pods.RunpodSettings, record: pods.PodRecord) -> bool:
+    """The in-pod timer ended the pod at a deadline that the budget (not deadline_minutes) set.
+
+    The timer may fire a moment before the cost we compute reaches the budget, so comparing costs
+    alone would take a pod ended for its budget for a lost one, and replace it.
+    """
+    if not (record.deadline_epoch and record.running_since_epoch) or time.time() < record.deadline_epoch - 5:
+        return False
+    return record.deadline_epoch - record.running_since_epoch < settings.deadline_minutes * 60.0 - 60.0
 
 
 def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any, campaign_dir: Path,
