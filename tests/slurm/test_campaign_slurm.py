@@ -1,6 +1,6 @@
-"""A whole campaign on a real single-node Slurm (tests/services), with the pipeline's instant fake
-trainer (tests/fixtures/pipeline_trainer.py): submitted here and over SSH, the KILL path, a failed
-and a cancelled trainer job. Every check reads what Slurm itself reports (squeue) and the
+"""A whole campaign on a real single-node Slurm (tests/services): the built-in tiny campaign with the
+real train_gpt.py, and, with the pipeline's instant fake trainer (tests/fixtures/pipeline_trainer.py),
+submitted here and over SSH, the KILL path, a failed and a cancelled trainer job. Every check reads what Slurm itself reports (squeue) and the
 summaries the cluster-side jobs wrote."""
 
 from __future__ import annotations
@@ -206,3 +206,18 @@ def test_rejected_submission_is_a_clear_error(slurm_cluster: SlurmCluster, data_
     assert r.returncode == 12, r.stdout + r.stderr
     assert "sbatch of verify-pod failed" in r.stderr and "Requested node configuration is not available" in r.stderr
     assert slurm_cluster.run("squeue", "-h", "-o", "%i").stdout == before
+
+
+def test_tiny_campaign_with_the_real_trainer_submitted_here(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """The built-in tiny campaign, train_gpt.py for real under srun: the same verdicts as a local run
+    (gate-a and gate-b PASS), decided by the stage jobs on the cluster."""
+    runs = tmp_path / "runs"
+    r = golfrun(["run-all", "--backend", "slurm", "--runs-dir", str(runs), "--set", SETUP], tmp_path,
+                {**slurm_cluster.env, "OMP_NUM_THREADS": "1"}, timeout=1500)
+    cdir = runs / "tiny"
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:] + slurm_cluster.logs()
+    for folder in ("02-gate-a", "04-gate-b", "05-preserve"):
+        assert summary(cdir, folder)["verdict"] == "PASS", folder
+    gate_a = summary(cdir, "02-gate-a")["jobs"][0]
+    assert gate_a["backend"] == "srun" and gate_a["result"]["final"]["label"] == "diagnostic quantized"
+    assert golfrun_processes(slurm_cluster.conf) == []
