@@ -8,37 +8,23 @@ not speak the Xet protocol) and an empty HF cache per test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from golfrun.provenance.targets import Bundle
-from tests.fixtures.hf_hub_server import HubServer
-
-DUMMY_HF_TOKEN = "hf_dummy_loopback_token_0123456789"
+from tests.fixtures.hub_fixtures import DUMMY_HF_TOKEN  # noqa: F401  (the tests import it from here)
 
 
 @pytest.fixture
-def hf_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
-    import huggingface_hub.constants as hf_constants
-
-    server = HubServer().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", DUMMY_HF_TOKEN)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> "Bundle":
+def bundle(tmp_path: Path) -> Bundle:
     """A small real bundle: a tarball with an LFS-sized member, README.md and SHA256SUMS."""
-    from golfrun.provenance.tarball import Member, build_tarball, render_sums, sha256_file
+    from golfrun.provenance.tarball import (
+        Member,
+        build_tarball,
+        render_sums,
+        sha256_file,
+    )
 
     folder = tmp_path / "05-preserve"
     folder.mkdir()

@@ -5,7 +5,6 @@ cannot be reached from these machines; the server follows the routes the client 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,23 +62,7 @@ def test_synthetic_data_is_rebuilt_when_a_shard_is_damaged(tmp_path: Path) -> No
 
 
 @pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
-    import huggingface_hub.constants as hf_constants
-
-    server = HubServer().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", "hf_dummy_loopback_token_0123456789")
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def published(hub: HubServer, tmp_path: Path) -> Path:
+def published(hf_hub: HubServer, tmp_path: Path) -> Path:
     """A synthetic export uploaded as a dataset repo, laid out like the competition's (prefix datasets/)."""
     from huggingface_hub import HfApi
 
@@ -87,7 +70,7 @@ def published(hub: HubServer, tmp_path: Path) -> Path:
 
     src = tmp_path / "export"
     build_dataset(src, train_shards=3)
-    api = HfApi(endpoint=hub.endpoint)
+    api = HfApi(endpoint=hf_hub.endpoint)
     api.create_repo(REPO_ID, repo_type="dataset")
     api.upload_folder(folder_path=str(src), path_in_repo="datasets", repo_id=REPO_ID, repo_type="dataset")
     return src
@@ -100,7 +83,7 @@ def hf_campaign(tmp: Path, shards: int = 2) -> None:
     (tmp / "campaign.toml").write_text(text)
 
 
-def test_hf_download_layout_checksums_and_resume(tmp_path: Path, hub: HubServer, published: Path) -> None:
+def test_hf_download_layout_checksums_and_resume(tmp_path: Path, hf_hub: HubServer, published: Path) -> None:
     hf_campaign(tmp_path)
     code, summary, out = run_stage(tmp_path)
     assert code == 0, out
@@ -114,14 +97,14 @@ def test_hf_download_layout_checksums_and_resume(tmp_path: Path, hub: HubServer,
     assert checks["hub_checksums"]["passed"] and checks["shard_headers"]["passed"]
     assert summary["decision"]["downloaded"] == 5  # 1 val + 2 train + tokenizer model and vocab
 
-    requests_before = len(hub.state.requests)
+    requests_before = len(hf_hub.state.requests)
     code, summary, _ = run_stage(tmp_path, force=True)
     assert code == 0 and summary["decision"]["downloaded"] == 0  # everything in place was kept
-    assert not any(m == "GET" and "/resolve/" in p and p.endswith(".bin") for m, p in hub.state.requests[requests_before:])
+    assert not any(m == "GET" and "/resolve/" in p and p.endswith(".bin") for m, p in hf_hub.state.requests[requests_before:])
 
 
-def test_hf_download_rejects_content_that_does_not_match_the_hub(tmp_path: Path, hub: HubServer, published: Path) -> None:
-    hub.flip_byte(REPO_ID, "datasets/datasets/fineweb10B_sp512/fineweb_train_000001.bin", repo_type="dataset", offset=5000)
+def test_hf_download_rejects_content_that_does_not_match_the_hub(tmp_path: Path, hf_hub: HubServer, published: Path) -> None:
+    hf_hub.flip_byte(REPO_ID, "datasets/datasets/fineweb10B_sp512/fineweb_train_000001.bin", repo_type="dataset", offset=5000)
     hf_campaign(tmp_path)
     code, summary, _ = run_stage(tmp_path)
     assert code == 10
@@ -130,7 +113,7 @@ def test_hf_download_rejects_content_that_does_not_match_the_hub(tmp_path: Path,
     assert not (tmp_path / "got" / "datasets" / "fineweb10B_sp512" / "fineweb_train_000001.bin").exists()
 
 
-def test_hf_download_checks_free_disk_before_downloading(tmp_path: Path, hub: HubServer, published: Path) -> None:
+def test_hf_download_checks_free_disk_before_downloading(tmp_path: Path, hf_hub: HubServer, published: Path) -> None:
     hf_campaign(tmp_path)
     code, summary, _ = run_stage(tmp_path, "data.min_free_disk_gb=1000000.0")
     assert code == 10
@@ -138,7 +121,7 @@ def test_hf_download_checks_free_disk_before_downloading(tmp_path: Path, hub: Hu
     assert not (tmp_path / "got" / "datasets").exists()
 
 
-def test_hf_more_shards_than_the_repo_has_is_a_usage_error(tmp_path: Path, hub: HubServer, published: Path) -> None:
+def test_hf_more_shards_than_the_repo_has_is_a_usage_error(tmp_path: Path, hf_hub: HubServer, published: Path) -> None:
     hf_campaign(tmp_path, shards=9)
     code, _, out = run_stage(tmp_path)
     assert code == 12 or code == 2
