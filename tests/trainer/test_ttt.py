@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.trainer.conftest import read_results, run_trainer
-from tests.trainer.ttt_support import doc_stream, hparams, random_model
+from tests.trainer.ttt_support import doc_stream, hparams, random_model, run_ttt
 
 
 def test_documents_include_next_bos_and_cover_every_target(tg):
@@ -98,6 +98,51 @@ def test_bad_ttt_settings_fail_at_start(tg):
                         ({"VAL_DOC_FRACTION": "0"}, "VAL_DOC_FRACTION"), ({"TTT_CHUNK_SIZE": "64"}, "TTT_EVAL_SEQ_LEN")):
         with pytest.raises(ValueError, match=needle):
             hparams(tg, **env)
+
+
+@pytest.mark.parametrize("n_docs", [19, 17])
+def test_compiled_ttt_compiles_nothing_inside_the_timer(tg, tmp_path, n_docs):
+    """The TTT forward through torch.compile (dynamo with the eager backend: the same guards and graph
+    breaks as inductor, without code generation) on a queue whose longest batch has fewer rows (3, then 1)
+    than TTT_BATCH_SIZE=4: the warm-up covers every shape, so no graph is compiled on the clock, and the
+    score equals the uncompiled run's."""
+    stream = doc_stream(n_docs)
+    h = hparams(tg, TTT_DEBUG_BYPASS="")
+    plain, _, _ = run_ttt(tg, h, stream, tmp_path, "plain")
+    assert plain["ttt"]["compiled"] is False and plain["ttt"]["graphs_compiled_in_timer"] is None
+    entry, lines, _ = run_ttt(tg, hparams(tg, TTT_DEBUG_BYPASS=""), stream, tmp_path, "compiled", backend="eager")
+    assert entry["ttt"]["compiled"] is True
+    assert entry["ttt"]["graphs_compiled_in_timer"] == 0, lines
+    assert not any("WARNING" in l for l in lines)
+    assert entry["val_bpb"] == pytest.approx(plain["val_bpb"], rel=1e-6)
+
+
+def test_batch_rows_are_symbolic_except_one(tg):
+    """One graph serves every batch of two or more rows (the LoRA weights are plain tensors, so their batch
+    dimension is symbolic); a one-row batch specializes and compiles its own, which is why the warm-up
+    runs every row count of the queue. graphs_compiled sees both."""
+    torch.set_num_threads(1)
+    h = hparams(tg)
+    model = random_model(tg, h)
+    model.looping = True
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    enc, dec = model.schedule()
+    fwd = tg.compile_ttt_forward("eager")
+
+    def call(rows: int, width: int) -> int:
+        before = tg.graphs_compiled()
+        lora = tg.BatchedLora(h, len(enc) + len(dec), rows, torch.device("cpu"))
+        lora.reset(torch.Generator().manual_seed(0))
+        x = torch.randint(2, h.vocab_size, (rows, width))
+        fwd(model, lora, x, x, torch.zeros(rows, 1, h.vocab_size)).mean().backward()
+        return tg.graphs_compiled() - before
+
+    assert call(4, 8) == 1
+    # rows equal to the LoRA rank (4) at the first call must not fuse the two dimensions (duck sizing off)
+    assert call(3, 16) == 0 and call(2, 24) == 0 and call(5, 8) == 0
+    assert call(1, 8) == 1
 
 
 # ---- the trainer as a subprocess --------------------------------------------------------------------

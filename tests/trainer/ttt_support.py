@@ -56,14 +56,14 @@ def tables(tg):
     return tg.ByteTables(base, lead, boundary, torch.device("cpu"))
 
 
-def run_ttt(tg, h, tokens: torch.Tensor, tmp_path, name: str = "run", model_seed: int = 0):
+def run_ttt(tg, h, tokens: torch.Tensor, tmp_path, name: str = "run", model_seed: int = 0, backend=None):
     """run_ttt_eval in this process (world 1); returns (entry, log lines, dump arrays)."""
     torch.set_num_threads(1)
     path = tmp_path / f"{name}.npz"
     h.score_dump_path = str(path)
     lines: list[str] = []
     entry = tg.run_ttt_eval(h, random_model(tg, h, model_seed), tokens, tables(tg), 0, 1,
-                            torch.device("cpu"), lines.append)
+                            torch.device("cpu"), lines.append, backend=backend)
     label = entry["label"]
     with np.load(tg.score_dump_path(h, label)) as z:
         dump = {k: z[k] for k in z.files}
