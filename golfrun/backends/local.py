@@ -59,9 +59,11 @@ class LocalBackend:
         python: str | None = None,
         on_line: Callable[[Job, str], None] | None = None,
         grace_s: float = 10.0,
+        on_finish: Callable[[Job, JobStatus], None] | None = None,
     ) -> None:
         self.python = python or sys.executable
         self.on_line = on_line
+        self.on_finish = on_finish
         self.grace_s = grace_s
         self._jobs: dict[str, _Running] = {}
 
@@ -157,6 +159,8 @@ class LocalBackend:
             status = JobStatus(JobState.FAILED, f"{how}; last lines of {process.log_path}:\n{tail}".rstrip(), code, [handle.id])
         running.final = status
         _remove(Path(running.job.workdir) / PID_FILE)
+        if self.on_finish is not None:
+            self.on_finish(running.job, status)
         return status
 
     def fetch(self, handle: JobHandle) -> str:

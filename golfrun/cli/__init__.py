@@ -112,8 +112,13 @@ def make_engine(campaign: "Campaign", runs_dir: Path, display: Any = None, force
             )
         from golfrun.backends.local import LocalBackend
 
-        on_line = None if display is None else (lambda job, line: display.on_line(job.env.get("RUN_ID", job.name), line))
-        return LocalBackend(python=campaign.backend.local.python or None, on_line=on_line)
+        if display is None:
+            return LocalBackend(python=campaign.backend.local.python or None)
+        return LocalBackend(
+            python=campaign.backend.local.python or None,
+            on_line=lambda job, line: display.on_line(job.env.get("RUN_ID", job.name), line),
+            on_finish=lambda job, status: display.job_finished(job.env.get("RUN_ID", job.name), status.state.value),
+        )
 
     engine = Engine(campaign=campaign, campaign_dir=campaign_dir(runs_dir, campaign), backend_factory=backend_factory, log=log)
     if display is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,12 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], decision: dict[str, Any]) -> None:
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import disable_progress_bars
 
     from golfrun.data import layout
+
+    if not sys.stderr.isatty():
+        disable_progress_bars()  # a log file or pipe would collect every redraw of the bars
 
     d = ctx.campaign.data
     variant = str(d.variant)
@@ -196,8 +201,8 @@ def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], 
     if not _free_disk(root, need, float(d.min_free_disk_gb), checks):
         return
     bad = []
-    for remote, local, expected, algo, _ in todo:
-        ctx.log(f"download-data: {remote}")
+    for i, (remote, local, expected, algo, size) in enumerate(todo, 1):
+        ctx.log(f"download-data: {i}/{len(todo)} {remote} ({size / 1e6:.1f} MB)")
         cached = fetch(remote)
         actual = _hash(cached, algo)
         if actual != expected:

@@ -220,10 +220,17 @@ def test_live_output_feeds_the_progress_display(tmp_path: Path) -> None:
     out = io.StringIO()
     display = ProgressDisplay(stream=out, live=False, min_interval_s=0.0, clock=lambda: 0.0)
     display.set_stage("gate-a")
-    backend = LocalBackend(on_line=lambda j, line: display.on_line(j.name, line))
+    finished: list[tuple[str, str]] = []
+
+    def on_finish(j, status) -> None:
+        finished.append((j.name, status.state.value))
+        display.job_finished(j.name, status.state.value)
+
+    backend = LocalBackend(on_line=lambda j, line: display.on_line(j.name, line), on_finish=on_finish)
     handle = backend.submit(job(tmp_path, "seed0", "record", {"SEED": "0"}))
     assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
-    display.job_finished("seed0", "SUCCEEDED")
+    backend.poll(handle)  # a later poll returns the same outcome without finishing the job again
+    assert finished == [("seed0", "SUCCEEDED")]
     lines = out.getvalue().splitlines()
     assert "[gate-a] seed0  train  500/20000  loss 3.2523  val_bpb 3.4874  8.20M tok/s  ETA 0s" in lines
     assert lines[-1] == "[gate-a] seed0  done  loss 3.2523  val_bpb 1.0722  8.20M tok/s  SUCCEEDED"

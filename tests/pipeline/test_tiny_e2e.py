@@ -4,6 +4,7 @@ real train_gpt.py on the CPU (synthetic data, every stage), then a rerun starts 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ STAGES = ("verify-pod", "download-data", "gate-a", "ablation", "gate-b", "preser
 def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
     first = run_golfrun(["run-all"], cwd=tmp_path, timeout=1800)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    # the progress display closes each trainer job with its outcome
+    assert re.search(r"^\[gate-a\] \S+  done  .*SUCCEEDED$", first.stdout, re.M), first.stdout[-4000:]
     runs = tmp_path / "runs" / "tiny"
     summaries = {s: json.loads(next(runs.glob(f"*-{s}/summary.json")).read_text()) for s in STAGES}
     assert {s: summaries[s]["verdict"] for s in STAGES} == {s: "PASS" for s in STAGES}

@@ -5,6 +5,7 @@ cannot be reached from these machines; the server follows the routes the client 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,8 @@ def test_hf_download_layout_checksums_and_resume(tmp_path: Path, hf_hub: HubServ
     hf_campaign(tmp_path)
     code, summary, out = run_stage(tmp_path)
     assert code == 0, out
+    # one line per file: which, how many, how big
+    assert re.search(r"^download-data: 1/5 datasets/\S+ \(\d+\.\d MB\)$", out, re.M), out
     got = tmp_path / "got"
     ds = got / "datasets" / "fineweb10B_sp512"
     assert sorted(p.name for p in ds.iterdir()) == ["fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
