@@ -34,6 +34,7 @@ class JobView:
     # where the current phase's rate is measured from: (monotonic time, step)
     _phase_origin: tuple[float, int] | None = None
     _phase_key: str = ""
+    _ttt_batches: int = 0  # TTT batches finished, counted across the global-SGD pause
 
 
 def apply(view: JobView, p: Progress, now: float) -> None:
@@ -49,13 +50,18 @@ def apply(view: JobView, p: Progress, now: float) -> None:
             view.step = view.iterations = None  # a step count means something else in each phase
     view.phase = p.phase
     if p.step is not None:
-        view.step, view.iterations = p.step, p.iterations
+        step = p.step
+        if p.label == "ttp":
+            # `ttp: bK/N` names a batch by its length rank and the queue runs longest first: count instead
+            view._ttt_batches += 1
+            step = view._ttt_batches
+        view.step, view.iterations = step, p.iterations
         if view._phase_origin is None:
-            view._phase_origin = (now, p.step)
+            view._phase_origin = (now, step)
         else:
             t0, s0 = view._phase_origin
-            if p.step > s0 and p.iterations:
-                view.eta_s = max(0.0, (now - t0) / (p.step - s0) * (p.iterations - p.step))
+            if step > s0 and p.iterations:
+                view.eta_s = max(0.0, (now - t0) / (step - s0) * (p.iterations - step))
                 if p.phase == "train" and view.wallclock_cap_s and p.train_time_min is not None:
                     # the wall-clock cap, not the step count, usually ends training
                     view.eta_s = min(view.eta_s, max(0.0, view.wallclock_cap_s - p.train_time_min * 60.0))
@@ -150,6 +156,8 @@ class ProgressDisplay:
         with self._lock:
             view = self._view(job_name)
             view.state, view.eta_s = state, None
+            if state == "SUCCEEDED":
+                view.phase = "done"  # a failed job keeps the phase it died in
             if not self.live:
                 print(format_view(view), file=self.stream, flush=True)
 

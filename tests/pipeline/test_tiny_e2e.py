@@ -24,6 +24,10 @@ def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
     summaries = {s: json.loads(next(runs.glob(f"*-{s}/summary.json")).read_text()) for s in STAGES}
     assert {s: summaries[s]["verdict"] for s in STAGES} == {s: "PASS" for s in STAGES}
     assert summaries["ablation"]["decision"]["promoted"]
+    # every variant of the preset really changes the score; the TTT ones score with test-time training
+    variants = {v["name"]: v for v in summaries["ablation"]["decision"]["variants"]}
+    assert all(v["delta_bpb"] != 0 for v in variants.values())
+    assert variants["ttt"]["label"] == variants["ttt_corrector"]["label"] == "quantized_ttt_phased"
     assert summaries["gate-b"]["decision"]["variant"] == summaries["ablation"]["decision"]["promoted"]
     assert (runs / "02-gate-a" / "checkpoint" / "final_model.pt").is_file()
     logs_before = sorted(str(p) for p in runs.rglob("job.log"))

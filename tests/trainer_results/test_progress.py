@@ -88,6 +88,19 @@ def test_eta_from_the_step_rate() -> None:
     assert format_view(view) == "seed0  done  2/782  loss 3.0100  val_bpb 1.0722  8.10M tok/s"
 
 
+def test_ttt_batches_are_counted_not_read_from_their_length_rank() -> None:
+    """Phased TTT logs `ttp: bK/N` with K the batch's length rank, longest (K = N) first; the view counts
+    finished batches across the global-SGD pause, so the step rises and the ETA comes from the rate."""
+    view = JobView("seed0")
+    ttp = "ttp: b{}/4 bl:3.4000 bb:2.4000 rl:3.4000 rb:2.4000 dl:10-20 gd:{}"
+    for t, line in enumerate([ttp.format(4, 0), ttp.format(3, 0), "tttg: c1/2 lr:0.001000 t:0.1s",
+                              ttp.format(2, 1), ttp.format(1, 1)]):
+        apply(view, parse_progress_line(line), now=10.0 * t)
+        if line.startswith("ttp: b2/"):
+            assert (view.step, view.iterations) == (3, 4) and view.eta_s is None  # a new rate origin after the pause
+    assert (view.step, view.iterations) == (4, 4) and view.eta_s == 0.0
+
+
 def test_plain_display_is_throttled_one_line_per_update() -> None:
     out = io.StringIO()
     clock = iter([float(t) for t in range(0, 1000)])
@@ -104,7 +117,7 @@ def test_plain_display_is_throttled_one_line_per_update() -> None:
         "[gate-a] seed0  warmup  1/20",
         "[gate-a] seed0  warmup  6/20  ETA 14s",
         "[gate-a] seed0  train  0/20000  val_bpb 3.4874",
-        "[gate-a] seed0  train  0/20000  val_bpb 3.4874  SUCCEEDED",
+        "[gate-a] seed0  done  0/20000  val_bpb 3.4874  SUCCEEDED",
     ]
 
 
