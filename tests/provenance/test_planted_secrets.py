@@ -2,8 +2,8 @@
 
 The real `golfrun run-all` runs a whole campaign (every stage, the real engine, the local backend,
 the preserve stage with a folder target and a Hub target) in a subprocess, with secrets in its
-environment. The trainer is tests/provenance/data/fake_trainer.py, which keeps the trainer
-contract but prints its whole environment and a private key file's contents. Then every file
+environment. The trainer is the pipeline's fake (tests/fixtures/pipeline_trainer.py), which keeps
+the trainer contract but here prints its whole environment and a private key file's contents. Then every file
 under the test's folder, every member of every tarball and every file the Hub received is scanned
 for the secret values. The Hub is the loopback server of tests/fixtures/hf_hub_server.py (the real
 Hub is unreachable from here).
@@ -27,7 +27,7 @@ import pytest
 from tests.fixtures.hf_hub_server import HubServer
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKE_TRAINER = Path(__file__).parent / "data" / "fake_trainer.py"
+FAKE_TRAINER = ROOT / "tests" / "fixtures" / "pipeline_trainer.py"
 KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQPLANTED"
 PRIVATE_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"
 SECRETS = {
@@ -62,7 +62,7 @@ val_docs = 50
 seeds = [0, 1, 2]
 val_loss = [5.0, 5.0025, 5.005]
 val_bpb = [2.0, 2.001, 2.002]
-artifact_bytes = [3024, 3024, 3024]
+artifact_bytes = [100000, 100000, 100000]
 [gate_a]
 seed = 0
 bpb_tolerance = 0.01
@@ -72,7 +72,7 @@ promote_delta_bpb = -0.002
 hold_delta_bpb = -0.001
 [[ablation.variants]]
 name = "better"
-env = {{ FAKE_DELTA_BPB = "-0.01" }}
+env = {{ FAKE_DELTA = "-0.01" }}
 [gate_b]
 seeds = [0, 1, 2]
 mean_tolerance_bpb = 0.05
@@ -137,7 +137,8 @@ def campaign_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         **os.environ,
         **SECRETS,
         "GOLFRUN_SSH_KEY": str(key_file),  # a private key file's path: secret by name
-        "FAKE_DUMP_FILE": str(key_file),  # the trainer prints the key itself
+        "FAKE_PRINT_ENV": "*",  # the trainer prints every variable, secrets included
+        "FAKE_DUMP_FILE": str(key_file),  # and the key itself
         "PYTHONPATH": str(ROOT),
         "HF_ENDPOINT": hub.endpoint,
         "HF_HUB_DISABLE_XET": "1",
@@ -228,9 +229,9 @@ def test_package_of_a_real_run_matches_its_summaries(campaign_run: Run) -> None:
     for seed, p in per_seed.items():
         assert f"| {seed} | {p['val_loss']:.8f} | {p['val_bpb']:.8f} |" in readme
     assert f"**{gb['val_bpb']['mean']:.8f}**" in readme
-    assert "FAKE_DELTA_BPB=-0.01" in readme  # the promoted variant's env is in the command to reproduce
+    assert "FAKE_DELTA=-0.01" in readme  # the promoted variant's env is in the command to reproduce
     for seed in per_seed:
-        assert "quantized_ttt_phased val_loss:" in (folder / f"train_seed{seed}.log").read_text()
+        assert "diagnostic quantized val_loss:" in (folder / f"train_seed{seed}.log").read_text()
     assert (folder / "train_gpt.py").read_bytes() == FAKE_TRAINER.read_bytes()
     # the fake runs beat the reference by 0.025 nats with little spread: every rule is met
     assert rt["passed"] and sub["p_value"] < 0.01
@@ -238,6 +239,6 @@ def test_package_of_a_real_run_matches_its_summaries(campaign_run: Run) -> None:
     assert "preserve.submission.author is empty" in out.stderr  # the campaign names no author
     # seed 0 was evaluated on gate-a's checkpoint: its training figures are gate-a's
     assert gb["per_seed"][0]["mode"] == "eval_only"
-    assert sub["seed_results"]["0"]["train_time_s"] == 1.0 and sub["seed_results"]["0"]["steps"] == 10
+    assert sub["seed_results"]["0"]["train_time_s"] == 1.0 and sub["seed_results"]["0"]["steps"] == 3
     text = "".join(p.read_text() for p in folder.iterdir())
     assert not [v for v in SECRETS.values() if v in text]

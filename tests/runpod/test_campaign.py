@@ -2,7 +2,7 @@
 unreachable from here; tests/fixtures/runpod_server.py follows its published spec) whose pods are
 a real sshd on 127.0.0.1: golfrun creates the pod, logs in over SSH with a per-run key, pushes
 code and campaign, runs `golfrun run-all` detached on the "pod", follows it, pulls results with
-sha256 checks and terminates the pod. The trainer is a quick stand-in (fake_pod_trainer.py); the
+sha256 checks and terminates the pod. The trainer is the pipeline's fake (tests/fixtures/pipeline_trainer.py); the
 pipeline, the stages and the transport are the real ones.
 """
 
@@ -82,7 +82,7 @@ def test_lost_pod_resumes_on_a_new_pod_from_pulled_summaries(fake_runpod: FakeRu
                                                                pod_workdir: Path) -> None:
     hold = tmp_path / "hold-gate-b"
     hold.write_text("")
-    campaign = load(pod_workdir, {"trainer_env.FAKE_HOLD_FILE": str(hold)})
+    campaign = load(pod_workdir, {"trainer_env.FAKE_BLOCK_FILE": str(hold), "trainer_env.FAKE_BLOCK_STAGE": "gate-b"})
     cdir = tmp_path / "runs" / "tiny"
     lines: list[str] = []
     result: dict[str, object] = {}
@@ -118,8 +118,7 @@ def test_budget_stops_work_and_ends_the_pod(fake_runpod: FakeRunpod, tmp_path: P
     hold = tmp_path / "hold"
     hold.write_text("")
     # 0.86 USD/h: 0.0005 USD is about two seconds of pod time
-    campaign = load(pod_workdir, {"backend.runpod.budget_usd": 0.0005, "trainer_env.FAKE_HOLD_FILE": str(hold),
-                                  "trainer_env.FAKE_HOLD_ALL": "1"})
+    campaign = load(pod_workdir, {"backend.runpod.budget_usd": 0.0005, "trainer_env.FAKE_BLOCK_FILE": str(hold)})
     cdir = tmp_path / "runs" / "tiny"
     with pytest.raises(BudgetReached, match=r"budget reached: .* of 0\.00 \(\[backend.runpod\] budget_usd\)|budget reached"):
         run_campaign(campaign, cdir, RemoteOptions(), lambda _m: None, timing=FAST, follow_timing=FAST_FOLLOW)

@@ -31,7 +31,7 @@ def cli(*args: str) -> tuple[int, str]:
 def test_client_killed_mid_run_then_logs_pull_down(fake_runpod: FakeRunpod, tmp_path: Path, pod_workdir: Path) -> None:
     hold = tmp_path / "hold-gate-b"
     hold.write_text("")
-    runs, extra = tmp_path / "runs", {"trainer_env.FAKE_HOLD_FILE": str(hold)}
+    runs, extra = tmp_path / "runs", {"trainer_env.FAKE_BLOCK_FILE": str(hold), "trainer_env.FAKE_BLOCK_STAGE": "gate-b"}
     cdir = runs / "tiny"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     laptop = subprocess.Popen([sys.executable, "-m", "tests.runpod.drive_campaign", str(cdir), str(pod_workdir),
