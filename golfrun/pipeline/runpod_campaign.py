@@ -127,8 +127,7 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
             say(f"pod {record.pod_id} lost: {lost}")
             _best_effort_pull(transport, paths, campaign_dir, say)
             pods.terminate(client, campaign_dir, record, f"lost: {lost}", say)
-            if settings.budget_usd and (record.cost_so_far() >= settings.budget_usd
-                                        or _ended_by_budget_deadline(settings, record)):
+            if _budget_spent(settings, record):
                 raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
                                     f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); the pod ended itself") from None
             if record.deadline_epoch and time.time() >= record.deadline_epoch - 5:
@@ -141,6 +140,10 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
         except VerifyFailed as failed:
             say(str(failed))
             _finish(client, campaign_dir, record, options, "verify-pod failed", say)
+            if _budget_spent(settings, record):
+                # the in-pod timer ended the pod while verify-pod ran: the budget, not the machine, stopped it
+                raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
+                                    f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd) during verify-pod") from None
             return failed.code
         except KeyboardInterrupt:
             if record.run_started_at and record.live:
@@ -190,6 +193,11 @@ def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any,
         transport.close()
         raise
     return transport
+
+
+def _budget_spent(settings: pods.RunpodSettings, record: pods.PodRecord) -> bool:
+    return bool(settings.budget_usd) and (record.cost_so_far() >= settings.budget_usd
+                                          or _ended_by_budget_deadline(settings, record))
 
 
 def _ended_by_budget_deadline(settings: pods.RunpodSettings, record: pods.PodRecord) -> bool:
