@@ -39,6 +39,34 @@ def load_trainer():
     return mod
 
 
+# every size knob shrunk for a CPU smoke run (--tiny), loop and parallel layers consistent for 4 layers
+TINY_ENV = {"VOCAB_SIZE": "512", "NUM_LAYERS": "4", "MODEL_DIM": "64", "EMBEDDING_DIM": "64", "NUM_HEADS": "4",
+            "NUM_KV_HEADS": "2", "XSA_LAST_N": "4", "ROPE_DIMS": "8", "LOOP_START": "1", "LOOP_END": "1",
+            "PARALLEL_START_LAYER": "3", "TTT_EVAL_SEQ_LEN": "256", "TTT_BATCH_SIZE": "8", "TTT_LORA_RANK": "8",
+            "GLOBAL_TTT_CHUNK_TOKENS": "1024", "EVAL_SEQ_LEN": "256", "TRAIN_SEQ_LEN": "256",
+            "VAL_BATCH_TOKENS": "16384"}
+
+
+def random_model(tg, h, device):
+    """The record's init plus N(0, 0.02) on every matrix, so that no projection is zero; returns the model
+    and a copy of its state to restore between runs."""
+    torch.manual_seed(0)
+    model = tg.build_model(h, device)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.add_(torch.randn_like(p.float()).to(p.dtype) * 0.02)
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def synthetic_tables(tg, vocab: int, device):
+    """Byte tables of made-up pieces: 1-6 bytes, 60 % with a leading space."""
+    rng = np.random.default_rng(1)
+    pieces = [("<unk>", "unknown"), ("<s>", "control")] + [
+        (("\u2581" if rng.random() < 0.6 else "") + "x" * int(rng.integers(1, 7)), "normal") for _ in range(2, vocab)]
+    return tg.ByteTables(*tg.build_byte_tables(pieces, vocab), device)
+
+
 def synthetic_lengths(n_docs: int, rng) -> np.ndarray:
     """Log-normal document lengths with the record's mean (40,540,160 tokens / 50,000 documents = 811)."""
     return np.clip(rng.lognormal(mean=6.2, sigma=1.0, size=n_docs), 8, 30000).astype(np.int64)
@@ -86,11 +114,7 @@ def main() -> None:
            "PHASED_TTT_PREFIX_DOCS": str(8 if args.tiny else args.prefix_docs),
            "SEED": "0", "RUN_ID": "bench_ttt"}
     if args.tiny:
-        env.update({"VOCAB_SIZE": "512", "NUM_LAYERS": "4", "MODEL_DIM": "64", "EMBEDDING_DIM": "64", "NUM_HEADS": "4",
-                    "NUM_KV_HEADS": "2", "XSA_LAST_N": "4", "ROPE_DIMS": "8", "LOOP_START": "1", "LOOP_END": "1",
-                    "PARALLEL_START_LAYER": "3", "TTT_EVAL_SEQ_LEN": "256", "TTT_BATCH_SIZE": "8",
-                    "TTT_LORA_RANK": "8", "GLOBAL_TTT_CHUNK_TOKENS": "1024", "EVAL_SEQ_LEN": "256",
-                    "TRAIN_SEQ_LEN": "256", "VAL_BATCH_TOKENS": "16384"})
+        env.update(TINY_ENV)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -101,13 +125,7 @@ def main() -> None:
         torch.set_num_threads(1)
     attn = tg.select_attention(device, "auto")
     h = tg.Hyperparameters(env)
-    torch.manual_seed(0)
-    model = tg.build_model(h, device)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.add_(torch.randn_like(p.float()).to(p.dtype) * 0.02)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model, state = random_model(tg, h, device)
     n_docs = 24 if args.tiny else args.docs
     tokens = synthetic_stream(n_docs, h.vocab_size)
     batches, queue = tg.make_ttt_batches(h, tg.find_documents(tokens.numpy()))
@@ -116,10 +134,7 @@ def main() -> None:
     rec_steps = record_steps_per_gpu()
     # the record's TTT time without its global-SGD pause (47.7 s, trainer-facts 9.4) per chunk step
     rec_step_s = (RECORD["eval_s"] - 47.7) / rec_steps
-    rng = np.random.default_rng(1)
-    pieces = [("<unk>", "unknown"), ("<s>", "control")] + [
-        (("\u2581" if rng.random() < 0.6 else "") + "x" * int(rng.integers(1, 7)), "normal") for _ in range(2, h.vocab_size)]
-    tables = tg.ByteTables(*tg.build_byte_tables(pieces, h.vocab_size), device)
+    tables = synthetic_tables(tg, h.vocab_size, device)
     runs = [("corrector_on", {"corrector_alpha": 0.3, "corrector_orders": "5,8,12"}),
             ("corrector_off", {"corrector_alpha": 0.0}),
             ("corrector_on_again", {"corrector_alpha": 0.3, "corrector_orders": "5,8,12"})]

@@ -71,23 +71,11 @@ def main() -> None:
     attn = tg.select_attention(device, "auto")
     env = {"TTT_ENABLED": "1", "PHASED_TTT_ENABLED": "0", "SEED": "0", "RUN_ID": "ttt_probe"}
     if args.tiny:
-        env.update({"VOCAB_SIZE": "512", "NUM_LAYERS": "4", "MODEL_DIM": "64", "EMBEDDING_DIM": "64", "NUM_HEADS": "4",
-                    "NUM_KV_HEADS": "2", "XSA_LAST_N": "4", "ROPE_DIMS": "8", "LOOP_START": "1", "LOOP_END": "1",
-                    "PARALLEL_START_LAYER": "3", "TTT_EVAL_SEQ_LEN": "256", "TTT_BATCH_SIZE": "8",
-                    "TTT_LORA_RANK": "8", "EVAL_SEQ_LEN": "256", "TRAIN_SEQ_LEN": "256", "VAL_BATCH_TOKENS": "16384"})
+        env.update(bt.TINY_ENV)
     h = tg.Hyperparameters(env)
-    torch.manual_seed(0)
-    model = tg.build_model(h, device)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.add_(torch.randn_like(p.float()).to(p.dtype) * 0.02)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model, state = bt.random_model(tg, h, device)
     tokens = bt.synthetic_stream(args.docs, h.vocab_size)
-    rng = np.random.default_rng(1)
-    pieces = [("<unk>", "unknown"), ("<s>", "control")] + [
-        (("\u2581" if rng.random() < 0.6 else "") + "x" * int(rng.integers(1, 7)), "normal") for _ in range(2, h.vocab_size)]
-    tables = tg.ByteTables(*tg.build_byte_tables(pieces, h.vocab_size), device)
+    tables = bt.synthetic_tables(tg, h.vocab_size, device)
     docs_all = tg.find_documents(tokens.numpy())
     rec = {"timed": False, "last": None, "steps": [], "deadline": 0.0}
     real_compile = torch.compile
