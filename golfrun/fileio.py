@@ -1,0 +1,90 @@
+"""File primitives every room uses: content hashes, atomic writes, timestamps.
+
+A leaf module (stdlib only). An atomic write is temp file + fsync + rename + fsync of the folder,
+so a reader sees the old file or the new one, never half of one; an interrupted write leaves only
+a `.<name>.*.tmp` file beside it, which `remove_stale_temps` clears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def now_iso() -> str:
+    """UTC wall-clock time, to the second, as ISO 8601 with a trailing Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def sha256_file(path: Path | str, chunk: int = _CHUNK) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` atomically (see the module docstring)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def dumps_json(data: Any) -> str:
+    """JSON text as golfrun writes it: indented, newline-terminated, and never NaN or Infinity
+    (strict parsers reject those tokens; a caller must turn a non-finite number into null first)."""
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: Path | str, data: Any) -> None:
+    """Write `data` as JSON to `path` atomically; a non-finite float is a ValueError, not `NaN`."""
+    write_text_atomic(path, dumps_json(data))
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Delete the temp files an interrupted atomic write left in `folder`; return them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
