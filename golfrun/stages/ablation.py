@@ -1,5 +1,7 @@
 """Ablation: screen variants (env overrides) against the baseline on the same seed.
 
+mode = "eval_only_quantized": the same on Gate A's shipped .ptz (EVAL_ONLY_QUANTIZED_PATH), with its
+own baseline job `baseline-quantized`; only eval-time settings (TTT, the corrector) can matter.
 mode = "eval_only" (default): every variant is evaluated on Gate A's kept checkpoint
 (EVAL_ONLY_PATH=02-gate-a/checkpoint/final_model.pt), each in its own job folder — which holds no
 .ptz, so the trainer re-serializes and requantization variants take effect. The baseline is
@@ -30,6 +32,18 @@ from golfrun.stages.context import StageContext
 from golfrun.summary import Check, Summary, Verdict
 
 BASELINE = "baseline"
+# Eval-only modes: which file of gate-a's checkpoint the job evaluates, through which variable, and
+# the name of the baseline job that re-evaluates that file with no overrides.
+EVAL_MODES = ("eval_only", "eval_only_quantized")
+_EVAL_INPUT = {
+    "eval_only": ("EVAL_ONLY_PATH", "final_model.pt", BASELINE),
+    "eval_only_quantized": ("EVAL_ONLY_QUANTIZED_PATH", "final_model.int6.ptz", "baseline-quantized"),
+}
+
+
+def baseline_job(mode: str) -> str:
+    """The baseline job of an eval-only mode."""
+    return _EVAL_INPUT[mode][2]
 
 
 def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
@@ -39,24 +53,27 @@ def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
         if v.name == BASELINE:
             raise CampaignError(f"ablation.variants[{i}].name: {BASELINE!r} is reserved for the baseline")
         mode = ctx.campaign.variant_mode(v)
-        if mode not in ("eval_only", "train"):
-            raise CampaignError(f"ablation.variants[{i}] ({v.name}): mode {mode!r} is not 'eval_only' or 'train'")
+        if mode not in (*EVAL_MODES, "train"):
+            raise CampaignError(f"ablation.variants[{i}] ({v.name}): mode {mode!r} is not one of "
+                                f"{', '.join((*EVAL_MODES, 'train'))}")
         out.append((str(v.name), common.str_env(f"ablation.variants[{i}].env", v.env), mode))
     return out
 
 
-def eval_only_inputs(ctx: StageContext) -> tuple[dict[str, str], dict[str, str]]:
-    """(env, inputs) for an eval-only job on Gate A's checkpoint; inputs carry its sha256, so a
-    retrained checkpoint invalidates every cached eval-only job."""
+def eval_only_inputs(ctx: StageContext, mode: str = "eval_only") -> tuple[dict[str, str], dict[str, str]]:
+    """(env, inputs) for an eval-only job on Gate A's checkpoint (final_model.pt for eval_only, the
+    quantized .ptz for eval_only_quantized); inputs carry its sha256, so a retrained checkpoint
+    invalidates every cached eval-only job."""
+    var, filename, _ = _EVAL_INPUT[mode]
     gate_a = ctx.upstream.get("gate-a")
-    ckpt = ctx.campaign_dir / "02-gate-a" / "checkpoint" / "final_model.pt"
+    ckpt = ctx.campaign_dir / "02-gate-a" / "checkpoint" / filename
     sha = "unknown"
     if gate_a is not None:
         for a in gate_a.artifacts:
-            if a.path.endswith("final_model.pt"):
+            if a.path.endswith(filename):
                 ckpt = ctx.campaign_dir / a.path
                 sha = a.sha256
-    return {"EVAL_ONLY_PATH": str(ckpt)}, {"checkpoint_sha256": sha}
+    return {var: str(ckpt)}, {"checkpoint_sha256": sha}
 
 
 def plan(ctx: StageContext) -> list[JobSpec]:
@@ -64,14 +81,16 @@ def plan(ctx: StageContext) -> list[JobSpec]:
     limit = common.time_limit(ctx)
     n = common.nproc(ctx)
     vs = variants(ctx)
-    ev_env, inputs = eval_only_inputs(ctx)
     specs = []
-    if any(mode == "eval_only" for _, _, mode in vs):
-        specs.append(JobSpec(name=BASELINE, seed=seed, mode="eval_only", env=dict(ev_env), inputs=inputs,
-                             nproc_per_node=n, time_limit_s=limit))
+    for mode in EVAL_MODES:
+        if any(m == mode for _, _, m in vs):
+            ev_env, inputs = eval_only_inputs(ctx, mode)
+            specs.append(JobSpec(name=baseline_job(mode), seed=seed, mode=mode, env=dict(ev_env), inputs=inputs,
+                                 nproc_per_node=n, time_limit_s=limit))
     for name, env, mode in vs:
-        if mode == "eval_only":
-            specs.append(JobSpec(name=name, seed=seed, mode="eval_only", env={**env, **ev_env}, inputs=inputs,
+        if mode in EVAL_MODES:
+            ev_env, inputs = eval_only_inputs(ctx, mode)
+            specs.append(JobSpec(name=name, seed=seed, mode=mode, env={**env, **ev_env}, inputs=inputs,
                                  nproc_per_node=n, time_limit_s=limit))
         else:
             specs.append(JobSpec(name=name, seed=seed, mode="train", env=dict(env), nproc_per_node=n, time_limit_s=limit))
@@ -103,10 +122,12 @@ def run(ctx: StageContext) -> Summary:
         return failed
     by_name = {o.spec.name: o for o in outcomes}
     baselines: dict[str, dict[str, Any]] = {}
-    if BASELINE in by_name:
-        b = common.score(by_name[BASELINE].result)  # type: ignore[arg-type]
-        b["source"] = "eval-only re-evaluation of gate-a's checkpoint (job 'baseline'), for the eval-only variants"
-        baselines["eval_only"] = b
+    for mode in EVAL_MODES:
+        if baseline_job(mode) in by_name:
+            b = common.score(by_name[baseline_job(mode)].result)  # type: ignore[arg-type]
+            b["source"] = (f"{mode} re-evaluation of gate-a's checkpoint (job '{baseline_job(mode)}'), "
+                           f"for the {mode} variants")
+            baselines[mode] = b
     if any(mode == "train" for _, _, mode in vs):
         b = {k: gate_a.decision.get(k) for k in ("val_loss", "val_bpb", "eval_time_ms", "artifact_bytes", "label")}
         b["source"] = "gate-a's result (same seed, trained the same way), for the trained variants"

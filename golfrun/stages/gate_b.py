@@ -26,7 +26,7 @@ from typing import Any
 
 from golfrun.errors import CampaignError, GolfrunError
 from golfrun.stages import common
-from golfrun.stages.ablation import BASELINE, eval_only_inputs
+from golfrun.stages.ablation import BASELINE, EVAL_MODES, eval_only_inputs
 from golfrun.stages.common import JobSpec, plain
 from golfrun.stages.context import StageContext
 from golfrun.summary import Check, JobRecord, Summary
@@ -36,7 +36,11 @@ from golfrun.summary import Check, JobRecord, Summary
 class Chosen:
     name: str  # variant name or "baseline"
     env: dict[str, str]
-    eval_only: bool  # the ablation ran it eval-only
+    mode: str  # how the ablation ran it: eval_only | eval_only_quantized | train
+
+    @property
+    def eval_only(self) -> bool:
+        return self.mode in EVAL_MODES
     by: str  # "ablation" | "a person (golfrun decide)"
 
 
@@ -51,7 +55,7 @@ def chosen(ctx: StageContext) -> Chosen:
     env = {} if name == BASELINE else dict(abl.decision.get("promoted_env") or {})
     by = "a person (golfrun decide)" if abl.human_decision else "ablation"
     mode = next((v.get("mode") for v in abl.decision.get("variants", []) if v.get("name") == name), "train")
-    return Chosen(str(name), {k: str(v) for k, v in env.items()}, mode == "eval_only", by)
+    return Chosen(str(name), {k: str(v) for k, v in env.items()}, str(mode or "train"), by)
 
 
 def seeds(ctx: StageContext) -> list[int]:
@@ -91,8 +95,8 @@ def plan(ctx: StageContext) -> list[JobSpec]:
         if _reused(ctx, seed, pick) is not None:
             continue
         if seed == int(ctx.campaign.gate_a.seed) and pick.eval_only:
-            ev_env, inputs = eval_only_inputs(ctx)
-            specs.append(JobSpec(name=f"seed{seed}", seed=seed, mode="eval_only", env={**pick.env, **ev_env},
+            ev_env, inputs = eval_only_inputs(ctx, pick.mode)
+            specs.append(JobSpec(name=f"seed{seed}", seed=seed, mode=pick.mode, env={**pick.env, **ev_env},
                                  inputs=inputs, nproc_per_node=n, time_limit_s=limit))
         else:
             specs.append(JobSpec(name=f"seed{seed}", seed=seed, mode="train", env=dict(pick.env),
