@@ -234,7 +234,7 @@ class Submission:
 class Preserve:
     targets: list[str] = key(
         [],
-        "where the preserve bundle goes: \"dir:<path>\", \"hf:<owner>/<repo>[@rev][/path]\" (model repo), "
+        "where the preserve bundle goes: \"dir:<path>\" (relative: inside runs/<campaign>/), \"hf:<owner>/<repo>[@rev][/path]\" (model repo), "
         "\"hf-dataset:<owner>/<repo>[@rev][/path]\", \"rsync:[user@]host[:port]:<path>\", "
         "\"sftp:[user@]host[:port]:<path>\"; [] = only the stage folder (docs/preserve.md)",
         item_pattern=r"dir:.+|hf(-model|-dataset)?:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[^/\s]+)?(/\S*)?"

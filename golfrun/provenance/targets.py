@@ -6,7 +6,8 @@ Target grammar (`[preserve] targets`, `golfrun upload --to`):
     hf-dataset:<owner/repo>[@revision][/path]  Hugging Face dataset repo
     rsync:[user@]host[:port]:<path>            rsync over ssh, host keys checked
     sftp:[user@]host[:port]:<path>             SFTP through paramiko, host keys checked
-    dir:<path>                                 a folder (relative paths: to the working folder)
+    dir:<path>                                 a folder (relative: in a campaign, to runs/<campaign>/;
+                                               for `golfrun upload`, to the working folder)
 
 The repo type is part of the scheme, never guessed: the seed pipeline once uploaded to a dataset
 repo where a model repo was meant.

@@ -11,6 +11,8 @@ only copy and the stage still PASSes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 from golfrun.provenance.bundle import build_bundle
 from golfrun.provenance.provenance import build_provenance, secret_values
 from golfrun.provenance.tarball import verify_tarball
-from golfrun.provenance.targets import Bundle, UploadOptions, parse_target, upload
+from golfrun.provenance.targets import Bundle, Target, UploadOptions, parse_target, upload
 from golfrun.stages.context import StageContext
 from golfrun.summary import Artifact, Check, Summary, Verdict
 
@@ -59,15 +61,26 @@ def _artifact(campaign_dir: Path, path: Path, sha256: str) -> Artifact:
     return Artifact(path=rel, bytes=path.stat().st_size, sha256=sha256)
 
 
+def campaign_target(ctx: StageContext, spec: str) -> Target:
+    """A target of the campaign: a relative `dir:` path lies in the campaign's run folder
+    (runs/<campaign>/), never in whatever folder golfrun was started from, so two runs folders
+    never share (and overwrite) one preserved bundle."""
+    t = parse_target(spec)
+    if t.kind == "dir" and not Path(t.path).is_absolute():
+        return dataclasses.replace(t, path=str(ctx.campaign_dir / t.path))
+    return t
+
+
 def describe(ctx: StageContext) -> list[str]:
     """What `--dry-run` prints for this stage: it runs no trainer jobs."""
     p = ctx.campaign.preserve
     lines = [f"tarball {ctx.stage_dir / (ctx.campaign.name + '-preserve.tar.gz')} "
              f"({'with' if p.include_checkpoints else 'without'} checkpoints), provenance.json, README.md, SHA256SUMS"]
     for spec in p.targets:
-        t = parse_target(spec)
+        t = campaign_target(ctx, spec)
         extra = f" ({t.repo_type} repo, {'private' if getattr(p, 'hf_private', True) else 'public'} if created)" if t.kind == "hf" else ""
-        lines.append(f"upload to {spec}{extra}, then read back and hash")
+        where = f" ({t.path})" if t.kind == "dir" else ""
+        lines.append(f"upload to {spec}{where}{extra}, then read back and hash")
     if not p.targets:
         lines.append("no targets: the stage folder is the only copy")
     return lines
@@ -79,7 +92,7 @@ def run(ctx: StageContext) -> Summary:
     started = _now()
     campaign = ctx.campaign
     targets_spec = list(campaign.preserve.targets)
-    targets = [parse_target(t) for t in targets_spec]  # a bad target is an error before any work
+    targets = [campaign_target(ctx, t) for t in targets_spec]  # a bad target is an error before any work
     values = secret_values(campaign)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
 
