@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from golfrun.trainer.results import FINAL_LABEL_PREFERENCE, strip_prefix
+from golfrun.trainer.logformats import is_score_label, strip_prefix
 
 PHASES = ("setup", "warmup", "train", "serialize", "eval")
 
@@ -80,7 +80,7 @@ def parse_progress_line(line: str) -> Progress | None:
             label = g[0]
             return Progress(
                 "eval", val_loss=float(g[1]), val_bpb=float(g[2]), label=label,
-                final=label in FINAL_LABEL_PREFERENCE and not label.startswith("diagnostic"),
+                final=is_score_label(label) and not label.startswith("diagnostic"),
             )
         if kind in ("ttp", "batch"):
             return Progress("eval", int(g[0]), int(g[1]), val_loss=_f(g[2]), val_bpb=_f(g[3]), label=text.split(":", 1)[0])

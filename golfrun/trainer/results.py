@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from golfrun.errors import TrainerResultError
+from golfrun.trainer.logformats import (
+    ARTIFACT_LINE,
+    EVAL_STARTED,
+    NUM,
+    ScoreLine,
+    artifact_name,
+    match_score,
+    strip_prefix,
+)
 
 RESULTS_SCHEMA = "golfrun.trainer-results/1"
 RESULTS_FILE = "results.json"
 MODES = ("train", "eval_only", "eval_only_quantized")
 SOURCES = ("results.json", "log")
-
-# Final-score labels in order of preference (the first one present is the score that counts).
-TTT_LABELS = ("quantized_ttt_phased", "quantized_ttt_lora")
-FINAL_LABEL_PREFERENCE = (
-    *TTT_LABELS,
-    "diagnostic quantized",
-    "final_int8_zlib_roundtrip_exact",
-    "final_int8_zlib_roundtrip",
-)
 TAIL_LINES = 20
 
 
@@ -98,6 +98,7 @@ class TrainerResult:
     world_size: int | None = None
     device: str | None = None
     source: str = "results.json"  # results.json | log
+    log_format: str | None = None  # the logformats row of the final score, when read from a log
     # keys of results.json this version does not know (e.g. the trainer's tokens_per_s_loop), kept as is
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -151,6 +152,7 @@ class TrainerResult:
             world_size=_opt_int(data, "world_size", where),
             device=_opt(data, "device", str, where),
             source=source,
+            log_format=_opt(data, "log_format", str, where),
             extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         )
 
@@ -184,7 +186,10 @@ def load_results(job_dir: Path | str, log_names: Sequence[str] = ()) -> TrainerR
     texts: dict[Path, str] = {}
     for path in existing:
         texts[path] = path.read_text(encoding="utf-8", errors="replace")
-        result = parse_record_log(texts[path])
+        try:
+            result = parse_record_log(texts[path])
+        except TrainerResultError as exc:
+            raise TrainerResultError(f"{path}: {exc}") from exc
         if result.final is not None:
             if result.artifact is not None and result.artifact.path is not None:
                 local = job_dir / Path(result.artifact.path).name
@@ -227,10 +232,8 @@ def _default_logs(job_dir: Path) -> list[Path]:
 
 # --------------------------------------------------------------------------- the log parser
 
-_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
-# Console captures put "<epoch seconds>.<ms> " in front of each line (trainer-facts §0).
-_EPOCH_PREFIX = re.compile(r"^\d{9,11}(?:\.\d+)?\s")
-
+_NUM = NUM
+# One rule per kind of non-score line; each handler records what its line says in the _LogState.
 _RE = {
     "model_params": re.compile(r"^model_params:\s*(\d+)$"),
     # record: "{step}/{it} val_loss: x val_bpb: y"
@@ -243,153 +246,194 @@ _RE = {
     # both: "stopping_early: wallclock_cap train_time: Nms step: s/N" (baseline without the spaces)
     "stop": re.compile(r"^stopping_early: wallclock_cap train_time:\s?(\d+)ms step:\s?(\d+)/(\d+)"),
     "peak": re.compile(r"^peak memory allocated: (\d+) MiB"),
-    # "{label} val_loss:x val_bpb:y[ eval_time:Nms]" — diagnostics, TTT finals, baseline finals
-    "score": re.compile(rf"^([A-Za-z_][\w+\-. ]*?) val_loss:({_NUM}) val_bpb:({_NUM})(?: eval_time:({_NUM})ms)?$"),
     "serialized_raw": re.compile(r"^Serialized model: (\d+) bytes"),
     "code_compressed": re.compile(r"^Code size \(compressed\): (\d+) bytes"),
     "code_base": re.compile(r"^Code size: (\d+) bytes"),
-    "serialized_q": re.compile(r"^Serialized model (?:quantized|int\d+)\+(\w+): (\d+) bytes"),
-    "total_q": re.compile(r"^Total submission size (?:quantized|int\d+)\+(\w+): (\d+) bytes"),
-    "hparam": re.compile(r"^  ([A-Za-z_]\w*): ?(.*)$"),
+    "artifact": ARTIFACT_LINE,
     "base_seed": re.compile(r"^seed:(\d+)$"),
     "base_world": re.compile(r"^world_size:(\d+) grad_accum_steps:(\d+)"),
     "base_batch": re.compile(r"^train_batch_tokens:(\d+) "),
     "eval_only_full": re.compile(r"^eval_only:loading checkpoint from "),
     "eval_only_quant": re.compile(r"^eval_only:using quantized checkpoint from "),
 }
-# Lines that show TTT began: without its final line the run did not finish (a crash in TTT must
-# not fall back to the quantized diagnostic as if that were the score).
-_TTT_STARTED = ("ttt_lora:warming up compile", "beginning TTT eval timer", "ttt_phased:", "ttt_lora:DEBUG BYPASS")
-_ARTIFACT_NAMES = {"int": "final_model.int8.ptz", "quantized": "final_model.int6.ptz"}
+_HPARAM = re.compile(r"^  ([A-Za-z_]\w*): ?(.*)$")
+SCORE_QUOTE_LINES = 5
 
 
-def strip_prefix(line: str) -> str:
-    """A log line without its trailing newline and without a console capture's epoch prefix."""
-    line = line.rstrip("\r\n")
-    return _EPOCH_PREFIX.sub("", line, count=1)
+@dataclass
+class _LogState:
+    """What the lines read so far say; turned into a TrainerResult by _finish."""
 
-
-def parse_record_log(text: str) -> TrainerResult:
-    """Everything the record's (§8.1) or the naive baseline's (§8.2) log lines say.
-
-    Pure. Never raises on odd lines: unknown lines are ignored, a missing figure stays None.
-    `final` is None when the log has no final score (truncated / crashed run). Hyperparameter
-    names are upper-cased, as the environment variables (and results.json) name them.
-    """
-    r = TrainerResult(source="log")
-    hparams: dict[str, Any] = {}
-    in_hparams = False
-    artifact: dict[str, Any] = {}
+    r: TrainerResult = field(default_factory=lambda: TrainerResult(source="log"))
+    hparams: dict[str, Any] = field(default_factory=dict)
+    artifact: dict[str, Any] = field(default_factory=dict)
+    scores: list[ScoreLine] = field(default_factory=list)  # every score-like line, in order
     last_step: int | None = None
     last_train_min: float | None = None
     base_train_ms: float | None = None
     base_batch_tokens: int | None = None
-    ttt_started = False
-    eval_only_full = eval_only_quant = False
+    eval_started_at: int = -1  # index into `scores` when the last evaluation began
+    mode: str = "train"
 
+    def step(self, value: str) -> None:
+        self.last_step = _max(self.last_step, int(value))
+
+
+def _on_val(s: _LogState, m: re.Match[str]) -> None:
+    s.step(m.group(1))
+
+
+def _on_train(s: _LogState, m: re.Match[str]) -> None:
+    s.step(m.group(1))
+    s.last_train_min = float(m.group(4))
+    s.r.tokens_per_s = float(m.group(5))
+
+
+def _on_base_val(s: _LogState, m: re.Match[str]) -> None:
+    s.step(m.group(1))
+    s.base_train_ms = float(m.group(5))
+
+
+def _on_base_train(s: _LogState, m: re.Match[str]) -> None:
+    s.step(m.group(1))
+    s.base_train_ms = float(m.group(4))
+
+
+def _on_stop(s: _LogState, m: re.Match[str]) -> None:
+    s.r.stopped_early = True
+    s.r.train_time_ms = float(m.group(1))
+    s.step(m.group(2))
+
+
+def _on_artifact(s: _LogState, m: re.Match[str]) -> None:
+    kind, scheme, compressor, size = m.groups()
+    s.artifact["compressor"] = compressor
+    s.artifact.setdefault("scheme", scheme)
+    s.artifact["model_bytes" if kind == "Serialized model" else "total_bytes"] = int(size)
+
+
+def _set_mode(mode: str) -> Callable[[_LogState, re.Match[str]], None]:
+    def handler(s: _LogState, m: re.Match[str]) -> None:
+        s.mode = mode
+
+    return handler
+
+
+_RULES: tuple[tuple[str, Callable[[_LogState, re.Match[str]], None]], ...] = (
+    ("model_params", lambda s, m: setattr(s.r, "model_params", int(m.group(1)))),
+    ("val", _on_val),
+    ("train", _on_train),
+    ("base_val", _on_base_val),
+    ("base_train", _on_base_train),
+    ("stop", _on_stop),
+    ("peak", lambda s, m: setattr(s.r, "peak_mem_mib", float(m.group(1)))),
+    ("serialized_raw", lambda s, m: s.artifact.__setitem__("raw_model_bytes", int(m.group(1)))),
+    ("code_compressed", lambda s, m: s.artifact.__setitem__("code_bytes", int(m.group(1)))),
+    ("code_base", lambda s, m: s.artifact.__setitem__("code_bytes", int(m.group(1)))),
+    ("artifact", _on_artifact),
+    ("base_seed", lambda s, m: s.hparams.setdefault("SEED", int(m.group(1)))),
+    ("base_world", lambda s, m: s.hparams.setdefault("WORLD_SIZE", int(m.group(1)))),
+    ("base_batch", lambda s, m: setattr(s, "base_batch_tokens", int(m.group(1)))),
+    ("eval_only_full", _set_mode("eval_only")),
+    ("eval_only_quant", _set_mode("eval_only_quantized")),
+)
+
+
+def parse_record_log(text: str) -> TrainerResult:
+    """Everything a record script's log lines say (trainer-facts §8.1, the naive baseline's §8.2 and
+    the score formats of golfrun/trainer/logformats.py).
+
+    Pure. Lines of no interest are ignored and a missing figure stays None. `final` is the LAST
+    reported score (logformats role "score"), None when the log has none or an evaluation began after
+    it and never reported (a truncated / crashed run). `log_format` names the final's format.
+    Hyperparameter names are upper-cased, as the environment variables (and results.json) name them.
+    Raises TrainerResultError when a score-like line of no known format comes after the last known
+    score: it may be the real score, so no earlier one is taken in its place.
+    """
+    s = _LogState()
+    in_hparams = False
     for raw in text.splitlines():
         line = strip_prefix(raw)
         if in_hparams:
-            m = _RE["hparam"].match(line)
+            m = _HPARAM.match(line)
             if m:
-                hparams[m.group(1).upper()] = _literal(m.group(2))
+                s.hparams[m.group(1).upper()] = _literal(m.group(2))
                 continue
             in_hparams = False
         if line == "Hyperparameters:":
             in_hparams = True
-            continue
-        if not line:
-            continue
-        if line.startswith(_TTT_STARTED):
-            ttt_started = True
-        if m := _RE["model_params"].match(line):
-            r.model_params = int(m.group(1))
-        elif m := _RE["val"].match(line):
-            last_step = _max(last_step, int(m.group(1)))
-        elif m := _RE["train"].match(line):
-            last_step = _max(last_step, int(m.group(1)))
-            last_train_min = float(m.group(4))
-            r.tokens_per_s = float(m.group(5))
-        elif m := _RE["base_val"].match(line):
-            last_step = _max(last_step, int(m.group(1)))
-            base_train_ms = float(m.group(5))
-        elif m := _RE["base_train"].match(line):
-            last_step = _max(last_step, int(m.group(1)))
-            base_train_ms = float(m.group(4))
-        elif m := _RE["stop"].match(line):
-            r.stopped_early = True
-            r.train_time_ms = float(m.group(1))
-            last_step = _max(last_step, int(m.group(2)))
-        elif m := _RE["peak"].match(line):
-            r.peak_mem_mib = float(m.group(1))
-        elif m := _RE["serialized_raw"].match(line):
-            artifact["raw_model_bytes"] = int(m.group(1))
-        elif m := _RE["code_compressed"].match(line):
-            artifact["code_bytes"] = int(m.group(1))
-        elif m := _RE["code_base"].match(line):
-            artifact["code_bytes"] = int(m.group(1))
-        elif m := _RE["serialized_q"].match(line):
-            artifact["compressor"] = m.group(1)
-            artifact["model_bytes"] = int(m.group(2))
-            artifact["scheme"] = "int" if line.startswith("Serialized model int") else "quantized"
-        elif m := _RE["total_q"].match(line):
-            artifact["compressor"] = m.group(1)
-            artifact["total_bytes"] = int(m.group(2))
-            artifact.setdefault("scheme", "int" if line.startswith("Total submission size int") else "quantized")
-        elif m := _RE["score"].match(line):
-            r.evals.append(EvalScore(m.group(1), float(m.group(2)), float(m.group(3)), _float_or_none(m.group(4))))
-        elif m := _RE["base_seed"].match(line):
-            hparams.setdefault("SEED", int(m.group(1)))
-        elif m := _RE["base_world"].match(line):
-            hparams.setdefault("WORLD_SIZE", int(m.group(1)))
-        elif m := _RE["base_batch"].match(line):
-            base_batch_tokens = int(m.group(1))
-        elif _RE["eval_only_full"].match(line):
-            eval_only_full = True
-        elif _RE["eval_only_quant"].match(line):
-            eval_only_quant = True
+        elif line:
+            _read_line(s, line)
+    return _finish(s)
 
+
+def _read_line(s: _LogState, line: str) -> None:
+    if line.startswith(EVAL_STARTED):
+        s.eval_started_at = len(s.scores)
+    for name, handler in _RULES:
+        m = _RE[name].match(line)
+        if m:
+            handler(s, m)
+            return
+    score = match_score(line)
+    if score is not None:
+        s.scores.append(score)
+
+
+def _finish(s: _LogState) -> TrainerResult:
+    r, hparams = s.r, s.hparams
     r.hyperparameters = hparams
-    r.steps = last_step
+    r.steps = s.last_step
     if r.train_time_ms is None:
-        if base_train_ms is not None:
-            r.train_time_ms = base_train_ms
-        elif last_train_min is not None:
-            r.train_time_ms = last_train_min * 60_000.0  # only to 0.1 min: the log has no better
-    if r.tokens_per_s is None and base_batch_tokens and last_step and r.train_time_ms:
-        r.tokens_per_s = base_batch_tokens * last_step / (r.train_time_ms / 1000.0)
-    r.mode = "eval_only" if eval_only_full else "eval_only_quantized" if eval_only_quant else "train"
+        if s.base_train_ms is not None:
+            r.train_time_ms = s.base_train_ms
+        elif s.last_train_min is not None:
+            r.train_time_ms = s.last_train_min * 60_000.0  # only to 0.1 min: the log has no better
+    if r.tokens_per_s is None and s.base_batch_tokens and s.last_step and r.train_time_ms:
+        r.tokens_per_s = s.base_batch_tokens * s.last_step / (r.train_time_ms / 1000.0)
+    r.mode = s.mode
     if r.mode != "train":
         r.steps, r.tokens_per_s, r.train_time_ms = None, None, None
     r.run_id = None if hparams.get("RUN_ID") in (None, "") else str(hparams["RUN_ID"])
     r.seed = _int_or_none(hparams.get("SEED"))
     r.world_size = _int_or_none(hparams.get("WORLD_SIZE"))
-    r.final = _final_score(r.evals, ttt_started)
-    if {"model_bytes", "total_bytes", "code_bytes"} & artifact.keys():
-        r.artifact = ArtifactInfo(
-            path=_ARTIFACT_NAMES[artifact.get("scheme", "quantized")] if "compressor" in artifact else None,
-            model_bytes=artifact.get("model_bytes"),
-            code_bytes=artifact.get("code_bytes"),
-            total_bytes=artifact.get("total_bytes"),
-            compressor=artifact.get("compressor"),
-        )
+    r.evals = [EvalScore(x.label, x.val_loss, x.val_bpb, x.eval_time_ms) for x in s.scores if x.format is not None]
+    r.final, r.log_format = _final_score(s.scores, s.eval_started_at)
+    r.artifact = _artifact(s.artifact)
     return r
 
 
-def _final_score(evals: Iterable[EvalScore], ttt_started: bool) -> EvalScore | None:
-    by_label = {e.label: e for e in evals}
-    for label in FINAL_LABEL_PREFERENCE:
-        if label in by_label:
-            if ttt_started and label not in TTT_LABELS:
-                return None  # TTT began and never printed its score: the run did not finish
-            score = by_label[label]
-            if score.eval_time_ms is None and label.endswith("_exact"):
-                # the baseline prints its eval time only on the rounded line
-                rounded = by_label.get(label.removesuffix("_exact"))
-                if rounded is not None:
-                    score = EvalScore(score.label, score.val_loss, score.val_bpb, rounded.eval_time_ms)
-            return score
-    return None
+def _final_score(scores: list[ScoreLine], eval_started_at: int) -> tuple[EvalScore | None, str | None]:
+    """The last reported score, with the eval time of its rounded twin when the exact line has none."""
+    last = max((i for i, x in enumerate(scores) if x.format is not None and x.format.role == "score"), default=-1)
+    unknown = [x for x in scores[last + 1:] if x.format is None]
+    if unknown:
+        quoted = "\n".join(x.text for x in scores[-SCORE_QUOTE_LINES:])
+        raise TrainerResultError(
+            f"unknown final-score format {unknown[-1].label!r} (golfrun/trainer/logformats.py lists the known "
+            f"ones); the log's last score-like lines:\n{quoted}")
+    if last < 0 or eval_started_at > last:
+        return None, None  # no score, or an evaluation began after it and never reported: not finished
+    score = scores[last]
+    eval_ms = score.eval_time_ms
+    if eval_ms is None and score.label.endswith("_exact"):
+        # the baseline and the sliding-window scripts print the eval time only on the rounded line
+        twin = score.label.removesuffix("_exact")
+        eval_ms = next((x.eval_time_ms for x in reversed(scores[:last]) if x.label == twin), None)
+    assert score.format is not None
+    return EvalScore(score.label, score.val_loss, score.val_bpb, eval_ms), score.format.name
+
+
+def _artifact(found: Mapping[str, Any]) -> ArtifactInfo | None:
+    if not {"model_bytes", "total_bytes", "code_bytes"} & found.keys():
+        return None
+    return ArtifactInfo(
+        path=artifact_name(found["scheme"]) if "compressor" in found else None,
+        model_bytes=found.get("model_bytes"),
+        code_bytes=found.get("code_bytes"),
+        total_bytes=found.get("total_bytes"),
+        compressor=found.get("compressor"),
+    )
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -412,10 +456,6 @@ def _literal(value: str) -> Any:
 
 def _max(a: int | None, b: int) -> int:
     return b if a is None else max(a, b)
-
-
-def _float_or_none(value: str | None) -> float | None:
-    return None if value is None else float(value)
 
 
 def _int_or_none(value: Any) -> int | None:
