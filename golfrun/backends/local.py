@@ -10,16 +10,17 @@
   "TIMEOUT after …s".
 - `cancel` signals the whole process tree (SIGTERM, then SIGKILL after a grace period).
 
-If golfrun itself is killed (SIGKILL), the trainer is not signalled (it runs in a session of its
-own), but its stdout pipe has lost its reader: it dies with BrokenPipeError at its next output
-line, before any results.json. Its folder keeps `job.pid`. The next `submit` of a job into that
-folder first calls `reap_stale(workdir)`, which stops any process still running for it (found by
-pid + start time, and by the `GOLFRUN_JOB_DIR` marker in its environment, which also catches
-torchrun workers whose launcher is gone), so two trainers never write one folder.
+The trainer runs under the job guard (golfrun/transport/guard.py, through `transport.spawn`): if
+golfrun itself is killed, SIGKILL included, the guard kills the job's whole tree (torchrun's
+workers too) within a fraction of a second, and a trainer that exits leaving workers behind has
+them stopped before its exit counts. `job.pid` holds the guard's pid. As a second line of defence
+(a guard killed too), the next `submit` of a job into that folder first calls `reap_stale(workdir)`,
+which stops any process still running for it (found by pid + start time, and by the
+`GOLFRUN_JOB_DIR` marker in its environment, which also catches torchrun workers whose launcher
+is gone), so two trainers never write one folder.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -28,12 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from golfrun.backends.base import Job, JobHandle, JobState, JobStatus
+from golfrun.backends.base import BackendHooks, Job, JobHandle, JobState, JobStatus
 from golfrun.errors import BackendError, TransportError
+from golfrun.fileio import sha256_file, write_json_atomic
 from golfrun.secrets import redact_env
 from golfrun.transport import local as transport
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
 
 LAUNCH_FILE = "launch.json"  # job.json belongs to the stage (its cache key)
 PID_FILE = "job.pid"
@@ -53,6 +58,7 @@ class _Running:
 
 class LocalBackend:
     name = "local"
+    poll_interval_s = 0.1  # a poll is a waitpid: cheap
 
     def __init__(
         self,
@@ -67,7 +73,15 @@ class LocalBackend:
         self.grace_s = grace_s
         self._jobs: dict[str, _Running] = {}
 
+    @classmethod
+    def from_campaign(cls, campaign: "Campaign", hooks: BackendHooks) -> "LocalBackend":
+        return cls(python=campaign.backend.local.python or None, on_line=hooks.on_line, on_finish=hooks.on_finish)
+
     # ----------------------------------------------------------------- verbs
+
+    def prepare(self, workdir: Path) -> None:
+        """A trainer left running by a killed golfrun must not write into a fresh folder."""
+        reap_stale(workdir, grace_s=self.grace_s)
 
     def command(self, job: Job) -> list[str]:
         """The argv that runs `job` (also what --dry-run prints)."""
@@ -102,13 +116,13 @@ class LocalBackend:
         reap_stale(workdir, grace_s=self.grace_s)
         env = self.environment(job)
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        _write_json(
+        write_json_atomic(
             workdir / LAUNCH_FILE,
             {
                 "schema": JOB_SCHEMA,
                 "name": job.name,
                 "script": job.script,
-                "script_sha256": _sha256(Path(job.script)),
+                "script_sha256": sha256_file(job.script),
                 "argv": argv,
                 "env": redact_env(env),
                 "nproc_per_node": job.nproc_per_node,
@@ -121,7 +135,7 @@ class LocalBackend:
             process = transport.spawn(argv, cwd=str(workdir), env=env, log_path=workdir / job.log_name, on_line=on_line)
         except TransportError as exc:
             raise BackendError(f"job {job.name}: {exc}") from exc
-        _write_json(
+        write_json_atomic(
             workdir / PID_FILE,
             {
                 "pid": process.pid,
@@ -218,20 +232,6 @@ def _poll_foreign(handle: JobHandle) -> JobStatus:
         if transport.process_start_time(int(handle.id)) == pid_info.get("start_time"):
             return JobStatus(JobState.RUNNING, "started by an earlier golfrun process", None, [handle.id])
     return JobStatus(JobState.UNKNOWN, f"process {handle.id} was not started by this golfrun process and is gone", None, [handle.id])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any:

@@ -1,9 +1,11 @@
 """The one place golfrun runs commands on this machine.
 
 - `run(argv, …)`: a short command to completion, with a deadline.
-- `spawn(argv, …)`: a long-lived job (a trainer) in its own process session, its merged
-  stdout+stderr written line by line to a log file (secret values scrubbed) and handed to a
-  callback; `LocalProcess.terminate` signals the whole tree.
+- `spawn(argv, …)`: a long-lived job (a trainer) under the job guard (golfrun/transport/guard.py)
+  in its own process session, its merged stdout+stderr written line by line to a log file (secret
+  values scrubbed) and handed to a callback; `LocalProcess.terminate` signals the whole tree. The
+  guard ends the job, torchrun's workers included, within POLL_S + its grace of golfrun's death,
+  whatever killed golfrun (docs/pipeline.md, "No job outlives golfrun").
 - `LocalTransport`: the `Transport` protocol over the two above plus file copies.
 
 Commands are argv lists, never shell strings. `env` always means variables set *on top of* the
@@ -23,6 +25,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +37,7 @@ from golfrun.secrets import LineRedactor, secret_values_from_env
 from golfrun.transport.base import CompletedRun, format_argv
 
 PROC = Path("/proc")
+GUARD = Path(__file__).with_name("guard.py")
 TAIL_KEEP = 200  # lines of output kept in memory for error messages
 
 
@@ -164,27 +168,47 @@ class LocalProcess:
         return code
 
     def terminate(self, grace_s: float = 10.0) -> int | None:
-        """SIGTERM the process group and every descendant, then SIGKILL what is left after `grace_s`.
+        """SIGTERM the job (the guard forwards it to every descendant), then SIGKILL the group and
+        every descendant still there after `grace_s`.
 
-        Returns the exit code (negative: killed by that signal).
+        A second Ctrl-C or SIGTERM of golfrun while it waits here escalates to SIGKILL at once and
+        is then re-raised: the job is never abandoned. Returns the exit code (negative: killed by
+        that signal).
         """
         tree = descendants(self.pid)
-        _killpg(self.pid, signal.SIGTERM)
-        kill_processes(tree, signal.SIGTERM)  # workers in sessions of their own miss the group signal
-        end = time.monotonic() + grace_s
-        while time.monotonic() < end:
-            if self.popen.poll() is not None and not _group_alive(self.pid) and not _alive(tree):
-                break
-            time.sleep(0.05)
-        else:
-            tree |= descendants(self.pid)
-            _killpg(self.pid, signal.SIGKILL)
-            kill_processes(tree, signal.SIGKILL)
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            end = time.monotonic() + grace_s
+            while time.monotonic() < end:
+                if self.popen.poll() is not None and not _group_alive(self.pid) and not _alive(tree):
+                    break
+                time.sleep(0.05)
+            else:
+                self._kill_tree(tree)
+        except (KeyboardInterrupt, SystemExit):
+            self._kill_tree(tree)
+            self._reap()
+            raise
+        self._reap()
+        return self.poll()
+
+    def _kill_tree(self, tree: set[tuple[int, int]]) -> None:
+        tree |= descendants(self.pid)
+        _killpg(self.pid, signal.SIGKILL)
+        kill_processes(tree, signal.SIGKILL)
+
+    def _reap(self) -> None:
         try:
             self.popen.wait(timeout=10.0)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
             pass
-        return self.poll()
+
+
+def guard_argv(argv: Sequence[str], orphan_signal: str = "KILL", orphan_grace_s: float = 1.0) -> list[str]:
+    """`argv` under the job guard, run by golfrun's own interpreter, watching this process."""
+    return [sys.executable, str(GUARD), "--parent", str(os.getpid()), "--orphan-signal", orphan_signal,
+            "--orphan-grace", f"{orphan_grace_s:g}", "--", *argv]
 
 
 def spawn(
@@ -194,20 +218,27 @@ def spawn(
     env: Mapping[str, str] | None,
     log_path: str | Path,
     on_line: Callable[[str], None] | None = None,
+    orphan_signal: str = "KILL",
+    orphan_grace_s: float = 1.0,
 ) -> LocalProcess:
-    """Start `argv` in a new session; stdout+stderr merged into `log_path` (truncated first).
+    """Start `argv` under the job guard in a new session; stdout+stderr merged into `log_path`
+    (truncated first). The returned process is the guard's: its exit code is the job's.
 
-    The values of secret-named variables of the child's environment (golfrun.secrets) are
-    replaced in every line before it is written or handed to `on_line`.
+    If golfrun dies, the guard sends `orphan_signal` to the job's whole tree and SIGKILL after
+    `orphan_grace_s` (guard.py). The values of secret-named variables of the child's environment
+    (golfrun.secrets) are replaced in every line before it is written or handed to `on_line`.
     """
     argv = _argv(argv)
     full_env = merged_env(env)
+    program = shutil.which(argv[0], path=full_env.get("PATH"))
+    if program is None or (os.sep in argv[0] and not os.access(argv[0], os.X_OK)):
+        raise TransportError(f"cannot run {format_argv(argv)}: {argv[0]}: no such executable")
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the reader thread
     try:
         popen = subprocess.Popen(
-            argv,
+            guard_argv(argv, orphan_signal, orphan_grace_s),
             cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from golfrun.backends.base import Job, JobState, wait
-from golfrun.backends.local import LAUNCH_FILE, PID_FILE, LocalBackend, reap_stale
+from golfrun.backends.local import LAUNCH_FILE, MARKER_ENV, PID_FILE, LocalBackend, reap_stale
 from golfrun.errors import BackendError
 from golfrun.secrets import REDACTED
 from golfrun.trainer.results import load_results
-from golfrun.transport.local import process_start_time
+from golfrun.transport.local import find_processes_with_env, process_start_time
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
 
@@ -185,15 +186,31 @@ def test_reap_stale_after_golfrun_died(tmp_path: Path) -> None:
     first.poll(old)  # reap the zombie in this test process
 
 
-def test_reap_stale_finds_orphaned_workers_by_marker(tmp_path: Path) -> None:
+def test_a_finished_job_leaves_no_worker_running(tmp_path: Path) -> None:
+    """The trainer exits and leaves a child in a session of its own: the job guard stops it."""
     backend = LocalBackend(grace_s=2)
     handle = backend.submit(job(tmp_path, "orphan", "sleep", {"FAKE_ORPHAN": "1"}))
     assert wait(backend, handle, deadline_s=60, poll_interval_s=0.1).state is JobState.SUCCEEDED
     child = int((tmp_path / "orphan" / "child.pid").read_text())
-    assert alive(child)  # the launcher is gone, its worker is not
-    assert backend.reap_stale(tmp_path / "orphan") is True
-    assert wait_for(lambda: not alive(child), 10)
-    assert reap_stale(tmp_path / "orphan") is False
+    assert not alive(child)  # stopped before the job counted as finished
+
+
+def test_reap_stale_finds_orphaned_workers_by_marker(tmp_path: Path) -> None:
+    """A worker with the folder's marker that no guard watches (started outside golfrun) is reaped."""
+    import subprocess
+
+    workdir = tmp_path / "orphan"
+    workdir.mkdir()
+    env = {**os.environ, MARKER_ENV: str(workdir.resolve())}
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env, start_new_session=True)
+    try:
+        assert wait_for(lambda: bool(find_processes_with_env(MARKER_ENV, str(workdir.resolve()))))
+        assert LocalBackend(grace_s=2).reap_stale(workdir) is True
+        assert worker.wait(timeout=10) < 0
+        assert reap_stale(workdir) is False
+    finally:
+        if worker.poll() is None:
+            worker.kill()
 
 
 def test_bad_jobs_are_backend_errors(tmp_path: Path) -> None:
