@@ -131,6 +131,8 @@ class Backend:
 class VerifyPod:
     gpu_count: int = key(0, "exact number of GPUs expected; 0 = none needed (CPU is fine)", ge=0)
     gpu_name: str = key("", "substring every GPU's name must contain (e.g. \"H100\"); \"\" = any")
+    gpu_form_factor: str = key("", "form factor every GPU must have (an H100 PCIe or NVL is not the SXM part the "
+                                   "records ran on); \"\" = any", choices=("", "SXM", "PCIe", "NVL"))
     torch_version: str = key("", "prefix torch.__version__ must start with; \"\" = any")
     cuda_version: str = key("", "prefix torch.version.cuda must start with; \"\" = any")
     attention_backend: str = key("", "attention backend the trainer must get (e.g. \"fa3\"); \"\" = any")

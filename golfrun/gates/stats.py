@@ -10,9 +10,14 @@ one-sided Welch t-test on per-seed val_loss,
 
 and passed iff p < alpha. It is the same test as
 `scipy.stats.ttest_ind(reference − margin, variant, equal_var=False, alternative="greater")`.
-When the test is undefined — fewer than 2 values on a side, a non-finite value, or zero variance on
-both sides — the result has t, df, p = None, passed = False and a `note` saying why: an undefined
-test never passes.
+`welch_one_sided` is the one implementation (gate-b and `golfrun package` call it). When the test is
+undefined — fewer than 2 values on a side, a non-finite value, or no spread on both sides (a side
+whose sample std is below REL_SPREAD_FLOOR = 1e-9 of its magnitude counts as constant: that spread is
+float rounding) — the result has t, df, p = None, defined = False, passed = False and a `note`
+saying why: an undefined test never passes.
+
+Target test (modded-nanogpt's rule): `one_sample_below(sample, target, alpha)`, H1: mean < target,
+t = (target − mean)/(s/√n), df = n − 1, with the same undefined cases.
 
 Ablation: deltas are `variant − baseline` in BPB (negative = better). The best (most negative)
 delta decides: ≤ promote → PROMOTE, ≤ hold → HOLD, else KILL.
@@ -58,8 +63,36 @@ def seed_stats(values: Sequence[float]) -> SeedStats:
     return SeedStats(mean, math.sqrt(var), n)
 
 
+# A sample whose standard deviation is below this fraction of its magnitude is constant: values
+# printed with 8 significant decimals cannot carry a spread that small, so what is left is float
+# rounding (`[2.76]*3` has a rounding variance of ~5e-16 and would "pass" at p = 4e-29).
+REL_SPREAD_FLOOR = 1e-9
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Sample variance, or exactly 0.0 when the spread is float noise relative to the values."""
+    s = seed_stats(values)
+    assert s.std is not None and s.mean is not None
+    scale = max(abs(x) for x in values)
+    return 0.0 if s.std <= REL_SPREAD_FLOOR * max(scale, 1e-300) else s.std**2
+
+
+def _undefined_reason(samples: Mapping[str, Sequence[float]]) -> str:
+    """Why a t-test of these named samples is undefined ("" when it is not, spread aside)."""
+    if not all(math.isfinite(x) for xs in samples.values() for x in xs):
+        return "a value is not finite (NaN or inf): the test is undefined"
+    if min(len(xs) for xs in samples.values()) < 2:
+        sizes = ", ".join(f"{name} {len(xs)}" for name, xs in samples.items())
+        side = "on each side" if len(samples) > 1 else "in the sample"
+        return f"the t-test needs at least 2 values {side} ({sizes})"
+    return ""
+
+
 @dataclass(frozen=True)
 class WelchResult:
+    """A one-sided t-test. `t`, `df`, `p` are None when the test is undefined (`defined` False,
+    `note` says why); an undefined test never passes."""
+
     t: float | None
     df: float | None
     p: float | None
@@ -73,43 +106,105 @@ class WelchResult:
     mean_reference: float | None = None
     note: str = ""  # why the test is undefined, when it is
 
+    @property
+    def defined(self) -> bool:
+        return self.p is not None
+
+    @property
+    def reason(self) -> str:
+        return self.note
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "defined": self.defined}
 
 
-def welch_record_test(
-    variant_losses: Sequence[float],
-    reference_losses: Sequence[float],
-    margin_nats: float = 0.005,
-    alpha: float = 0.01,
-) -> WelchResult:
-    """Is the variant's mean val_loss lower than the reference's by more than `margin_nats`, at
-    p < alpha? One-sided Welch t-test (see the module docstring)."""
+def welch_one_sided(sample: Sequence[float], reference: Sequence[float], margin: float = 0.0,
+                    alpha: float = 0.01) -> WelchResult:
+    """Is mean(sample) below mean(reference) by more than `margin`, at p < alpha? One-sided Welch
+    t-test (module docstring). Undefined — t, df, p None and a reason — for fewer than 2 values on
+    a side, a non-finite value, or no spread on either side (a constant side is float noise, see
+    REL_SPREAD_FLOOR); the one Welch test of golfrun (gate-b and `golfrun package` call it)."""
     from scipy import stats as sps
 
-    v = [float(x) for x in variant_losses]
-    r = [float(x) for x in reference_losses]
+    v = [float(x) for x in sample]
+    r = [float(x) for x in reference]
     nv, nr = len(v), len(r)
     sv, sr = seed_stats(v), seed_stats(r)
-    mean_diff = None if sv.mean is None or sr.mean is None else sr.mean - sv.mean
+    finite = all(math.isfinite(x) for x in v + r)
+    mean_diff = None if sv.mean is None or sr.mean is None or not finite else sr.mean - sv.mean
 
     def undefined(note: str) -> WelchResult:
-        return WelchResult(None, None, None, mean_diff, margin_nats, alpha, False, nv, nr, sv.mean, sr.mean, note)
+        mv = sv.mean if finite else None
+        mr = sr.mean if finite else None
+        return WelchResult(None, None, None, mean_diff, margin, alpha, False, nv, nr, mv, mr, note)
 
-    if not all(math.isfinite(x) for x in v + r):
-        return undefined("a loss is not finite (NaN or inf): the test is undefined")
-    if nv < 2 or nr < 2:
-        return undefined(f"the Welch test needs at least 2 values on each side (variant {nv}, reference {nr})")
-    assert sv.std is not None and sr.std is not None and mean_diff is not None
-    a, b = sv.std**2 / nv, sr.std**2 / nr
+    why = _undefined_reason({"variant": v, "reference": r})
+    if why:
+        return undefined(why)
+    assert mean_diff is not None
+    a, b = _spread(v) / nv, _spread(r) / nr
     se2 = a + b
     if se2 == 0.0:
-        return undefined("zero variance on both sides (identical values per side): the t-test is undefined; "
-                         "were the seeds really different?")
-    t = (mean_diff - margin_nats) / math.sqrt(se2)
+        return undefined("zero variance on both sides (identical values up to float rounding): the t-test is "
+                         "undefined; were the seeds really different?")
+    t = (mean_diff - margin) / math.sqrt(se2)
     df = se2**2 / (a**2 / (nv - 1) + b**2 / (nr - 1))
     p = float(sps.t.sf(t, df))
-    return WelchResult(t, df, p, mean_diff, margin_nats, alpha, p < alpha, nv, nr, sv.mean, sr.mean)
+    return WelchResult(t, df, p, mean_diff, margin, alpha, p < alpha, nv, nr, sv.mean, sr.mean)
+
+
+def welch_record_test(variant_losses: Sequence[float], reference_losses: Sequence[float],
+                      margin_nats: float = 0.005, alpha: float = 0.01) -> WelchResult:
+    """The competition's record rule: `welch_one_sided` with its margin and alpha."""
+    return welch_one_sided(variant_losses, reference_losses, margin_nats, alpha)
+
+
+@dataclass(frozen=True)
+class OneSampleResult:
+    """One-sample t-test that the mean is below `target` (H1: mean < target)."""
+
+    t: float | None
+    df: float | None
+    p: float | None
+    mean: float | None
+    target: float
+    alpha: float
+    passed: bool
+    n: int
+    note: str = ""
+
+    @property
+    def defined(self) -> bool:
+        return self.p is not None
+
+    @property
+    def reason(self) -> str:
+        return self.note
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "defined": self.defined}
+
+
+def one_sample_below(sample: Sequence[float], target: float, alpha: float = 0.01) -> OneSampleResult:
+    """t = (target − mean) / (s/√n), df = n − 1, p = P(T_df > t); passed iff p < alpha. Undefined
+    (never passes) for n < 2, a non-finite value or target, or no spread."""
+    from scipy import stats as sps
+
+    v = [float(x) for x in sample]
+    s = seed_stats(v)
+    finite = all(math.isfinite(x) for x in v) and math.isfinite(target)
+    mean = s.mean if finite else None
+
+    why = _undefined_reason({"sample": v}) or ("" if finite else "the target is not finite: the test is undefined")
+    if not why and _spread(v) == 0.0:
+        why = "no spread (identical values up to float rounding): the t-test is undefined"
+    if why:
+        return OneSampleResult(None, None, None, mean, target, alpha, False, len(v), why)
+    assert s.mean is not None
+    t = (target - s.mean) / math.sqrt(_spread(v) / len(v))
+    df = float(len(v) - 1)
+    p = float(sps.t.sf(t, df))
+    return OneSampleResult(t, df, p, s.mean, target, alpha, p < alpha, len(v))
 
 
 class AblationOutcome(str, enum.Enum):

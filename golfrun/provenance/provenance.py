@@ -3,13 +3,14 @@
 Schema `golfrun.provenance/1`, top-level keys: `schema, created_at, campaign{name, resolved_toml,
 config}, trainer{path, sha256}, git[{toplevel, commit, branch, dirty, untracked, diff_sha256,
 diff}], python{version, executable, packages}, trainer_python{executable, torch, cuda, cudnn,
-nccl, cuda_available, devices, packages | error}, nvidia_smi{gpus, driver_version | absent},
+nccl, cuda_available, attention, devices, packages | error}, nvidia_smi{present, gpus, driver_version,
+topology}, machine{the hardware fingerprint of golfrun/machine.py, with its hardware_key},
 host{hostname, platform, cpu_model, cpu_count, mem_total_kib}, cluster{slurm, pod, env}, stages{
 <stage>: {verdict, started_at, finished_at, wall_s, fingerprint, reason, jobs[…]}}, seeds,
 wall{started_at, finished_at, wall_s}`.
 
-golfrun never imports torch: the trainer's interpreter is asked in a subprocess (which also lists
-that interpreter's packages). Every string in the document passes through golfrun/secrets.py
+golfrun never imports torch: the trainer's interpreter is asked in a subprocess (golfrun/machine.py,
+the one machine probe, which also lists that interpreter's packages). Every string in the document passes through golfrun/secrets.py
 (secret-named keys, private-key blocks, and the literal values of every secret-named variable of
 the environment and of the campaign), so nothing secret survives into the file.
 """
@@ -17,7 +18,6 @@ the environment and of the campaign), so nothing secret survives into the file.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -31,46 +31,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from golfrun import machine
 from golfrun.errors import GolfrunError
 from golfrun.secrets import REDACTED, is_secret_name, redact_data, redact_text, secret_values_from_env
 from golfrun.summary import STAGES, Summary
 
 PROVENANCE_SCHEMA = "golfrun.provenance/1"
-MAX_DIFF_BYTES = 2_000_000
 _ENV_PREFIXES = ("SLURM_", "RUNPOD_", "CUDA_", "NCCL_", "TORCH", "OMP_", "HF_", "GOLFRUN_", "PYTHON", "VIRTUAL_ENV")
-
-_PROBE = r"""
-import json, shutil, sys
-out = {"executable": sys.executable, "python": sys.version.split()[0]}
-from importlib import metadata
-try:
-    out["packages"] = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata['Name'])
-except Exception as e:
-    out["packages_error"] = repr(e)
-# torch/version.py answers without importing torch (seconds on a busy CPU box); the full import
-# happens only where there is a GPU to ask about (NCCL, device names).
-try:
-    ns = {}
-    path = metadata.distribution("torch").locate_file("torch/version.py")
-    exec(compile(open(path).read(), str(path), "exec"), ns)
-    out["torch"], out["cuda"], out["git_version"] = ns.get("__version__"), ns.get("cuda"), ns.get("git_version")
-except Exception as e:
-    out["error"] = "torch: " + repr(e)
-out.update({"cuda_available": False, "nccl": None, "cudnn": None, "devices": []})
-if out.get("cuda") and shutil.which("nvidia-smi"):
-    try:
-        import torch
-        out["cuda_available"] = torch.cuda.is_available()
-        out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-        if out["cuda_available"]:
-            v = torch.cuda.nccl.version()
-            out["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-            out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception as e:
-        out["cuda_error"] = repr(e)
-print(json.dumps(out))
-"""
-
 
 # ------------------------------------------------------------------------------ secrets
 
@@ -152,17 +119,8 @@ def resolved_toml(campaign: Any, campaign_dir: Path, values: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ probes
-
-
-def _run(argv: list[str], timeout_s: float = 60.0, cwd: str | None = None) -> tuple[int, str, str]:
-    from golfrun.errors import TransportError
-    from golfrun.transport import local
-
-    try:
-        r = local.run(argv, cwd=cwd, timeout_s=timeout_s, check=False)
-    except TransportError as exc:
-        return -1, "", str(exc)
-    return r.returncode, r.stdout, r.stderr
+# The machine itself (interpreter, GPUs, git) is golfrun/machine.py's: asked once, here shaped as
+# this document's keys.
 
 
 def git_info(folders: list[Path]) -> list[dict[str, Any]]:
@@ -173,56 +131,30 @@ def git_info(folders: list[Path]) -> list[dict[str, Any]]:
     for folder in folders:
         if not folder.is_dir():
             continue
-        rc, top, _ = _run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], 30)
-        top = top.strip()
-        if rc != 0 or not top or top in seen:
-            continue
-        entry: dict[str, Any] = {"toplevel": top}
-        rc, head, err = _run(["git", "-C", top, "rev-parse", "HEAD"], 30)
-        entry["commit"] = head.strip() if rc == 0 else None
-        _, branch, _ = _run(["git", "-C", top, "rev-parse", "--abbrev-ref", "HEAD"], 30)
-        entry["branch"] = branch.strip() or None
-        _, status, _ = _run(["git", "-C", top, "status", "--porcelain", "--untracked-files=all"], 60)
-        lines = status.splitlines()
-        entry["untracked"] = sorted(line[3:] for line in lines if line.startswith("??"))
-        entry["dirty"] = any(not line.startswith("??") for line in lines)
-        diff = ""
-        if entry["commit"]:
-            _, diff, _ = _run(["git", "-C", top, "diff", "HEAD", "--no-color", "--no-ext-diff"], 120)
-        entry["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
-        entry["diff_bytes"] = len(diff.encode())
-        entry["diff"] = diff if len(diff.encode()) <= MAX_DIFF_BYTES else None
-        if entry["diff"] is None:
-            entry["diff_note"] = f"diff over {MAX_DIFF_BYTES} bytes: only its sha256 is kept"
-        seen[top] = entry
+        entry = machine.git_state(folder, with_diff=True)
+        if entry is not None and entry["toplevel"] not in seen:
+            seen[entry["toplevel"]] = entry
     return list(seen.values())
 
 
 def probe_python(python: str, timeout_s: float = 180.0) -> dict[str, Any]:
-    """The trainer interpreter's torch/CUDA/NCCL versions and packages, asked in a subprocess."""
-    rc, out, err = _run([python, "-c", _PROBE], timeout_s)
-    if rc != 0:
-        return {"executable": python, "error": f"exit {rc}: {(err or out).strip()[-500:]}"}
+    """The trainer interpreter's torch/CUDA/NCCL versions, devices and packages (machine.py)."""
     try:
-        return json.loads(out.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        return {"executable": python, "error": f"unreadable probe output: {out[-300:]!r}"}
+        facts = machine.probe_interpreter(python, torch="auto", all_packages=True, timeout_s=timeout_s)
+    except machine.MachineError as exc:
+        return {"executable": python, "error": str(exc)}
+    keep = ("executable", "python", "torch", "cuda", "git_version", "cudnn", "nccl", "cuda_available", "attention")
+    out = {k: facts.get(k) for k in keep}
+    out["devices"] = [d.get("name") for d in facts.get("devices") or []]
+    out["packages"] = facts.get("distributions") or []
+    if facts.get("torch_error"):
+        out["error"] = "torch: " + str(facts["torch_error"])
+    return out
 
 
 def nvidia_smi() -> dict[str, Any]:
-    if shutil.which("nvidia-smi") is None:
-        return {"present": False}
-    rc, out, err = _run(["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total,pci.bus_id",
-                         "--format=csv,noheader"], 60)
-    if rc != 0:
-        return {"present": True, "error": (err or out).strip()[-500:]}
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 5:
-            gpus.append({"index": parts[0], "name": parts[1], "driver_version": parts[2],
-                         "memory_total": parts[3], "pci_bus_id": parts[4]})
-    return {"present": True, "gpus": gpus, "driver_version": gpus[0]["driver_version"] if gpus else None}
+    smi = machine.nvidia_smi()
+    return {k: v for k, v in smi.items() if k not in ("query_raw", "topology_raw")}
 
 
 def host_info() -> dict[str, Any]:
@@ -319,6 +251,7 @@ def build_provenance(
     folders = [Path(__file__).resolve().parent, Path.cwd()]
     if trainer_path is not None:
         folders.insert(0, Path(trainer_path).resolve().parent)
+    git, tp, smi = git_info(folders), probe_python(trainer_python), nvidia_smi()
     cluster_env = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_JOB", "SLURM_NODELIST", "RUNPOD_POD"))}
     doc: dict[str, Any] = {
         "schema": PROVENANCE_SCHEMA,
@@ -326,10 +259,11 @@ def build_provenance(
         "campaign": {"name": getattr(campaign, "name", ""), "resolved_toml": resolved_toml(campaign, campaign_dir, values),
                      "config": campaign_dict(campaign)},
         "trainer": {"path": str(trainer_path) if trainer_path else None, "sha256": trainer_sha256},
-        "git": git_info(folders),
+        "git": git,
         "python": {"version": sys.version.split()[0], "executable": sys.executable, "packages": _packages()},
-        "trainer_python": probe_python(trainer_python),
-        "nvidia_smi": nvidia_smi(),
+        "trainer_python": tp,
+        "nvidia_smi": smi,
+        "machine": machine.fingerprint(tp, smi, git[0] if git and "toplevel" in git[0] else None).to_dict(),
         "host": host_info(),
         "cluster": {
             "slurm": _read_json(campaign_dir / "slurm.json"),

@@ -3,7 +3,8 @@ collecting results, and building summaries.
 
 A job's folder is `<stage_dir>/jobs/<name>/`. Before a job starts, `job.json` records its key:
 the sha256 of its resolved environment (secrets redacted, the per-run ARTIFACT_DIR left out),
-the trainer's sha256 and the files it reads (a checkpoint's sha256). The job is served from
+the trainer's sha256, the files it reads (a checkpoint's sha256) and the hardware key of the
+machine verify-pod recorded (golfrun/machine.py). The job is served from
 cache when that key is unchanged and the folder holds a usable result (`results.json`, written
 last by the trainer, or a log with a final score). Anything else reruns in a clean folder, so a
 crash or SIGKILL loses at most the job that was running.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golfrun.fileio import now_iso, sha256_file, sha256_text, write_json_atomic  # noqa: F401  (re-exported)
+from golfrun.machine import campaign_hardware_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
 from golfrun.summary import Artifact, Check, JobRecord, Summary, Verdict
@@ -175,6 +177,8 @@ def job_key(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> str:
         "inputs": dict(spec.inputs),
         "nproc_per_node": spec.nproc_per_node,
         "mode": spec.mode,
+        # a result measured on other hardware is never served as this machine's (golfrun/machine.py)
+        "hardware": campaign_hardware_key(ctx.campaign_dir),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

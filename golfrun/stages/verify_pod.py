@@ -2,6 +2,7 @@
 
 Checks, each with observed vs limit (the verify_pod section; an empty limit means "any"):
   gpu_count (exact; 0 = a CPU machine is fine), gpu_name (a substring of every GPU's name),
+  gpu_form_factor (SXM | PCIe | NVL),
   torch_version and cuda_version (prefixes), attention_backend (e.g. "fa3": its module
   imports), required_packages (each importable, with its version), free disk under the
   campaign folder ≥ min_free_disk_gb, the trainer file present (its sha256 recorded), and the
@@ -10,20 +11,21 @@ Checks, each with observed vs limit (the verify_pod section; an empty limit mean
 Rule: PASS iff every check passes; any failure → KILL (nothing downstream runs).
 It runs on every `run-all` (never from cache): it is about the machine, not the campaign.
 
-The facts come from a probe run by the interpreter that runs the trainer (backend.local.python,
-default the one running golfrun), so torch is never imported into golfrun itself.
+The facts come from golfrun/machine.py, the one machine probe: the interpreter that runs the
+trainer (backend.local.python, default the one running golfrun) runs golfrun/machine_probe.py, so
+torch is never imported into golfrun itself; nvidia-smi gives the GPUs' names, memory, driver and
+interconnect. The machine's fingerprint goes to `decision.machine` and to
+`runs/<campaign>/machine.json`, whose hardware key is part of every job's cache key.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from golfrun.errors import GolfrunError
+from golfrun import machine
+from golfrun.campaign.schema import VerifyPod
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
 from golfrun.summary import Check, Summary
@@ -32,67 +34,12 @@ from golfrun.summary import Check, Summary
 # Its fingerprint stays the same, so what depends on it is still served from cache.
 ALWAYS_RUN = True
 
-# Runs in the trainer's interpreter: prints one JSON line of facts. Must not fail on a CPU box.
-PROBE = r"""
-import importlib, importlib.metadata as md, importlib.util, json, sys
-packages = json.loads(sys.argv[1])
-want_torch = sys.argv[2] == "1"
-facts = {"python": sys.version.split()[0], "packages": {}, "gpus": [], "torch": None, "cuda": None, "attention": []}
-for name in packages:
-    spec = importlib.util.find_spec(name)
-    version = None
-    if spec is not None:
-        for dist in (name, name.replace("_", "-"), "python-" + name):
-            try:
-                version = md.version(dist); break
-            except md.PackageNotFoundError:
-                pass
-    facts["packages"][name] = {"importable": spec is not None, "version": version}
-try:
-    if not want_torch:
-        raise ImportError("not asked for: no torch check in verify_pod")
-    import torch
-    facts["torch"] = torch.__version__
-    facts["cuda"] = torch.version.cuda
-    if torch.cuda.is_available():
-        facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-except Exception as exc:
-    facts["torch_error"] = repr(exc)
-for name, module in (("fa3", "flash_attn_interface"), ("fa2", "flash_attn")):
-    try:
-        importlib.import_module(module)
-        facts["attention"].append(name)
-    except Exception:
-        pass
-facts["attention"].append("sdpa")
-print(json.dumps(facts))
-"""
-
-
-def _section(ctx: StageContext) -> Any:
+def _section(ctx: StageContext) -> VerifyPod:
     return ctx.campaign.verify_pod
 
 
 def trainer_python(ctx: StageContext) -> str:
-    local = getattr(getattr(ctx.campaign, "backend", None), "local", None)
-    python = getattr(local, "python", "") if local is not None else ""
-    return python or sys.executable
-
-
-def probe(python: str, packages: list[str], want_torch: bool, timeout_s: float = 300.0) -> dict[str, Any]:
-    argv = [python, "-c", PROBE, json.dumps(packages), "1" if want_torch else "0"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GolfrunError(f"verify-pod: could not run the probe with {python}: {exc}") from exc
-    if done.returncode != 0:
-        raise GolfrunError(f"verify-pod: the probe failed under {python} (exit {done.returncode}): "
-                           f"{done.stderr.strip().splitlines()[-1:] }")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60, check=False)
+    return ctx.campaign.backend.local.python or sys.executable
 
 
 def git_checks(trainer: Path, pin: str, how: str) -> list[Check]:
@@ -100,34 +47,24 @@ def git_checks(trainer: Path, pin: str, how: str) -> list[Check]:
         return []
     if how not in ("exact", "ancestor"):
         return [Check("git_commit", how, "exact|ancestor", "in", False, "verify_pod.git_pin must be 'exact' or 'ancestor'")]
-    head = _git(trainer.parent, "rev-parse", "HEAD")
-    if head.returncode != 0:
-        return [Check("git_commit", None, pin, how, False, f"{trainer.parent} is not a git checkout: {head.stderr.strip()}")]
-    head_sha = head.stdout.strip()
+    rc, head_sha, err = machine.git(trainer.parent, "rev-parse", "HEAD")
+    if rc != 0:
+        return [Check("git_commit", None, pin, how, False, f"{trainer.parent} is not a git checkout: {err}")]
     if how == "exact":
-        full = _git(trainer.parent, "rev-parse", "--verify", f"{pin}^{{commit}}").stdout.strip() or pin
+        full = machine.git(trainer.parent, "rev-parse", "--verify", f"{pin}^{{commit}}")[1] or pin
         return [Check("git_commit", head_sha, full, "==", head_sha == full, "HEAD must be exactly the pinned commit")]
-    anc = _git(trainer.parent, "merge-base", "--is-ancestor", pin, "HEAD")
+    rc, _, err = machine.git(trainer.parent, "merge-base", "--is-ancestor", pin, "HEAD")
     detail = "the pinned commit must be in HEAD's history"
-    if anc.returncode not in (0, 1):
-        detail += f" ({anc.stderr.strip() or 'unknown commit'})"
-    return [Check("git_commit", head_sha, pin, "ancestor-of", anc.returncode == 0, detail)]
+    if rc not in (0, 1):
+        detail += f" ({err or 'unknown commit'})"
+    return [Check("git_commit", head_sha, pin, "ancestor-of", rc == 0, detail)]
 
 
-def run(ctx: StageContext) -> Summary:
-    from golfrun.gates.checks import verdict_from
-
-    started = common.now_iso()
-    v = _section(ctx)
-    packages = [str(p) for p in (v.required_packages or [])]
-    trainer = common.trainer_file(ctx)
-    python = trainer_python(ctx)
-    # torch's import is slow: only when something about it is checked (it is, in every real campaign)
-    want_torch = "torch" in packages or bool(v.gpu_count or v.gpu_name or v.torch_version or v.cuda_version)
-    facts = probe(python, packages, want_torch)
+def machine_checks(v: VerifyPod, m: machine.Machine, python: str) -> list[Check]:
+    """The machine's facts against the verify_pod section (an empty limit means "any")."""
+    facts, fp = m.facts, m.fingerprint
+    gpus = [g["name"] for g in m.smi.get("gpus") or []] or [d["name"] for d in facts.get("devices") or []]
     checks: list[Check] = []
-
-    gpus = facts.get("gpus") or []
     want = int(v.gpu_count)
     if want == 0:
         checks.append(Check("gpu_count", len(gpus), 0, "any", True, "gpu_count = 0: a CPU machine is fine"))
@@ -136,6 +73,9 @@ def run(ctx: StageContext) -> Summary:
     if v.gpu_name:
         ok = bool(gpus) and all(v.gpu_name in g for g in gpus)
         checks.append(Check("gpu_name", gpus, v.gpu_name, "contains", ok, "every GPU's name must contain it"))
+    if v.gpu_form_factor:
+        checks.append(Check("gpu_form_factor", fp.form_factor or "none", v.gpu_form_factor, "==",
+                            fp.form_factor == v.gpu_form_factor, f"from the name {fp.gpu_name!r} and nvidia-smi"))
     torch_v = facts.get("torch")
     if v.torch_version:
         checks.append(Check("torch_version", torch_v, v.torch_version, "startswith",
@@ -147,11 +87,29 @@ def run(ctx: StageContext) -> Summary:
     if v.attention_backend:
         have = facts.get("attention") or []
         checks.append(Check("attention_backend", have, v.attention_backend, "in", v.attention_backend in have,
-                            "fa3 = flash_attn_interface importable, fa2 = flash_attn, sdpa = always"))
+                            "fa3 = flash_attn_interface importable, fa2 = flash_attn, varlen = torch's varlen_attn, "
+                            "sdpa = always"))
     for name, info in (facts.get("packages") or {}).items():
         checks.append(Check(f"package:{name}", info.get("version") or ("importable" if info.get("importable") else "missing"),
                             "importable", "==", bool(info.get("importable")), f"import {name} under {python}"))
+    return checks
+
+
+def run(ctx: StageContext) -> Summary:
+    from golfrun.gates.checks import verdict_from
+
+    started = common.now_iso()
+    v = _section(ctx)
+    packages = [str(p) for p in (v.required_packages or [])]
+    trainer = common.trainer_file(ctx)
+    python = trainer_python(ctx)
+    # torch's import is slow: only when something about it is checked (it is, in every real campaign)
+    want_torch = "torch" in packages or bool(v.gpu_count or v.gpu_name or v.gpu_form_factor or v.torch_version
+                                             or v.cuda_version or v.attention_backend)
+    m = machine.probe(python, packages=packages, torch="yes" if want_torch else "no", git_folder=trainer.parent)
     ctx.campaign_dir.mkdir(parents=True, exist_ok=True)
+    machine.write_machine(ctx.campaign_dir, m.fingerprint)  # the job caches' hardware key
+    checks = machine_checks(v, m, python)
     free_gb = shutil.disk_usage(ctx.campaign_dir).free / 1e9
     checks.append(Check("free_disk_gb", round(free_gb, 2), float(v.min_free_disk_gb), ">=",
                         free_gb >= float(v.min_free_disk_gb), f"free space under {ctx.campaign_dir}"))
@@ -161,7 +119,8 @@ def run(ctx: StageContext) -> Summary:
     checks.extend(git_checks(trainer, str(v.git_commit or ""), str(v.git_pin or "ancestor")))
 
     verdict, reasons = verdict_from(checks)
-    decision = {"python": python, "facts": facts, "trainer": str(trainer), "trainer_sha256": ctx.trainer_sha256}
+    decision = {"python": python, "facts": m.facts, "machine": m.fingerprint.to_dict(),
+                "topology": m.smi.get("topology"), "trainer": str(trainer), "trainer_sha256": ctx.trainer_sha256}
     return common.new_summary(ctx, verdict, started, checks=checks, decision=decision, reasons=reasons)
 
 

@@ -12,7 +12,9 @@ from golfrun.gates.stats import (
     AblationOutcome,
     ablation_decision,
     classify_delta,
+    one_sample_below,
     seed_stats,
+    welch_one_sided,
     welch_record_test,
 )
 
@@ -182,3 +184,51 @@ def test_ablation_bad_input() -> None:
         ablation_decision({}, -0.002, -0.001)
     with pytest.raises(ValueError, match="must be <= hold"):
         ablation_decision({"a": 0.0}, -0.001, -0.002)
+
+
+# ----------------------------------------------------------------------------------------------
+# degenerate samples: undefined with a reason, never a pass
+
+
+def test_float_rounding_spread_is_no_spread() -> None:
+    # [2.76]*3 against [2.80]*3 carries a rounding variance of ~5e-16: a naive t-test "passes" at
+    # p ≈ 4e-29. Here it is undefined.
+    r = welch_one_sided([2.76] * 3, [2.80] * 3, 0.005, 0.01)
+    assert (r.defined, r.passed, r.t, r.p) == (False, False, None, None)
+    assert "zero variance on both sides" in r.reason
+    # the same with values that differ only in the 12th decimal (below 1e-9 of their magnitude)
+    assert not welch_one_sided([2.76, 2.76 + 1e-12, 2.76 - 1e-12], [2.80, 2.80 + 2e-12], 0.005).defined
+    # a real spread of 1e-5 nats is kept
+    assert welch_one_sided([2.76, 2.76001], [2.80, 2.80001], 0.005).defined
+    d = r.to_dict()
+    assert d["defined"] is False and d["p"] is None
+
+
+def test_welch_non_finite_has_no_mean() -> None:
+    r = welch_one_sided([2.7, float("nan")], [2.8, 2.81])
+    assert r.mean_diff is None and r.mean_variant is None and not r.defined
+
+
+def test_one_sample_by_hand() -> None:
+    # [1, 2, 3] below 4: mean 2, s = 1, se = 1/√3; t = (4 − 2)·√3 = 3.46410162, df 2;
+    # P(T_2 > t) = 1/2 − t/(2·sqrt(2 + t²)) = 0.5 − 3.46410162/(2·3.74165739) = 0.03708995
+    r = one_sample_below([1.0, 2.0, 3.0], 4.0, alpha=0.05)
+    assert r.t == pytest.approx(2 * math.sqrt(3), rel=1e-12)
+    assert r.df == 2.0
+    assert r.p == pytest.approx(0.03708995, abs=1e-8)
+    assert r.passed is True and r.defined
+    assert one_sample_below([1.0, 2.0, 3.0], 4.0, alpha=0.01).passed is False
+    theirs = sps.ttest_1samp([1.0, 2.0, 3.0], 4.0, alternative="less")
+    assert r.p == pytest.approx(float(theirs.pvalue), rel=1e-12)
+
+
+@pytest.mark.parametrize("sample, target, why", [
+    ([2.7], 2.8, "at least 2 values in the sample (sample 1)"),
+    ([2.7, float("nan")], 2.8, "not finite"),
+    ([2.7, 2.71], float("inf"), "target is not finite"),
+    ([2.7] * 4, 2.8, "no spread"),
+])
+def test_one_sample_undefined(sample: list[float], target: float, why: str) -> None:
+    r = one_sample_below(sample, target)
+    assert (r.defined, r.passed, r.p) == (False, False, None)
+    assert why in r.reason
