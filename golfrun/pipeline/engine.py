@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golfrun.errors import GolfrunError, SummaryError
+from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
 from golfrun.stages.common import campaign_section, sha256_file, sha256_text, trainer_path
 from golfrun.summary import EXIT_CODES, STAGES, Summary, Verdict
@@ -86,9 +86,10 @@ class StageOutcome:
 class Engine:
     campaign: "Campaign"
     campaign_dir: Path
-    backend_factory: Callable[[], "Backend"] | None = None
+    backend_factory: Callable[[], "Backend"] | None = None  # default: the registry's `job_backend`
     log: Callable[[str], None] = print
     on_stage: Callable[[str], None] | None = None  # told when a stage starts (the progress display)
+    job_backend: str = "local"  # the job backend's name in golfrun.backends.base.REGISTRY
     _backend: "Backend | None" = field(default=None, init=False)
     _trainer_sha: str | None = field(default=None, init=False)
 
@@ -105,9 +106,18 @@ class Engine:
     def backend(self) -> "Backend":
         if self._backend is None:
             if self.backend_factory is None:
-                raise GolfrunError("no backend configured for this run")
-            self._backend = self.backend_factory()
+                from golfrun.backends.base import create
+
+                self._backend = create(self.job_backend, self.campaign)
+            else:
+                self._backend = self.backend_factory()
         return self._backend
+
+    def plan_backend(self) -> "Backend":
+        """The job backend as --dry-run shows it: built from the registry, never used to submit."""
+        from golfrun.backends.base import create
+
+        return create(self.job_backend, self.campaign)
 
     def read(self, stage: str) -> Summary | None:
         """The stage's summary or None; SummaryError when it exists but cannot be read back."""
@@ -153,7 +163,7 @@ class Engine:
             campaign_dir=self.campaign_dir,
             stage_dir=summaries.stage_dir(self.campaign_dir, stage),
             upstream=upstream,
-            backend=None if dry_run else _LazyBackend(self),  # type: ignore[arg-type]
+            backend=self.plan_backend() if dry_run else _LazyBackend(self),  # type: ignore[arg-type]
             trainer_sha256=self.trainer_sha256,
             fingerprint=fp,
             fingerprint_inputs=inputs,
@@ -335,17 +345,23 @@ class Engine:
 
     def run_job_index(self, stage: str, index: int) -> int:
         """Run job `index` of the stage's plan in its folder; write no summary (a later plain run
-        of the stage finds it cached and aggregates)."""
+        of the stage finds it cached and aggregates). Holds the campaign lock shared (the tasks of
+        one Slurm array run side by side; a run-all or stage command excludes them, LockError) and
+        the job's own lock exclusively."""
+        from golfrun.pipeline.lock import CampaignLock, job_lock
         from golfrun.stages import common
 
         module = stage_module(stage)
         if not hasattr(module, "plan"):
-            raise GolfrunError(f"{stage} runs no trainer jobs; --job-index applies to gate-a, ablation and gate-b")
-        ctx = self.context(stage, self.upstream(stage))
-        jobs = list(module.plan(ctx))
-        if not 0 <= index < len(jobs):
-            raise GolfrunError(f"--job-index {index}: {stage} plans {len(jobs)} job(s), indices 0..{len(jobs) - 1}")
-        outcome = common.run_job(ctx, jobs[index])
+            raise UsageError(f"{stage} runs no trainer jobs; --job-index applies to gate-a, ablation and gate-b")
+        command = f"golfrun {stage} --job-index {index}"
+        with CampaignLock(self.campaign_dir, command=command, shared=True):
+            ctx = self.context(stage, self.upstream(stage))
+            jobs = list(module.plan(ctx))
+            if not 0 <= index < len(jobs):
+                raise UsageError(f"--job-index {index}: {stage} plans {len(jobs)} job(s), indices 0..{len(jobs) - 1}")
+            with job_lock(ctx.stage_dir, jobs[index].name, command=command):
+                outcome = common.run_job(ctx, jobs[index])
         return 0 if outcome.ok else EXIT_CODES[Verdict.ERROR]
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from golfrun.errors import LockError
+from golfrun.errors import LockError, UsageError
 
 LOCK_NAME = ".lock"
 
@@ -31,11 +31,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 class CampaignLock:
-    """`with CampaignLock(campaign_dir):` — raises LockError if another live process holds it."""
+    """`with CampaignLock(campaign_dir):` — raises LockError if another live process holds it.
 
-    def __init__(self, campaign_dir: Path, command: str = "") -> None:
-        self.path = Path(campaign_dir) / LOCK_NAME
+    `shared=True` is how jobs of one Slurm array (`golfrun STAGE --job-index`) hold it: together,
+    each also holding its job's own exclusive lock (`job_lock`), but never beside an exclusive
+    holder (run-all, a stage command). A shared holder leaves the file's content alone.
+    """
+
+    def __init__(self, campaign_dir: Path, command: str = "", shared: bool = False, name: str = LOCK_NAME) -> None:
+        self.path = Path(campaign_dir) / name
         self.command = command
+        self.shared = shared
         self._fd: int | None = None
 
     def holder(self) -> dict[str, object]:
@@ -45,21 +51,31 @@ class CampaignLock:
             return {}
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # the first write under the runs folder: say which folder, not a traceback
+            raise UsageError(f"{self.path.parent}: cannot create the campaign folder or its lock "
+                             f"({exc.strerror or exc}); choose a writable --runs-dir") from exc
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             info = self.holder()
             pid = info.get("pid")
             host = info.get("host", "?")
+            if not info:
+                raise LockError(f"{self.path}: campaign is locked by golfrun jobs that hold it together "
+                                "(`--job-index`, Slurm array tasks); wait for them to finish") from None
             # On a shared filesystem the holder may live on another host; flock still tells.
             alive = "" if host != socket.gethostname() or not isinstance(pid, int) or _pid_alive(pid) else " (dead)"
             raise LockError(
                 f"{self.path}: campaign is locked by pid {pid}{alive} on {host} "
                 f"since {info.get('since', '?')} ({info.get('command', '')}); wait for it to finish"
             ) from None
+        self._fd = fd
+        if self.shared:
+            return
         os.ftruncate(fd, 0)
         os.write(
             fd,
@@ -79,7 +95,8 @@ class CampaignLock:
         if self._fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)
+            if not self.shared:
+                os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             os.close(self._fd)
@@ -93,3 +110,9 @@ class CampaignLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def job_lock(stage_dir: Path, job_name: str, command: str = "") -> CampaignLock:
+    """The exclusive lock of one job folder, beside it (`jobs/.<name>.lock`: the folder itself is
+    deleted and recreated by a rerun, a lock inside it would not hold)."""
+    return CampaignLock(Path(stage_dir) / "jobs", command=command, name=f".{job_name}.lock")

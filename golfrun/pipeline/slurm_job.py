@@ -6,6 +6,9 @@
                               index past the plan's end does nothing (the array is sized from the
                               campaign before upstream stages have run)
 
+A stage job holds the campaign lock (golfrun/pipeline/lock.py); an array task holds it shared,
+plus its job's own lock, so the tasks of one array run together. A lock held elsewhere exits 3.
+
 The exit code is the verdict's (PASS 0, KILL 10, HOLD 11, ERROR 12, SKIPPED 13): anything but
 PASS makes Slurm cancel the `afterok` dependents, which is how a KILL stops the campaign with no
 golfrun process waiting anywhere. The preserve job (`afterany`) first writes SKIPPED summaries for
@@ -19,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from golfrun.errors import GolfrunError
-from golfrun.summary import EXIT_CODES, STAGES, Verdict
+from golfrun.errors import GolfrunError, LockError
+from golfrun.summary import EXIT_CODES, EXIT_LOCKED, STAGES, Verdict
 
 
 def _log(message: str) -> None:
@@ -38,23 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return run(args.campaign_file, args.runs_dir, args.stage, args.array_task, args.force, not args.no_job_cache)
+    except LockError as exc:
+        _log(f"golfrun: error: {exc}")
+        return EXIT_LOCKED
     except GolfrunError as exc:
         _log(f"golfrun: error: {exc}")
         return EXIT_CODES[Verdict.ERROR]
 
 
 def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: bool, job_cache: bool) -> int:
-    from golfrun.backends.srun import SrunBackend
     from golfrun.campaign import load_campaign
     from golfrun.pipeline.engine import Engine
 
     campaign = load_campaign(campaign_file)
-    engine = Engine(
-        campaign=campaign,
-        campaign_dir=Path(runs_dir).absolute() / campaign.name,
-        backend_factory=lambda: SrunBackend(python=campaign.backend.local.python or None),
-        log=_log,
-    )
+    engine = Engine(campaign=campaign, campaign_dir=Path(runs_dir).absolute() / campaign.name, log=_log,
+                    job_backend="srun")
     if array_task:
         index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "-1"))
         planned = len(engine.plan(stage))
@@ -63,9 +64,12 @@ def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: 
             return 0
         _log(f"{stage}: job {index} of {planned}")
         return engine.run_job_index(stage, index)
-    if stage == "preserve":
-        _mark_blocked(engine)
-    outcome = engine.run_stage(stage, force=force, job_cache=job_cache)
+    from golfrun.pipeline.lock import CampaignLock
+
+    with CampaignLock(engine.campaign_dir, command=f"slurm job: golfrun {stage}"):
+        if stage == "preserve":
+            _mark_blocked(engine)
+        outcome = engine.run_stage(stage, force=force, job_cache=job_cache)
     return EXIT_CODES[outcome.summary.verdict] if outcome.summary.verdict is not Verdict.PASS else 0
 
 

@@ -102,3 +102,45 @@ def test_sigterm_cancels_the_running_trainer_and_releases_the_lock(tmp_path: Pat
     with CampaignLock(tmp_path / "runs" / "t"):
         pass
     block.unlink()
+
+
+def test_job_index_during_run_all_exits_3_and_leaves_run_all_alone(tmp_path: Path, shared_data: Path) -> None:
+    block = tmp_path / "block"
+    block.touch()
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "2", "FAKE_BLOCK_FILE": str(block),
+                                                        "FAKE_BLOCK_STAGE": "gate-b"})
+    args = ["--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(golfrun_argv("run-all", *args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(line.startswith("seed2 seed=2") for line in launches(tmp_path)))
+        for index in ("2", "0"):
+            other = run_golfrun(["gate-b", "--job-index", index, *args], cwd=tmp_path)
+            assert other.returncode == 3, other.stdout + other.stderr
+            assert "locked by pid" in other.stderr and "golfrun run-all" in other.stderr
+        block.unlink()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [line.split()[0] for line in launches(tmp_path)].count("seed2") == 1  # nothing killed or relaunched
+    gate_b = json.loads((tmp_path / "runs" / "t" / "04-gate-b" / "summary.json").read_text())
+    assert gate_b["verdict"] == "PASS"
+
+
+def test_job_index_tasks_share_the_campaign_lock_but_not_a_job(tmp_path: Path, campaign: Path) -> None:
+    from golfrun.pipeline.lock import job_lock
+
+    args = ["--campaign", str(campaign), "--runs-dir", str(tmp_path / "runs")]
+    for stage in ("verify-pod", "download-data"):
+        assert run_golfrun([stage, *args], cwd=tmp_path).returncode == 0
+    cdir = tmp_path / "runs" / "t"
+    with CampaignLock(cdir, command="golfrun gate-a --job-index 0", shared=True):  # another array task
+        with job_lock(cdir / "02-gate-a", "seed0", command="golfrun gate-a --job-index 0"):
+            busy = run_golfrun(["gate-a", "--job-index", "0", *args], cwd=tmp_path)
+            assert busy.returncode == 3 and ".seed0.lock" in busy.stderr, busy.stderr
+            assert not (cdir / "02-gate-a" / "jobs" / "seed0").exists()
+        alone = run_golfrun(["gate-a", "--job-index", "0", *args], cwd=tmp_path)
+        assert alone.returncode == 0, alone.stderr
+        blocked = run_golfrun(["gate-a", *args], cwd=tmp_path)  # an exclusive holder waits for the array
+        assert blocked.returncode == 3 and "hold it together" in blocked.stderr
