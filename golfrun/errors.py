@@ -12,6 +12,11 @@ class CampaignError(GolfrunError):
     """A campaign file, preset or --set override is invalid (names the key and the valid ones)."""
 
 
+class UsageError(GolfrunError):
+    """A command-line argument names something that does not exist or is malformed (exit 2, like a
+    bad campaign): `--promote nosuch`, `--job-index 99`, `--to s3:foo`, `--date 2024-13-99`."""
+
+
 class DataError(GolfrunError):
     """A dataset file is missing or malformed (names the file and what is wrong)."""
 

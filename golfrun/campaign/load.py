@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import os
 import re
 import sys
 import types
@@ -41,8 +43,11 @@ else:  # pragma: no cover - Python 3.10
 from golfrun.campaign import schema
 from golfrun.errors import CampaignError
 from golfrun.secrets import is_secret_name
+from golfrun.trainer.env_names import declared_env
 
 DEFAULT_PRESET = "tiny"
+# The ablation's baseline jobs (golfrun/stages/ablation.py): a variant may not take their names.
+RESERVED_VARIANT_NAMES = ("baseline", "baseline-quantized")
 # The repository root: the folder holding the golfrun package (and, in a checkout, train_gpt.py).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNION_TYPES = (typing.Union, types.UnionType)
@@ -103,6 +108,15 @@ def preset_text(name: str) -> str:
     return (resources.files("golfrun.campaign") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
 
 
+def preset_text_for(name: str, out_dir: Path) -> str:
+    """The preset's TOML for a file written into `out_dir`: its trainer path rewritten so that it
+    still names the repository's trainer from there (relative paths are the file's folder's)."""
+    text = preset_text(name)
+    trainer = REPO_ROOT / "train_gpt.py"
+    rel = os.path.relpath(trainer, Path(out_dir).resolve())
+    return re.sub(r'(?m)^trainer = "train_gpt.py"', f"trainer = {json.dumps(rel)}", text, count=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # loading
 
@@ -115,7 +129,7 @@ def load_campaign(spec: str | Path | None, overrides: Sequence[str] = ()) -> Cam
         source = str(path)
         base_dir = path.resolve().parent
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark from a Windows editor is fine
         except (OSError, UnicodeDecodeError) as exc:
             raise CampaignError(f"{source}: cannot read campaign file ({exc})") from exc
     elif spec in preset_names():
@@ -131,6 +145,36 @@ def load_campaign(spec: str | Path | None, overrides: Sequence[str] = ()) -> Cam
     for text_override in overrides:
         _apply_override(raw, text_override)
     return build_campaign(raw, source=source, base_dir=base_dir)
+
+
+def check_runnable(c: Campaign) -> None:
+    """What a campaign needs before any command plans or runs it (the CLI checks it on load; the
+    pure loader does not, so a partial file can still be read and printed): the trainer exists and
+    reads every variable the campaign sets in its name families (golfrun/trainer/env_names.py: a
+    typo would cost a whole run with a default instead), and the ablation has variants."""
+    source = c.source or c.name
+    if not c.ablation.variants:
+        raise CampaignError(f"{source}: ablation.variants is empty: give at least one [[ablation.variants]] "
+                            f"(gate-b confirms the variant the ablation promotes)")
+    if c.data.dir and Path(c.data.dir).exists() and not Path(c.data.dir).is_dir():
+        raise CampaignError(f"{source}: data.dir: {c.data.dir} is a file, not a folder")
+    trainer = Path(c.trainer)
+    if not trainer.is_file():
+        raise CampaignError(f"{source}: trainer: {trainer} does not exist (or is not a file); "
+                            f"set trainer to the script to run, relative to the campaign file's folder")
+    try:
+        declared = declared_env(trainer.read_text(encoding="utf-8", errors="replace"))
+    except OSError as exc:
+        raise CampaignError(f"{source}: trainer: cannot read {trainer} ({exc})") from exc
+    if declared is None:
+        return
+    tables = [("trainer_env", c.trainer_env), ("gate_a.env", c.gate_a.env)]
+    tables += [(f"ablation.variants[{i}].env", v.env) for i, v in enumerate(c.ablation.variants)]
+    for where, env in tables:
+        for name in env:
+            problem = declared.unknown(name)
+            if problem:
+                raise CampaignError(f"{source}: {where}.{name}: {problem}")
 
 
 def build_campaign(raw: Mapping[str, Any], *, source: str, base_dir: Path) -> Campaign:
@@ -312,6 +356,8 @@ def _convert(tp: Any, value: Any, meta: Mapping[str, Any], source: str, dotted: 
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _wrong(where, tp, value)
         out = float(value)
+        if not math.isfinite(out):
+            raise CampaignError(f"{where}: {value!r} is not a finite number")
     elif tp is str:
         if not isinstance(value, str):
             raise _wrong(where, tp, value)
@@ -415,14 +461,23 @@ def _check_consistency(c: Campaign, source: str) -> None:
         raise CampaignError(f"{source}: ablation.promote_delta_bpb ({c.ablation.promote_delta_bpb}) must be <= "
                             f"ablation.hold_delta_bpb ({c.ablation.hold_delta_bpb}); deltas are variant − baseline, "
                             f"negative = better")
+    for where, seeds in (("gate_a.seed", [c.gate_a.seed]), ("gate_b.seeds", c.gate_b.seeds), ("reference.seeds", ref.seeds)):
+        bad = [s for s in seeds if not 0 <= s < 2**32]
+        if bad:
+            raise CampaignError(f"{source}: {where}: seed {bad[0]} is out of range; the trainer takes 0 <= SEED < 2**32")
     names = [v.name for v in c.ablation.variants]
     if any(not n for n in names):
         raise CampaignError(f"{source}: every [[ablation.variants]] needs a name")
+    reserved = sorted(set(names) & set(RESERVED_VARIANT_NAMES))
+    if reserved:
+        raise CampaignError(f"{source}: ablation variant name {reserved[0]!r} is reserved for the baseline job; "
+                            f"rename the variant")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise CampaignError(f"{source}: duplicate ablation variant names: {', '.join(dupes)}")
     if not c.gate_b.seeds or len(set(c.gate_b.seeds)) != len(c.gate_b.seeds):
         raise CampaignError(f"{source}: gate_b.seeds must be a non-empty list of distinct seeds, got {c.gate_b.seeds}")
+    _check_gate_b(c.gate_b, source)
     rp = c.backend.runpod
     if 0 < rp.volume_gb < 10:
         raise CampaignError(f"{source}: backend.runpod.volume_gb {rp.volume_gb}: RunPod needs at least 10 (or 0 for none)")
@@ -513,3 +568,20 @@ def _emit_table(data: dict[str, Any], path: list[str], lines: list[str], cls: ty
             for item in v:
                 lines += ["", f"[[{dotted}]]"]
                 _emit_table(item, [*path, k], lines, item_cls)
+
+
+def _check_gate_b(g: Any, source: str) -> None:
+    """The gate_b keys that depend on one another (the sequential design and the rule profiles)."""
+    if g.max_seeds > len(g.seeds):
+        raise CampaignError(f"{source}: gate_b.max_seeds = {g.max_seeds} but gate_b.seeds lists {len(g.seeds)}: "
+                            "pre-register at least max_seeds seeds")
+    if g.wave_size > 0 and not g.require_record:
+        raise CampaignError(f"{source}: gate_b.wave_size = {g.wave_size} (sequential) stops on the rule's test: "
+                            "set gate_b.require_record = true, or wave_size = 0")
+    if g.wave_size > 0 and (g.max_seeds or len(g.seeds)) < 2:
+        raise CampaignError(f"{source}: a sequential gate-b needs at least 2 seeds")
+    if g.rule == "target" and g.target_val_loss <= 0:
+        raise CampaignError(f"{source}: gate_b.rule = \"target\" needs gate_b.target_val_loss (the mean val_loss to beat)")
+    if bool(g.extra_reference_val_loss) != bool(g.extra_reference_label.strip()):
+        raise CampaignError(f"{source}: gate_b.extra_reference_val_loss and gate_b.extra_reference_label go together "
+                            "(pooled seeds are labelled with where they come from)")

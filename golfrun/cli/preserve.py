@@ -10,12 +10,14 @@ Exit codes: 0 when verified / uploaded / written; 12 (ERROR) when a check or an 
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
 import click
 
 from golfrun.cli import campaign_dir, campaign_options, guarded, load
+from golfrun.errors import ProvenanceError, UsageError
 from golfrun.summary import EXIT_CODES, Verdict
 
 
@@ -53,7 +55,10 @@ def upload(tarball: Path, targets: tuple[str, ...], public: bool, ssh_key: str, 
     from golfrun.provenance.targets import Bundle, UploadOptions, parse_target
     from golfrun.provenance.targets import upload as do_upload
 
-    parsed = [parse_target(t) for t in targets]
+    try:
+        parsed = [parse_target(t) for t in targets]
+    except ProvenanceError as exc:  # a malformed --to is the caller's typo, not a failed upload
+        raise UsageError(str(exc)) from exc
     bundle = Bundle.from_tarball(tarball)
     options = UploadOptions(private=not public, ssh_key=ssh_key, known_hosts=known_hosts)
     failed = 0
@@ -82,8 +87,11 @@ def package(campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Pat
     """Write the competition submission folder of a campaign from its summaries."""
     from golfrun.provenance.package import build_package
 
-    if date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
-        raise click.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date")
+    if date is not None:
+        try:
+            datetime.date.fromisoformat(date if re.fullmatch(r"\d{4}-\d{2}-\d{2}", date) else "")
+        except ValueError:
+            raise click.BadParameter(f"{date!r} is not a date of the form YYYY-MM-DD", param_hint="--date") from None
     campaign = load(campaign_spec, overrides, backend)
     cdir = campaign_dir(runs_dir, campaign)
     pkg = build_package(campaign, cdir, out or cdir / "submission", date=date, campaign_ref=campaign_spec or "")

@@ -10,12 +10,42 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
-from golfrun.errors import GolfrunError, SummaryError
+from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
-from golfrun.pipeline.engine import Engine, now_iso
+from golfrun.pipeline.engine import Engine, now_iso, stage_module
 from golfrun.summary import STAGES, Summary, Verdict
+
+
+def plan_lines(engine: Engine, stages: Sequence[str]) -> list[str]:
+    """What --dry-run prints: per stage, its trainer jobs (workdir, command, env, cached or not)."""
+    from golfrun.stages import common
+
+    lines = [f"campaign {engine.campaign.name} ({engine.campaign.source}) → {engine.campaign_dir}",
+             f"trainer {common.trainer_path(engine.campaign)} sha256 {engine.trainer_sha256}"]
+    for stage in stages:
+        module = stage_module(stage)
+        ctx = engine.context(stage, engine.upstream(stage, strict=False), dry_run=True)
+        lines.append(f"\n[{stage}]")
+        if hasattr(module, "plan"):
+            try:
+                jobs = module.plan(ctx)
+            except GolfrunError as exc:
+                lines.append(f"  plan depends on upstream results not there yet: {exc}")
+                continue
+            for spec in jobs:
+                entry = common.plan_entry(ctx, spec)
+                lines.append(f"  job {entry['name']} ({entry['mode']}, seed {entry['seed']}){' [cached]' if entry['cached'] else ''}")
+                lines.append(f"    workdir {entry['workdir']}")
+                lines.append(f"    command {' '.join(entry['argv'])}")
+                lines.append("    env " + " ".join(f"{k}={v}" for k, v in sorted(entry["full_env"].items())))
+        elif hasattr(module, "describe"):
+            lines += [f"  {line}" for line in module.describe(ctx)]
+        else:
+            lines.append("  (no trainer jobs)")
+    return lines
 
 
 def _f(x: Any, digits: int = 6) -> str:
@@ -70,6 +100,7 @@ def status_rows(engine: Engine) -> list[dict[str, Any]]:
     for stage in STAGES:
         row: dict[str, Any] = {"stage": stage, "verdict": None, "figures": "", "last_run": None,
                                "up_to_date": None, "duration_s": None, "jobs": 0, "jobs_cached": 0,
+                               "gpu_seconds": 0.0, "cpu_seconds": 0.0, "usd": None,
                                "summary": str(summaries.summary_path(engine.campaign_dir, stage).relative_to(engine.campaign_dir.parent))}
         last = engine.read_last_run(stage)
         if last:
@@ -94,19 +125,48 @@ def status_rows(engine: Engine) -> list[dict[str, Any]]:
             jobs=len(summary.jobs),
             jobs_cached=sum(1 for j in summary.jobs if j.cached),
             decided=bool(summary.human_decision),
+            gpu_seconds=summary.gpu_seconds_total,
+            cpu_seconds=summary.cpu_seconds_total,
+            usd=summary.usd,
         )
         rows.append(row)
     return rows
 
 
-def render_status(campaign: str, rows: list[dict[str, Any]]) -> str:
+def ledger_totals(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The campaign's GPU-time ledger: sums of the stages' new GPU/CPU-seconds and their price."""
+    from golfrun import ledger
+    from golfrun.stages.common import price_per_gpu_hour
+
+    gpu = round(sum(float(r.get("gpu_seconds") or 0.0) for r in rows), 3)
+    cpu = round(sum(float(r.get("cpu_seconds") or 0.0) for r in rows), 3)
+    price = price_per_gpu_hour(engine.campaign, engine.campaign_dir)
+    return {"gpu_seconds_total": gpu, "gpu_minutes_total": round(gpu / 60.0, 3), "cpu_seconds_total": cpu,
+            "cpu_minutes_total": round(cpu / 60.0, 3), "usd_per_gpu_hour": price, "usd": ledger.usd(gpu, price)}
+
+
+def ledger_line(totals: dict[str, Any]) -> str:
+    """One line for the end of run-all and under the status table."""
+    usd = totals.get("usd")
+    money = f", {usd:.2f} USD at {totals['usd_per_gpu_hour']:.2f} USD/GPU-hour" if usd is not None else ", price unknown"
+    return (f"GPU time: {totals['gpu_minutes_total']:.1f} GPU-minutes, {totals['cpu_minutes_total']:.1f} CPU-minutes"
+            f"{money if totals['gpu_seconds_total'] else ''} (new this campaign; cached jobs count 0)")
+
+
+def _device_minutes(r: dict[str, Any]) -> str:
+    gpu, cpu = float(r.get("gpu_seconds") or 0.0), float(r.get("cpu_seconds") or 0.0)
+    parts = ([f"{gpu / 60.0:.1f} GPU"] if gpu else []) + ([f"{cpu / 60.0:.1f} CPU"] if cpu else [])
+    return ", ".join(parts) or "-"
+
+
+def render_status(campaign: str, rows: list[dict[str, Any]], totals: dict[str, Any] | None = None) -> str:
     from io import StringIO
 
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"campaign {campaign}")
-    for col in ("stage", "verdict", "key figures", "run", "jobs", "duration", "current"):
+    for col in ("stage", "verdict", "key figures", "run", "jobs", "duration", "minutes", "current"):
         table.add_column(col)
     for r in rows:
         run = r["last_run"] or "-"
@@ -116,10 +176,10 @@ def render_status(campaign: str, rows: list[dict[str, Any]]) -> str:
         dur = "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}s"
         current = "-" if r["up_to_date"] is None else ("yes" if r["up_to_date"] else "stale")
         verdict = (r["verdict"] or "-") + (" (decided)" if r.get("decided") else "")
-        table.add_row(r["stage"], verdict, r["figures"], run, jobs, dur, current)
+        table.add_row(r["stage"], verdict, r["figures"], run, jobs, dur, _device_minutes(r), current)
     buf = StringIO()
     Console(file=buf, width=160, color_system=None).print(table)
-    return buf.getvalue()
+    return buf.getvalue() + (ledger_line(totals) + "\n" if totals is not None else "")
 
 
 def explain(engine: Engine, stage: str) -> str:
@@ -177,9 +237,12 @@ def explain(engine: Engine, stage: str) -> str:
 def decide(engine: Engine, stage: str, promote: str | None, kill: bool, reason: str) -> Summary:
     """Record a person's call on a HOLD (or, for ablation, overrule a KILL by promoting)."""
     if (promote is None) == (not kill):
-        raise GolfrunError("decide: give exactly one of --promote VARIANT or --kill")
+        raise UsageError("decide: give exactly one of --promote VARIANT or --kill")
     if not reason.strip():
-        raise GolfrunError("decide: --reason must say why")
+        raise UsageError("decide: --reason must say why")
+    if promote is not None and promote != "baseline" and promote not in [v.name for v in engine.campaign.ablation.variants]:
+        raise UsageError(f"decide ablation --promote {promote!r}: not a variant of campaign {engine.campaign.name!r}; "
+                         f"choose one of {[v.name for v in engine.campaign.ablation.variants] + ['baseline']}")
     summary = engine.read(stage)
     if summary is None:
         raise GolfrunError(f"decide {stage}: the stage has no summary yet ({summaries.summary_path(engine.campaign_dir, stage)})")
@@ -188,12 +251,12 @@ def decide(engine: Engine, stage: str, promote: str | None, kill: bool, reason: 
         raise GolfrunError(f"decide {stage}: its verdict is {summary.verdict.value}; only a HOLD"
                            + (" (or, to promote anyway, a KILL)" if stage == "ablation" else "") + " waits for a person")
     if promote is not None and stage != "ablation":
-        raise GolfrunError(f"decide {stage}: --promote applies to ablation; for {stage} use --kill or rerun it")
+        raise UsageError(f"decide {stage}: --promote applies to ablation; for {stage} use --kill or rerun it")
     previous = summary.verdict.value
     if promote is not None:
         names = [v.get("name") for v in summary.decision.get("variants", [])]
         if promote != "baseline" and promote not in names:
-            raise GolfrunError(f"decide ablation --promote {promote!r}: not a variant; choose one of {names + ['baseline']}")
+            raise UsageError(f"decide ablation --promote {promote!r}: not a variant; choose one of {names + ['baseline']}")
         env = {} if promote == "baseline" else next(v.get("env", {}) for v in summary.decision["variants"] if v.get("name") == promote)
         summary.decision["promoted"] = promote
         summary.decision["promoted_env"] = env

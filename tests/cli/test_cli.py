@@ -112,5 +112,5 @@ def test_decide_needs_a_reason_and_one_action(tmp_path: Path, campaign: Path) ->
     base = ["--campaign", str(campaign), "--runs-dir", str(tmp_path / "runs")]
     assert CliRunner().invoke(main, ["decide", "ablation", "--kill", *base]).exit_code == EXIT_USAGE  # --reason missing
     both = CliRunner().invoke(main, ["decide", "ablation", "--kill", "--promote", "good", "--reason", "x", *base])
-    assert both.exit_code == EXIT_CODES[Verdict.ERROR]
+    assert both.exit_code == EXIT_USAGE  # an argument error, not a failed stage
     assert "exactly one" in both.output

@@ -75,7 +75,7 @@ def test_hold_then_decide_continues_the_campaign(tmp_path: Path, campaign: Path)
 
     bad = CliRunner().invoke(main, ["decide", "ablation", "--promote", "nope", "--reason", "x", "--campaign",
                                     str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs"), *grey])
-    assert bad.exit_code == 12 and "not a variant" in bad.output and "good" in bad.output
+    assert bad.exit_code == 2 and "not a variant" in bad.output and "good" in bad.output
 
     decided = CliRunner().invoke(main, ["decide", "ablation", "--promote", "good", "--reason", "worth 3 seeds",
                                         "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs"), *grey])
@@ -205,7 +205,7 @@ def test_job_index_runs_one_job_and_writes_no_summary(tmp_path: Path, campaign: 
     cached = {j["name"]: j["cached"] for j in summary(tmp_path, "04-gate-b")["jobs"]}
     assert cached == {"seed0": False, "seed1": True, "seed2": False}
     bad = golfrun(tmp_path, "gate-b", "--job-index", "7")
-    assert bad.exit_code == 12 and "indices 0..2" in bad.output
+    assert bad.exit_code == 2 and "indices 0..2" in bad.output
 
 
 def test_stage_without_upstream_says_what_to_run(tmp_path: Path, campaign: Path) -> None:
