@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from golfrun import __version__
-from golfrun.errors import CampaignError, GolfrunError, LockError
+from golfrun.errors import CampaignError, GolfrunError, LockError, UsageError
 from golfrun.summary import EXIT_CODES, EXIT_LOCKED, EXIT_USAGE, STAGES, Verdict
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
-        except CampaignError as exc:
+        except (CampaignError, UsageError) as exc:
             fail(str(exc), EXIT_USAGE)
         except LockError as exc:
             fail(str(exc), EXIT_LOCKED)
@@ -86,12 +86,14 @@ def dry_run_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load(campaign_spec: str | None, overrides: Sequence[str], backend: str | None) -> "Campaign":
-    from golfrun.campaign import load_campaign
+    from golfrun.campaign.load import check_runnable, load_campaign
 
     sets = list(overrides)
     if backend is not None:
         sets.append(f"backend.kind={backend}")
-    return load_campaign(campaign_spec, sets)
+    campaign = load_campaign(campaign_spec, sets)
+    check_runnable(campaign)
+    return campaign
 
 
 def campaign_dir(runs_dir: Path, campaign: "Campaign") -> Path:
@@ -344,13 +346,18 @@ def decide(ctx: click.Context, stage: str, promote: str | None, kill: bool, reas
 @guarded
 def init(preset: str, out: Path | None, force: bool) -> None:
     """Write an editable campaign file from a preset."""
-    from golfrun.campaign import preset_text
+    from golfrun.campaign.load import preset_text_for
 
-    text = preset_text(preset)
     out = out or Path(f"{preset}.toml")
+    if not out.parent.resolve().is_dir():
+        raise CampaignError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    text = preset_text_for(preset, out.parent)
     if out.exists() and not force:
         raise CampaignError(f"{out} exists; choose another --out or pass --force")
-    out.write_text(text, encoding="utf-8")
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CampaignError(f"--out {out}: cannot write ({exc.strerror})") from exc
     click.echo(f"wrote {out}; run it with `golfrun run-all --campaign {out}`")
 
 
