@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golfrun.errors import GolfrunError, SummaryError, UsageError
-from golfrun.pipeline import summaries
+from golfrun.pipeline import forced as force_marker, summaries
 from golfrun.stages.common import campaign_section, sha256_file, sha256_text, trainer_path
 from golfrun.summary import EXIT_CODES, STAGES, Summary, Verdict
 
@@ -234,19 +234,25 @@ class Engine:
     def run_stage(self, stage: str, *, force: bool = False, job_cache: bool = True, why_forced: str = "") -> StageOutcome:
         """Run one stage (or serve it from cache). Upstream summaries must exist and read back."""
         upstream = self.upstream(stage)
-        if not force:
+        stage_dir = summaries.stage_dir(self.campaign_dir, stage)
+        pending = force_marker.read(stage_dir)
+        if force:
+            why = why_forced or "--force"
+            pending = force_marker.mark(stage_dir, why, jobs_fresh=not job_cache)  # before anything is deleted
+        elif pending is not None:
+            why = f"its --force ({pending.why}, {pending.since}) was interrupted and must complete"
+        else:
             existing, why = self.cached(stage, upstream)
             if existing is not None:
                 self._last_run(stage, "cached", why)
                 self.log(f"{stage}: {existing.verdict.value} (cached: {why})")
                 return StageOutcome(stage, existing, "cached", why)
-        else:
-            why = why_forced or "--force"
         ctx = self.context(stage, upstream)
         ctx.stage_dir.mkdir(parents=True, exist_ok=True)
         if self.on_stage is not None:
             self.on_stage(stage)
         ctx.job_cache = job_cache
+        ctx.force_token = pending.token if pending is not None else ""
         self.log(f"{stage}: running ({why})")
         started = now_iso()
         t0 = time.monotonic()
@@ -262,6 +268,7 @@ class Engine:
         summary.stage = stage
         summary.campaign = self.campaign.name
         summaries.write_summary(self.campaign_dir, summary)
+        force_marker.clear(stage_dir)  # the forced stage completed
         self._last_run(stage, "ran", why, {"duration_s": round(time.monotonic() - t0, 3)})
         first = f": {summary.reasons[0]}" if summary.reasons else ""
         self.log(f"{stage}: {summary.verdict.value}{first.splitlines()[0] if first else ''}")
@@ -296,6 +303,9 @@ class Engine:
             if name not in STAGES:
                 raise GolfrunError(f"--force {name!r}: not a stage; stages are: {', '.join(STAGES)}")
         first_forced = min((STAGES.index(s) for s in force), default=len(STAGES))
+        for stage in STAGES[first_forced:]:  # all marked before the first is touched: a kill anywhere drops none
+            force_marker.mark(summaries.stage_dir(self.campaign_dir, stage), f"--force {stage}" if stage in force
+                        else "an upstream stage was forced", jobs_fresh=stage in force)
         outcomes: dict[str, Summary] = {}
         for i, stage in enumerate(STAGES):
             blocked = self.blocker(stage, outcomes)

@@ -32,6 +32,7 @@ from golfrun.machine import campaign_hardware_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
 from golfrun.summary import Artifact, Check, JobRecord, Summary, Verdict
+from golfrun import compile_cache, ledger
 
 if TYPE_CHECKING:
     from golfrun.stages.context import StageContext
@@ -42,7 +43,7 @@ JOB_FILE = "job.json"
 LOG_NAME = "job.log"
 TAIL_LINES = 20
 # Variables that name where this run's files go: they change with the folder, not the result.
-_KEY_EXCLUDED = ("ARTIFACT_DIR",)
+_KEY_EXCLUDED = ("ARTIFACT_DIR", *compile_cache.ENV_NAMES)
 
 
 def plain(value: Any) -> Any:
@@ -166,7 +167,38 @@ def job_env(ctx: "StageContext", spec: JobSpec) -> dict[str, str]:
     env["SEED"] = str(spec.seed)
     env["RUN_ID"] = spec.name
     env["ARTIFACT_DIR"] = str(job_dir(ctx, spec))
+    cache = compile_cache_folder(ctx)
+    if cache is not None:
+        env.update(compile_cache.cache_env(cache))
     return env
+
+
+def machine_facts(ctx: "StageContext") -> compile_cache.MachineFacts | None:
+    """torch, CUDA and GPU model for the compile cache's key: verify-pod's probe (gate-a reads it);
+    later stages take the facts gate-a's jobs were keyed with, so every stage shares one folder.
+    None when verify-pod did not probe torch: then no cache is used rather than a possibly stale one."""
+    verify = ctx.upstream.get("verify-pod")
+    if verify is not None:
+        return compile_cache.facts_from_verify_pod(verify.decision)
+    for stage in ("gate-a", "ablation"):
+        summary = ctx.upstream.get(stage)
+        for job in summary.jobs if summary is not None else []:
+            facts = (job.compile or {}).get("facts")
+            if isinstance(facts, dict) and set(facts) == {"torch", "cuda", "gpu"}:
+                return compile_cache.MachineFacts(**{k: str(v) for k, v in facts.items()})
+    return None
+
+
+def compile_cache_folder(ctx: "StageContext") -> Path | None:
+    """The campaign's compile cache for this trainer and machine; None when [compile_cache] is off or
+    the machine's torch/CUDA/GPU are not known."""
+    settings = ctx.campaign.compile_cache
+    facts = machine_facts(ctx) if settings.enabled else None
+    if facts is None:
+        return None
+    root = Path(settings.dir) if settings.dir else Path(compile_cache.DEFAULT_DIRNAME)
+    root = root if root.is_absolute() else ctx.campaign_dir / root
+    return compile_cache.cache_dir(root, ctx.trainer_sha256, facts)
 
 
 def job_key(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> str:
@@ -188,15 +220,12 @@ def trainer_file(ctx: "StageContext") -> Path:
 
 
 def launch_argv(ctx: "StageContext", spec: JobSpec) -> list[str]:
-    """The command the local backend runs for this job (for --dry-run and `plan`)."""
+    """The command the stage's job backend runs for this job (for --dry-run and `plan`)."""
     from golfrun.backends.base import Job
-    from golfrun.backends.local import LocalBackend
 
-    local = getattr(getattr(ctx.campaign, "backend", None), "local", None)
-    python = getattr(local, "python", "") or None
     job = Job(name=spec.name, script=str(trainer_file(ctx)), env={}, workdir=str(job_dir(ctx, spec)),
               nproc_per_node=spec.nproc_per_node)
-    return LocalBackend(python=python).command(job)
+    return ctx.backend.command(job)
 
 
 def plan_entry(ctx: "StageContext", spec: JobSpec) -> dict[str, Any]:
@@ -242,6 +271,8 @@ def cached_result(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) ->
     recorded = _read_job_json(folder / JOB_FILE)
     if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != "SUCCEEDED":
         return None
+    if ctx.force_token and recorded.get("force_token") != ctx.force_token:
+        return None  # a result older than the unfinished --force of this stage (golfrun/pipeline/forced.py)
     try:
         result = load_results(folder)
     except TrainerResultError:
@@ -286,18 +317,24 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
             record.backend_ids = list(prior.get("backend_ids", []))
             record.duration_s = prior.get("duration_s")
             record.result = result.to_dict()
+            held = prior.get("ledger") or {}
+            record.gpus = int(held.get("gpus", 0))
+            record.gpu_seconds = ledger.zero()  # served from its folder: nothing held this time
+            record.gpu_seconds_original = held.get("gpu_seconds") or None
+            record.compile = dict(held.get("compile") or {})
             ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
             return JobOutcome(spec, record, result)
 
     # A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output.
     if folder.exists():
-        if backend_name == "local":
-            # A trainer left running by a killed golfrun must not write into the fresh folder.
-            from golfrun.backends.local import reap_stale
-
-            reap_stale(folder)
+        ctx.backend.prepare(folder)  # nothing left running may write into the fresh folder
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    cache = compile_cache_folder(ctx)
+    cache_state = "off" if cache is None else compile_cache.state(cache)
+    facts = machine_facts(ctx) if cache is not None else None
+    if cache is not None and facts is not None:
+        compile_cache.prepare(cache, ctx.trainer_sha256, facts)
     job_doc: dict[str, Any] = {
         "schema": JOB_SCHEMA,
         "key": key,
@@ -308,6 +345,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         "backend": backend_name,
         "state": "SUBMITTED",
         "submitted_at": now_iso(),
+        "force_token": ctx.force_token,
     }
     _write_job_json(folder, job_doc)
     job = Job(
@@ -327,10 +365,9 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         handle = ctx.backend.submit(job)
         job_doc["backend_ids"] = [handle.id]
         _write_job_json(folder, job_doc)
-        # Local polls are a cheap waitpid; remote ones (sacct, an API) are not.
-        interval = 0.1 if backend_name == "local" else 5.0
         try:
-            status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0, poll_interval_s=interval)
+            status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0,
+                          poll_interval_s=ctx.backend.poll_interval_s)
         except (KeyboardInterrupt, SystemExit):
             # Ctrl-C or SIGTERM: stop the trainer too (it runs in a session of its own). Only a
             # SIGKILL of golfrun leaves it running; the next run of this job reaps it.
@@ -372,11 +409,30 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         error += f"\nlast lines of {folder / LOG_NAME}:\n{log_tail(folder, env)}"
         record.reason = error.splitlines()[0]
         result = None
+    fill_ledger(ctx, spec, record, cache_state)
+    if facts is not None:
+        record.compile["facts"] = facts.to_dict()  # later stages key their cache with the same facts
+    job_doc["ledger"] = {"gpus": record.gpus, "gpu_seconds": record.gpu_seconds, "compile": record.compile}
     job_doc.update(state=record.state if error is None else "FAILED", finished_at=now_iso(), duration_s=duration,
                    backend_ids=record.backend_ids, error=error)
     _write_job_json(folder, job_doc)
     ctx.log(f"{ctx.stage}: job {spec.name}: {'done' if error is None else 'FAILED'} in {duration:.1f}s")
     return JobOutcome(spec, record, result, error)
+
+
+def fill_ledger(ctx: "StageContext", spec: JobSpec, record: JobRecord, cache_state: str) -> None:
+    """A finished run's GPU-seconds and compile figures (golfrun/ledger.py). GPUs held: the trainer's
+    world size on a GPU; a failed job without results counts verify_pod.gpu_count > 0 as GPUs."""
+    result = record.result or {}
+    processes = int(result.get("world_size") or spec.nproc_per_node * max(1, spec_nodes(ctx)))
+    on_gpu = (result.get("device") not in (None, "cpu")) if result else ctx.campaign.verify_pod.gpu_count > 0
+    record.gpus = processes if on_gpu else 0
+    record.gpu_seconds = ledger.job_gpu_seconds(result or None, record.duration_s, processes)
+    record.compile = {"cache": cache_state if on_gpu else "off", "seconds": ledger.compile_seconds(result or None)}
+
+
+def spec_nodes(ctx: "StageContext") -> int:
+    return int(ctx.campaign.backend.slurm.nodes) if ctx.campaign.backend.kind == "slurm" else 1
 
 
 def run_jobs(ctx: "StageContext", specs: Sequence[JobSpec]) -> list[JobOutcome]:
@@ -403,7 +459,7 @@ def keep_checkpoint(dest: Path) -> Callable[[Path], None]:
 
 
 def new_summary(ctx: "StageContext", verdict: Verdict, started_at: str, **fields: Any) -> Summary:
-    return Summary(
+    summary = Summary(
         stage=ctx.stage,
         campaign=ctx.campaign.name,
         verdict=verdict,
@@ -413,6 +469,16 @@ def new_summary(ctx: "StageContext", verdict: Verdict, started_at: str, **fields
         fingerprint_inputs=dict(ctx.fingerprint_inputs),
         **fields,
     )
+    totals = ledger.stage_totals(summary.jobs)
+    summary.gpu_seconds_total, summary.cpu_seconds_total = totals["gpu"], totals["cpu"]
+    summary.usd = ledger.usd(totals["gpu"], price_per_gpu_hour(ctx.campaign, ctx.campaign_dir))
+    return summary
+
+
+def price_per_gpu_hour(campaign: Any, campaign_dir: Path) -> float | None:
+    """usd_per_gpu_hour, else the RunPod pod's rate / its GPUs (runs/<campaign>/pod.json), else None."""
+    pod = _read_job_json(Path(campaign_dir) / "pod.json")
+    return ledger.price_per_gpu_hour(float(campaign.usd_per_gpu_hour), pod)
 
 
 def failed_jobs_summary(ctx: "StageContext", started_at: str, outcomes: Sequence[JobOutcome],

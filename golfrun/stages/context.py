@@ -27,3 +27,5 @@ class StageContext:
     fingerprint_inputs: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     log: Callable[[str], None] = print  # one line of human progress
+    job_cache: bool = True  # False: every job reruns (the stage was named by --force)
+    force_token: str = ""  # set while a --force of this stage is unfinished: only its jobs count as cached
