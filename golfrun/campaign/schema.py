@@ -230,6 +230,9 @@ class Submission:
     hardware: str = key("", "e.g. \"8xH100 80GB SXM\"; \"\" = from the runs' results.json and provenance")
     blurb: str = key("", "one to three sentences on what changed")
     base_pr: int = key(0, "the PR this submission builds on; 0 = none", ge=0)
+    based_on: str = key("", "the base record's name for submission.json and the README; \"\" = reference.name")
+    technique_summary: str = key("", "what changed against the base record, for submission.json and the README")
+    attribution: dict[str, str] = key({}, "credits: technique → \"@user (PR #n)\" (submission.json attribution, README Credits)")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""`golfrun package`: the competition submission folder of a campaign.
+"""`golfrun package`: the competition submission folder of a campaign, as reviewers read one.
 
     <out>/records/track_<track>/<YYYY-MM-DD>_<Name>/
-        README.md          per-seed table, mean and std, deltas and Welch statistics against the
-                           reference, rule checks, hardware, the command to reproduce
-        submission.json    the modern core fields (shared/reference/submission-format.md §2)
+        README.md          title with the score, results table, what changed against the base
+                           record, legality, how to reproduce, credits, included files
+        submission.json    the fields records carry (shared/reference/submission-format.md §2)
         train_seed<N>.log  each seed's trainer log (top level: the competition's .gitignore
                            ignores logs/ at any depth)
         train_gpt.py       the campaign's trainer, byte for byte
@@ -11,11 +11,12 @@
 
 Numbers come from the summaries only: gate-b's `decision.per_seed` (or gate-a's single result
 when gate-b never ran), the reference from the campaign. val_bpb and val_loss are arithmetic means
-over seeds and val_bpb_std the population std (ddof 0), as the records use, rounded to 8 decimals;
-an eval-only seed's training figures are gate-a's run of that seed (its checkpoint). Welch statistics are
-gate-b's record test (one-sided, per-seed val_loss); computed here with scipy only when gate-b
-holds none. Rules not met are warnings (returned, printed by the CLI and listed in the README), not
-errors: the folder is still written so a person can look at it.
+over seeds and val_bpb_std the population std (ddof 0, said in `std_convention`), rounded to 8
+decimals; times are seconds. An eval-only seed's training figures are gate-a's run of that seed (its
+checkpoint). Welch statistics are gate-b's record test, or the same test (gates.stats) when gate-b
+holds none. The compliance block comes from golfrun.audit.rules. Rules not met are warnings
+(returned, printed by the CLI and listed in the README), not errors: the folder is still written so
+a person can look at it. No NaN or Infinity reaches submission.json (fileio.dumps_json).
 """
 
 from __future__ import annotations
@@ -26,22 +27,25 @@ import math
 import re
 import shlex
 import shutil
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from golfrun.audit import rules
+from golfrun.audit.rules import MIN_SEEDS, Finding
 from golfrun.errors import ProvenanceError, SummaryError
+from golfrun.fileio import dumps_json, write_text_atomic
 from golfrun.provenance.provenance import secret_values
 from golfrun.provenance.render import cell, fmt
 from golfrun.secrets import REDACTED, is_secret_name, redact_text
 from golfrun.summary import STAGE_DIRS, STAGES, Summary
 
-ARTIFACT_CAP_BYTES = 16_000_000
-TIME_CAP_MS = 600_000.0
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
+
 ALPHA = 0.01
-MIN_SEEDS = 3
+STD_CONVENTION = "population, ddof 0"  # as PR #1610, #1626 and #1855 report val_bpb_std
 DIGITS = 8  # derived figures (means, std, deltas) are rounded as the records print them
 # what train_gpt.py imports beyond the standard library (trainer-facts §10.1)
 TRAINER_REQUIREMENTS = ("torch", "numpy", "sentencepiece", "brotli", "python-minifier")
@@ -58,6 +62,7 @@ class SeedRow:
     steps: int | None = None
     log: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    pre_ttt_val_bpb: float | None = None  # the quantized model's score before TTT, when the final is a TTT score
 
 
 @dataclass
@@ -115,6 +120,21 @@ def _find_log(campaign_dir: Path, seed: int, val_bpb: float) -> tuple[Path | Non
     return None, {}
 
 
+def pre_ttt_bpb(result: Mapping[str, Any]) -> float | None:
+    """The last evaluation before a TTT final that is not itself TTT or a pre-quantization figure."""
+    final = result.get("final") or {}
+    if "ttt" not in str(final.get("label", "")).lower():
+        return None
+    before = None
+    for e in result.get("evals") or []:
+        label = str(e.get("label", "")).lower()
+        if label == str(final.get("label", "")).lower():
+            break
+        if "ttt" not in label and "pre-quant" not in label and "pre_quant" not in label:
+            before = e.get("val_bpb")
+    return float(before) if isinstance(before, (int, float)) else None
+
+
 def seed_rows(campaign_dir: Path, summaries: Mapping[str, Summary]) -> tuple[list[SeedRow], str]:
     gb = summaries.get("gate-b")
     raw: list[dict[str, Any]] = []
@@ -148,7 +168,7 @@ def seed_rows(campaign_dir: Path, summaries: Mapping[str, Summary]) -> tuple[lis
             trained = ga_train.get(int(r["seed"]), {})
             train_ms, steps = trained.get("train_time_ms"), trained.get("steps")
         rows.append(SeedRow(int(r["seed"]), float(r["val_loss"]), float(r["val_bpb"]), r.get("eval_time_ms"),
-                            train_ms, r.get("artifact_bytes"), steps, log, res))
+                            train_ms, r.get("artifact_bytes"), steps, log, res, pre_ttt_bpb(res)))
     if not rows:
         raise ProvenanceError(f"{campaign_dir}: no seed has a final score in gate-b or gate-a; nothing to package "
                               "(run the campaign first: golfrun run-all)")
@@ -156,25 +176,17 @@ def seed_rows(campaign_dir: Path, summaries: Mapping[str, Summary]) -> tuple[lis
 
 
 def welch(gb: Summary | None, losses: list[float], ref_losses: list[float], margin: float) -> dict[str, Any]:
+    """gate-b's record test when it holds one, else the same test (gates.stats) on these seeds."""
     rt = dict((gb.decision.get("record_test") or {}) if gb is not None else {})
     if rt.get("p") is not None:
-        return rt
-    out: dict[str, Any] = {"margin_nats": margin, "alpha": ALPHA, "source": "golfrun package (scipy)"}
-    if len(losses) < 2 or len(ref_losses) < 2:
-        return {**out, "t": None, "df": None, "p": None, "passed": False,
-                "note": "a Welch test needs at least 2 seeds on each side"}
-    from scipy import stats
+        # a non-finite statistic is no number JSON can hold: null, as an undefined test
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rt.items()}
+    from golfrun.gates.stats import welch_record_test
 
-    va, vb = statistics.variance(losses), statistics.variance(ref_losses)  # sample variances (Welch)
-    se2 = va / len(losses) + vb / len(ref_losses)
-    improvement = _mean(ref_losses) - _mean(losses)
-    if se2 == 0:
-        t = math.inf if improvement > margin else -math.inf
-        return {**out, "t": t, "df": None, "p": 0.0 if t > 0 else 1.0, "passed": t > 0}
-    t = (improvement - margin) / math.sqrt(se2)
-    df = se2**2 / ((va / len(losses)) ** 2 / (len(losses) - 1) + (vb / len(ref_losses)) ** 2 / (len(ref_losses) - 1))
-    p = float(stats.t.sf(t, df))
-    return {**out, "t": t, "df": df, "p": p, "passed": p < ALPHA}
+    res = welch_record_test(losses, ref_losses, margin_nats=margin, alpha=ALPHA)
+    out = {"t": res.t, "df": res.df, "p": res.p, "passed": res.passed, "margin_nats": margin, "alpha": ALPHA,
+           "source": "golfrun package (gates.stats)"}
+    return {**out, "note": res.note} if res.note else out
 
 
 def _provenance(campaign_dir: Path) -> dict[str, Any]:
@@ -216,12 +228,12 @@ def folder_name(date: str, name: str) -> str:
     return f"{date}_{slug}"
 
 
-def _env_for_command(campaign: Any, variant_env: Mapping[str, str]) -> dict[str, str]:
-    env = {**dict(getattr(campaign, "trainer_env", {}) or {}), **dict(variant_env)}
+def _env_for_command(campaign: "Campaign", variant_env: Mapping[str, str]) -> dict[str, str]:
+    env = {**dict(campaign.trainer_env), **dict(variant_env)}
     return {k: (REDACTED if is_secret_name(k) else str(v)) for k, v in env.items()}
 
 
-def reproduce_command(campaign: Any, variant_env: Mapping[str, str], seeds: list[int], nproc: int) -> str:
+def reproduce_command(campaign: "Campaign", variant_env: Mapping[str, str], seeds: list[int], nproc: int) -> str:
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(_env_for_command(campaign, variant_env).items()))
     seed_list = " ".join(str(s) for s in seeds)
     launcher = f"torchrun --standalone --nproc_per_node={nproc} train_gpt.py" if nproc > 1 else "python train_gpt.py"
@@ -229,150 +241,232 @@ def reproduce_command(campaign: Any, variant_env: Mapping[str, str], seeds: list
             f"    {launcher} > train_seed$seed.log 2>&1\ndone")
 
 
-def render_readme(sub: Mapping[str, Any], rows: list[SeedRow], ref: Mapping[str, Any], rt: Mapping[str, Any],
-                  checks: list[tuple[str, bool, str]], command: str, campaign_cmd: str, files: list[str]) -> str:
-    n = len(rows)
-    lines = [
-        f"# {sub['name']} — val_bpb {sub['val_bpb']:.8f} ({n}-seed mean)",
-        "",
-        f"**val_bpb {sub['val_bpb']:.8f}** (std {sub['val_bpb_std']:.8f}, population) · "
-        f"**val_loss {sub['val_loss']:.8f} nats** · {sub['hardware']} · PyTorch {sub.get('pytorch_version') or '–'}",
-        "",
-    ]
-    if sub.get("blurb"):
-        lines += [sub["blurb"], ""]
+# --------------------------------------------------------------------------- compliance and submission.json
+
+
+def findings(rows: list[SeedRow], source: str, shipped_code_bytes: int) -> list[Finding]:
+    """The audit's rules on each seed's figures (golfrun.audit.rules): the artifact as shipped is the
+    train_gpt.py this folder holds plus the compressed model. gate-a/gate-b and `golfrun audit`
+    also check the logs and score dumps themselves."""
+    out: list[Finding] = []
+    for r in rows:
+        model = (r.result.get("artifact") or {}).get("model_bytes")
+        out.append(rules.artifact_bytes(shipped_code_bytes, model, r.artifact_bytes, seed=r.seed))
+        out.append(rules.train_time(None if r.train_time_ms is None else r.train_time_ms / 1000, None, seed=r.seed))
+        out.append(rules.eval_time(None if r.eval_time_ms is None else r.eval_time_ms / 1000, seed=r.seed))
+    out.append(rules.seeds(len(rows), detail=f"{len(rows)} seed(s) from {source}"))
+    return out
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 1000.0, 3)
+
+
+def seed_results(rows: list[SeedRow]) -> dict[str, dict[str, Any]]:
+    """submission.json's seed_results, keyed by the seed as a string; times in seconds."""
+    out = {}
+    for r in rows:
+        entry = {"val_loss": r.val_loss, "val_bpb": r.val_bpb, "artifact_bytes": r.artifact_bytes, "steps": r.steps,
+                 "train_time_s": _seconds(r.train_time_ms), "eval_time_s": _seconds(r.eval_time_ms),
+                 "pre_ttt_val_bpb": r.pre_ttt_val_bpb}
+        out[str(r.seed)] = {k: v for k, v in entry.items() if v is not None}
+    return out
+
+
+def submission_json(campaign: "Campaign", rows: list[SeedRow], ref: Mapping[str, Any], rt: Mapping[str, Any],
+                    found: list[Finding], hw: str, torch_version: str | None, date: str) -> dict[str, Any]:
+    meta = campaign.preserve.submission
+    bpbs, losses = [r.val_bpb for r in rows], [r.val_loss for r in rows]
+    sizes = [r.artifact_bytes for r in rows if r.artifact_bytes is not None]
+    based_on = meta.based_on or ref.get("name") or ""
+    sub: dict[str, Any] = {
+        "name": meta.name or campaign.name, "author": meta.author, "github_id": meta.github_id, "date": date,
+        "track": meta.track,
+        **({"base_pr": meta.base_pr} if meta.base_pr else {}),
+        **({"based_on": based_on} if based_on else {}),
+        **({"blurb": meta.blurb} if meta.blurb else {}),
+        **({"technique_summary": meta.technique_summary} if meta.technique_summary else {}),
+        **({"attribution": dict(meta.attribution)} if meta.attribution else {}),
+        "val_bpb": round(_mean(bpbs), DIGITS), "val_loss": round(_mean(losses), DIGITS),
+        "val_bpb_std": round(_pstd(bpbs), DIGITS), "val_loss_std": round(_pstd(losses), DIGITS),
+        "std_convention": STD_CONVENTION,
+        "seeds": [r.seed for r in rows],
+        "seed_results": seed_results(rows),
+        **({"artifact_bytes_max": max(sizes)} if sizes else {}),
+        "hardware": hw,
+        **({"pytorch_version": torch_version} if torch_version else {}),
+        "t_statistic": rt.get("t"), "welch_df": rt.get("df"), "p_value": rt.get("p"),
+        "compliance": rules.compliance_block(found),
+    }
+    if ref.get("val_bpb") is not None:
+        sub["comparison_baseline_bpb"] = round(ref["val_bpb"], DIGITS)
+        sub["delta_bpb"] = round(_mean(bpbs) - ref["val_bpb"], DIGITS)
+    if ref.get("val_loss") is not None:
+        sub["delta_nats"] = round(_mean(losses) - ref["val_loss"], DIGITS)
+    return sub
+
+
+# --------------------------------------------------------------------------- README.md
+
+
+def _results_section(sub: Mapping[str, Any], rows: list[SeedRow]) -> list[str]:
+    ttt = any(r.pre_ttt_val_bpb is not None for r in rows)
+    head = "| Seed | steps | train time (s) |" + (" pre-TTT val_bpb |" if ttt else "") + \
+        " val_loss (nats) | val_bpb | eval time (s) | artifact bytes |"
+    lines = [f"## Results ({sub['hardware']}, PyTorch {sub.get('pytorch_version') or '–'})", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        pre = f" {fmt(r.pre_ttt_val_bpb, 8)} |" if ttt else ""
+        lines.append(f"| {r.seed} | {fmt(r.steps)} | {fmt(_seconds(r.train_time_ms), 1)} |{pre} {r.val_loss:.8f} | "
+                     f"{r.val_bpb:.8f} | {fmt(_seconds(r.eval_time_ms), 1)} | {fmt(r.artifact_bytes)} |")
+    lines.append("| **mean** | | |" + (" |" if ttt else "") +
+                 f" **{sub['val_loss']:.8f}** | **{sub['val_bpb']:.8f}** | | |")
+    lines += ["", f"Std over seeds ({STD_CONVENTION}): val_bpb {sub['val_bpb_std']:.8f}, "
+                  f"val_loss {sub['val_loss_std']:.8f}.", ""]
+    return lines
+
+
+def _changes_section(sub: Mapping[str, Any], ref: Mapping[str, Any], rt: Mapping[str, Any],
+                     variant_env: Mapping[str, str]) -> list[str]:
+    base = sub.get("based_on") or "the reference"
+    lines = [f"## What changed against {cell(base)}", ""]
     if sub.get("base_pr"):
         lines += [f"Builds on PR #{sub['base_pr']}.", ""]
-    lines += ["## Results", "",
-              "| Seed | val_loss (nats) | val_bpb | eval time (s) | train time (s) | artifact bytes |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        ev = r.eval_time_ms / 1000 if r.eval_time_ms is not None else None
-        tr = r.train_time_ms / 1000 if r.train_time_ms is not None else None
-        lines.append(f"| {r.seed} | {r.val_loss:.8f} | {r.val_bpb:.8f} | {fmt(ev, 1)} | {fmt(tr, 1)} | {fmt(r.artifact_bytes)} |")
-    lines.append(f"| **mean** | **{sub['val_loss']:.8f}** | **{sub['val_bpb']:.8f}** | | | |")
-    lines += ["", f"Std over seeds (population, ddof 0): val_bpb {sub['val_bpb_std']:.8f}, "
-                  f"val_loss {sub['val_loss_std']:.8f}.", ""]
+    if sub.get("technique_summary"):
+        lines += [sub["technique_summary"], ""]
+    if variant_env:
+        lines += ["The settings that differ from the base run (the promoted variant):", ""]
+        lines += [f"- `{k}={REDACTED if is_secret_name(k) else v}`" for k, v in sorted(variant_env.items())] + [""]
     if ref.get("val_bpb") is not None:
-        lines += [f"### Against the reference ({cell(ref.get('name') or 'reference')})", "",
-                  "| metric | reference | this | delta (this − reference) |", "|---|---|---|---|",
+        lines += ["| metric | base | this | delta (this − base) |", "|---|---|---|---|",
                   f"| val_bpb | {ref['val_bpb']:.8f} | {sub['val_bpb']:.8f} | {sub['delta_bpb']:+.8f} |"]
         if ref.get("val_loss") is not None:
             lines.append(f"| val_loss (nats) | {ref['val_loss']:.8f} | {sub['val_loss']:.8f} | {sub['delta_nats']:+.8f} |")
         lines.append("")
-    lines += [f"Welch t-test (one-sided, per-seed val_loss; improvement over the reference ≥ "
+    lines += [f"Welch t-test (one-sided, per-seed val_loss; improvement over the base ≥ "
               f"{rt.get('margin_nats', 0.005)} nats): t = {fmt(rt.get('t'), 4)}, df = {fmt(rt.get('df'), 2)}, "
-              f"p = {fmt(rt.get('p'), 6)}" + (f" ({rt['note']})" if rt.get("note") else "") + ".", "",
-              "## Rule checks", "", "| check | met | detail |", "|---|---|---|"]
+              f"p = {fmt(rt.get('p'), 6)}" + (f" ({rt['note']})" if rt.get("note") else "") + ".", ""]
+    return lines
+
+
+def _legality_section(checks: list[tuple[str, bool, str]]) -> list[str]:
+    lines = ["## Legality", "", "| rule | met | observed against the limit |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {cell(detail)} |" for name, ok, detail in checks]
-    lines += ["", "## Run", "", "From inside this folder, with the challenge data in place:", "", "```bash",
+    return lines + ["", "Checked by `golfrun audit` on the runs' logs (docs/records.md).", ""]
+
+
+def _credits_section(sub: Mapping[str, Any]) -> list[str]:
+    lines = ["## Credits", ""]
+    if sub.get("based_on") or sub.get("base_pr"):
+        pr = f" (PR #{sub['base_pr']})" if sub.get("base_pr") and f"#{sub['base_pr']}" not in str(sub.get("based_on")) else ""
+        lines.append(f"- Base record: {cell(sub.get('based_on') or '')}{pr}")
+    lines += [f"- {cell(k)}: {cell(v)}" for k, v in sorted((sub.get("attribution") or {}).items())]
+    lines.append(f"- This submission: {sub['author'] or '–'}" + (f" (@{sub['github_id']})" if sub.get("github_id") else ""))
+    return lines + [""]
+
+
+def render_readme(sub: Mapping[str, Any], rows: list[SeedRow], ref: Mapping[str, Any], rt: Mapping[str, Any],
+                  checks: list[tuple[str, bool, str]], command: str, campaign_cmd: str, files: list[str],
+                  variant_env: Mapping[str, str] | None = None) -> str:
+    n = len(rows)
+    lines = [f"# Record: {sub['name']} — val_bpb {sub['val_bpb']:.8f} ({n}-seed mean)", "",
+             f"**val_bpb {sub['val_bpb']:.8f}** (std {sub['val_bpb_std']:.8f}, {STD_CONVENTION}) · "
+             f"**val_loss {sub['val_loss']:.8f} nats** · max artifact {fmt(sub.get('artifact_bytes_max'))} bytes · "
+             f"{sub['hardware']}", ""]
+    if sub.get("blurb"):
+        lines += [sub["blurb"], ""]
+    lines += _results_section(sub, rows)
+    lines += _changes_section(sub, ref, rt, variant_env or {})
+    lines += _legality_section(checks)
+    lines += ["## How to reproduce", "", "From inside this folder, with the challenge data in place:", "", "```bash",
               command, "```", "", "With golfrun, the whole campaign (reproduction, gates, ablations, seeds):", "",
-              "```bash", campaign_cmd, "```", "", "## Included files", ""]
-    lines += [f"- `{f}`" for f in files]
+              "```bash", campaign_cmd, "```", ""]
+    lines += _credits_section(sub)
+    lines += ["## Included files", ""] + [f"- `{f}`" for f in files]
     return "\n".join(lines) + "\n"
 
 
-def build_package(campaign: Any, campaign_dir: Path, out: Path, *, date: str | None = None,
+# --------------------------------------------------------------------------- the folder
+
+
+def readme_checks(found: list[Finding], rt: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
+    """One line per rule for the README and the warnings: met only when every seed shows it met."""
+    names = {"artifact_bytes": "artifact ≤ 16,000,000 bytes", "train_time": "train ≤ 600 s",
+             "eval_time": "eval ≤ 600 s", "seeds": f"≥ {MIN_SEEDS} seeds"}
+    out = []
+    for key, name in names.items():
+        mine = [f for f in found if f.check == key]
+        ok = bool(mine) and all(f.ok is True for f in mine)
+        values = [f.observed for f in mine if f.observed is not None]
+        unit = mine[0].unit if mine else ""
+        if key == "seeds":
+            detail = mine[0].detail if mine else ""
+        else:
+            worst = max(values) if values else None
+            detail = f"max {fmt(worst, 1) if unit == 's' else fmt(worst)}{' s' if unit == 's' else ''}"
+            missing = [str(f.seed) for f in mine if f.observed is None]
+            if missing:
+                detail += f" (not shown for seed {', '.join(missing)})"
+        out.append((name, ok, detail))
+    p = rt.get("p")
+    out.append((f"record test p < {ALPHA}", isinstance(p, (int, float)) and p < ALPHA, f"p = {fmt(p, 6)}"))
+    return out
+
+
+def _copy_files(campaign: "Campaign", campaign_dir: Path, folder: Path, rows: list[SeedRow], prov: Mapping[str, Any],
+                values: list[str], warnings: list[str]) -> list[str]:
+    """train_gpt.py byte for byte, each seed's log (redacted) at the top level, requirements.txt."""
+    trainer = Path(campaign.trainer)
+    if not trainer.is_file():
+        raise ProvenanceError(f"trainer {trainer} not found; it is copied into the submission as train_gpt.py")
+    shutil.copyfile(trainer, folder / "train_gpt.py")
+    files = ["train_gpt.py"]
+    for r in rows:
+        name_log = f"train_seed{r.seed}.log"
+        if r.log is None:
+            warnings.append(f"seed {r.seed}: no trainer log found under {campaign_dir}; {name_log} not written")
+            continue
+        write_text_atomic(folder / name_log, redact_text(r.log.read_text(errors="replace"), values))
+        files.append(name_log)
+    write_text_atomic(folder / "requirements.txt", requirements(prov))
+    return files + ["requirements.txt"]
+
+
+def _reference(campaign: "Campaign") -> dict[str, Any]:
+    ref = campaign.reference
+    return {"name": ref.name, "losses": [float(x) for x in ref.val_loss],
+            "val_bpb": _mean([float(x) for x in ref.val_bpb]) if ref.val_bpb else None,
+            "val_loss": _mean([float(x) for x in ref.val_loss]) if ref.val_loss else None}
+
+
+def build_package(campaign: "Campaign", campaign_dir: Path, out: Path, *, date: str | None = None,
                   campaign_ref: str = "") -> Package:
     campaign_dir = Path(campaign_dir)
     summaries = read_summaries(campaign_dir)
     rows, source = seed_rows(campaign_dir, summaries)
     meta = campaign.preserve.submission
     prov = _provenance(campaign_dir)
-    values = secret_values(campaign)
     date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    name = meta.name or campaign.name
-    track = meta.track
     gb = summaries.get("gate-b")
-
-    bpbs, losses = [r.val_bpb for r in rows], [r.val_loss for r in rows]
-    ref_c = campaign.reference
-    ref_bpb = _mean([float(x) for x in ref_c.val_bpb]) if ref_c.val_bpb else None
-    ref_loss = _mean([float(x) for x in ref_c.val_loss]) if ref_c.val_loss else None
-    margin = float(getattr(campaign.gate_b, "record_margin_nats", 0.005))
-    rt = welch(gb, losses, [float(x) for x in ref_c.val_loss], margin)
+    ref = _reference(campaign)
+    rt = welch(gb, [r.val_loss for r in rows], ref["losses"], campaign.gate_b.record_margin_nats)
     versions = rows[0].result.get("versions") or {}
     torch_version = versions.get("torch") or (prov.get("trainer_python") or {}).get("torch")
-
-    artifact_ok = all(r.artifact_bytes is not None and r.artifact_bytes <= ARTIFACT_CAP_BYTES for r in rows)
-    trained = [r for r in rows if r.train_time_ms is not None]
-    train_ok = all(r.train_time_ms <= TIME_CAP_MS for r in trained)  # type: ignore[operator]
-    eval_ok = all(r.eval_time_ms is not None and r.eval_time_ms <= TIME_CAP_MS for r in rows)
-    p = rt.get("p")
-    checks = [
-        ("artifact ≤ 16,000,000 bytes", artifact_ok,
-         "max " + fmt(max((r.artifact_bytes or 0) for r in rows)) + (" (a seed reported no size)" if any(r.artifact_bytes is None for r in rows) else "")),
-        ("train ≤ 600 s", train_ok, "max " + fmt(max((r.train_time_ms or 0) / 1000 for r in rows), 1) + " s"),
-        ("eval ≤ 600 s", eval_ok, "max " + fmt(max((r.eval_time_ms or 0) / 1000 for r in rows), 1) + " s"),
-        (f"≥ {MIN_SEEDS} seeds", len(rows) >= MIN_SEEDS, f"{len(rows)} seed(s) from {source}"),
-        (f"record test p < {ALPHA}", isinstance(p, (int, float)) and p < ALPHA, f"p = {fmt(p, 6)}"),
-    ]
+    found = findings(rows, source, Path(campaign.trainer).stat().st_size if Path(campaign.trainer).is_file() else 0)
+    checks = readme_checks(found, rt)
     warnings = [f"rule not met: {n} ({d})" for n, ok, d in checks if not ok]
     warnings += [f"preserve.submission.{k} is empty; submission.json needs it" for k in ("author", "github_id")
                  if not getattr(meta, k)]
+    sub = submission_json(campaign, rows, ref, rt, found, meta.hardware or hardware(rows, prov), torch_version, date)
 
-    sub: dict[str, Any] = {
-        "name": name,
-        "author": meta.author,
-        "github_id": meta.github_id,
-        "date": date,
-        "track": track,
-        **({"base_pr": meta.base_pr} if meta.base_pr else {}),
-        **({"blurb": meta.blurb} if meta.blurb else {}),
-        "val_bpb": round(_mean(bpbs), DIGITS),
-        "val_loss": round(_mean(losses), DIGITS),
-        "val_bpb_std": round(_pstd(bpbs), DIGITS),
-        "val_loss_std": round(_pstd(losses), DIGITS),
-        "seeds": [r.seed for r in rows],
-        "seed_results": {
-            str(r.seed): {k: v for k, v in {
-                "val_bpb": r.val_bpb, "val_loss": r.val_loss, "artifact_bytes": r.artifact_bytes,
-                "steps": r.steps, "train_time_s": None if r.train_time_ms is None else r.train_time_ms / 1000,
-                "eval_time_ms": r.eval_time_ms}.items() if v is not None}
-            for r in rows
-        },
-        "artifact_bytes_max": max((r.artifact_bytes or 0) for r in rows) or None,
-        "hardware": meta.hardware or hardware(rows, prov),
-        "pytorch_version": torch_version,
-        "t_statistic": rt.get("t"),
-        "welch_df": rt.get("df"),
-        "p_value": p,
-        "compliance": {
-            "train_under_600s": train_ok,
-            "artifact_under_16mb": artifact_ok,
-            "eval_under_600s": eval_ok,
-            "three_seeds": len(rows) >= MIN_SEEDS,
-        },
-    }
-    if ref_bpb is not None:
-        sub["comparison_baseline_bpb"] = round(ref_bpb, DIGITS)
-        sub["delta_bpb"] = round(_mean(bpbs) - ref_bpb, DIGITS)
-    if ref_loss is not None:
-        sub["delta_nats"] = round(_mean(losses) - ref_loss, DIGITS)
-
-    folder = Path(out) / "records" / f"track_{track}" / folder_name(date, name)
+    folder = Path(out) / "records" / f"track_{meta.track}" / folder_name(date, sub["name"])
     folder.mkdir(parents=True, exist_ok=True)
-    files: list[str] = []
-    trainer = Path(getattr(campaign, "trainer", "train_gpt.py"))
-    if not trainer.is_file():
-        raise ProvenanceError(f"trainer {trainer} not found; it is copied into the submission as train_gpt.py")
-    shutil.copyfile(trainer, folder / "train_gpt.py")
-    files.append("train_gpt.py")
-    for r in rows:
-        name_log = f"train_seed{r.seed}.log"
-        if r.log is None:
-            warnings.append(f"seed {r.seed}: no trainer log found under {campaign_dir}; {name_log} not written")
-            continue
-        (folder / name_log).write_text(redact_text(r.log.read_text(errors="replace"), values))
-        files.append(name_log)
-    (folder / "requirements.txt").write_text(requirements(prov))
-    files.append("requirements.txt")
+    values = secret_values(campaign)
+    files = ["README.md", "submission.json", *_copy_files(campaign, campaign_dir, folder, rows, prov, values, warnings)]
     variant_env = dict((gb.decision.get("variant_env") or {}) if gb else {})
-    nproc = int(rows[0].result.get("world_size") or 1)
-    command = reproduce_command(campaign, variant_env, sub["seeds"], nproc)
+    command = reproduce_command(campaign, variant_env, sub["seeds"], int(rows[0].result.get("world_size") or 1))
     campaign_cmd = f"golfrun run-all --campaign {shlex.quote(campaign_ref or campaign.name)}"
-    files = ["README.md", "submission.json", *files]
-    ref = {"name": ref_c.name, "val_bpb": ref_bpb, "val_loss": ref_loss}
-    (folder / "README.md").write_text(redact_text(render_readme(sub, rows, ref, rt, checks, command, campaign_cmd, files), values))
-    (folder / "submission.json").write_text(json.dumps(sub, indent=2) + "\n")
+    readme = render_readme(sub, rows, ref, rt, checks, command, campaign_cmd, files, variant_env)
+    write_text_atomic(folder / "README.md", redact_text(readme, values))
+    write_text_atomic(folder / "submission.json", dumps_json(sub))
     return Package(folder, sub, warnings, files)

@@ -12,7 +12,16 @@ from click.testing import CliRunner
 from golfrun.campaign import load_campaign
 from golfrun.provenance.package import build_package, folder_name
 from golfrun.summary import STAGE_DIRS
-from tests.provenance.campaign_dir import ARTIFACT, EVAL_MS, SEEDS, VAL_BPB, VAL_LOSS, write_campaign_dir
+from tests.provenance.campaign_dir import (
+    ARTIFACT,
+    EVAL_MS,
+    SEEDS,
+    STEPS,
+    TRAIN_MS,
+    VAL_BPB,
+    VAL_LOSS,
+    write_campaign_dir,
+)
 
 REF_LOSS = [2.7725, 2.7731, 2.7728]
 REF_BPB = [1.0733, 1.0736, 1.0734]
@@ -29,12 +38,21 @@ SETS = [
 ]
 
 
-def _campaign(extra: list[str] = []):  # type: ignore[no-untyped-def]
-    return load_campaign(None, SETS + extra)
+def _trainer(folder: Path) -> Path:
+    """A trainer file of the code size PR #1610 counts (28,599 bytes), so shipped sizes equal the logs'."""
+    path = folder / "trainer" / "train_gpt.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "# a stand-in for a packed train_gpt.py\n"
+    path.write_text(body + "#" * (28_599 - len(body) - 1) + "\n")
+    return path
+
+
+def _campaign(tmp_path: Path, extra: list[str] = []):  # type: ignore[no-untyped-def]
+    return load_campaign(None, SETS + [f'trainer="{_trainer(tmp_path)}"'] + extra)
 
 
 def test_submission_json_matches_the_summaries(tmp_path: Path) -> None:
-    c = _campaign()
+    c = _campaign(tmp_path)
     cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
     pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
     assert pkg.folder == tmp_path / "pg" / "records" / "track_10min_16mb" / "2026-11-24_VarLen_Corrector"
@@ -46,10 +64,15 @@ def test_submission_json_matches_the_summaries(tmp_path: Path) -> None:
     assert sub["val_bpb"] == round(statistics.fmean(VAL_BPB), 8)
     assert sub["val_loss"] == round(statistics.fmean(VAL_LOSS), 8)
     assert sub["val_bpb_std"] == pytest.approx(0.00046433, abs=5e-9)  # population std, as PR #1610 reports
+    assert sub["std_convention"] == "population, ddof 0"
+    assert sub["artifact_bytes_max"] == max(ARTIFACT)
+    assert sub["based_on"] == "PR #1530"  # reference.name when preserve.submission.based_on is empty
     assert set(sub["seed_results"]) == {"0", "1", "2"}
     for i, s in enumerate(SEEDS):
         r = sub["seed_results"][str(s)]
-        assert (r["val_bpb"], r["val_loss"], r["artifact_bytes"], r["eval_time_ms"]) == (VAL_BPB[i], VAL_LOSS[i], ARTIFACT[i], EVAL_MS[i])
+        assert (r["val_bpb"], r["val_loss"], r["artifact_bytes"], r["eval_time_s"]) == (VAL_BPB[i], VAL_LOSS[i], ARTIFACT[i], EVAL_MS[i] / 1000)
+        assert (r["steps"], r["train_time_s"]) == (STEPS[i], TRAIN_MS[i] / 1000)
+        assert not any(k.endswith("_ms") for k in r)  # seconds everywhere
     assert (sub["t_statistic"], sub["welch_df"], sub["p_value"]) == (gb["record_test"]["t"], gb["record_test"]["df"], gb["record_test"]["p"])
     assert sub["delta_bpb"] == round(statistics.fmean(VAL_BPB) - statistics.fmean(REF_BPB), 8)
     assert sub["delta_nats"] == round(statistics.fmean(VAL_LOSS) - statistics.fmean(REF_LOSS), 8)
@@ -62,14 +85,16 @@ def test_submission_json_matches_the_summaries(tmp_path: Path) -> None:
 
 
 def test_readme_logs_trainer_and_requirements(tmp_path: Path) -> None:
-    c = _campaign()
+    c = _campaign(tmp_path)
     cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
     pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
     readme = (pkg.folder / "README.md").read_text()
-    assert readme.startswith("# VarLen + Corrector — val_bpb 1.07280628 (3-seed mean)")
+    assert readme.startswith("# Record: VarLen + Corrector — val_bpb 1.07280628 (3-seed mean)")
     for i, s in enumerate(SEEDS):
-        assert f"| {s} | {VAL_LOSS[i]:.8f} | {VAL_BPB[i]:.8f} | {EVAL_MS[i] / 1000:.1f} |" in readme
-    assert "| **mean** | **2.77117005** | **1.07280628** |" in readme
+        assert f"| {s} | {STEPS[i]:,} | {TRAIN_MS[i] / 1000:.1f} | {VAL_LOSS[i]:.8f} | {VAL_BPB[i]:.8f} | {EVAL_MS[i] / 1000:.1f} |" in readme
+    assert "| **mean** | | | **2.77117005** | **1.07280628** |" in readme
+    for section in ("## Results", "## What changed against PR #1530", "## Legality", "## How to reproduce", "## Credits"):
+        assert section in readme
     assert "val_bpb 0.00046433" in readme
     assert "t = -3.5000, df = 3.90, p = 0.987000" in readme
     assert f"| val_bpb | {statistics.fmean(REF_BPB):.8f} | 1.07280628 | {statistics.fmean(VAL_BPB) - statistics.fmean(REF_BPB):+.8f} |" in readme
@@ -89,7 +114,7 @@ def test_readme_logs_trainer_and_requirements(tmp_path: Path) -> None:
 
 
 def test_rules_not_met_are_warnings(tmp_path: Path) -> None:
-    c = _campaign()
+    c = _campaign(tmp_path)
     cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
     path = cdir / STAGE_DIRS["gate-b"] / "summary.json"
     data = json.loads(path.read_text())
@@ -105,7 +130,7 @@ def test_rules_not_met_are_warnings(tmp_path: Path) -> None:
 
 
 def test_one_seed_from_gate_a_when_gate_b_never_ran(tmp_path: Path) -> None:
-    c = _campaign()
+    c = _campaign(tmp_path)
     cdir = write_campaign_dir(tmp_path / "runs" / "camp", c, gate_b=False)
     pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
     assert pkg.submission["seeds"] == [0]
@@ -124,9 +149,9 @@ def test_cli_package_and_verify_tarball(tmp_path: Path, monkeypatch: pytest.Monk
     from golfrun.cli import main
 
     monkeypatch.chdir(tmp_path)
-    c = _campaign()
+    c = _campaign(tmp_path)
     write_campaign_dir(tmp_path / "runs" / "camp", c)
-    args = [a for s in SETS for a in ("--set", s)]
+    args = [a for s in SETS + [f'trainer="{_trainer(tmp_path)}"'] for a in ("--set", s)]
     r = CliRunner().invoke(main, ["package", *args, "--runs-dir", "runs", "--out", "pg", "--date", "2026-11-24"])
     assert r.exit_code == 0, r.output
     assert "warning: rule not met: record test p < 0.01" in r.output
@@ -144,3 +169,61 @@ def test_cli_package_and_verify_tarball(tmp_path: Path, monkeypatch: pytest.Monk
     info.path.write_bytes(bytes(data))
     bad = CliRunner().invoke(main, ["verify-tarball", str(info.path)])
     assert bad.exit_code == 12 and "FAILED" in bad.output
+
+
+GOLDEN = Path(__file__).parent / "golden" / "package"
+
+
+def test_package_golden_files(tmp_path: Path) -> None:
+    """README.md and submission.json of the fixture campaign, byte for byte (regenerate after a
+    deliberate change with GOLFRUN_UPDATE_GOLDEN=1 and read the diff)."""
+    import os
+
+    c = _campaign(tmp_path, ['preserve.submission.technique_summary="An n-gram posterior corrector after phased TTT."',
+                             'preserve.submission.attribution={"phased TTT" = "@romeerp (PR #1610)"}',
+                             "preserve.submission.base_pr=1530"])
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    pre_ttt = [1.08336093, 1.08592, 1.08561]  # the record's quantized scores before TTT (trainer-facts §5)
+    for res_path in sorted(cdir.glob("*/jobs/*/results.json")):
+        res = json.loads(res_path.read_text())
+        res["evals"].insert(0, {"label": "diagnostic quantized", "val_loss": 2.8, "val_bpb": pre_ttt[res["seed"]],
+                                "eval_time_ms": 55851.0})
+        res_path.write_text(json.dumps(res))
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    for i, s in enumerate(SEEDS):
+        assert pkg.submission["seed_results"][str(s)]["pre_ttt_val_bpb"] == pre_ttt[i]
+    for name in ("README.md", "submission.json"):
+        got = (pkg.folder / name).read_text()
+        assert str(tmp_path) not in got
+        if os.environ.get("GOLFRUN_UPDATE_GOLDEN"):
+            GOLDEN.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / name).write_text(got)
+        assert got == (GOLDEN / name).read_text(), name
+
+
+def test_code_shipped_raw_counts_against_the_cap(tmp_path: Path) -> None:
+    """The trainer counts a minified 28,599-byte code size; the folder ships a 40,000-byte file:
+    the shipped count is what the cap applies to."""
+    c = _campaign(tmp_path)
+    Path(c.trainer).write_text("#" * 39_999 + "\n")
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    assert pkg.submission["compliance"]["artifact_under_16mb"] is False
+    shipped = ARTIFACT[0] - 28_599 + 40_000
+    assert any(f"artifact ≤ 16,000,000 bytes (max {shipped:,})" in w for w in pkg.warnings)
+    readme = (pkg.folder / "README.md").read_text()
+    assert "| artifact ≤ 16,000,000 bytes | **no** |" in readme
+
+
+def test_non_finite_statistics_never_reach_json(tmp_path: Path) -> None:
+    c = _campaign(tmp_path)
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    path = cdir / STAGE_DIRS["gate-b"] / "summary.json"
+    data = json.loads(path.read_text())
+    data["decision"]["record_test"].update({"t": 1e400, "df": 1e400, "p": 0.0})  # json reads 1e400 as inf
+    path.write_text(json.dumps(data).replace('"t": Infinity', '"t": 1e400').replace('"df": Infinity', '"df": 1e400'))
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    text = (pkg.folder / "submission.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    sub = json.loads(text)
+    assert sub["t_statistic"] is None and sub["welch_df"] is None and sub["p_value"] == 0.0

@@ -1,0 +1,8 @@
+"""Compliance audit of a finished run against the challenge's rules (docs/records.md "Audit").
+
+- `rules`: the limits and one pure check per rule, each an observed value against its limit;
+- `logfacts`: what a trainer log says about time, tokens and sizes (its own timestamps);
+- `scoredump`: the per-target score dump (SCORE_DUMP_PATH) — every target scored once, bpb as reported;
+- `report`: a run folder, records folder or campaign → the findings; gate-a and gate-b call
+  `report.stage_checks` with one line each.
+"""
