@@ -141,6 +141,11 @@ class VerifyPod:
     git_commit: str = key("", "commit the checkout must contain; \"\" = no pin", pattern=r"[0-9a-fA-F]{4,40}|")
     git_pin: str = key("ancestor", "how git_commit is checked: contained in HEAD's history, or HEAD itself",
                        choices=("ancestor", "exact"))
+    preflight: str = key("auto", "the preflight benchmark (bf16 matmul, NCCL all-reduce, host-to-device copy, "
+                                 "attention forward+backward, data read speed; docs/pipeline.md): \"auto\" = when "
+                                 "gpu_count > 0, \"on\", \"off\"", choices=("auto", "on", "off"))
+    min_perf_fraction: float = key(0.8, "a preflight figure below this fraction of what golfrun/preflight_expected.py "
+                                        "expects of the GPU model is a KILL", gt=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -213,11 +218,27 @@ class Ablation:
 
 @dataclass(frozen=True)
 class GateB:
-    seeds: list[int] = key([0, 1, 2], "seeds run with the promoted variant")
+    seeds: list[int] = key([0, 1, 2], "seeds run with the promoted variant, in this order (pre-registered: a "
+                                      "sequential gate-b takes the first max_seeds of them, wave by wave)")
     mean_tolerance_bpb: float = key(0.002, "PASS iff mean val_bpb <= reference mean val_bpb + tolerance")
-    record_margin_nats: float = key(0.005, "the record test: mean val_loss improves on the reference by at least this …", ge=0)
-    alpha: float = key(0.01, "… at p < alpha, one-sided Welch t-test on per-seed val_loss", gt=0, le=1)
-    require_record: bool = key(False, "true: failing the record test is a KILL (else it is reported only)")
+    rule: str = key("record", "the seed test (docs/gates.md): record = mean val_loss below the reference's by "
+                              "record_margin_nats at p < alpha (one-sided Welch); frontier = below the reference "
+                              "at p < 0.25 (Welch, no margin); target = below target_val_loss at p < alpha "
+                              "(one-sample t)", choices=("record", "frontier", "target"))
+    record_margin_nats: float = key(0.005, "the record rule: mean val_loss improves on the reference by at least this …", ge=0)
+    alpha: float = key(0.01, "… at p < alpha, one-sided, on per-seed val_loss (record and target rules)", gt=0, le=0.5)
+    target_val_loss: float = key(0.0, "the target rule: the mean val_loss (nats) to beat; required when rule = \"target\"", ge=0)
+    extra_reference_val_loss: list[float] = key([], "more per-seed reference val_loss values from other runs (a "
+                                                    "third-party reproduction), pooled with reference.val_loss")
+    extra_reference_label: str = key("", "where extra_reference_val_loss comes from (required with it), "
+                                         "shown in the summary")
+    require_record: bool = key(False, "true: failing the rule's test is a KILL (else it is reported only); "
+                                      "a sequential gate-b (wave_size > 0) needs true")
+    wave_size: int = key(0, "seeds per wave: after each wave (from 2 seeds on) the test decides PASS, KILL or "
+                            "another wave; 0 = all seeds in one wave (the fixed design)", ge=0)
+    max_seeds: int = key(0, "at most this many of gate_b.seeds are run; 0 = all of them", ge=0)
+    futility_power: float = key(0.1, "a wave stops for futility when the chance of passing by max_seeds (conditional "
+                                     "power under the current trend) is below this; 0 = never", ge=0, le=0.5)
 
 
 @dataclass(frozen=True)
@@ -252,6 +273,14 @@ class Preserve:
     submission: Submission = section(Submission, "`golfrun package`: the competition submission folder")
 
 
+@dataclass(frozen=True)
+class CompileCache:
+    enabled: bool = key(True, "share one torch.compile cache (Inductor, Triton, FX and autograd graphs) among the "
+                              "campaign's trainer jobs; false = every job compiles from scratch (docs/cost.md)")
+    dir: str = key("", "the cache's root; \"\" = runs/<campaign>/compile-cache (on Slurm the shared file system, "
+                       "on RunPod the pod's disk); a subfolder per trainer/torch/CUDA/GPU key")
+
+
 # ---------------------------------------------------------------------------------------------
 # the root
 
@@ -264,6 +293,8 @@ class CampaignFields:
     trainer: Path = key(Path("train_gpt.py"), "the trainer script; relative = against the campaign file's folder "
                                              "(for presets: the repository's train_gpt.py)", path=True)
     trainer_env: dict[str, str] = key({}, "environment applied to every trainer job", keys_pattern=_ENV_NAME)
+    usd_per_gpu_hour: float = key(0.0, "price of one GPU-hour for the cost ledger (`golfrun status`); 0 = unknown "
+                                       "(on RunPod the pod's own rate is used)", ge=0)
     backend: Backend = section(Backend, "where trainer jobs run")
     verify_pod: VerifyPod = section(VerifyPod, "stage 00: what the machine must offer")
     data: Data = section(Data, "stage 01: the dataset")
@@ -272,11 +303,12 @@ class CampaignFields:
     ablation: Ablation = section(Ablation, "stage 03: screen variants against gate-a's checkpoint")
     gate_b: GateB = section(GateB, "stage 04: confirm the promoted variant across seeds")
     preserve: Preserve = section(Preserve, "stage 05: keep everything")
+    compile_cache: CompileCache = section(CompileCache, "one torch.compile cache shared by the campaign's jobs")
 
 
 SECTION_TYPES: tuple[type, ...] = (
     LocalBackend, SlurmContainer, SlurmBackend, RunpodBackend, Backend, VerifyPod, Synthetic, Data,
-    Reference, GateA, Variant, Ablation, GateB, Submission, Preserve, CampaignFields,
+    Reference, GateA, Variant, Ablation, GateB, Submission, Preserve, CompileCache, CampaignFields,
 )
 
 

@@ -259,7 +259,10 @@ def run_all(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str,
         with CampaignLock(engine.campaign_dir, command="golfrun run-all"):
             write_resolved(campaign, engine.campaign_dir)
             code = engine.run_all(force)
+    from golfrun.pipeline import views
+
     click.echo(f"\nrun-all finished: exit {code} ({_meaning(code)}); `golfrun status` for the table")
+    click.echo(views.ledger_line(views.ledger_totals(engine, views.status_rows(engine))))
     ctx.exit(code)
 
 
@@ -296,10 +299,12 @@ def status(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str, 
     campaign = load(campaign_spec, overrides, backend)
     engine = make_engine(campaign, runs_dir)
     rows = views.status_rows(engine)
+    totals = views.ledger_totals(engine, rows)
     if as_json:
-        click.echo(json.dumps({"campaign": campaign.name, "campaign_dir": str(engine.campaign_dir), "stages": rows}, indent=2))
+        click.echo(json.dumps({"campaign": campaign.name, "campaign_dir": str(engine.campaign_dir), "stages": rows,
+                               "ledger": totals}, indent=2))
     else:
-        click.echo(views.render_status(campaign.name, rows), nl=False)
+        click.echo(views.render_status(campaign.name, rows, totals), nl=False)
 
 
 @main.command()

@@ -1,22 +1,28 @@
 """Gate B: confirm the promoted variant across the campaign's seeds, with the competition's
-statistics.
+statistics, stopping as soon as the answer is known.
 
 Which variant: ablation's `decision.promoted` and `decision.promoted_env` (or a person's
 `golfrun decide ablation --promote NAME|baseline`) — read from its summary, never copied by hand.
-Which runs, per seed in gate_b.seeds:
+Which runs, per seed of the first gate_b.max_seeds of gate_b.seeds (pre-registered order):
   - Gate A's seed, variant eval-only (ablation mode eval_only): eval-only on Gate A's kept
     checkpoint with the variant's env (no retraining);
   - Gate A's seed, baseline promoted: Gate A's own result is reused;
   - Gate A's seed, ablation mode train: the ablation's training run of that variant is reused;
   - any other seed: train + eval from scratch with the variant's env.
 
-Rule: PASS iff
-  every seed passes its own checks (artifact ≤ cap, train and eval time caps);
+Seeds run in waves of gate_b.wave_size (0: one wave, the fixed design). After each wave, from 2
+seeds on, the rule's test (gate_b.rule: record, frontier or target; gates/rules.py) looks: PASS,
+KILL (futility, or the last look not passing) or another wave (gates/sequential.py: Lan–DeMets
+O'Brien–Fleming spending keeps the overall α). Every look goes into `decision.looks` and
+`looks.json`; a rerun finds the finished seeds in the job cache and makes the same looks again.
+A seed that breaks a per-seed check stops the waves.
+
+PASS iff
+  every seed run passes its own checks (artifact ≤ cap, train and eval time caps);
   mean val_bpb ≤ mean reference val_bpb + gate_b.mean_tolerance_bpb;
-  and, when gate_b.require_record is true, the record test passes: a one-sided Welch t-test on
-  per-seed val_loss (nats) that the mean improves on the reference by ≥ gate_b.record_margin_nats
-  at p < gate_b.alpha. When require_record is false the record test is reported (t, df, p) as a
-  warning-level check. A failed check → KILL; a failed job → ERROR.
+  and, when gate_b.require_record is true, the last look decided PASS. When require_record is
+  false the test is reported (t, df, p, boundary) as a warning-level check. A failed check → KILL;
+  a failed job → ERROR.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from golfrun.errors import CampaignError, GolfrunError
+from golfrun.gates.rules import Rule, rule_profile
+from golfrun.gates.sequential import Design, look_schedule, make_design
 from golfrun.stages import common
 from golfrun.stages.ablation import BASELINE, EVAL_MODES, eval_only_inputs
 from golfrun.stages.common import JobSpec, plain
@@ -59,16 +67,24 @@ def chosen(ctx: StageContext) -> Chosen:
 
 
 def seeds(ctx: StageContext) -> list[int]:
+    """The seeds gate-b may run, in their pre-registered order: the first gate_b.max_seeds of
+    gate_b.seeds (all of them when max_seeds is 0)."""
     g = ctx.campaign.gate_b
     values = [int(s) for s in g.seeds]
-    max_seeds = getattr(g, "max_seeds", None)
-    if max_seeds and len(values) > int(max_seeds):
-        raise CampaignError(f"gate_b.seeds has {len(values)} seeds, more than gate_b.max_seeds = {max_seeds}")
     if len(set(values)) != len(values):
         raise CampaignError(f"gate_b.seeds = {values}: each seed once")
     if not values:
         raise CampaignError("gate_b.seeds is empty")
-    return values
+    if g.max_seeds > len(values):
+        raise CampaignError(f"gate_b.max_seeds = {g.max_seeds} but gate_b.seeds lists {len(values)}")
+    return values[: g.max_seeds] if g.max_seeds else values
+
+
+def waves(ctx: StageContext) -> list[list[int]]:
+    """The seeds in waves of gate_b.wave_size (0: one wave, the fixed design)."""
+    values = seeds(ctx)
+    w = int(ctx.campaign.gate_b.wave_size) or len(values)
+    return [values[i:i + w] for i in range(0, len(values), w)]
 
 
 def _reused(ctx: StageContext, seed: int, pick: Chosen) -> tuple[str, dict[str, Any]] | None:
@@ -104,74 +120,160 @@ def plan(ctx: StageContext) -> list[JobSpec]:
     return specs
 
 
-def run(ctx: StageContext) -> Summary:
-    from golfrun.gates.checks import at_most, verdict_from
-    from golfrun.gates.stats import seed_stats, welch_record_test
+def rule_of(ctx: StageContext) -> Rule:
+    g = ctx.campaign.gate_b
+    try:
+        return rule_profile(g.rule, float(g.record_margin_nats), float(g.alpha), float(g.target_val_loss))
+    except ValueError as exc:
+        raise CampaignError(f"gate_b.rule: {exc}") from exc
+
+
+def reference_sample(ctx: StageContext) -> tuple[list[float], dict[str, Any]]:
+    """The reference's per-seed val_loss, pooled with gate_b.extra_reference_val_loss (labelled)."""
+    g, ref = ctx.campaign.gate_b, ctx.campaign.reference
+    published = [float(x) for x in ref.val_loss]
+    extra = [float(x) for x in g.extra_reference_val_loss]
+    info: dict[str, Any] = {"published": {"label": ref.name or "reference", "seeds": list(ref.seeds),
+                                          "val_loss": published}}
+    if extra:
+        info["extra"] = {"label": g.extra_reference_label, "val_loss": extra}
+    info["n"] = len(published) + len(extra)
+    return published + extra, info
+
+
+def design_of(ctx: StageContext, rule: Rule, n_reference: int) -> Design | None:
+    """The pre-registered design; None when the test cannot be made (fewer than 2 seeds on a side)
+    and gate_b.require_record is false: the test is then reported as undefined, as it is."""
+    g = ctx.campaign.gate_b
+    n = len(seeds(ctx))
+    why = ""
+    if n < 2:
+        why = f"gate-b's seed test needs at least 2 seeds; it has {n}"
+    elif rule.two_sample and n_reference < 2:
+        why = (f"the {rule.name} rule needs at least 2 reference val_loss values, got {n_reference} "
+               "(reference.val_loss and gate_b.extra_reference_val_loss)")
+    if why and g.require_record:
+        raise CampaignError(why)
+    if why:
+        return None
+    return make_design(rule.alpha, look_schedule(n, int(g.wave_size)), n_reference if rule.two_sample else 0,
+                       float(g.futility_power))
+
+
+def _wave(ctx: StageContext, pick: Chosen, wave: list[int], state: dict[str, Any]) -> list[Any]:
+    """Run one wave's jobs (finished ones come from the job cache) and add their results to `state`;
+    returns the outcomes."""
     from golfrun.trainer.results import TrainerResult
 
-    started = common.now_iso()
-    g = ctx.campaign.gate_b
-    ref = ctx.campaign.reference
-    pick = chosen(ctx)
-    all_seeds = seeds(ctx)
-    specs = plan(ctx)
-    outcomes = common.run_jobs(ctx, specs)
-    decision: dict[str, Any] = {
-        "variant": pick.name,
-        "variant_env": pick.env,
-        "chosen_by": pick.by,
-        "seeds": all_seeds,
-    }
-    failed = common.failed_jobs_summary(ctx, started, outcomes, decision)
-    if failed is not None:
-        return failed
-
-    results: dict[int, TrainerResult] = {o.spec.seed: o.result for o in outcomes if o.result is not None}
-    records: list[JobRecord] = [o.record for o in outcomes]
-    trained = {o.spec.seed: o.spec.mode == "train" for o in outcomes}
-    for seed in all_seeds:
+    outcomes = common.run_jobs(ctx, [spec for spec in plan(ctx) if spec.seed in wave])
+    for o in outcomes:
+        state["records"].append(o.record)
+        if o.result is not None:
+            state["results"][o.spec.seed] = o.result
+            state["trained"][o.spec.seed] = o.spec.mode == "train"
+    for seed in wave:
         reused = _reused(ctx, seed, pick)
         if reused is not None:
             where, data = reused
-            results[seed] = TrainerResult.from_dict(data, where=f"{where} summary")
-            trained[seed] = results[seed].mode == "train"
-            records.append(JobRecord(name=f"seed{seed}", env=pick.env, backend="-", state="SUCCEEDED", cached=True,
-                                     reason=f"reused from {where}'s run of the same seed and env", result=data))
+            state["results"][seed] = TrainerResult.from_dict(data, where=f"{where} summary")
+            state["trained"][seed] = state["results"][seed].mode == "train"
+            state["records"].append(JobRecord(name=f"seed{seed}", env=pick.env, backend="-", state="SUCCEEDED",
+                                              cached=True, result=data,
+                                              reason=f"reused from {where}'s run of the same seed and env"))
+    return outcomes
 
-    per_seed = []
+
+def run(ctx: StageContext) -> Summary:
+    from golfrun.fileio import write_json_atomic
+    from golfrun.gates.checks import verdict_from
+    from golfrun.gates.sequential import CONTINUE, evaluate_look
+
+    started = common.now_iso()
+    pick, rule = chosen(ctx), rule_of(ctx)
+    ref_losses, ref_info = reference_sample(ctx)
+    design = design_of(ctx, rule, len(ref_losses))
+    decision: dict[str, Any] = {
+        "variant": pick.name, "variant_env": pick.env, "chosen_by": pick.by,
+        "seeds_planned": seeds(ctx), "rule": rule.to_dict(), "reference_sample": ref_info,
+        "design": None if design is None else {**design.to_dict(), "wave_size": int(ctx.campaign.gate_b.wave_size)},
+        "looks": [],
+    }
+    state: dict[str, Any] = {"results": {}, "trained": {}, "records": []}
+    outcomes: list[Any] = []
     checks: list[Check] = []
-    for seed in all_seeds:
-        r = results[seed]
-        per_seed.append({"seed": seed, **common.score(r), "trained": trained[seed]})
-        checks.extend(common.checks_for_result(ctx, f"seed{seed}.", r, train=trained[seed]))
-    bpbs = [float(results[s].final.val_bpb) for s in all_seeds]  # type: ignore[union-attr]
-    losses = [float(results[s].final.val_loss) for s in all_seeds]  # type: ignore[union-attr]
-    decision["per_seed"] = per_seed
+    for wave in waves(ctx):
+        outcomes += _wave(ctx, pick, wave, state)
+        failed = common.failed_jobs_summary(ctx, started, outcomes, decision)
+        if failed is not None:
+            return failed
+        ran = [s for s in seeds(ctx) if s in state["results"]]
+        for seed in wave:
+            checks.extend(common.checks_for_result(ctx, f"seed{seed}.", state["results"][seed],
+                                                   train=state["trained"][seed]))
+        test = rule.test([float(state["results"][s].final.val_loss) for s in ran], ref_losses)
+        decision["record_test"] = _test_record(rule, test, None)
+        if design is not None and len(ran) in design.looks:
+            look = evaluate_look(design, len(ran), test)
+            decision["looks"].append(look.to_dict())
+            decision["record_test"] = _test_record(rule, test, look.to_dict())
+            write_json_atomic(ctx.stage_dir / "looks.json", {"looks": decision["looks"]})
+            ctx.log(f"gate-b: look at {len(ran)} seeds: {look.decision} ({look.reason})")
+            if look.decision != CONTINUE:
+                break
+        if any(not c.passed and c.severity == "fail" for c in checks):
+            break  # a seed broke a rule of the competition: no further seed can mend that
+    ran = [s for s in seeds(ctx) if s in state["results"]]
+    decision["seeds"] = ran
+    decision["seeds_not_run"] = [s for s in seeds(ctx) if s not in ran]
+    checks += _final_checks(ctx, rule, ran, state, decision)
+    verdict, reasons = verdict_from(checks)
+    return common.new_summary(ctx, verdict, started, checks=checks, decision=decision, jobs=state["records"],
+                              reasons=reasons)
+
+
+def _final_checks(ctx: StageContext, rule: Rule, ran: list[int], state: dict[str, Any],
+                  decision: dict[str, Any]) -> list[Check]:
+    """Per-seed figures, the mean against the reference, and the seed test's last look."""
+    from golfrun.gates.checks import at_most
+    from golfrun.gates.stats import seed_stats
+
+    g, ref = ctx.campaign.gate_b, ctx.campaign.reference
+    results = state["results"]
+    decision["per_seed"] = [{"seed": s, **common.score(results[s]), "trained": state["trained"][s]} for s in ran]
+    bpbs = [float(results[s].final.val_bpb) for s in ran]
     decision["val_bpb"] = _plain_stats(seed_stats(bpbs))
-    decision["val_loss"] = _plain_stats(seed_stats(losses))
+    decision["val_loss"] = _plain_stats(seed_stats([float(results[s].final.val_loss) for s in ran]))
     ref_bpb_mean = sum(float(x) for x in ref.val_bpb) / len(ref.val_bpb)
-    tol = float(g.mean_tolerance_bpb)
-    mean_bpb = sum(bpbs) / len(bpbs)
-    checks.append(at_most("mean_val_bpb", mean_bpb, ref_bpb_mean + tol,
-                          detail=f"mean over seeds {all_seeds}; reference mean {ref_bpb_mean:.8f} + tolerance {tol:g}"))
+    tol, mean_bpb = float(g.mean_tolerance_bpb), sum(bpbs) / len(bpbs)
     decision["reference_mean_val_bpb"] = ref_bpb_mean
     decision["delta_bpb_vs_reference_mean"] = mean_bpb - ref_bpb_mean
+    checks = [at_most("mean_val_bpb", mean_bpb, ref_bpb_mean + tol,
+                      detail=f"mean over seeds {ran}; reference mean {ref_bpb_mean:.8f} + tolerance {tol:g}")]
+    last = decision["looks"][-1] if decision["looks"] else None
+    require = bool(g.require_record)
+    if last is None:
+        decision["outcome"] = "KILL"
+        detail = (f"no look was made: {decision['record_test'].get('note') or 'a seed failed its checks first'}"
+                  if decision.get("record_test") else "no look was made: a seed failed its checks first")
+    else:
+        decision["outcome"] = "PASS" if last["decision"] == "PASS" else "KILL"
+        detail = (f"{rule.describe()}; look {len(decision['looks'])} at {last['n']} seeds: t={_fmt(last['t'])}, "
+                  f"df={_fmt(last['df'])}, p={_fmt(last['p'])}, boundary t > {_fmt(last['boundary'])}: "
+                  f"{last['reason']}")
+    checks.append(Check(name=f"{rule.name}_test", observed=None if last is None else last["t"],
+                        limit=None if last is None else last["boundary"], op=">",
+                        passed=last is not None and last["decision"] == "PASS",
+                        severity="fail" if require else "warn",
+                        detail=detail + ("" if require else " (gate_b.require_record = false: reported, not gating)")))
+    return checks
 
-    margin, alpha = float(g.record_margin_nats), float(g.alpha)
-    ref_losses = [float(x) for x in ref.val_loss]
-    welch = welch_record_test(losses, ref_losses, margin, alpha)
-    w = _plain_stats(welch)
-    decision["record_test"] = {**w, "margin_nats": margin, "alpha": alpha,
-                               "test": "one-sided Welch t-test on per-seed val_loss: reference − variant ≥ margin"}
-    require = bool(getattr(g, "require_record", False))
-    checks.append(Check(
-        name="record_test_p", observed=w.get("p"), limit=alpha, op="<", passed=bool(w.get("passed")),
-        severity="fail" if require else "warn",
-        detail=f"improvement over the reference ≥ {margin:g} nats at p < {alpha:g}: "
-               f"t={_fmt(w.get('t'))}, df={_fmt(w.get('df'))}, p={_fmt(w.get('p'))}"
-               + ("" if require else " (gate_b.require_record = false: reported, not gating)")))
-    verdict, reasons = verdict_from(checks)
-    return common.new_summary(ctx, verdict, started, checks=checks, decision=decision, jobs=records, reasons=reasons)
+
+def _test_record(rule: Rule, test: Any, look: dict[str, Any] | None) -> dict[str, Any]:
+    """The rule's test as the summary keeps it (`decision.record_test`, read by package and
+    render): the statistics, and `passed` as the look decided it (an undefined test: false)."""
+    return {**_plain_stats(test), "rule": rule.name, "test": rule.describe(), "margin_nats": rule.margin_nats,
+            "alpha": rule.alpha, "passed": bool(look is not None and look["decision"] == "PASS"),
+            "p_boundary": None if look is None else look["p_boundary"]}
 
 
 def _fmt(x: Any) -> str:
