@@ -2442,6 +2442,9 @@ def load_state_into(model: GPT, sd: dict) -> None:
 
 
 def main() -> None:
+    t_main = time.perf_counter()
+    # Wall seconds per phase for results.json `timings_s` (golfrun's GPU-time ledger); startup is the rest.
+    phases = {"compile_train": 0.0, "train": 0.0, "serialize": 0.0, "eval": 0.0, "compile_eval": 0.0}
     h = Hyperparameters()
     if h.distributed:
         if torch.cuda.is_available():
@@ -2522,6 +2525,7 @@ def main() -> None:
         vl, vb = eval_plain(h, fn, val_tokens, tables, rank, world, device, dump)
         sync(device)
         ms = 1000.0 * (time.perf_counter() - t)
+        phases["eval"] += ms / 1000.0
         log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
         if dump is not None:
             dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
@@ -2543,10 +2547,15 @@ def main() -> None:
         log0(f"model_params:{count_params(model)}")
         model_fn, compiled = compile_model(h, model, device)
         model.train()
+        t = time.perf_counter()
         stats = train(h, model, model_fn, device, val_tokens, tables, log0, rank, world, compiled)
+        phases["compile_train"] = stats["priming_s"]
+        phases["train"] = time.perf_counter() - t - stats["priming_s"]
         model.looping = h.num_loops > 0
         diagnostic("diagnostic pre-quantization post-ema", model)
+        t = time.perf_counter()
         artifact = serialize(h, model, calib(), log0, rank, world, device)
+        phases["serialize"] = time.perf_counter() - t
     elif mode == "eval_only":
         log0(f"eval_only:loading checkpoint from {h.eval_only_path}")
         model = build_model(h, device)
@@ -2597,7 +2606,10 @@ def main() -> None:
         evals.append({"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms})
     if h.ttt_enabled:
         try:
+            t = time.perf_counter()
             entry = run_ttt_eval(h, qmodel, val_tokens, tables, rank, world, device, log0)
+            phases["compile_eval"] = float(entry.get("ttt", {}).get("warmup_s") or 0.0)
+            phases["eval"] += time.perf_counter() - t - phases["compile_eval"]
             evals.append(entry)
             final = entry
         except NotImplementedError:
@@ -2615,6 +2627,7 @@ def main() -> None:
             "tokens_per_s_preloop": stats.get("tokens_per_s_preloop"),
             "tokens_per_s_loop": stats.get("tokens_per_s_loop"),
             "priming_s": stats.get("priming_s"),
+            "timings_s": phase_timings(phases, time.perf_counter() - t_main),
             "peak_mem_mib": stats["peak_mem_mib"] if mode == "train" else peak_mem_now(device),
             "model_params": count_params(qmodel),
             "evals": evals, "final": final, "artifact": artifact,
@@ -2625,6 +2638,14 @@ def main() -> None:
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
+
+
+def phase_timings(phases: dict, total_s: float) -> dict:
+    """results.json `timings_s`: seconds of main() per phase; startup = whatever the named phases leave."""
+    out = {k: round(v, 3) for k, v in phases.items()}
+    out["startup"] = round(max(total_s - sum(phases.values()), 0.0), 3)
+    out["total"] = round(total_s, 3)
+    return out
 
 
 def peak_mem_now(device) -> int:

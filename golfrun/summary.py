@@ -13,7 +13,9 @@ from typing import Any
 
 from golfrun.errors import SummaryError
 
-SUMMARY_SCHEMA = "golfrun.summary/1"
+SUMMARY_SCHEMA = "golfrun.summary/2"
+# /1 files (no GPU-time ledger) stay readable: their new fields take the defaults below.
+READABLE_SCHEMAS = ("golfrun.summary/1", SUMMARY_SCHEMA)
 
 STAGES = ("verify-pod", "download-data", "gate-a", "ablation", "gate-b", "preserve")
 STAGE_DIRS = {name: f"{i:02d}-{name}" for i, name in enumerate(STAGES)}
@@ -63,6 +65,14 @@ class JobRecord:
     cached: bool = False
     duration_s: float | None = None
     result: dict[str, Any] | None = None  # TrainerResult.to_dict()
+    # The GPU-time ledger (golfrun/ledger.py, docs/cost.md). gpus: GPUs held (0 on a CPU-only run,
+    # whose gpu_seconds then count CPU processes); gpu_seconds: {startup, train, serialize, eval,
+    # other, total} held THIS run (all 0 when cached); gpu_seconds_original: the figures of the run
+    # that produced a cached result; compile: {"cache": warm|cold|off, "seconds": s|None}.
+    gpus: int = 0
+    gpu_seconds: dict[str, float] = field(default_factory=dict)
+    gpu_seconds_original: dict[str, float] | None = None
+    compile: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +97,11 @@ class Summary:
     artifacts: list[Artifact] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # human-readable why, first = main
     human_decision: dict[str, Any] | None = None  # set by `golfrun decide`
+    # New GPU-seconds of this stage's jobs (cached jobs add 0), CPU-seconds of CPU-only jobs, and
+    # their price when one is known (usd_per_gpu_hour, or the RunPod pod's rate); else None.
+    gpu_seconds_total: float = 0.0
+    cpu_seconds_total: float = 0.0
+    usd: float | None = None
     schema: str = SUMMARY_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,7 +113,7 @@ class Summary:
     def from_dict(cls, d: dict[str, Any], source: str = "<summary>") -> "Summary":
         if not isinstance(d, dict):
             raise SummaryError(f"{source}: expected a JSON object")
-        if d.get("schema") != SUMMARY_SCHEMA:
+        if d.get("schema") not in READABLE_SCHEMAS:
             raise SummaryError(f"{source}: unknown schema {d.get('schema')!r}, expected {SUMMARY_SCHEMA!r}")
         try:
             return cls(
@@ -115,6 +130,9 @@ class Summary:
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])],
                 reasons=list(d.get("reasons", [])),
                 human_decision=d.get("human_decision"),
+                gpu_seconds_total=float(d.get("gpu_seconds_total") or 0.0),
+                cpu_seconds_total=float(d.get("cpu_seconds_total") or 0.0),
+                usd=None if d.get("usd") is None else float(d["usd"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SummaryError(f"{source}: malformed summary ({exc})") from exc

@@ -1,6 +1,7 @@
 """golfrun.gates: observations → checks → verdict, and the statistics behind the gates.
 
-scipy is imported only inside `welch_record_test`, so importing this package stays cheap.
+scipy is imported only inside the tests and the sequential boundaries, so importing this package
+stays cheap. `welch_one_sided` is golfrun's one Welch test.
 """
 
 from golfrun.gates.checks import (
@@ -22,17 +23,21 @@ from golfrun.gates.checks import (
 from golfrun.gates.stats import (
     AblationDecision,
     AblationOutcome,
+    OneSampleResult,
     SeedStats,
     WelchResult,
     ablation_decision,
     classify_delta,
+    one_sample_below,
     seed_stats,
+    welch_one_sided,
     welch_record_test,
 )
 
 __all__ = [
     "AblationDecision",
     "AblationOutcome",
+    "OneSampleResult",
     "SeedStats",
     "WelchResult",
     "ablation_decision",
@@ -48,9 +53,11 @@ __all__ = [
     "is_true",
     "less_than",
     "one_of",
+    "one_sample_below",
     "seed_stats",
     "starts_with",
     "verdict_from",
+    "welch_one_sided",
     "welch_record_test",
     "within_tolerance",
 ]

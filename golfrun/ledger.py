@@ -1,0 +1,113 @@
+"""The GPU-time ledger: what each job, stage and campaign held of the machine, and what it cost.
+
+A job's device-seconds are its wall time × the devices it held (GPUs; on a CPU-only run, its
+processes, counted as CPU-seconds), split by phase from the trainer's `timings_s` (results.json):
+
+    startup    interpreter, data, model, torch.compile of the training graphs and the TTT warm-up
+    train      the training loop (with its in-training validation)
+    serialize  final_model.pt, Hessians, GPTQ, compression
+    eval       the diagnostics and the TTT evaluation's timer
+    other      the rest of the wall time (launcher, imports, teardown)
+
+A trainer that writes no `timings_s` (a log-only upstream script) gives what its figures allow:
+train from train_time_ms, eval from the evaluations' eval_time_ms, the rest is `other`.
+
+A job served from its folder's cache held nothing this time: its `gpu_seconds` are all 0 and
+`gpu_seconds_original` keeps the figures of the run that produced it. A stage sums its jobs, the
+campaign its stages; USD = GPU-hours × the price per GPU-hour when one is known (never guessed).
+Stdlib only: `golfrun status` reads this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+PARTS = ("startup", "train", "serialize", "eval", "other")
+
+
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else 0.0
+
+
+def phase_seconds(result: Mapping[str, Any] | None) -> dict[str, float]:
+    """Wall seconds per phase (without `other`) from a TrainerResult.to_dict()."""
+    out = {part: 0.0 for part in PARTS if part != "other"}
+    if not result:
+        return out
+    timings = result.get("timings_s")
+    if isinstance(timings, Mapping):
+        out["startup"] = sum(_num(timings.get(k)) for k in ("startup", "compile_train", "compile_eval"))
+        out["train"] = _num(timings.get("train"))
+        out["serialize"] = _num(timings.get("serialize"))
+        out["eval"] = _num(timings.get("eval"))
+        return out
+    # log-only: what the trainer's own timers printed
+    out["startup"] = _num(result.get("priming_s"))
+    out["train"] = _num(result.get("train_time_ms")) / 1000.0
+    out["eval"] = sum(_num(e.get("eval_time_ms")) for e in result.get("evals") or [] if isinstance(e, Mapping)) / 1000.0
+    return out
+
+
+def compile_seconds(result: Mapping[str, Any] | None) -> float | None:
+    """Seconds the trainer spent compiling (training graphs' priming + TTT warm-up), None if unknown."""
+    if not result:
+        return None
+    timings = result.get("timings_s")
+    if isinstance(timings, Mapping):
+        return round(_num(timings.get("compile_train")) + _num(timings.get("compile_eval")), 3)
+    seen = [_num(result.get("priming_s"))] if isinstance(result.get("priming_s"), (int, float)) else []
+    for e in result.get("evals") or []:
+        ttt = e.get("ttt") if isinstance(e, Mapping) else None
+        if isinstance(ttt, Mapping) and isinstance(ttt.get("warmup_s"), (int, float)):
+            seen.append(float(ttt["warmup_s"]))
+    return round(sum(seen), 3) if seen else None
+
+
+def job_gpu_seconds(result: Mapping[str, Any] | None, wall_s: float | None, devices: int) -> dict[str, float]:
+    """{startup, train, serialize, eval, other, total}: device-seconds of one run of a job.
+
+    total = wall × devices; the phases are the trainer's figures × devices and `other` the rest. When
+    the trainer's clock says more than golfrun's wall (they start at different moments) the parts win.
+    """
+    phases = phase_seconds(result)
+    named = sum(phases.values())
+    wall = _num(wall_s) if wall_s is not None else named
+    out = {part: round(phases.get(part, 0.0) * devices, 3) for part in PARTS if part != "other"}
+    out["other"] = round(max(wall - named, 0.0) * devices, 3)
+    out["total"] = round(max(wall, named) * devices, 3)
+    return out
+
+
+def zero() -> dict[str, float]:
+    return {part: 0.0 for part in (*PARTS, "total")}
+
+
+def stage_totals(jobs: Iterable[Any]) -> dict[str, float]:
+    """New device-seconds of a stage's jobs, by unit: {"gpu": s, "cpu": s} (cached jobs add 0)."""
+    totals = {"gpu": 0.0, "cpu": 0.0}
+    for job in jobs:
+        unit = "gpu" if int(getattr(job, "gpus", 0) or 0) > 0 else "cpu"
+        totals[unit] += _num((getattr(job, "gpu_seconds", None) or {}).get("total"))
+    return {k: round(v, 3) for k, v in totals.items()}
+
+
+def usd(gpu_seconds: float, usd_per_gpu_hour: float | None) -> float | None:
+    if not usd_per_gpu_hour:
+        return None
+    return round(gpu_seconds / 3600.0 * usd_per_gpu_hour, 4)
+
+
+def price_per_gpu_hour(configured: float, pod: Mapping[str, Any] | None) -> float | None:
+    """The campaign's `usd_per_gpu_hour`, else the RunPod pod's cost per hour / its GPUs; None if unknown."""
+    if configured and configured > 0:
+        return float(configured)
+    if pod:
+        rate, gpus = _num(pod.get("cost_per_hr")), int(_num(pod.get("gpu_count")))
+        if rate > 0 and gpus > 0:
+            return rate / gpus
+    return None
+
+
+def minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60.0:.1f}"

@@ -1,0 +1,139 @@
+"""The GPU-time ledger and the campaign's compile cache, through the CLI with the instant fake
+trainer (tests/fixtures/pipeline_trainer.py; FAKE_DEVICE makes it report a GPU, FAKE_TIMINGS its
+`timings_s`, and it fills TORCHINDUCTOR_CACHE_DIR as Inductor does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from golfrun.cli import main
+from tests.fixtures.pipeline_campaign import write_campaign
+
+GPU_ENV = {"FAKE_DEVICE": "NVIDIA H200", "FAKE_TIMINGS": "1"}
+JOB_STAGES = ("02-gate-a", "03-ablation", "04-gate-b")
+
+
+def golfrun(tmp: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--campaign", str(tmp / "campaign.toml"), "--runs-dir", str(tmp / "runs")])
+
+
+def summary(tmp: Path, folder: str) -> dict:
+    return json.loads((tmp / "runs" / "t" / folder / "summary.json").read_text())
+
+
+def all_jobs(tmp: Path) -> list[dict]:
+    return [job for folder in JOB_STAGES for job in summary(tmp, folder)["jobs"]]
+
+
+@pytest.fixture
+def gpu_campaign(tmp_path: Path, shared_data: Path) -> Path:
+    path = write_campaign(tmp_path, shared_data, trainer_env=GPU_ENV)
+    # usd_per_gpu_hour is a root key: before the first table. verify-pod probes torch: the cache's key.
+    text = path.read_text().replace('required_packages = ["json"]', 'required_packages = ["torch"]')
+    path.write_text("usd_per_gpu_hour = 3.0\n" + text)
+    return path
+
+
+def test_ledger_sums_jobs_into_stages_and_the_campaign(tmp_path: Path, gpu_campaign: Path) -> None:
+    result = golfrun(tmp_path, "run-all")
+    assert result.exit_code == 0, result.output
+    assert "GPU-minutes" in result.output and "USD" in result.output  # printed at the end of run-all
+    for job in all_jobs(tmp_path):
+        if job["backend"] == "-":  # gate-b reusing an upstream run holds nothing
+            continue
+        g = job["gpu_seconds"]
+        assert job["gpus"] == 1
+        parts = g["startup"] + g["train"] + g["serialize"] + g["eval"] + g["other"]
+        named = g["startup"] + g["train"] + g["serialize"] + g["eval"]
+        # wall × 1 GPU; the fake reports phases without spending them, and then its figures win
+        assert g["total"] == pytest.approx(max(job["duration_s"], named), abs=0.002)
+        assert parts == pytest.approx(g["total"], abs=0.01)
+        assert g["train"] == pytest.approx(0.1) and g["serialize"] == pytest.approx(0.02)
+        assert g["startup"] in (pytest.approx(0.25), pytest.approx(0.06))  # start-up + compile, cold or warm
+    stage_totals = {}
+    for folder in JOB_STAGES:
+        s = summary(tmp_path, folder)
+        assert s["schema"] == "golfrun.summary/2"
+        assert s["gpu_seconds_total"] == pytest.approx(sum(j["gpu_seconds"].get("total", 0.0) for j in s["jobs"]), abs=1e-6)
+        assert s["gpu_seconds_total"] > 0
+        assert s["usd"] == pytest.approx(s["gpu_seconds_total"] / 3600 * 3.0, abs=1e-4)
+        stage_totals[folder] = s["gpu_seconds_total"]
+
+    status = golfrun(tmp_path, "status", "--json")
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.output)
+    rows = {r["stage"]: r for r in data["stages"]}
+    assert rows["gate-a"]["gpu_seconds"] == pytest.approx(stage_totals["02-gate-a"])
+    assert data["ledger"]["gpu_seconds_total"] == pytest.approx(sum(stage_totals.values()), abs=1e-3)
+    assert data["ledger"]["usd_per_gpu_hour"] == 3.0
+    assert data["ledger"]["usd"] == pytest.approx(data["ledger"]["gpu_seconds_total"] / 3600 * 3.0, abs=1e-4)
+    table = golfrun(tmp_path, "status")
+    assert "GPU-minutes" in table.output and "minutes" in table.output
+
+
+def test_cached_jobs_count_zero_new_gpu_seconds_and_keep_their_figures(tmp_path: Path, gpu_campaign: Path) -> None:
+    assert golfrun(tmp_path, "run-all").exit_code == 0
+    first = {j["name"]: j for j in summary(tmp_path, "04-gate-b")["jobs"]}
+    # A new tolerance reruns the gate-b stage, but none of its jobs (their keys are unchanged).
+    again = golfrun(tmp_path, "run-all", "--set", "gate_b.mean_tolerance_bpb=0.02")
+    assert again.exit_code == 0, again.output
+    s = summary(tmp_path, "04-gate-b")
+    assert s["gpu_seconds_total"] == 0.0 and s["usd"] == 0.0
+    for job in s["jobs"]:
+        assert job["cached"] is True
+        assert job["gpu_seconds"].get("total", 0.0) == 0.0
+        if first[job["name"]]["backend"] != "-":
+            assert job["gpu_seconds_original"] == first[job["name"]]["gpu_seconds"]
+            assert job["compile"] == first[job["name"]]["compile"]
+    status = json.loads(golfrun(tmp_path, "status", "--json").output)
+    assert {r["stage"]: r for r in status["stages"]}["gate-b"]["gpu_seconds"] == 0.0
+
+
+def test_every_job_shares_one_compile_cache_cold_then_warm(tmp_path: Path, gpu_campaign: Path) -> None:
+    assert golfrun(tmp_path, "run-all").exit_code == 0
+    folders = sorted((tmp_path / "runs" / "t").glob("0[234]-*/jobs/*/job.json"))
+    dirs = {json.loads(p.read_text())["full_env"]["TORCHINDUCTOR_CACHE_DIR"] for p in folders}
+    assert len(folders) == 7 and len(dirs) == 1  # gate-a, ablation baseline + 2 variants, 3 gate-b: one cache
+    cache = Path(dirs.pop()).parent
+    assert cache.parent == tmp_path / "runs" / "t" / "compile-cache"
+    key = json.loads((cache / "key.json").read_text())
+    facts = summary(tmp_path, "00-verify-pod")["decision"]["facts"]
+    assert key["torch"] == facts["torch"] and key["gpu"] == "cpu"  # verify-pod's probe of this machine
+    jobs = [j for j in all_jobs(tmp_path) if j["backend"] != "-"]
+    assert [j["compile"]["cache"] for j in jobs] == ["cold"] + ["warm"] * (len(jobs) - 1)
+    assert jobs[0]["compile"]["seconds"] == pytest.approx(0.2)
+    assert all(j["compile"]["seconds"] == pytest.approx(0.01) for j in jobs[1:])
+
+
+def test_compile_cache_off_sets_nothing(tmp_path: Path, gpu_campaign: Path) -> None:
+    result = golfrun(tmp_path, "run-all", "--set", "compile_cache.enabled=false")
+    assert result.exit_code == 0, result.output
+    for path in (tmp_path / "runs" / "t").glob("0[234]-*/jobs/*/job.json"):
+        assert "TORCHINDUCTOR_CACHE_DIR" not in json.loads(path.read_text())["full_env"]
+    assert {j["compile"]["cache"] for j in all_jobs(tmp_path) if j["backend"] != "-"} == {"off"}
+    assert not (tmp_path / "runs" / "t" / "compile-cache").exists()
+
+
+def test_cpu_jobs_count_cpu_seconds_and_no_price(tmp_path: Path, campaign: Path) -> None:
+    result = golfrun(tmp_path, "run-all")
+    assert result.exit_code == 0, result.output
+    s = summary(tmp_path, "02-gate-a")
+    assert s["gpu_seconds_total"] == 0.0 and s["cpu_seconds_total"] > 0 and s["usd"] is None
+    assert s["jobs"][0]["gpus"] == 0 and s["jobs"][0]["compile"]["cache"] == "off"
+    assert "CPU-minutes" in result.output
+    ledger = json.loads(golfrun(tmp_path, "status", "--json").output)["ledger"]
+    assert ledger["usd"] is None and ledger["cpu_seconds_total"] > 0
+
+
+def test_old_summary_schema_stays_readable() -> None:
+    from golfrun.summary import Summary
+
+    old = {"schema": "golfrun.summary/1", "stage": "gate-a", "campaign": "t", "verdict": "PASS",
+           "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:01:00Z", "fingerprint": "x",
+           "jobs": [{"name": "seed0", "env": {}, "backend": "local", "cached": False, "duration_s": 5.0}]}
+    s = Summary.from_dict(old)
+    assert s.gpu_seconds_total == 0.0 and s.usd is None and s.jobs[0].gpu_seconds == {}
