@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golfrun.errors import GolfrunError, SummaryError, UsageError
+from golfrun.fileio import remove_stale_temps
 from golfrun.pipeline import forced as force_marker, summaries
 from golfrun.stages.common import campaign_section, sha256_file, sha256_text, trainer_path
 from golfrun.summary import EXIT_CODES, STAGES, Summary, Verdict
@@ -184,6 +185,15 @@ class Engine:
         except (OSError, json.JSONDecodeError):
             return None
 
+    def _remove_stale_temps(self, stage_dir: Path) -> None:
+        """Temp files of an atomic write that a kill interrupted (fileio.remove_stale_temps). Safe
+        here: the caller holds the campaign lock, so no other writer is mid-write."""
+        folders = [self.campaign_dir, stage_dir, *sorted((stage_dir / "jobs").glob("*/"))]
+        removed = [p for folder in folders for p in remove_stale_temps(folder)]
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) of an interrupted write: "
+                     + ", ".join(str(p.relative_to(self.campaign_dir)) for p in removed))
+
     def _set_aside(self, stage: str, error: SummaryError) -> None:
         path = summaries.summary_path(self.campaign_dir, stage)
         if path.exists():
@@ -235,6 +245,7 @@ class Engine:
         """Run one stage (or serve it from cache). Upstream summaries must exist and read back."""
         upstream = self.upstream(stage)
         stage_dir = summaries.stage_dir(self.campaign_dir, stage)
+        self._remove_stale_temps(stage_dir)
         pending = force_marker.read(stage_dir)
         if force:
             why = why_forced or "--force"
