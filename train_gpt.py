@@ -129,6 +129,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("TTT_HEARTBEAT_SECONDS", float, 15.0),
     ("TTT_DOC_LIMIT", int, 0),
     ("VAL_DOC_FRACTION", float, 1.0),
+    ("VAL_DOC_SEED", int, -1),
     # phased global-SGD TTT
     ("PHASED_TTT_ENABLED", bool, False),
     ("PHASED_TTT_PREFIX_DOCS", int, 10000),
@@ -479,6 +480,29 @@ def load_validation_tokens(pattern: str, seq_len: int) -> torch.Tensor:
     if usable <= 0:
         raise ValueError(f"validation set has {len(tokens)} tokens, less than EVAL_SEQ_LEN={seq_len}+1")
     return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
+
+
+def subset_validation(h, tokens: torch.Tensor) -> torch.Tensor:
+    """VAL_DOC_FRACTION < 1: the validation stream cut to a reproducible subset of its documents, drawn
+    without replacement with PCG64(VAL_DOC_SEED, or SEED when it is -1) and kept in stream order; every
+    evaluation then scores only those (the ablation's successive halving: every variant and the baseline
+    see the same documents). Each document keeps its BOS; the BOS that ended the last one is kept too."""
+    if h.val_doc_fraction >= 1.0:
+        return tokens
+    docs = find_documents(tokens.numpy())
+    n = max(1, int(round(len(docs) * h.val_doc_fraction)))
+    rng = np.random.Generator(np.random.PCG64(h.val_doc_seed if h.val_doc_seed >= 0 else h.seed))
+    picked = docs[np.sort(rng.choice(len(docs), size=n, replace=False))]
+    stream = tokens.numpy()
+    last_start, last_len = (int(x) for x in picked[-1])
+    parts = [stream[start:start + length - 1] for start, length in picked]
+    parts.append(stream[last_start + last_len - 1:last_start + last_len])  # the last document's last target
+    out = np.concatenate(parts)
+    usable = ((len(out) - 1) // h.eval_seq_len) * h.eval_seq_len
+    if usable <= 0:
+        raise ValueError(f"VAL_DOC_FRACTION={h.val_doc_fraction} keeps {len(out)} tokens, less than "
+                         f"EVAL_SEQ_LEN={h.eval_seq_len}+1")
+    return torch.from_numpy(out[:usable + 1].astype(np.int64))
 
 
 def build_byte_tables(pieces: list[tuple[str, str]], vocab_size: int):
@@ -1800,13 +1824,9 @@ def find_documents(tokens: np.ndarray) -> np.ndarray:
 
 
 def select_documents(h, docs: np.ndarray) -> np.ndarray:
-    """TTT_DOC_LIMIT (first N documents), then VAL_DOC_FRACTION (a subset drawn with SEED, kept in stream order)."""
+    """TTT_DOC_LIMIT (first N documents); VAL_DOC_FRACTION was applied to the stream (subset_validation)."""
     if h.ttt_doc_limit > 0:
         docs = docs[:h.ttt_doc_limit]
-    if h.val_doc_fraction < 1.0:
-        n = max(1, int(round(len(docs) * h.val_doc_fraction)))
-        rng = np.random.Generator(np.random.PCG64(h.seed))
-        docs = docs[np.sort(rng.choice(len(docs), size=n, replace=False))]
     return docs
 
 
@@ -2506,7 +2526,7 @@ def main() -> None:
     sp = load_tokenizer(h)
     base, lead, boundary = build_byte_tables(sentencepiece_pieces(sp), h.vocab_size)
     tables = ByteTables(base, lead, boundary, device)
-    val_tokens = load_validation_tokens(h.val_files, h.eval_seq_len)
+    val_tokens = subset_validation(h, load_validation_tokens(h.val_files, h.eval_seq_len))
     if mode == "train":
         check_compressor(h.compressor)  # before training, not after ten minutes of it
         train_files = list_shards(h.train_files, "train")

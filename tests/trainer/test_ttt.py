@@ -27,13 +27,24 @@ def test_documents_include_next_bos_and_cover_every_target(tg):
 
 
 def test_doc_limit_and_fraction(tg):
-    docs = tg.find_documents(doc_stream(30).numpy())
+    stream = doc_stream(30)
+    docs = tg.find_documents(stream.numpy())
     assert len(tg.select_documents(hparams(tg, TTT_DOC_LIMIT=5), docs)) == 5
-    a = tg.select_documents(hparams(tg, VAL_DOC_FRACTION=0.5), docs)
-    b = tg.select_documents(hparams(tg, VAL_DOC_FRACTION=0.5), docs)
-    c = tg.select_documents(hparams(tg, VAL_DOC_FRACTION=0.5, SEED=1), docs)
-    assert len(a) == round(len(docs) * 0.5) and np.array_equal(a, b) and not np.array_equal(a, c)
-    assert np.all(np.diff(a[:, 0]) > 0)  # stream order kept
+    # VAL_DOC_FRACTION cuts the stream to whole documents drawn with VAL_DOC_SEED (else SEED)
+    h = hparams(tg, VAL_DOC_FRACTION=0.5, VAL_DOC_SEED=3, EVAL_SEQ_LEN=8)
+    a = tg.subset_validation(h, stream)
+    assert torch.equal(a, tg.subset_validation(hparams(tg, VAL_DOC_FRACTION=0.5, VAL_DOC_SEED=3, EVAL_SEQ_LEN=8,
+                                                       SEED=9), stream))  # SEED does not matter
+    assert not torch.equal(a, tg.subset_validation(hparams(tg, VAL_DOC_FRACTION=0.5, VAL_DOC_SEED=4,
+                                                           EVAL_SEQ_LEN=8), stream))
+    assert (a.numel() - 1) % 8 == 0
+    original = {tuple(stream[s:s + n - 1].tolist()) for s, n in docs.tolist()}
+    kept = tg.find_documents(a.numpy())
+    whole = [tuple(a[s:s + n - 1].tolist()) for s, n in kept.tolist()[:-1]]  # the last may be trimmed
+    assert len(kept) in (15, 16) and all(d in original for d in whole)
+    starts = [next(s for s, n in docs.tolist() if tuple(stream[s:s + n - 1].tolist()) == d) for d in whole]
+    assert starts == sorted(starts)  # stream order kept
+    assert torch.equal(tg.subset_validation(hparams(tg), stream), stream)  # 1.0: the whole stream
 
 
 def test_batches_sorted_by_length_and_queue_longest_first(tg):
