@@ -348,11 +348,17 @@ def decide(ctx: click.Context, stage: str, promote: str | None, kill: bool, reas
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write (default: <preset>.toml).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--from-record", "from_record", type=click.Path(path_type=Path), default=None, metavar="FOLDER",
+              help="Start from a published records folder instead of a preset (docs/records.md).")
 @guarded
-def init(preset: str, out: Path | None, force: bool) -> None:
-    """Write an editable campaign file from a preset."""
+def init(preset: str, out: Path | None, force: bool, from_record: Path | None) -> None:
+    """Write an editable campaign file from a preset or a records folder."""
     from golfrun.campaign.load import preset_text_for
 
+    if from_record is not None:
+        from golfrun.cli.records import init_from_record
+
+        return init_from_record(from_record, out, force)
     out = out or Path(f"{preset}.toml")
     if not out.parent.resolve().is_dir():
         raise CampaignError(f"--out {out}: folder {out.parent} does not exist; create it first")
@@ -389,7 +395,7 @@ def plan(stage: str, campaign_spec: str | None, overrides: tuple[str, ...], runs
 
 def _register_plugins(group: click.Group) -> None:
     """Commands other parts of golfrun add (Slurm, preserve, RunPod), when installed."""
-    for name in ("slurm", "preserve", "pod"):
+    for name in ("slurm", "preserve", "pod", "records"):
         module_name = f"golfrun.cli.{name}"
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name).register(group)

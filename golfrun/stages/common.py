@@ -280,6 +280,42 @@ def cached_result(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) ->
     return result if result.final is not None else None
 
 
+def adopt_finished(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], record: JobRecord) -> "JobOutcome | None":
+    """A job golfrun started (same key) but never saw finish — golfrun was killed after the
+    trainer wrote results.json, which it writes atomically and last — is adopted, not retrained:
+    whatever still runs for the folder is stopped, the checkpoint kept, job.json marked SUCCEEDED."""
+    from golfrun.trainer.results import load_results
+
+    folder = job_dir(ctx, spec)
+    recorded = _read_job_json(folder / JOB_FILE)
+    if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != "SUBMITTED":
+        return None
+    if ctx.force_token and recorded.get("force_token") != ctx.force_token:
+        return None
+    if not (folder / "results.json").is_file():
+        return None
+    ctx.backend.prepare(folder)  # its process must be gone before its folder is trusted
+    try:
+        result = load_results(folder)
+    except TrainerResultError:
+        return None  # half a file or a foreign schema: the job reruns in a clean folder
+    if result.source != "results.json" or result.final is None:
+        return None
+    try:
+        if spec.keep is not None:
+            spec.keep(folder)
+    except OSError:
+        return None  # the rerun reports it
+    recorded.update(state="SUCCEEDED", adopted=True, finished_at=now_iso(), error=None)
+    _write_job_json(folder, recorded)
+    record.state = "SUCCEEDED"
+    record.backend_ids = list(recorded.get("backend_ids", []))
+    record.reason = "adopted: results.json of a run whose golfrun was interrupted"
+    record.result = result.to_dict()
+    ctx.log(f"{ctx.stage}: job {spec.name}: adopted its finished results.json ({folder})")
+    return JobOutcome(spec, record, result)
+
+
 def log_tail(folder: Path, env: Mapping[str, str], lines: int = TAIL_LINES) -> str:
     path = folder / LOG_NAME
     try:
@@ -324,6 +360,9 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
             record.compile = dict(held.get("compile") or {})
             ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
             return JobOutcome(spec, record, result)
+        adopted = adopt_finished(ctx, spec, env, record)
+        if adopted is not None:
+            return adopted
 
     # A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output.
     if folder.exists():
