@@ -62,6 +62,20 @@ def secret_values_from_env(env: Mapping[str, str]) -> list[str]:
     return [v for k, v in env.items() if is_secret_name(k) and v]
 
 
+_PEM_BEGIN_BYTES = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def secrets_in_bytes(data: bytes, secret_values: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """What secret a binary holds: "a private key block", or "the value of a secret variable" (as
+    UTF-8 or UTF-16, the encodings a pickled or serialized string takes). Never the value itself."""
+    found = ["a private key block"] if _PEM_BEGIN_BYTES.search(data) else []
+    for value in secret_values:
+        if value and len(value) >= 4 and any(v in data for v in (value.encode(), value.encode("utf-16-le"))):
+            found.append("the value of a secret variable")
+            break
+    return found
+
+
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
 

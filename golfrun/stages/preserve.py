@@ -71,6 +71,22 @@ def campaign_target(ctx: StageContext, spec: str) -> Target:
     return t
 
 
+def missing_job_folders(ctx: StageContext) -> list[str]:
+    """Jobs that an upstream summary says ran in its own stage whose folder is gone (deleted while
+    the campaign ran, say); a job reused from another stage has no folder of its own."""
+    from golfrun.summary import STAGE_DIRS
+
+    missing = []
+    for stage, summary in ctx.upstream.items():
+        for job in summary.jobs:
+            if job.backend == "-":  # reused from another stage's run (gate-b's gate-a seed)
+                continue
+            folder = ctx.campaign_dir / STAGE_DIRS[stage] / "jobs" / job.name
+            if not folder.is_dir():
+                missing.append(f"{STAGE_DIRS[stage]}/jobs/{job.name}")
+    return missing
+
+
 def describe(ctx: StageContext) -> list[str]:
     """What `--dry-run` prints for this stage: it runs no trainer jobs."""
     p = ctx.campaign.preserve
@@ -86,6 +102,27 @@ def describe(ctx: StageContext) -> list[str]:
     return lines
 
 
+def write_campaign_report(ctx: StageContext, prov: dict[str, Any]) -> tuple[list[Path], Check]:
+    """The campaign report in 05-preserve/report/, written before the tarball so that it is archived.
+
+    A report that cannot be drawn is a warning, never an ERROR: the evidence matters more than
+    the picture of it (`golfrun report` draws it again later)."""
+    from golfrun.report.paths import REPORT_FOLDER
+
+    folder = ctx.stage_dir / REPORT_FOLDER
+    try:
+        from golfrun.report.write import write_report
+
+        files = write_report(ctx.campaign_dir, folder, provenance_doc=prov, running=ctx.stage)
+    except Exception as exc:  # noqa: BLE001 - matplotlib or an odd summary must not cost the tarball
+        ctx.log(f"preserve: report not written: {type(exc).__name__}: {exc}")
+        return [], Check("report", f"not written: {type(exc).__name__}: {exc}", "report.html", "==", False,
+                         severity="warn")
+    ctx.log(f"preserve: report {files.html}")
+    return files.paths(), Check("report", f"{REPORT_FOLDER}/{files.html.name}", "report.html", "==", True,
+                                detail=f"{len(files.pngs)} figures; `golfrun report` redraws it")
+
+
 def run(ctx: StageContext) -> Summary:
     from golfrun.provenance.tarball import sha256_file
 
@@ -99,13 +136,21 @@ def run(ctx: StageContext) -> Summary:
     ctx.log("preserve: collecting provenance")
     prov = build_provenance(campaign, ctx.campaign_dir, ctx.upstream, trainer_path=_trainer_path(campaign),
                             trainer_sha256=ctx.trainer_sha256, python=_python(campaign))
+    report_files, report_check = write_campaign_report(ctx, prov)
     built = build_bundle(campaign.name, ctx.campaign_dir, ctx.stage_dir, ctx.upstream, prov,
-                         include_checkpoints=bool(campaign.preserve.include_checkpoints), secret_values=values)
+                         include_checkpoints=bool(campaign.preserve.include_checkpoints), secret_values=values,
+                         extra_files=report_files)
     tar = built.tarball
     ctx.log(f"preserve: {tar.path.name}: {len(tar.members)} members, {tar.bytes:,} bytes, sha256 {tar.sha256[:16]}…")
     report = verify_tarball(tar.path)
     checks = [Check("tarball_verified", "OK" if report.ok else report.describe(), "SHA256SUMS", "==", report.ok,
-                    detail=f"{report.checked} members re-hashed")]
+                    detail=f"{report.checked} members re-hashed"), report_check,
+              Check("binaries_without_secrets", "; ".join(built.withheld) or "none withheld", "none withheld", "==",
+                    not built.withheld, severity="warn",
+                    detail="a binary member that holds a secret is left out of the tarball, never archived")]
+    missing = missing_job_folders(ctx)
+    checks.append(Check("job_folders_present", "; ".join(missing) or "all present", "all present", "==", not missing,
+                        detail="every job the upstream summaries name has its folder, so the tarball holds its files"))
     decision: dict[str, Any] = {
         "tarball": str(tar.path.relative_to(ctx.campaign_dir)) if tar.path.is_relative_to(ctx.campaign_dir) else str(tar.path),
         "tarball_sha256": tar.sha256,
@@ -119,7 +164,9 @@ def run(ctx: StageContext) -> Summary:
                  _artifact(ctx.campaign_dir, built.readme, sha256_file(built.readme)),
                  _artifact(ctx.campaign_dir, built.sums, sha256_file(built.sums)),
                  _artifact(ctx.campaign_dir, built.provenance, sha256_file(built.provenance))]
-    reasons: list[str] = []
+    reasons: list[str] = [f"withheld from the tarball: {w}" for w in built.withheld]
+    if missing:
+        reasons.append(f"job folders named by the summaries are missing, so the tarball lacks them: {', '.join(missing)}")
     if not report.ok:
         reasons.append(f"the tarball failed its own verification: {report.describe()}")
         return Summary(ctx.stage, campaign.name, Verdict.ERROR, started, _now(), ctx.fingerprint,
@@ -137,8 +184,10 @@ def run(ctx: StageContext) -> Summary:
         if not res.ok:
             reasons.append(f"upload to {target.spec} failed: {res.error}. The tarball is kept at {tar.path}; "
                            f"retry with: {res.retry}")
-    if reasons:
-        reasons.insert(0, f"{len(reasons)} of {len(targets)} target(s) failed; the tarball is kept at {tar.path}")
+    failed_uploads = sum(1 for c in checks if c.name.startswith("upload:") and not c.passed)
+    if failed_uploads:
+        reasons.insert(0, f"{failed_uploads} of {len(targets)} target(s) failed; the tarball is kept at {tar.path}")
+    if failed_uploads or missing:
         verdict = Verdict.ERROR
     else:
         verdict = Verdict.PASS

@@ -85,4 +85,4 @@ def test_cli_upload_verifies_and_fails_with_the_retry(bundle: Bundle, tmp_path: 
     assert bad.exit_code == 12
     assert f"retry: golfrun upload {tar} --to dir:{blocker}/x" in bad.output
     wrong = CliRunner().invoke(main, ["upload", tar, "--to", "ftp:host/x"])
-    assert wrong.exit_code == 12 and "unknown scheme 'ftp'" in wrong.output
+    assert wrong.exit_code == 2 and "unknown scheme 'ftp'" in wrong.output
