@@ -478,6 +478,10 @@ def _check_consistency(c: Campaign, source: str) -> None:
     if not c.gate_b.seeds or len(set(c.gate_b.seeds)) != len(c.gate_b.seeds):
         raise CampaignError(f"{source}: gate_b.seeds must be a non-empty list of distinct seeds, got {c.gate_b.seeds}")
     _check_gate_b(c.gate_b, source)
+    fr = list(c.ablation.halving_fractions)
+    if any(not 0 < f < 1 for f in fr) or fr != sorted(set(fr)):
+        raise CampaignError(f"{source}: ablation.halving_fractions = {fr}: fractions of the validation documents, "
+                            "increasing, each strictly between 0 and 1 (the full set comes last by itself)")
     rp = c.backend.runpod
     if 0 < rp.volume_gb < 10:
         raise CampaignError(f"{source}: backend.runpod.volume_gb {rp.volume_gb}: RunPod needs at least 10 (or 0 for none)")

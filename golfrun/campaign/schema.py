@@ -214,6 +214,13 @@ class Ablation:
     promote_delta_bpb: float = key(-0.002, "delta_bpb = variant − baseline; best delta <= this → PROMOTE")
     hold_delta_bpb: float = key(-0.001, "promote < best delta <= hold → HOLD (a person decides); above → KILL")
     variants: list[Variant] = key([], "[[ablation.variants]]: name, env, mode, description")
+    halving_fractions: list[float] = key([], "successive halving: eval-only variants are first scored on these "
+                                             "fractions of the validation documents (increasing, each in (0, 1)), "
+                                             "the better part going on each time; survivors get the full set; "
+                                             "[] = every variant on the full set")
+    halving_keep: float = key(0.5, "the part of the variants that goes on from each rung (at least one)", gt=0, le=1)
+    halving_doc_seed: int = key(0, "VAL_DOC_SEED of the rungs: which documents the fractions are (the same for "
+                                    "every variant and the baseline)", ge=0)
 
 
 @dataclass(frozen=True)

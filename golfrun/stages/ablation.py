@@ -19,6 +19,11 @@ Rule (thresholds from the ablation section; both negative, promote ≤ hold):
   best > hold_delta_bpb                       → KILL (no variant is worth confirming).
 A failed job → ERROR. The promoted variant's name and env go into `decision.promoted` /
 `decision.promoted_env`, which gate-b reads; nobody copies values by hand.
+
+Successive halving (ablation.halving_fractions, stages/halving.py): eval-only variants are first
+scored on fractions of the validation documents and only the better part goes on; `decision.rungs`
+lists every rung, `decision.dropped` the variants left behind, and `decision.variants` holds the
+full-set figures of those that reached the full set (the promoted one's always come from there).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from golfrun.errors import CampaignError, GolfrunError
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
+from golfrun.stages.halving import run_rungs
 from golfrun.stages.context import StageContext
 from golfrun.summary import Check, Summary, Verdict
 
@@ -110,13 +116,20 @@ def run(ctx: StageContext) -> Summary:
     if not vs:
         raise CampaignError("ablation.variants is empty: give at least one [[ablation.variants]]")
     specs = plan(ctx)
-    outcomes = common.run_jobs(ctx, specs)
+    halving = run_rungs(ctx, specs, {name: mode for name, _, mode in vs if mode in EVAL_MODES},
+                        {mode: baseline_job(mode) for mode in EVAL_MODES})
     decision: dict[str, Any] = {
         "mode": str(ctx.campaign.ablation.mode),
         "seed": int(ctx.campaign.gate_a.seed),
         "thresholds": {"promote_delta_bpb": promote, "hold_delta_bpb": hold},
         "delta_convention": "delta_bpb = variant - baseline (negative = better)",
+        "rungs": halving.rungs,
+        "dropped": halving.dropped,
     }
+    if halving.failed:
+        return common.failed_jobs_summary(ctx, started, halving.outcomes, decision)  # type: ignore[return-value]
+    vs = [v for v in vs if v[0] not in halving.dropped]
+    outcomes = common.run_jobs(ctx, [spec for spec in specs if spec.name not in halving.dropped])
     failed = common.failed_jobs_summary(ctx, started, outcomes, decision)
     if failed is not None:
         return failed
@@ -183,11 +196,11 @@ def run(ctx: StageContext) -> Summary:
     elif verdict_word == "HOLD":
         verdict = Verdict.HOLD
         decision["promoted"] = None
-        reasons = [f"HOLD: best {best} delta_bpb {best_row['delta_bpb']:+.6f} is between {promote:g} and {hold:g}; "
+        reasons = [f"best {best} delta_bpb {best_row['delta_bpb']:+.6f} is between {promote:g} and {hold:g}; "
                    f"decide with `golfrun decide ablation --promote {best}|baseline` or `--kill`, with --reason"]
     else:
         verdict = Verdict.KILL
         decision["promoted"] = None
         reasons = [f"no variant improves enough: best {best} delta_bpb {best_row['delta_bpb']:+.6f} > {hold:g}"]
     return common.new_summary(ctx, verdict, started, checks=checks, decision=decision,
-                              jobs=[o.record for o in outcomes], reasons=reasons)
+                              jobs=[o.record for o in halving.outcomes + outcomes], reasons=reasons)
