@@ -146,6 +146,11 @@ class VerifyPod:
                                  "gpu_count > 0, \"on\", \"off\"", choices=("auto", "on", "off"))
     min_perf_fraction: float = key(0.8, "a preflight figure below this fraction of what golfrun/preflight_expected.py "
                                         "expects of the GPU model is a KILL", gt=0, le=1)
+    preflight: str = key("auto", "the preflight benchmark (bf16 matmul, NCCL all-reduce, host-to-device copy, "
+                                 "attention forward+backward, data read speed; docs/pipeline.md): \"auto\" = when "
+                                 "gpu_count > 0, \"on\", \"off\"", choices=("auto", "on", "off"))
+    min_perf_fraction: float = key(0.8, "a preflight figure below this fraction of what golfrun/preflight_expected.py "
+                                        "expects of the GPU model is a KILL", gt=0, le=1)
 
 
 @dataclass(frozen=True)

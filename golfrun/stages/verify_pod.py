@@ -8,6 +8,10 @@ Checks, each with observed vs limit (the verify_pod section; an empty limit mean
   campaign folder ≥ min_free_disk_gb, the trainer file present (its sha256 recorded), and the
   git commit pin (git_pin = "exact": HEAD is the commit; "ancestor": the commit is in HEAD's
   history) of the repository holding the trainer.
+Then the preflight benchmark (golfrun/preflight.py; verify_pod.preflight: "auto" = on a GPU machine):
+bf16 matmul TFLOP/s per GPU, NCCL all-reduce bus bandwidth, host-to-device copy, the attention
+kernel's forward+backward, the data folder's read speed, each held to min_perf_fraction × the
+figure golfrun/preflight_expected.py keeps for the GPU model; its figures go to `decision.preflight`.
 Rule: PASS iff every check passes; any failure → KILL (nothing downstream runs).
 It runs on every `run-all` (never from cache): it is about the machine, not the campaign.
 
@@ -24,15 +28,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from golfrun import machine
+from golfrun import machine, preflight
 from golfrun.campaign.schema import VerifyPod
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
 from golfrun.summary import Check, Summary
+from golfrun.stages.spec import StageSpec
+
+SPEC = StageSpec("verify-pod", 0, upstream=(), config_sections=("verify_pod",),
+                 uses_trainer=True, needs_gpus=True, always_run=True)
 
 # The machine can change under an unchanged campaign (a new pod, a full disk): never from cache.
 # Its fingerprint stays the same, so what depends on it is still served from cache.
-ALWAYS_RUN = True
 
 def _section(ctx: StageContext) -> VerifyPod:
     return ctx.campaign.verify_pod
@@ -58,6 +65,11 @@ def git_checks(trainer: Path, pin: str, how: str) -> list[Check]:
     if rc not in (0, 1):
         detail += f" ({err or 'unknown commit'})"
     return [Check("git_commit", head_sha, pin, "ancestor-of", rc == 0, detail)]
+
+
+def preflight_wanted(v: VerifyPod) -> bool:
+    """verify_pod.preflight: "auto" measures a GPU machine only (a CPU run has nothing to hold it to)."""
+    return v.preflight == "on" or (v.preflight == "auto" and v.gpu_count > 0)
 
 
 def machine_checks(v: VerifyPod, m: machine.Machine, python: str) -> list[Check]:
@@ -117,10 +129,16 @@ def run(ctx: StageContext) -> Summary:
     checks.append(Check("trainer", str(trainer), "exists", "==", present,
                         f"sha256 {ctx.trainer_sha256}" if present else "the campaign's trainer file is missing"))
     checks.extend(git_checks(trainer, str(v.git_commit or ""), str(v.git_pin or "ancestor")))
+    figures = None
+    if preflight_wanted(v):
+        figures = preflight.run(python, data_dir=str(ctx.campaign.data_dir(ctx.campaign_dir)),
+                                attention=v.attention_backend or "auto")
+        checks.extend(preflight.checks(figures, float(v.min_perf_fraction)))
 
     verdict, reasons = verdict_from(checks)
     decision = {"python": python, "facts": m.facts, "machine": m.fingerprint.to_dict(),
-                "topology": m.smi.get("topology"), "trainer": str(trainer), "trainer_sha256": ctx.trainer_sha256}
+                "topology": m.smi.get("topology"), "preflight": figures,
+                "trainer": str(trainer), "trainer_sha256": ctx.trainer_sha256}
     return common.new_summary(ctx, verdict, started, checks=checks, decision=decision, reasons=reasons)
 
 
