@@ -295,16 +295,19 @@ def status(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str, 
            backend: str | None, as_json: bool) -> None:
     """A table of the stages: verdict, key figures, fresh or cached, jobs, duration, up to date."""
     from golfrun.pipeline import views
+    from golfrun.report.paths import report_path
 
     campaign = load(campaign_spec, overrides, backend)
     engine = make_engine(campaign, runs_dir)
     rows = views.status_rows(engine)
     totals = views.ledger_totals(engine, rows)
+    report = report_path(engine.campaign_dir)
     if as_json:
         click.echo(json.dumps({"campaign": campaign.name, "campaign_dir": str(engine.campaign_dir), "stages": rows,
-                               "ledger": totals}, indent=2))
+                               "ledger": totals, "report": None if report is None else str(report)}, indent=2))
     else:
         click.echo(views.render_status(campaign.name, rows, totals), nl=False)
+        click.echo(f"report: {report}" if report else "report: none yet (`golfrun report` writes one)")
 
 
 @main.command()
@@ -395,7 +398,7 @@ def plan(stage: str, campaign_spec: str | None, overrides: tuple[str, ...], runs
 
 def _register_plugins(group: click.Group) -> None:
     """Commands other parts of golfrun add (Slurm, preserve, RunPod), when installed."""
-    for name in ("slurm", "preserve", "pod", "records", "machine"):
+    for name in ("slurm", "preserve", "pod", "records", "report"):
         module_name = f"golfrun.cli.{name}"
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name).register(group)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # install-services.sh - install what the Slurm and SSH integration tests start (tests/services/):
-# munge, slurmctld, slurmd, Slurm clients, OpenSSH server, rsync, tmux (Debian packages).
+# munge, slurmctld, slurmd, Slurm clients, OpenSSH server, rsync, tmux (Debian packages), and the
+# headless Chromium (+ a font) that renders the campaign report in tests/report/test_browser.py.
 # Idempotent and quick when everything is there (one dpkg-query per package, no apt call).
 # Debian's postinst scripts would start the system daemons through /etc/init.d; a denying
 # policy-rc.d is put in place while installing so that nothing but the tests' own daemons runs.
 set -euo pipefail
 
-PKGS="munge slurmctld slurmd slurm-client openssh-server openssh-client rsync tmux"
+PKGS="munge slurmctld slurmd slurm-client openssh-server openssh-client rsync tmux chromium fonts-dejavu-core"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -14,7 +14,7 @@ from golfrun.cli import main
 from golfrun.summary import EXIT_CODES, EXIT_LOCKED, EXIT_USAGE, Verdict
 from tests.fixtures.pipeline_campaign import REPO
 
-HEAVY = ("torch", "numpy", "scipy", "huggingface_hub")
+HEAVY = ("torch", "numpy", "scipy", "huggingface_hub", "matplotlib")
 
 PROBE = """
 import sys
