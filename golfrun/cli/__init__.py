@@ -398,7 +398,7 @@ def plan(stage: str, campaign_spec: str | None, overrides: tuple[str, ...], runs
 
 def _register_plugins(group: click.Group) -> None:
     """Commands other parts of golfrun add (Slurm, preserve, RunPod), when installed."""
-    for name in ("slurm", "preserve", "pod", "records", "report"):
+    for name in ("slurm", "preserve", "pod", "records", "machine", "report"):
         module_name = f"golfrun.cli.{name}"
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name).register(group)
