@@ -30,6 +30,7 @@ class JobView:
     tok_s: float | None = None
     eta_s: float | None = None
     state: str = "RUNNING"
+    label: str = ""  # which counter an eval step belongs to (ttp batches, global_sgd steps, …)
     wallclock_cap_s: float | None = None  # training stops at this train_time at the latest
     # where the current phase's rate is measured from: (monotonic time, step)
     _phase_origin: tuple[float, int] | None = None
@@ -49,6 +50,7 @@ def apply(view: JobView, p: Progress, now: float) -> None:
         if p.phase != view.phase:
             view.step = view.iterations = None  # a step count means something else in each phase
     view.phase = p.phase
+    view.label = p.label if p.phase == "eval" and p.step is not None else view.label if p.phase == "eval" else ""
     if p.step is not None:
         step = p.step
         if p.label == "ttp":
@@ -72,12 +74,15 @@ def apply(view: JobView, p: Progress, now: float) -> None:
     if p.tok_s is not None:
         view.tok_s = p.tok_s
     if p.final:
-        view.phase, view.eta_s = "done", 0.0
+        view.phase, view.eta_s, view.label = "done", 0.0, ""
 
 
 def format_view(view: JobView) -> str:
     """One plain line for a job."""
-    parts = [f"[{view.stage}] {view.name}" if view.stage else view.name, view.phase]
+    # An eval step is shown with its counter's name: TTT batches and global-SGD steps interleave,
+    # and "eval 3/7, eval 2/5, eval 4/7" read as a counter jumping back and forth.
+    phase = f"{view.phase} {view.label}" if view.label else view.phase
+    parts = [f"[{view.stage}] {view.name}" if view.stage else view.name, phase]
     if view.step is not None:
         parts.append(f"{view.step}/{view.iterations}" if view.iterations else str(view.step))
     if view.train_loss is not None:
@@ -149,7 +154,9 @@ class ProgressDisplay:
             view = self._view(job_name)
             now = self.clock()
             apply(view, p, now)
-            if not self.live and p.phase != "setup" and self._should_print(f"{self.stage}/{job_name}", view, p, now):
+            # The final score's line is not printed: job_finished prints the closing line with the
+            # job's outcome right after, and "done 7/7" twice reads as two jobs.
+            if not self.live and p.phase != "setup" and not p.final and self._should_print(f"{self.stage}/{job_name}", view, p, now):
                 print(format_view(view), file=self.stream, flush=True)
 
     def job_finished(self, job_name: str, state: str) -> None:
@@ -176,23 +183,26 @@ class ProgressDisplay:
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=f"golfrun {self.stage}".strip(), expand=False)
+        table = Table(title=Text(f"golfrun {self.stage}".strip()), expand=False)
         for column in ("stage", "job", "phase", "step", "loss", "val_bpb", "tok/s", "ETA", "state"):
             table.add_column(column)
         with self._lock:
             views = list(self.jobs.values())
         for v in views:
-            table.add_row(
+            table.add_row(  # plain strings: rich would read "[...]" in a name as markup
+                *(Text(c) for c in (
                 v.stage,
                 v.name,
-                v.phase,
+                f"{v.phase} {v.label}" if v.label else v.phase,
                 "" if v.step is None else (f"{v.step}/{v.iterations}" if v.iterations else str(v.step)),
                 "" if v.train_loss is None else f"{v.train_loss:.4f}",
                 "" if v.val_bpb is None else f"{v.val_bpb:.4f}",
                 "" if v.tok_s is None else _si(v.tok_s),
                 "" if v.eta_s is None else _duration(v.eta_s),
                 v.state,
+                ))
             )
         return table
 

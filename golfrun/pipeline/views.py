@@ -16,6 +16,7 @@ from typing import Any
 from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
 from golfrun.pipeline.engine import Engine, now_iso, stage_module
+from golfrun.stages import spec
 from golfrun.summary import STAGES, Summary, Verdict
 
 
@@ -29,7 +30,7 @@ def plan_lines(engine: Engine, stages: Sequence[str]) -> list[str]:
         module = stage_module(stage)
         ctx = engine.context(stage, engine.upstream(stage, strict=False), dry_run=True)
         lines.append(f"\n[{stage}]")
-        if hasattr(module, "plan"):
+        if spec(stage).runs_jobs:
             try:
                 jobs = module.plan(ctx)
             except GolfrunError as exc:
@@ -77,7 +78,7 @@ def key_figures(summary: Summary) -> str:
     if stage == "gate-b":
         bpb = d.get("val_bpb") or {}
         rt = d.get("record_test") or {}
-        return (f"{d.get('variant')}: mean val_bpb {_f(bpb.get('mean'))} ± {_f(bpb.get('std'))} over "
+        return (f"{d.get('variant')}: mean val_bpb {_f(bpb.get('mean'))}, sample std {_f(bpb.get('std'))} over "
                 f"{len(d.get('seeds') or [])} seeds; record p={_f(rt.get('p'), 4)}")
     if summary.reasons:
         return summary.reasons[0].splitlines()[0][:100]
@@ -117,8 +118,9 @@ def status_rows(engine: Engine) -> list[dict[str, Any]]:
             rows.append(row)
             continue
         fp, _ = engine.fingerprint(stage, engine.upstream(stage, strict=False))
+        ran = row["last_run"] == "ran" and row["duration_s"] is not None  # last_run.json times it to 1 ms
         row.update(
-            duration_s=_duration(summary),
+            duration_s=row["duration_s"] if ran else _duration(summary),
             verdict=summary.verdict.value,
             figures=key_figures(summary),
             up_to_date=summary.fingerprint == fp,
@@ -159,24 +161,37 @@ def _device_minutes(r: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def format_duration(seconds: float) -> str:
+    """12.3s, 4m05s, 2h03m: precise where it is short, readable where it is long."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
 def render_status(campaign: str, rows: list[dict[str, Any]], totals: dict[str, Any] | None = None) -> str:
     from io import StringIO
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"campaign {campaign}")
+    table = Table(title=Text(f"campaign {campaign}"))
     for col in ("stage", "verdict", "key figures", "run", "jobs", "duration", "minutes", "current"):
-        table.add_column(col)
+        # Figures wrap, never end in an ellipsis: a cut number is a wrong number.
+        table.add_column(col, overflow="fold", no_wrap=col != "key figures")
     for r in rows:
         run = r["last_run"] or "-"
         if run == "ran":
             run = "fresh"
         jobs = f"{r['jobs']} ({r['jobs_cached']} cached)" if r["jobs"] else "-"
-        dur = "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}s"
+        dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
         current = "-" if r["up_to_date"] is None else ("yes" if r["up_to_date"] else "stale")
         verdict = (r["verdict"] or "-") + (" (decided)" if r.get("decided") else "")
-        table.add_row(r["stage"], verdict, r["figures"], run, jobs, dur, _device_minutes(r), current)
+        # Text, not markup: a reason such as "no [preserve] targets" must print as written.
+        table.add_row(*(Text(str(c)) for c in (r["stage"], verdict, r["figures"], run, jobs, dur, _device_minutes(r),
+                                               current)))
     buf = StringIO()
     Console(file=buf, width=160, color_system=None).print(table)
     return buf.getvalue() + (ledger_line(totals) + "\n" if totals is not None else "")
@@ -246,11 +261,12 @@ def decide(engine: Engine, stage: str, promote: str | None, kill: bool, reason: 
     summary = engine.read(stage)
     if summary is None:
         raise GolfrunError(f"decide {stage}: the stage has no summary yet ({summaries.summary_path(engine.campaign_dir, stage)})")
-    allowed = {Verdict.HOLD} | ({Verdict.KILL} if stage == "ablation" and promote is not None else set())
+    promotes = spec(stage).accepts_decide  # the stage picks a variant; a person may promote one
+    allowed = {Verdict.HOLD} | ({Verdict.KILL} if promotes and promote is not None else set())
     if summary.verdict not in allowed:
         raise GolfrunError(f"decide {stage}: its verdict is {summary.verdict.value}; only a HOLD"
-                           + (" (or, to promote anyway, a KILL)" if stage == "ablation" else "") + " waits for a person")
-    if promote is not None and stage != "ablation":
+                           + (" (or, to promote anyway, a KILL)" if promotes else "") + " waits for a person")
+    if promote is not None and not promotes:
         raise UsageError(f"decide {stage}: --promote applies to ablation; for {stage} use --kill or rerun it")
     previous = summary.verdict.value
     if promote is not None:

@@ -42,6 +42,7 @@ JOB_SCHEMA = "golfrun.job/1"
 JOB_FILE = "job.json"
 LOG_NAME = "job.log"
 TAIL_LINES = 20
+RUN_ALL_TAIL_LINES = 8  # of a failed job's log, printed by run-all under the failure
 # Variables that name where this run's files go: they change with the folder, not the result.
 _KEY_EXCLUDED = ("ARTIFACT_DIR", *compile_cache.ENV_NAMES)
 
@@ -419,8 +420,9 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         record.reason = status.reason
         if state is not JobState.SUCCEEDED:
             error = f"job {spec.name} {state.value}" + (f" (exit {status.exit_code})" if status.exit_code is not None else "")
-            # The backend's reason may carry its own log tail; ours follows below, redacted.
-            error += f": {status.reason.splitlines()[0]}" if status.reason else ""
+            # The backend's reason may carry its own log tail; ours follows below, redacted, once.
+            why = headline(status.reason)
+            error += f": {why}" if why and why != f"exit code {status.exit_code}" else ""
     except (BackendError, GolfrunError) as exc:
         error = f"job {spec.name}: {exc}"
         state = JobState.FAILED
@@ -442,10 +444,12 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
             raise TrainerResultError(f"{folder}: results have no final score")
         record.result = result.to_dict()
     except TrainerResultError as exc:
-        error = (error + "; " if error else f"job {spec.name} finished but ") + str(exc).splitlines()[0]
+        error = (error + "; " if error else f"job {spec.name} finished but ") + headline(str(exc), folder)
         result = None
+    tail = ""
     if error is not None:
-        error += f"\nlast lines of {folder / LOG_NAME}:\n{log_tail(folder, env)}"
+        tail = log_tail(folder, env)
+        error += f"\nlast lines of {folder / LOG_NAME}:\n{tail}"
         record.reason = error.splitlines()[0]
         result = None
     fill_ledger(ctx, spec, record, cache_state)
@@ -455,8 +459,24 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     job_doc.update(state=record.state if error is None else "FAILED", finished_at=now_iso(), duration_s=duration,
                    backend_ids=record.backend_ids, error=error)
     _write_job_json(folder, job_doc)
-    ctx.log(f"{ctx.stage}: job {spec.name}: {'done' if error is None else 'FAILED'} in {duration:.1f}s")
+    if error is None:
+        ctx.log(f"{ctx.stage}: job {spec.name}: done in {duration:.1f}s")
+    else:  # say why here, not only in `golfrun explain`: the person watching run-all needs it now
+        shown = "\n".join(f"    {line}" for line in tail.splitlines()[-RUN_ALL_TAIL_LINES:])
+        ctx.log(f"{ctx.stage}: job {spec.name}: FAILED in {duration:.1f}s: {record.reason}\n"
+                f"  last lines of {folder / LOG_NAME}:\n{shown}".rstrip())
     return JobOutcome(spec, record, result, error)
+
+
+def headline(reason: str, folder: Path | None = None) -> str:
+    """The first line of a backend's or parser's message, without the log tail it announces (the
+    job's own tail, redacted, follows once) and without the job folder's path."""
+    line = reason.splitlines()[0] if reason else ""
+    for cut in ("; last lines of", "; its last lines"):
+        line = line.split(cut)[0]
+    if folder is not None:
+        line = line.removeprefix(f"{folder}: ")
+    return line.rstrip(":; ")
 
 
 def fill_ledger(ctx: "StageContext", spec: JobSpec, record: JobRecord, cache_state: str) -> None:

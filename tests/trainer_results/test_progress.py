@@ -152,10 +152,22 @@ def test_plain_display_keeps_stages_apart() -> None:
     display.set_stage("gate-a")
     display.on_line("seed0", "  max_wallclock_seconds: 600.0")  # setup lines print nothing
     display.on_line("seed0", "quantized_ttt_phased val_loss:2.76951521 val_bpb:1.07216564 eval_time:500104ms")
+    display.job_finished("seed0", "SUCCEEDED")
     display.set_stage("gate-b")
     display.on_line("seed0", "warmup_step: 1/20")
-    assert out.getvalue().splitlines() == [
-        "[gate-a] seed0  done  val_bpb 1.0722",
+    assert out.getvalue().splitlines() == [  # one closing line per job, not "done" twice
+        "[gate-a] seed0  done  val_bpb 1.0722  SUCCEEDED",
         "[gate-b] seed0  warmup  1/20",
     ]
     assert set(display.jobs) == {"gate-a/seed0", "gate-b/seed0"}
+
+
+def test_eval_counters_are_named_so_they_never_seem_to_jump() -> None:
+    out = io.StringIO()
+    display = ProgressDisplay(stream=out, live=False, min_interval_s=0.0)
+    display.set_stage("ablation")
+    for line in ("ttp: b7/7 bl:1.0 bb:1.0 rl:1.0 rb:1.0", "ttp: b6/7 bl:1.0 bb:1.0 rl:1.0 rb:1.0",
+                 "ttpp: phase:1/2 gd:2 t:1.0s"):
+        display.on_line("ttt", line)
+    lines = [ln for ln in out.getvalue().splitlines() if "eval" in ln]
+    assert lines[0].startswith("[ablation] ttt  eval ttp  1/7") and lines[1].startswith("[ablation] ttt  eval ttp  2/7")
