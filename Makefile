@@ -7,6 +7,7 @@ setup:
 # Set up, then run the built-in tiny campaign end to end on this machine's CPU.
 tiny: setup
 	.venv/bin/golfrun run-all
+	@echo "golfrun is in .venv/bin: 'source .venv/bin/activate' for a bare 'golfrun status', or run .venv/bin/golfrun status"
 
 # Set up, install the services the integration tests start (Slurm, sshd), then run every test.
 test: setup
