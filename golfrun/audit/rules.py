@@ -25,6 +25,8 @@ COMPLIANCE_KEYS = {
     "seeds": "three_seeds",
     "full_validation": "full_validation_split",
     "scored_once": "score_every_target_once",
+    "dump_matches_score": "score_recomputed_from_dump",
+    "normalised": "normalized_distribution",
 }
 
 
@@ -41,13 +43,17 @@ class Finding:
     def describe(self) -> str:
         verdict = {True: "ok", False: "VIOLATED", None: "not shown"}[self.ok]
         who = f"seed {self.seed}: " if self.seed is not None else ""
-        obs = "–" if self.observed is None else f"{self.observed:,}" if isinstance(self.observed, int) \
-            else f"{self.observed:,.1f}"
-        lim = "–" if self.limit is None else f"{self.limit:,}" if isinstance(self.limit, int) else f"{self.limit:,.1f}"
+        obs, lim = _number(self.observed), _number(self.limit)
         return f"{who}{self.check}: {verdict} ({obs} {self.unit} against {lim}){' — ' + self.detail if self.detail else ''}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _number(x: float | int | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,}" if isinstance(x, int) else f"{x:,.3f}".rstrip("0").rstrip(".")
 
 
 def artifact_bytes(code_bytes: int | None, model_bytes: int | None, reported_bytes: int | None = None,

@@ -1,10 +1,11 @@
-"""Published records from the command line: `golfrun init --from-record PATH` (its body lives here;
-cli/__init__.py's `init` calls `init_from_record`).
+"""Published records from the command line: `golfrun audit TARGET` and the body of
+`golfrun init --from-record PATH` (cli/__init__.py's `init` calls `init_from_record`).
 
     golfrun init --from-record ~/parameter-golf/records/track_10min_16mb/2026-04-13_VarLenAttn_PhasingTTT2000
+    golfrun audit runs/pr1610            # or a job folder, or a records folder
 
-Exit codes: 0 written (keys it could not infer are marked UNRESOLVED in the file and listed);
-2 for bad input (no such folder, no train_gpt.py, no log with a score, an existing file).
+Exit codes: init 0 written (keys it could not infer are marked UNRESOLVED in the file and listed);
+audit 0 no violation, 10 a rule violated, 12 a log it cannot read; 2 for bad input.
 """
 
 from __future__ import annotations
@@ -13,11 +14,42 @@ from pathlib import Path
 
 import click
 
+from golfrun.cli import guarded
 from golfrun.errors import CampaignError
+from golfrun.summary import EXIT_CODES, Verdict
 
 
 def register(group: click.Group) -> None:
-    """Commands of this room (the audit command is added here when it lands)."""
+    group.add_command(audit)
+
+
+@click.command("audit")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--trainer", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The train_gpt.py that would be shipped (default: the campaign's, or the records folder's).")
+@click.option("--val-targets", type=int, default=None, metavar="N",
+              help="Targets of the full validation split (default: from the data's val shards or the variant).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema golfrun.audit/1).")
+@guarded
+def audit(target: Path, trainer: Path | None, val_targets: int | None, as_json: bool) -> None:
+    """Check a run against the challenge's rules: TARGET is a job folder, runs/<campaign>/ or a
+    records folder. Each rule: observed against its limit (docs/records.md)."""
+    from golfrun.audit.report import audit_path
+    from golfrun.fileio import dumps_json
+
+    report = audit_path(target, trainer, val_targets)
+    if as_json:
+        click.echo(dumps_json(report.to_dict()), nl=False)
+    else:
+        click.echo(f"audit of {report.kind} {report.target}")
+        for f in report.findings:
+            click.echo(f"  {f.describe()}")
+        for note in report.notes:
+            click.echo(f"  note: {note}")
+        bad = report.violations
+        click.echo(f"{len(bad)} violation(s)" if bad else "no violation found")
+    if report.violations:
+        raise SystemExit(EXIT_CODES[Verdict.KILL])
 
 
 def init_from_record(path: Path, out: Path | None, force: bool) -> None:

@@ -1,0 +1,151 @@
+"""`golfrun audit` and golfrun.audit: each rule fails on a planted violation of its kind and passes
+at its limit — artifact one byte over, GPTQ finishing after the 600 s, a partial validation set, a
+target scored twice (a real score dump in train_gpt.py's format) — on the hand-made records
+folders of tests/cli/records and on job folders written here."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from golfrun.audit.report import FullSplit, audit_job, audit_path
+from golfrun.cli import main
+
+RECORDS = Path(__file__).parent / "records"
+PR1610 = RECORDS / "2026-04-13_VarLenAttn_PhasingTTT2000"
+MODEL0 = 15_968_098  # seed 0's compressed model in that folder's log
+
+
+def _only(findings, check: str, seed: int | None = 0):  # type: ignore[no-untyped-def]
+    found = [f for f in findings if f.check == check and f.seed == seed]
+    assert len(found) == 1, (check, findings)
+    return found[0]
+
+
+def _record_copy(tmp_path: Path, code_bytes: int) -> Path:
+    folder = tmp_path / PR1610.name
+    shutil.copytree(PR1610, folder)
+    (folder / "train_gpt.py").write_bytes(b"#" * (code_bytes - 1) + b"\n")
+    return folder
+
+
+@pytest.mark.parametrize(("code_bytes", "ok"), [(16_000_000 - MODEL0, True), (16_000_000 - MODEL0 + 1, False)])
+def test_artifact_as_shipped_one_byte_over(tmp_path: Path, code_bytes: int, ok: bool) -> None:
+    """The shipped train_gpt.py counts as it is (the log's 28,599 minified bytes do not)."""
+    report = audit_path(_record_copy(tmp_path, code_bytes))
+    f = _only(report.findings, "artifact_bytes")
+    assert f.observed == MODEL0 + code_bytes and f.ok is ok
+
+
+def _job(tmp_path: Path, train_ms: int, gptq_end: float, val_tokens: int = 40_540_160, stamps: bool = True) -> Path:
+    folder = tmp_path / "job"
+    folder.mkdir(exist_ok=True)
+    lines = [
+        (1000.0, "Hyperparameters:"), (1000.0, "  seed: 0"), (1000.0, "  run_id: train0"),
+        (1000.1, f"val_tokens: {val_tokens}"),
+        (1600.0, f"stopping_early: wallclock_cap train_time: {train_ms}ms step: 4800/20000"),
+        (1606.0, "diagnostic pre-quantization post-ema val_loss:2.77 val_bpb:1.0723 eval_time:6000ms"),
+        (1606.5, "GPTQ:collecting Hessians from calibration data..."),
+        (1606.5 + 0.6 * gptq_end, f"GPTQ:collected 67 Hessians in {0.6 * gptq_end:.1f}s"),
+        (1606.5 + gptq_end, "Quantized weights:"),
+        (1670.0, "Serialized model quantized+brotli: 15968098 bytes"),
+        (1670.0, "Total submission size quantized+brotli: 15996697 bytes"),
+        (1730.0, "diagnostic quantized val_loss:2.79852399 val_bpb:1.08336093 eval_time:55851ms"),
+    ]
+    text = "\n".join(f"{1_776_140_000 + t:.3f} {s}" if stamps else s for t, s in lines) + "\n"
+    (folder / "train0.txt").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize(("train_ms", "gptq_s", "ok"), [(588_000, 11.9, True), (590_000, 10.5, False)])
+def test_gptq_after_the_600_s_is_a_violation(tmp_path: Path, train_ms: int, gptq_s: float, ok: bool) -> None:
+    findings = audit_job(_job(tmp_path, train_ms, gptq_s), 28_599, FullSplit(40_540_160))
+    f = _only(findings, "train_time")
+    assert f.ok is ok and f.observed == pytest.approx(train_ms / 1000 + gptq_s, abs=1e-6)
+    assert "from the log's timestamps" in f.detail
+
+
+def test_without_timestamps_the_hessian_time_still_counts(tmp_path: Path) -> None:
+    findings = audit_job(_job(tmp_path, 590_000, 20.0, stamps=False), 28_599, FullSplit(40_540_160))
+    f = _only(findings, "train_time")
+    assert f.observed == pytest.approx(590.0 + 12.0) and f.ok is False  # the reported 12.0 s of Hessians
+    assert "quantization time not shown" in f.detail
+
+
+def test_partial_validation_set(tmp_path: Path) -> None:
+    findings = audit_job(_job(tmp_path, 588_000, 5.0, val_tokens=20_270_080), 28_599, FullSplit(40_540_160))
+    f = _only(findings, "full_validation")
+    assert f.ok is False and (f.observed, f.limit) == (20_270_080, 40_540_160)
+    whole = audit_job(_job(tmp_path, 588_000, 5.0), 28_599, FullSplit(40_540_160))
+    assert _only(whole, "full_validation").ok is True
+    unknown = audit_job(_job(tmp_path, 588_000, 5.0), 28_599, FullSplit(None))
+    assert _only(unknown, "full_validation").ok is None  # not shown, never a pass
+
+
+def _dump(folder: Path, count: np.ndarray, bpb_target: float = 1.08336093) -> None:
+    """A score dump as train_gpt.py's ScoreDump.write saves it, scaled so it recomputes bpb_target."""
+    n = count.size
+    nbytes = np.full(n, 3, dtype=np.int64)
+    nll = np.full(n, bpb_target * math.log(2) * 3, dtype=np.float64)
+    nll[count == 0] = np.nan
+    np.savez(folder / "dump.diagnostic_quantized.npz", nll=nll, bytes=nbytes, count=count.astype(np.int64),
+             step=np.full(n, -1, dtype=np.int64))
+
+
+def test_target_scored_twice(tmp_path: Path) -> None:
+    folder = _job(tmp_path, 588_000, 5.0, val_tokens=1000)
+    count = np.ones(1000, dtype=np.int64)
+    _dump(folder, count)
+    good = audit_job(folder, 28_599, FullSplit(1000))
+    assert _only(good, "scored_once").ok is True
+    assert _only(good, "dump_matches_score").ok is True
+    assert _only(good, "normalised").ok is None  # the dump carries no prob_sum
+    count[417] = 2
+    _dump(folder, count)
+    bad = audit_job(folder, 28_599, FullSplit(1000))
+    f = _only(bad, "scored_once")
+    assert f.ok is False and f.observed == 1 and "1 scored more than once" in f.detail
+    count[417], count[900:] = 1, 0  # the tail never scored: the dump shows a partial split too
+    _dump(folder, count)
+    part = audit_job(folder, 28_599, FullSplit(1000))
+    assert _only(part, "scored_once").ok is False
+    from_dump = [f for f in part if f.check == "full_validation" and "from the dump" in f.detail]
+    assert len(from_dump) == 1 and from_dump[0].ok is False and from_dump[0].observed == 900
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
+    ok_folder = _record_copy(tmp_path / "a", 100)
+    r = CliRunner().invoke(main, ["audit", str(ok_folder), "--json"])
+    data = json.loads(r.output)
+    assert data["schema"] == "golfrun.audit/1" and data["kind"] == "records folder"
+    # the fixture's train+GPTQ is 609 s (PR #1610's own timestamps): a violation, exit 10
+    assert r.exit_code == 10 and data["compliance"]["train_under_600s"] is False
+    assert data["compliance"]["artifact_under_16mb"] is True and data["compliance"]["full_validation_split"] is True
+    r = CliRunner().invoke(main, ["audit", str(tmp_path / "nothing")])
+    assert r.exit_code == 12 and "not a folder" in r.output
+    job = _job(tmp_path, 588_000, 5.0)
+    r = CliRunner().invoke(main, ["audit", str(job), "--trainer", str(ok_folder / "train_gpt.py"),
+                                  "--val-targets", "40540160"])
+    assert r.exit_code == 0, r.output
+    assert "no violation found" in r.output and "seed 0: train_time: ok (593 s against 600)" in r.output
+
+
+def test_campaign_folder(tmp_path: Path) -> None:
+    """runs/<campaign>/ as the stages write it: every gate job audited, the campaign's trainer shipped."""
+    from golfrun.campaign import load_campaign
+    from tests.provenance.campaign_dir import ARTIFACT, write_campaign_dir
+
+    trainer = tmp_path / "train_gpt.py"
+    trainer.write_bytes(b"#" * 28_598 + b"\n")
+    c = load_campaign(None, ['name="camp"', f'trainer="{trainer}"'])
+    report = audit_path(write_campaign_dir(tmp_path / "runs" / "camp", c))
+    assert report.kind == "campaign"
+    arts = sorted((f.seed, f.observed) for f in report.findings if f.check == "artifact_bytes")
+    assert arts == [(0, ARTIFACT[0]), (1, ARTIFACT[1]), (2, ARTIFACT[2])]
+    assert all(f.ok is None for f in report.findings if f.check == "full_validation")  # no val shards here
