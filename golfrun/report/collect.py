@@ -333,7 +333,6 @@ def provenance(prov: Mapping[str, Any], facts: Mapping[str, Any], jobs: Sequence
         cuda=text(tp.get("cuda")) or text(obj(facts.get("facts")).get("cuda")) or text(versions.get("cuda")),
         attention=attention,
         python=text(tp.get("python")) or text(obj(facts.get("facts")).get("python")),
-        created_at=text(prov.get("created_at")),
     )
 
 

@@ -149,7 +149,6 @@ class Provenance:
     cuda: str | None = None
     attention: str | None = None
     python: str | None = None
-    created_at: str | None = None
 
 
 @dataclass(frozen=True)
