@@ -22,6 +22,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -306,22 +307,22 @@ def _manifest(variant: str, vocab_size: int, params: dict[str, Any], stats: dict
     }
 
 
-def _existing(data_dir: Path, variant: str, params: dict[str, Any]) -> DatasetInfo | None:
+def _existing(data_dir: Path, variant: str, params: dict[str, Any]) -> DatasetInfo | str:
     """The dataset already there, if its manifest was written for exactly these parameters and
-    every shard it lists is present and well-formed."""
+    every shard it lists is present and well-formed; else why not (said when it is rebuilt)."""
     try:
         manifest = layout.load_manifest(data_dir)
         if manifest.get("synthetic") != params:
-            return None
+            return "its manifest was written for other parameters"
         stats = layout.manifest_dataset(manifest, variant)["stats"]
         train = [layout.train_shard_path(data_dir, variant, i) for i in range(stats["files_train"])]
         val = [layout.val_shard_path(data_dir, variant, i) for i in range(stats["files_val"])]
         tokens = {p: check_shard(p).num_tokens for p in train + val}
         tok = layout.tokenizer_path(data_dir, variant)
         if not tok.is_file() or not tok.with_suffix(".vocab").is_file():
-            return None
-    except (DataError, KeyError, TypeError, OSError):
-        return None
+            return f"the tokenizer {tok} (or its .vocab) is missing"
+    except (DataError, KeyError, TypeError, OSError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return DatasetInfo(
         data_dir=data_dir,
         dataset_dir=layout.dataset_dir(data_dir, variant),
@@ -343,8 +344,10 @@ def build_dataset(
     val_docs: int = 400,
     train_shards: int = 2,
     seed: int = 1234,
+    log: Callable[[str], None] | None = None,
 ) -> DatasetInfo:
-    """Write (or find already written) a synthetic dataset in the competition's layout under `data_dir`."""
+    """Write (or find already written) a synthetic dataset in the competition's layout under
+    `data_dir`; `log` hears why an existing one is rebuilt (a corrupt shard, say)."""
     data_dir = Path(data_dir)
     for name, value, low in (("vocab_size", vocab_size, 262), ("train_docs", train_docs, 1),
                              ("val_docs", val_docs, 1), ("train_shards", train_shards, 1)):
@@ -355,8 +358,10 @@ def build_dataset(
     variant = f"sp{vocab_size}"
     params = _params(vocab_size, train_docs, val_docs, train_shards, seed)
     found = _existing(data_dir, variant, params)
-    if found is not None:
+    if isinstance(found, DatasetInfo):
         return found
+    if layout.manifest_path(data_dir).exists() and log is not None:  # a dataset was there: say why it goes
+        log(f"synthetic dataset in {data_dir}: rebuilding it, {found}")
 
     docs = generate_documents(val_docs + train_docs, seed=seed, vocab_size=vocab_size)
     val_text, train_text = docs[:val_docs], docs[val_docs:]

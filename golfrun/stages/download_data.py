@@ -29,7 +29,11 @@ from typing import Any
 from golfrun.errors import CampaignError, DataError
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
+from golfrun.stages.spec import StageSpec
 from golfrun.summary import Check, Summary
+
+SPEC = StageSpec("download-data", 1, upstream=(),
+                 config_sections=("data",))
 
 VERIFIED_NAME = ".golfrun-verified.json"  # path → [size, mtime_ns, sha256] already hashed
 
@@ -85,7 +89,7 @@ def _synthetic(ctx: StageContext, root: Path, checks: list[Check], decision: dic
     if not _free_disk(root, 0, float(d.min_free_disk_gb), checks):
         return
     info = build_dataset(root, vocab_size=vocab, train_docs=int(s.train_docs), val_docs=int(s.val_docs),
-                         train_shards=int(d.train_shards), seed=int(s.seed))
+                         train_shards=int(d.train_shards), seed=int(s.seed), log=ctx.log)
     decision.update(vocab_size=info.vocab_size, train_tokens=info.train_tokens, val_tokens=info.val_tokens)
 
 
@@ -218,6 +222,18 @@ def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], 
                     files_train_available=files_train, files_val=files_val)
 
 
+def _tokenizer_vocab_check(tok: Path, vocab: int) -> Check:
+    """The tokenizer loads and has the variant's vocabulary: a file of the right name that is not
+    a SentencePiece model (a failed download, random bytes) would only fail inside the trainer."""
+    import sentencepiece as spm
+
+    try:
+        size = spm.SentencePieceProcessor(model_file=str(tok)).vocab_size()
+    except (RuntimeError, OSError) as exc:
+        return Check("tokenizer_vocab", f"does not load: {str(exc).splitlines()[0][:120]}", vocab, "==", False, str(tok))
+    return Check("tokenizer_vocab", size, vocab, "==", size == vocab, f"{tok.name} vs the variant's VOCAB_SIZE")
+
+
 def _check_layout(root: Path, variant: str, want_train: int, checks: list[Check], decision: dict[str, Any]) -> None:
     from golfrun.data import layout
     from golfrun.data.shards import check_shard
@@ -229,6 +245,8 @@ def _check_layout(root: Path, variant: str, want_train: int, checks: list[Check]
     checks.append(Check("val_shards", len(val), 1, ">=", len(val) >= 1, str(layout.dataset_dir(root, variant))))
     tok = layout.tokenizer_path(root, variant)
     checks.append(Check("tokenizer", str(tok), "exists", "==", tok.is_file(), "the trainer cannot score bytes without it"))
+    if tok.is_file():
+        checks.append(_tokenizer_vocab_check(tok, layout.variant_vocab_size(variant)))
     bad, tokens = [], {"train": 0, "val": 0}
     for split, files in (("train", train), ("val", val)):
         for f in files:

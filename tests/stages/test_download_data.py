@@ -57,9 +57,37 @@ def test_synthetic_data_is_rebuilt_when_a_shard_is_damaged(tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["download-data", "--force", "--campaign", str(tmp_path / "campaign.toml"),
                                        "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
+    assert "rebuilding it" in result.output and "fineweb_train_000001.bin" in result.output  # said, not silent
     from golfrun.data.shards import check_shard
 
     assert check_shard(info.train_files[1]).magic == 20240520
+
+
+def test_a_tokenizer_of_random_bytes_is_a_kill(tmp_path: Path, hf_hub: HubServer, published: Path) -> None:
+    from huggingface_hub import HfApi
+
+    HfApi(endpoint=hf_hub.endpoint).upload_file(
+        path_or_fileobj=bytes(range(256)) * 16, path_in_repo="datasets/tokenizers/fineweb_512_bpe.model",
+        repo_id=REPO_ID, repo_type="dataset")
+    hf_campaign(tmp_path)
+    code, summary, _ = run_stage(tmp_path)
+    assert code == 10
+    check = next(c for c in summary["checks"] if c["name"] == "tokenizer_vocab")
+    assert not check["passed"] and "does not load" in str(check["observed"])
+
+
+def test_a_tokenizer_of_another_vocabulary_is_a_kill(tmp_path: Path) -> None:
+    from golfrun.data.synthetic import build_dataset
+    from golfrun.stages.download_data import _check_layout
+
+    data = tmp_path / "data"
+    build_dataset(data)
+    other = build_dataset(tmp_path / "other", vocab_size=1024)
+    (data / "tokenizers" / "fineweb_512_bpe.model").write_bytes(other.tokenizer_path.read_bytes())
+    checks: list = []
+    _check_layout(data, "sp512", 2, checks, {})
+    check = next(c for c in checks if c.name == "tokenizer_vocab")
+    assert not check.passed and check.observed == 1024 and check.limit == 512
 
 
 @pytest.fixture
