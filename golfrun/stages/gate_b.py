@@ -104,6 +104,49 @@ def _reused(ctx: StageContext, seed: int, pick: Chosen) -> tuple[str, dict[str, 
 
 
 def plan(ctx: StageContext) -> list[JobSpec]:
+    """The jobs to run now: every seed (the fixed design), or — in waves — the whole first wave not
+    finished, [] once the looks of the finished waves decided (what one Slurm job array runs)."""
+    specs = full_plan(ctx)
+    if not ctx.campaign.gate_b.wave_size:
+        return specs
+    wave = pending_wave(ctx)
+    return [s for s in specs if s.seed in wave]
+
+
+def pending_wave(ctx: StageContext) -> list[int]:
+    """The first wave with a seed not finished (in the job cache or reused upstream), unless a look
+    of the finished waves, or a broken per-seed check, already decided: [] then."""
+    from golfrun.gates.sequential import CONTINUE, evaluate_look
+    from golfrun.trainer.results import TrainerResult
+
+    pick, rule = chosen(ctx), rule_of(ctx)
+    ref_losses, _ = reference_sample(ctx)
+    design = design_of(ctx, rule, len(ref_losses))
+    specs = {s.seed: s for s in full_plan(ctx)}
+    done: dict[int, TrainerResult] = {}
+    for wave in waves(ctx):
+        for seed in wave:
+            reused = _reused(ctx, seed, pick)
+            found = (TrainerResult.from_dict(reused[1], where=f"{reused[0]} summary") if reused is not None
+                     else common.cached_result(ctx, specs[seed], common.job_env(ctx, specs[seed])))
+            if found is not None:
+                done[seed] = found
+        if any(seed not in done for seed in wave):
+            return wave
+        checks = [c for seed in wave
+                  for c in common.checks_for_result(ctx, f"seed{seed}.", done[seed], train=done[seed].mode == "train")]
+        if any(not c.passed and c.severity == "fail" for c in checks):
+            return []
+        ran = [s for s in seeds(ctx) if s in done]
+        if design is not None and len(ran) in design.looks:
+            test = rule.test([float(done[s].final.val_loss) for s in ran], ref_losses)  # type: ignore[union-attr]
+            if evaluate_look(design, len(ran), test).decision != CONTINUE:
+                return []
+    return []
+
+
+def full_plan(ctx: StageContext) -> list[JobSpec]:
+    """Every seed's job (seeds reused from upstream runs excepted)."""
     pick = chosen(ctx)
     limit, n = common.time_limit(ctx), common.nproc(ctx)
     specs = []
@@ -165,7 +208,7 @@ def _wave(ctx: StageContext, pick: Chosen, wave: list[int], state: dict[str, Any
     returns the outcomes."""
     from golfrun.trainer.results import TrainerResult
 
-    outcomes = common.run_jobs(ctx, [spec for spec in plan(ctx) if spec.seed in wave])
+    outcomes = common.run_jobs(ctx, [spec for spec in full_plan(ctx) if spec.seed in wave])
     for o in outcomes:
         state["records"].append(o.record)
         if o.result is not None:

@@ -57,6 +57,24 @@ def test_a_clear_improvement_stops_before_max_seeds(tmp_path: Path, campaign: Pa
     assert d["record_test"]["passed"] is True and d["record_test"]["rule"] == "record"
     looks_file = json.loads((tmp_path / "runs" / "t" / "04-gate-b" / "looks.json").read_text())
     assert looks_file["looks"] == d["looks"]
+    # decided: nothing is left to plan (a Slurm wave array would run nothing)
+    assert plan_seeds(tmp_path, *SIX) == []
+
+
+def plan_seeds(tmp: Path, *args: str) -> list[int]:
+    result = golfrun(tmp, "plan", "gate-b", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return [job["seed"] for job in json.loads(result.output)["jobs"]]
+
+
+def test_the_plan_is_the_first_unfinished_wave(tmp_path: Path, campaign: Path) -> None:
+    at_margin = [*SIX, "--set", "gate_b.wave_size=2", "--set", "gate_b.record_margin_nats=0.022",
+                 "--set", "gate_b.futility_power=0"]
+    assert golfrun(tmp_path, "run-all", *at_margin).exit_code == 10  # KILL at the last look, 6 seeds
+    assert plan_seeds(tmp_path, *at_margin) == []
+    # two more pre-registered seeds: the looks at 2, 4 and 6 seeds (all cached) continue, so the
+    # plan is the fourth wave, whole
+    assert plan_seeds(tmp_path, *at_margin, "--set", "gate_b.seeds=[0, 1, 2, 3, 4, 5, 6, 7]") == [6, 7]
 
 
 def test_a_rerun_after_a_crash_repeats_no_seed_and_keeps_every_look(tmp_path: Path, campaign: Path) -> None:
