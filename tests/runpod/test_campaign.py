@@ -65,6 +65,10 @@ def test_tiny_campaign_end_to_end_on_a_pod(fake_runpod: FakeRunpod, tmp_path: Pa
         assert not [m.name for m in tar.getmembers() if ".pod" in Path(m.name).parts or "pod_ssh_key" in m.name]
         pod_doc = json.loads(tar.extractfile("tiny-preserve/pod.json").read())  # type: ignore[union-attr]
     assert pod_doc["pod_id"] == record.pod_id and pod_doc["cost_per_hr"] == pytest.approx(0.86) and "cost_so_far_usd" in pod_doc
+    # every trainer job on the pod used one compile cache on the pod's disk; the ledger priced it at the pod's rate
+    caches = {json.loads(p.read_text())["full_env"]["TORCHINDUCTOR_CACHE_DIR"] for p in cdir.glob("0[234]-*/jobs/*/job.json")}
+    assert len(caches) == 1 and "/runs/tiny/compile-cache/" in caches.pop()
+    assert json.loads((cdir / "02-gate-a" / "summary.json").read_text())["usd"] is not None
     provenance = json.loads((cdir / "05-preserve" / "provenance.json").read_text())
     assert provenance["cluster"]["pod"]["pod_id"] == record.pod_id
     # the API key is in no file golfrun wrote, here or in what came back from the pod
@@ -128,7 +132,7 @@ def test_budget_stops_work_and_ends_the_pod(fake_runpod: FakeRunpod, tmp_path: P
 
 
 def test_failed_bring_up_terminates_the_pod_unless_keep(fake_runpod: FakeRunpod, tmp_path: Path, pod_workdir: Path) -> None:
-    campaign = load(pod_workdir)
+    campaign = load(pod_workdir, {"backend.runpod.max_rerolls": 0})  # no re-roll (tests/runpod/test_rerolls.py)
     cdir = tmp_path / "runs" / "tiny"
     fake_runpod.next_pod_mode("stuck")
     with pytest.raises(pods.PodError, match="still PROVISIONING after 1s"):

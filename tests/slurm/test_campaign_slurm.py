@@ -90,9 +90,14 @@ def test_campaign_end_to_end_submitted_here(slurm_cluster: SlurmCluster, data_di
     campaign = write_campaign(tmp_path, data_dir)
     runs = tmp_path / "runs"
     r = golfrun(["run-all", "--backend", "slurm", "--campaign", str(campaign), "--runs-dir", str(runs), "--set", SETUP,
-                 "--set", "backend.slurm.array_throttle=2"], tmp_path, slurm_cluster.env)
+                 "--set", "backend.slurm.array_throttle=2", "--set", 'verify_pod.required_packages=["torch"]'],
+                tmp_path, slurm_cluster.env)
     cdir = runs / "t"
     assert r.returncode == 0, r.stdout + r.stderr + slurm_cluster.logs()
+    # every trainer job of every stage's Slurm job, array tasks included, used one compile cache in
+    # the campaign folder on the shared file system
+    caches = {json.loads(p.read_text())["full_env"]["TORCHINDUCTOR_CACHE_DIR"] for p in cdir.glob("0[234]-*/jobs/*/job.json")}
+    assert len(caches) == 1 and Path(caches.pop()).parent.parent == cdir / "compile-cache"
     state = json.loads((cdir / "slurm.json").read_text())
     states = squeue_states(slurm_cluster, state)
     assert set(states.values()) == {"COMPLETED"}, states
@@ -105,8 +110,8 @@ def test_campaign_end_to_end_submitted_here(slurm_cluster: SlurmCluster, data_di
     assert golfrun_processes(slurm_cluster.conf) == []
     # a second submission redoes nothing: every stage job serves its summary from cache
     first = {f: summary(cdir, f)["finished_at"] for f in ("02-gate-a", "04-gate-b")}
-    again = golfrun(["run-all", "--backend", "slurm", "--campaign", str(campaign), "--runs-dir", str(runs), "--set", SETUP],
-                    tmp_path, slurm_cluster.env)
+    again = golfrun(["run-all", "--backend", "slurm", "--campaign", str(campaign), "--runs-dir", str(runs), "--set", SETUP,
+                     "--set", 'verify_pod.required_packages=["torch"]'], tmp_path, slurm_cluster.env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert {f: summary(cdir, f)["finished_at"] for f in first} == first
     # later, from the laptop: Slurm's view per stage
