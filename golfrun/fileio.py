@@ -50,18 +50,34 @@ def _fsync_dir(folder: Path) -> None:
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     """Write `data` to `path` atomically (see the module docstring)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file being written (a failed write() names no file)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for a disk error: the path and the system's reason (`…/summary.json: No space left on device`)."""
+    where = exc.filename if exc.filename is not None else "(no path)"
+    return f"{where}: {exc.strerror or exc}"
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

@@ -20,14 +20,14 @@ import click
 
 from golfrun import __version__
 from golfrun.errors import CampaignError, GolfrunError, LockError, UsageError
+from golfrun.runners.base import REGISTRY as RUNNERS
 from golfrun.summary import EXIT_CODES, EXIT_LOCKED, EXIT_USAGE, STAGES, Verdict
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
     from golfrun.pipeline.engine import Engine
 
-BACKENDS = ("local", "slurm", "runpod")
-TRAINER_STAGES = ("gate-a", "ablation", "gate-b")
+BACKENDS = tuple(RUNNERS)  # where a campaign's control runs (golfrun/runners/)
 
 
 def fail(message: str, code: int) -> None:
@@ -41,7 +41,8 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Typed golfrun errors → one line on stderr and the documented exit code."""
+    """Typed golfrun errors, and disk errors (OSError: full, read-only), → one line on stderr and
+    the documented exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -59,6 +60,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), EXIT_LOCKED)
         except GolfrunError as exc:
             fail(str(exc), EXIT_CODES[Verdict.ERROR])
+        except OSError as exc:  # a full or read-only disk outside a stage (the engine handles those inside)
+            from golfrun.fileio import os_error_text
+
+            fail(f"I/O error: {os_error_text(exc)}", EXIT_CODES[Verdict.ERROR])
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -101,75 +106,22 @@ def campaign_dir(runs_dir: Path, campaign: "Campaign") -> Path:
 
 
 def make_engine(campaign: "Campaign", runs_dir: Path, display: Any = None, force_local: bool = False) -> "Engine":
-    from golfrun.pipeline.engine import Engine
+    from golfrun.runners.local import make_engine as engine_for
 
-    log: Callable[[str], None] = display.log if display is not None else (lambda m: click.echo(m))
-
-    def backend_factory() -> Any:
-        kind = "local" if force_local else campaign.backend.kind
-        if kind != "local":
-            raise GolfrunError(
-                f"backend.kind = {kind!r}: single stage commands run their jobs here; run the whole campaign "
-                f"with `golfrun run-all --backend {kind}`, or pass --backend local"
-            )
-        from golfrun.backends.local import LocalBackend
-
-        if display is None:
-            return LocalBackend(python=campaign.backend.local.python or None)
-        return LocalBackend(
-            python=campaign.backend.local.python or None,
-            on_line=lambda job, line: display.on_line(job.env.get("RUN_ID", job.name), line),
-            on_finish=lambda job, status: display.job_finished(job.env.get("RUN_ID", job.name), status.state.value),
-        )
-
-    engine = Engine(campaign=campaign, campaign_dir=campaign_dir(runs_dir, campaign), backend_factory=backend_factory, log=log)
-    if display is not None:
-        engine.on_stage = display.set_stage
-    return engine
+    return engine_for(campaign, campaign_dir(runs_dir, campaign), lambda m: click.echo(m), display, force_local)
 
 
 def write_resolved(campaign: "Campaign", cdir: Path) -> None:
-    """runs/<campaign>/campaign.resolved.toml: what this run used (the loader refuses secrets)."""
-    cdir.mkdir(parents=True, exist_ok=True)
-    path = cdir / "campaign.resolved.toml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(campaign.to_toml(), encoding="utf-8")
-    tmp.replace(path)
+    from golfrun.runners.local import write_resolved as write
 
-
-def progress_display() -> Any:
-    from golfrun.pipeline.progress import ProgressDisplay
-
-    return ProgressDisplay()
+    write(campaign, cdir)
 
 
 def print_plan(engine: "Engine", stages: Sequence[str]) -> None:
-    from golfrun.pipeline.engine import stage_module
-    from golfrun.stages import common
+    from golfrun.pipeline import views
 
-    click.echo(f"campaign {engine.campaign.name} ({engine.campaign.source}) → {engine.campaign_dir}")
-    click.echo(f"trainer {common.trainer_path(engine.campaign)} sha256 {engine.trainer_sha256}")
-    for stage in stages:
-        module = stage_module(stage)
-        ctx = engine.context(stage, engine.upstream(stage, strict=False), dry_run=True)
-        click.echo(f"\n[{stage}]")
-        if hasattr(module, "plan"):
-            try:
-                jobs = module.plan(ctx)
-            except GolfrunError as exc:
-                click.echo(f"  plan depends on upstream results not there yet: {exc}")
-                continue
-            for spec in jobs:
-                entry = common.plan_entry(ctx, spec)
-                click.echo(f"  job {entry['name']} ({entry['mode']}, seed {entry['seed']}){' [cached]' if entry['cached'] else ''}")
-                click.echo(f"    workdir {entry['workdir']}")
-                click.echo(f"    command {' '.join(entry['argv'])}")
-                click.echo("    env " + " ".join(f"{k}={v}" for k, v in sorted(entry["full_env"].items())))
-        elif hasattr(module, "describe"):
-            for line in module.describe(ctx):
-                click.echo(f"  {line}")
-        else:
-            click.echo("  (no trainer jobs)")
+    for line in views.plan_lines(engine, stages):
+        click.echo(line)
 
 
 # ----------------------------------------------------------------------------------------- group
@@ -187,7 +139,9 @@ def main() -> None:
 
 
 def _stage_command(stage: str) -> None:
-    takes_index = stage in TRAINER_STAGES
+    from golfrun.stages import spec
+
+    takes_index = spec(stage).runs_jobs
 
     @main.command(stage, help=_stage_help(stage))
     @campaign_options
@@ -205,9 +159,9 @@ def _stage_command(stage: str) -> None:
 
 
 def _stage_help(stage: str) -> str:
-    from golfrun.pipeline.engine import UPSTREAM
+    from golfrun.stages import spec
 
-    up = ", ".join(UPSTREAM[stage]) or "nothing"
+    up = ", ".join(spec(stage).upstream) or "nothing"
     return f"Run the {stage} stage (reads: {up}). Exit code: its verdict's."
 
 
@@ -245,45 +199,12 @@ for _stage in STAGES:
 def run_all(ctx: click.Context, campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path, backend: str | None,
             dry_run: bool, force: tuple[str, ...], ssh: str | None, accept_new_host_key: bool, detach: bool, keep: bool) -> None:
     """Run every stage in order, skipping what is done. Exit code: the worst verdict."""
-    from golfrun.pipeline.lock import CampaignLock
+    from golfrun.runners.base import RunOptions, run
 
     campaign = load(campaign_spec, overrides, backend)
-    kind = campaign.backend.kind
-    if kind != "local":
-        ctx.exit(run_remote(campaign, runs_dir, kind, force, dry_run, ssh, accept_new_host_key, detach, keep))
-    if dry_run:
-        print_plan(make_engine(campaign, runs_dir), STAGES)
-        ctx.exit(0)
-    with progress_display() as display:
-        engine = make_engine(campaign, runs_dir, display)
-        with CampaignLock(engine.campaign_dir, command="golfrun run-all"):
-            write_resolved(campaign, engine.campaign_dir)
-            code = engine.run_all(force)
-    from golfrun.pipeline import views
-
-    click.echo(f"\nrun-all finished: exit {code} ({_meaning(code)}); `golfrun status` for the table")
-    click.echo(views.ledger_line(views.ledger_totals(engine, views.status_rows(engine))))
-    ctx.exit(code)
-
-
-def run_remote(campaign: "Campaign", runs_dir: Path, kind: str, force: Sequence[str], dry_run: bool, ssh: str | None,
-               accept_new_host_key: bool, detach: bool, keep: bool) -> int:
-    from golfrun.pipeline.remote import RemoteOptions
-
-    module_name = f"golfrun.pipeline.{kind}_campaign"
-    if importlib.util.find_spec(module_name) is None:
-        raise GolfrunError(f"backend {kind!r}: this installation has no {module_name} (the {kind} campaign runner)")
-    module = importlib.import_module(module_name)
-    options = RemoteOptions(force=tuple(force), dry_run=dry_run, ssh=ssh, accept_new_host_key=accept_new_host_key,
-                            detach=detach, keep=keep)
-    return int(module.run_campaign(campaign, campaign_dir(runs_dir, campaign), options, lambda m: click.echo(m)))
-
-
-def _meaning(code: int) -> str:
-    for verdict, value in EXIT_CODES.items():
-        if value == code:
-            return verdict.value
-    return {EXIT_USAGE: "bad input", EXIT_LOCKED: "locked"}.get(code, "?")
+    options = RunOptions(force=tuple(force), dry_run=dry_run, ssh=ssh, accept_new_host_key=accept_new_host_key,
+                         detach=detach, keep=keep)
+    ctx.exit(run(campaign.backend.kind, campaign, campaign_dir(runs_dir, campaign), options, lambda m: click.echo(m)))
 
 
 @main.command()
@@ -398,7 +319,7 @@ def plan(stage: str, campaign_spec: str | None, overrides: tuple[str, ...], runs
 
 def _register_plugins(group: click.Group) -> None:
     """Commands other parts of golfrun add (Slurm, preserve, RunPod), when installed."""
-    for name in ("slurm", "preserve", "pod", "records", "machine", "report"):
+    for name in ("slurm", "preserve", "pod", "report", "machine", "records"):
         module_name = f"golfrun.cli.{name}"
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name).register(group)

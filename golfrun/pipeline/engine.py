@@ -7,7 +7,7 @@ Rules (docs/pipeline.md has the long form):
   PASS, KILL or HOLD, and its fingerprint — sha256 of its config sections, the trainer's sha256
   (for stages that run it) and the fingerprints, verdicts and human decisions of the upstream
   summaries it reads — equals the one computed now. ERROR and SKIPPED are never cached, and
-  verify-pod (ALWAYS_RUN) checks the machine on every run: a new pod is a new machine.
+  verify-pod (`always_run` in its SPEC) checks the machine on every run: a new pod is a new machine.
 - `force`: the named stages rerun with their job cache ignored; every stage after the first
   forced one reruns too (its jobs are still cached one by one, keyed by their inputs).
 - Blocking: a KILL, ERROR or SKIPPED earlier in the order makes every later stage SKIPPED, except
@@ -20,7 +20,6 @@ Rules (docs/pipeline.md has the long form):
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 import traceback
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from golfrun import stages
 from golfrun.errors import GolfrunError, SummaryError, UsageError
-from golfrun.fileio import remove_stale_temps
+from golfrun.fileio import now_iso, os_error_text, remove_stale_temps, sha256_file, sha256_text
 from golfrun.pipeline import forced as force_marker, summaries
-from golfrun.stages.common import campaign_section, sha256_file, sha256_text, trainer_path
+from golfrun.stages.common import campaign_section, trainer_path
 from golfrun.summary import EXIT_CODES, STAGES, Summary, Verdict
 
 if TYPE_CHECKING:
@@ -40,39 +40,13 @@ if TYPE_CHECKING:
     from golfrun.campaign import Campaign
     from golfrun.stages.context import StageContext
 
-# The summaries each stage reads (its fingerprint covers theirs).
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "verify-pod": (),
-    "download-data": (),
-    "gate-a": ("verify-pod", "download-data"),
-    "ablation": ("download-data", "gate-a"),
-    "gate-b": ("download-data", "gate-a", "ablation"),
-    "preserve": ("verify-pod", "download-data", "gate-a", "ablation", "gate-b"),
-}
-# The campaign sections each stage's result depends on.
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "verify-pod": ("verify_pod",),
-    "download-data": ("data",),
-    "gate-a": ("trainer_env", "gate_a", "reference"),
-    "ablation": ("trainer_env", "gate_a", "ablation"),
-    "gate-b": ("trainer_env", "gate_a", "gate_b", "reference"),
-    "preserve": ("preserve",),
-}
-# Stages whose result depends on the trainer file's bytes.
-USES_TRAINER = {"verify-pod", "gate-a", "ablation", "gate-b", "preserve"}
 CACHEABLE = {Verdict.PASS, Verdict.KILL, Verdict.HOLD}
 BLOCKING = {Verdict.KILL, Verdict.ERROR, Verdict.SKIPPED, Verdict.HOLD}
 LAST_RUN = "last_run.json"
 
 
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def stage_module(stage: str) -> Any:
-    if stage not in STAGES:
-        raise GolfrunError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
-    return importlib.import_module(f"golfrun.stages.{stage.replace('-', '_')}")
+    return stages.module(stage)
 
 
 @dataclass
@@ -126,7 +100,7 @@ class Engine:
 
     def upstream(self, stage: str, strict: bool = True) -> dict[str, Summary]:
         found: dict[str, Summary] = {}
-        for name in UPSTREAM[stage]:
+        for name in stages.spec(stage).upstream:
             try:
                 summary = self.read(name)
             except SummaryError:
@@ -139,12 +113,12 @@ class Engine:
 
     def fingerprint(self, stage: str, upstream: dict[str, Summary]) -> tuple[str, dict[str, str]]:
         inputs: dict[str, str] = {}
-        for section in SECTIONS[stage]:
+        for section in stages.spec(stage).config_sections:
             data = campaign_section(self.campaign, section)
             inputs[f"config:{section}"] = sha256_text(json.dumps(data, sort_keys=True, default=str))
-        if stage in USES_TRAINER:
+        if stages.spec(stage).uses_trainer:
             inputs["trainer_sha256"] = self.trainer_sha256
-        for name in UPSTREAM[stage]:
+        for name in stages.spec(stage).upstream:
             up = upstream.get(name)
             if up is None:
                 inputs[f"upstream:{name}"] = "absent"
@@ -176,7 +150,10 @@ class Engine:
 
     def _last_run(self, stage: str, action: str, why: str, extra: dict[str, Any] | None = None) -> None:
         record = {"stage": stage, "action": action, "why": why, "at": now_iso(), **(extra or {})}
-        summaries.write_json_atomic(summaries.stage_dir(self.campaign_dir, stage) / LAST_RUN, record)
+        try:
+            summaries.write_json_atomic(summaries.stage_dir(self.campaign_dir, stage) / LAST_RUN, record)
+        except OSError as exc:  # bookkeeping for `explain`: its loss must not change the verdict
+            self.log(f"{stage}: could not record last_run.json: {os_error_text(exc)}")
 
     def read_last_run(self, stage: str) -> dict[str, Any] | None:
         path = summaries.stage_dir(self.campaign_dir, stage) / LAST_RUN
@@ -214,7 +191,10 @@ class Engine:
             fingerprint_inputs=inputs,
             reasons=[reason],
         )
-        summaries.write_summary(self.campaign_dir, summary)
+        try:
+            summaries.write_summary(self.campaign_dir, summary)
+        except OSError as exc:
+            self.log(f"{stage}: could not write its SKIPPED summary: {os_error_text(exc)}")
         self._last_run(stage, "skipped", reason)
         self.log(f"{stage}: SKIPPED ({reason})")
         return summary
@@ -230,7 +210,7 @@ class Engine:
             return None, f"its summary was corrupted ({exc})"
         if existing is None:
             return None, "it has no summary yet"
-        if getattr(stage_module(stage), "ALWAYS_RUN", False):
+        if stages.spec(stage).always_run:
             return None, "it checks the machine itself, on every run"
         fp, inputs = self.fingerprint(stage, upstream)
         if existing.verdict not in CACHEABLE:
@@ -242,7 +222,32 @@ class Engine:
         return existing, "summary valid and fingerprint unchanged"
 
     def run_stage(self, stage: str, *, force: bool = False, job_cache: bool = True, why_forced: str = "") -> StageOutcome:
-        """Run one stage (or serve it from cache). Upstream summaries must exist and read back."""
+        """Run one stage (or serve it from cache). Upstream summaries must exist and read back.
+
+        A disk error (full, read-only) anywhere in it makes the stage ERROR with one line naming
+        the path: its summary is written if the disk still takes it, else kept in memory (run-all
+        then skips what follows and still attempts preserve). What was written before stays whole
+        (every write is atomic) and a --force marker stays, so the next run redoes the stage."""
+        try:
+            return self._run_stage(stage, force=force, job_cache=job_cache, why_forced=why_forced)
+        except OSError as exc:
+            return self._io_error(stage, os_error_text(exc))
+
+    def _io_error(self, stage: str, reason: str, earlier: list[str] | None = None) -> StageOutcome:
+        fp, inputs = self.fingerprint(stage, self.upstream(stage, strict=False))
+        stamp = now_iso()
+        summary = Summary(stage=stage, campaign=self.campaign.name, verdict=Verdict.ERROR, started_at=stamp,
+                          finished_at=stamp, fingerprint=fp, fingerprint_inputs=inputs,
+                          reasons=[f"I/O error: {reason}", *(earlier or [])])
+        try:
+            summaries.write_summary(self.campaign_dir, summary)
+        except OSError as exc:
+            self.log(f"{stage}: could not write its ERROR summary either: {os_error_text(exc)}")
+        self._last_run(stage, "ran", summary.reasons[0])
+        self.log(f"{stage}: ERROR: {summary.reasons[0]}")
+        return StageOutcome(stage, summary, "ran", summary.reasons[0])
+
+    def _run_stage(self, stage: str, *, force: bool, job_cache: bool, why_forced: str) -> StageOutcome:
         upstream = self.upstream(stage)
         stage_dir = summaries.stage_dir(self.campaign_dir, stage)
         self._remove_stale_temps(stage_dir)
@@ -271,6 +276,8 @@ class Engine:
             summary = stage_module(stage).run(ctx)
         except GolfrunError as exc:
             summary = self._error_summary(ctx, started, str(exc))
+        except OSError as exc:
+            summary = self._error_summary(ctx, started, f"I/O error: {os_error_text(exc)}")
         except Exception as exc:  # a bug must still leave an ERROR, never a missing or PASS summary
             tb = traceback.format_exc(limit=-3)
             summary = self._error_summary(ctx, started, f"{type(exc).__name__}: {exc}\n{tb}")
@@ -278,7 +285,10 @@ class Engine:
         summary.fingerprint_inputs = ctx.fingerprint_inputs
         summary.stage = stage
         summary.campaign = self.campaign.name
-        summaries.write_summary(self.campaign_dir, summary)
+        try:
+            summaries.write_summary(self.campaign_dir, summary)
+        except OSError as exc:  # keep what the stage itself found wrong, after the write's failure
+            return self._io_error(stage, os_error_text(exc), summary.reasons if summary.verdict is Verdict.ERROR else [])
         force_marker.clear(stage_dir)  # the forced stage completed
         self._last_run(stage, "ran", why, {"duration_s": round(time.monotonic() - t0, 3)})
         first = f": {summary.reasons[0]}" if summary.reasons else ""
@@ -314,14 +324,21 @@ class Engine:
             if name not in STAGES:
                 raise GolfrunError(f"--force {name!r}: not a stage; stages are: {', '.join(STAGES)}")
         first_forced = min((STAGES.index(s) for s in force), default=len(STAGES))
-        for stage in STAGES[first_forced:]:  # all marked before the first is touched: a kill anywhere drops none
-            force_marker.mark(summaries.stage_dir(self.campaign_dir, stage), f"--force {stage}" if stage in force
-                        else "an upstream stage was forced", jobs_fresh=stage in force)
+        unmarked = None
+        try:
+            for stage in STAGES[first_forced:]:  # all marked before the first is touched: a kill anywhere drops none
+                force_marker.mark(summaries.stage_dir(self.campaign_dir, stage), f"--force {stage}" if stage in force
+                                  else "an upstream stage was forced", jobs_fresh=stage in force)
+        except OSError as exc:  # nothing deleted yet: the forced stages do not run
+            unmarked = f"--force: {os_error_text(exc)}"
         outcomes: dict[str, Summary] = {}
         for i, stage in enumerate(STAGES):
             blocked = self.blocker(stage, outcomes)
-            if blocked is not None and stage != "preserve":
+            if blocked is not None and not stages.spec(stage).runs_when_blocked:
                 outcomes[stage] = self._skipped(stage, self.upstream(stage, strict=False), blocked)
+                continue
+            if unmarked is not None and i == first_forced and not stages.spec(stage).runs_when_blocked:
+                outcomes[stage] = self._io_error(stage, unmarked).summary
                 continue
             forced = i >= first_forced
             why = f"--force {stage}" if stage in force else "an upstream stage was forced" if forced else ""
@@ -339,18 +356,18 @@ class Engine:
             try:
                 found = self.read(name)
             except SummaryError as exc:
-                if name in UPSTREAM[stage]:
+                if name in stages.spec(stage).upstream:
                     raise SummaryError(f"{exc}; `golfrun run-all` (or `golfrun {name}`) runs {name} again") from exc
                 continue
             if found is not None:
                 earlier[name] = found
-        missing = [n for n in UPSTREAM[stage] if n not in earlier]
-        if missing and stage != "preserve":
+        missing = [n for n in stages.spec(stage).upstream if n not in earlier]
+        if missing and not stages.spec(stage).runs_when_blocked:
             path = summaries.summary_path(self.campaign_dir, missing[0])
             raise GolfrunError(f"{stage} needs {missing[0]}'s summary ({path} is missing): "
                                f"run `golfrun {missing[0]}` first, or `golfrun run-all`")
         blocked = self.blocker(stage, earlier)
-        if blocked is not None and stage != "preserve":
+        if blocked is not None and not stages.spec(stage).runs_when_blocked:
             return EXIT_CODES[self._skipped(stage, self.upstream(stage, strict=False), blocked).verdict]
         outcome = self.run_stage(stage, force=force, job_cache=not force, why_forced="--force" if force else "")
         return EXIT_CODES[outcome.summary.verdict]
@@ -358,9 +375,9 @@ class Engine:
     # ------------------------------------------------------------------ one job (Slurm arrays)
 
     def plan(self, stage: str) -> list[Any]:
-        module = stage_module(stage)
-        if not hasattr(module, "plan"):
+        if not stages.spec(stage).runs_jobs:
             return []
+        module = stage_module(stage)
         ctx = self.context(stage, self.upstream(stage, strict=False), dry_run=True)
         return list(module.plan(ctx))
 
@@ -372,9 +389,10 @@ class Engine:
         from golfrun.pipeline.lock import CampaignLock, job_lock
         from golfrun.stages import common
 
+        if not stages.spec(stage).runs_jobs:
+            with_jobs = ", ".join(s.name for s in stages.specs().values() if s.runs_jobs)
+            raise UsageError(f"{stage} runs no trainer jobs; --job-index applies to {with_jobs}")
         module = stage_module(stage)
-        if not hasattr(module, "plan"):
-            raise UsageError(f"{stage} runs no trainer jobs; --job-index applies to gate-a, ablation and gate-b")
         command = f"golfrun {stage} --job-index {index}"
         with CampaignLock(self.campaign_dir, command=command, shared=True):
             ctx = self.context(stage, self.upstream(stage))

@@ -76,20 +76,14 @@ class CampaignLock:
         self._fd = fd
         if self.shared:
             return
-        os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "command": self.command,
-                }
-            ).encode(),
-        )
-        os.fsync(fd)
-        self._fd = fd
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": self.command}
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder).encode())
+            os.fsync(fd)
+        except OSError:  # a full disk: the flock holds all the same; only the holder's name is lost
+            pass
 
     def release(self) -> None:
         if self._fd is None:

@@ -35,6 +35,7 @@ from golfrun.summary import Artifact, Check, JobRecord, Summary, Verdict
 from golfrun import compile_cache, ledger
 
 if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
     from golfrun.stages.context import StageContext
     from golfrun.trainer.results import TrainerResult
 
@@ -62,23 +63,13 @@ def plain(value: Any) -> Any:
     return value
 
 
-def campaign_section(campaign: Any, name: str) -> Any:
+def campaign_section(campaign: "Campaign", name: str) -> Any:
     """One section of the resolved campaign as plain data (for fingerprints)."""
-    section = getattr(campaign, "section", None)
-    if callable(section):
-        try:
-            return plain(section(name))
-        except (KeyError, AttributeError, GolfrunError):
-            pass
-    return plain(getattr(campaign, name, None))
+    return plain(campaign.section(name))
 
 
-def trainer_path(campaign: Any) -> Path:
-    for attr in ("trainer_path", "trainer"):
-        value = getattr(campaign, attr, None)
-        if value:
-            return Path(value)
-    raise CampaignError("the campaign names no trainer")
+def trainer_path(campaign: "Campaign") -> Path:
+    return Path(campaign.trainer)
 
 
 def artifact(ctx: "StageContext", path: Path) -> Artifact:
@@ -146,7 +137,7 @@ def data_env(ctx: "StageContext") -> dict[str, str]:
 def base_env(ctx: "StageContext") -> dict[str, str]:
     """trainer_env, then the data's variables, then the gate_a section's env."""
     c = ctx.campaign
-    env = str_env("trainer_env", getattr(c, "trainer_env", {}) or {})
+    env = str_env("trainer_env", c.trainer_env)
     for key, value in data_env(ctx).items():
         if key in env and env[key] != value and key == "VOCAB_SIZE":
             raise CampaignError(
@@ -154,7 +145,7 @@ def base_env(ctx: "StageContext") -> dict[str, str]:
                 f"has vocabulary {value}; remove the key or change data.variant"
             )
         env[key] = value
-    env.update(str_env("gate_a.env", getattr(c.gate_a, "env", {}) or {}))
+    env.update(str_env("gate_a.env", c.gate_a.env))
     return env
 
 
@@ -337,11 +328,11 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     from golfrun.trainer.results import load_results
 
     if use_cache is None:
-        use_cache = bool(getattr(ctx, "job_cache", True))
+        use_cache = ctx.job_cache
     env = job_env(ctx, spec)
     key = job_key(ctx, spec, env)
     folder = job_dir(ctx, spec)
-    backend_name = str(getattr(ctx.backend, "name", "?"))
+    backend_name = ctx.backend.name
     record = JobRecord(name=spec.name, env=redact_env(dict(spec.env)), backend=backend_name)
 
     if use_cache:
@@ -403,15 +394,16 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     state = JobState.UNKNOWN
     try:
         handle = ctx.backend.submit(job)
-        job_doc["backend_ids"] = [handle.id]
-        _write_job_json(folder, job_doc)
         try:
+            job_doc["backend_ids"] = [handle.id]
+            _write_job_json(folder, job_doc)
             status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0,
                           poll_interval_s=ctx.backend.poll_interval_s)
-        except (KeyboardInterrupt, SystemExit):
-            # Ctrl-C or SIGTERM: stop the trainer too (it runs in a session of its own). Only a
-            # SIGKILL of golfrun leaves it running; the next run of this job reaps it.
-            ctx.log(f"{ctx.stage}: job {spec.name}: interrupted, cancelling it")
+        except (KeyboardInterrupt, SystemExit, OSError) as exc:
+            # Ctrl-C, SIGTERM, or a disk error golfrun cannot record the job past (the engine
+            # turns it into ERROR): stop the trainer first. If golfrun dies, the job guard does.
+            how = "interrupted" if not isinstance(exc, OSError) else f"I/O error ({exc.strerror})"
+            ctx.log(f"{ctx.stage}: job {spec.name}: {how}, cancelling it")
             ctx.backend.cancel(handle)
             raise
         ctx.backend.fetch(handle)
@@ -569,7 +561,7 @@ def score(result: "TrainerResult") -> dict[str, Any]:
 
 
 def reference_index(ctx: "StageContext", seed: int) -> int | None:
-    seeds = list(getattr(ctx.campaign.reference, "seeds", []) or [])
+    seeds = list(ctx.campaign.reference.seeds)
     return seeds.index(seed) if seed in seeds else None
 
 
@@ -580,12 +572,8 @@ def time_limit(ctx: "StageContext") -> float:
 
 
 def nproc(ctx: "StageContext") -> int:
-    backend = getattr(ctx.campaign, "backend", None)
-    local = getattr(backend, "local", None)
-    n = getattr(local, "nproc_per_node", None) if local is not None else None
-    if n is None and isinstance(local, Mapping):
-        n = local.get("nproc_per_node")
-    return int(n or 1)
+    """Trainer processes per job (the Slurm chain sets it to the allocation's GPUs per node)."""
+    return ctx.campaign.backend.local.nproc_per_node
 
 
 def checks_for_result(ctx: "StageContext", name: str, result: "TrainerResult", train: bool) -> list[Check]:

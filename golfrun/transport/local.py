@@ -116,6 +116,7 @@ class LocalProcess:
         self._on_line = on_line
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_KEEP)
         self._callback_error: str | None = None
+        self.log_error: str | None = None  # why the log file stopped (a full disk), if it did
         self._joined = False
         self._reader = threading.Thread(target=self._read, name=f"log-reader-{self.pid}", daemon=True)
         self._reader.start()
@@ -129,8 +130,7 @@ class LocalProcess:
                 line = self._redact(raw.decode("utf-8", errors="replace"))
                 if not line:  # inside a private-key block
                     continue
-                self._log.write(line)
-                self._log.flush()
+                self._write_log(line)
                 text = line.rstrip("\r\n")
                 self._tail.append(text)
                 if self._on_line is not None and self._callback_error is None:
@@ -139,8 +139,23 @@ class LocalProcess:
                     except Exception as exc:  # a display bug must not stop the log
                         self._callback_error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._log.close()
+            try:
+                self._log.close()
+            except OSError:  # the disk is full: what was flushed stays, log_error says why the rest is missing
+                pass
             self.popen.stdout.close()
+
+    def _write_log(self, line: str) -> None:
+        """Append to the log file; on a disk error stop writing it but keep draining the pipe (a
+        trainer blocked on a full pipe would hang) and keep the tail in memory."""
+        if self.log_error is not None:
+            return
+        try:
+            self._log.write(line)
+            self._log.flush()
+        except OSError as exc:
+            self.log_error = f"{self.log_path}: {exc.strerror or exc}"
+            self._tail.append(f"(golfrun: the log stops here: {self.log_error})")
 
     def last_lines(self, n: int = 20) -> list[str]:
         """The last `n` lines of output (already scrubbed)."""
