@@ -137,3 +137,26 @@ def test_figures_are_pngs_and_deterministic() -> None:
     assert set(first) == set(FIGURE_TITLES)  # the fixture has data for every figure, looks included
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000 for png in first.values())
     assert first == second
+
+
+@pytest.mark.parametrize("overrides, verdicts, missing_line", [
+    (['ablation.variants=[{name="grey", env={FAKE_DELTA="-0.0015"}}]'],
+     {"gate-a": "PASS", "ablation": "HOLD", "gate-b": "SKIPPED"}, "gate-b: SKIPPED — ablation is HOLD"),
+    (["trainer_env.FAKE_CRASH=1"],
+     {"gate-a": "ERROR", "ablation": "SKIPPED", "gate-b": "SKIPPED"}, "gate-a/seed0: FAILED, no final score"),
+])
+def test_a_held_or_crashed_campaign_is_drawn_as_far_as_it_got(tmp_path: Path, campaign: Path, overrides: list[str],
+                                                               verdicts: dict[str, str], missing_line: str) -> None:
+    from tests.fixtures.pipeline_campaign import run_golfrun
+
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    run_golfrun(["run-all", "--campaign", str(campaign), *sets], cwd=tmp_path)
+    data = collect(tmp_path / "runs" / "t")
+    assert {s.stage: s.verdict for s in data.stages if s.stage in verdicts} == verdicts
+    assert any(m.startswith(missing_line) for m in data.missing), data.missing
+    pngs = figures(data)
+    assert "curves" in pngs  # gate-a's training lines were logged before the hold or the crash
+    html = render_html(data, pngs)
+    for stage, verdict in verdicts.items():
+        assert re.search(rf"<td>{stage}</td>\s*<td><span class=\"verdict \w+\">{verdict}</span>", html), stage
+    assert not EXTERNAL.search(html)
