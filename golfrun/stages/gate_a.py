@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from golfrun.audit.stage import compliance_checks
 from golfrun.errors import CampaignError
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
@@ -74,6 +75,7 @@ def run(ctx: StageContext) -> Summary:
         at_most("val_bpb", result.final.val_bpb, limit,
                 detail=f"{result.final.label}; reference seed {seed} {ref_bpb:.8f} + tolerance {tolerance:g}"),
         *common.checks_for_result(ctx, "", result, train=True),
+        *compliance_checks(ctx, common.job_dir(ctx, spec)),
     ]
     ckpt = checkpoint_dir(ctx)
     artifacts = [common.artifact(ctx, ckpt / n) for n in ("final_model.pt", "final_model.int6.ptz") if (ckpt / n).is_file()]

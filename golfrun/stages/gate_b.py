@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from golfrun.audit.stage import compliance_checks
 from golfrun.errors import CampaignError, GolfrunError
 from golfrun.gates.rules import Rule, rule_profile
 from golfrun.gates.sequential import Design, look_schedule, make_design
@@ -253,6 +254,7 @@ def run(ctx: StageContext) -> Summary:
         for seed in wave:
             checks.extend(common.checks_for_result(ctx, f"seed{seed}.", state["results"][seed],
                                                    train=state["trained"][seed]))
+            checks.extend(compliance_checks(ctx, ctx.stage_dir / "jobs" / f"seed{seed}", f"seed{seed}."))
         test = rule.test([float(state["results"][s].final.val_loss) for s in ran], ref_losses)
         decision["record_test"] = _test_record(rule, test, None)
         if design is not None and len(ran) in design.looks:

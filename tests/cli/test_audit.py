@@ -149,3 +149,26 @@ def test_campaign_folder(tmp_path: Path) -> None:
     arts = sorted((f.seed, f.observed) for f in report.findings if f.check == "artifact_bytes")
     assert arts == [(0, ARTIFACT[0]), (1, ARTIFACT[1]), (2, ARTIFACT[2])]
     assert all(f.ok is None for f in report.findings if f.check == "full_validation")  # no val shards here
+
+
+def test_gate_a_shows_the_audit_as_warnings(tmp_path: Path, shared_data: Path) -> None:
+    """gate-a with the fake trainer (tests/fixtures/pipeline_trainer.py): its reported total fits the
+    cap, but the shipped trainer file plus the model does not — a warning with observed and limit,
+    shown by `golfrun explain`, and the gate still decides on its score."""
+    from tests.fixtures.pipeline_campaign import FAKE_TRAINER, write_campaign
+
+    code = FAKE_TRAINER.stat().st_size
+    total = 16_000_000 - 10  # the trainer counts 1,000 code bytes: model = total − 1,000
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_ARTIFACT_BYTES": str(total)})
+    base = ["--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    for stage in ("verify-pod", "download-data", "gate-a"):
+        r = CliRunner().invoke(main, [stage, *base])
+        assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "runs" / "t" / "02-gate-a" / "summary.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    art = checks["compliance.artifact_bytes"]
+    assert (art["observed"], art["limit"], art["passed"], art["severity"]) == (total - 1000 + code, 16_000_000, False, "warn")
+    assert checks["compliance.eval_time"]["passed"] is True and checks["compliance.train_time"]["passed"] is True
+    assert summary["verdict"] == "PASS"
+    r = CliRunner().invoke(main, ["explain", "gate-a", *base])
+    assert "compliance.artifact_bytes" in r.output and f"{total - 1000 + code}" in r.output.replace(",", "")
