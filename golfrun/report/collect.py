@@ -321,8 +321,9 @@ def provenance(prov: Mapping[str, Any], facts: Mapping[str, Any], jobs: Sequence
     git = obj((prov.get("git") or [{}])[0]) if isinstance(prov.get("git"), list) else {}
     trainer, tp = obj(prov.get("trainer")), obj(prov.get("trainer_python"))
     attention = text(versions.get("attention"))
-    if attention is None and isinstance(facts.get("attention"), list):
-        attention = ", ".join(str(a) for a in facts["attention"]) or None
+    probed = obj(facts.get("facts")).get("attention")  # verify-pod: the kernels the machine offers
+    if attention is None and isinstance(probed, list):
+        attention = "available: " + ", ".join(str(a) for a in probed) if probed else None
     dirty = git.get("dirty")
     return Provenance(
         commit=text(git.get("commit")), dirty=dirty if isinstance(dirty, bool) else None,

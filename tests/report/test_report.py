@@ -101,7 +101,11 @@ def test_collect_survives_old_broken_and_absent_files(tmp_path: Path) -> None:
     for key in ("decision", "checks", "gpu_seconds_total", "cpu_seconds_total", "usd"):
         old.pop(key, None)
     (cdir / "02-gate-a" / "summary.json").write_text(json.dumps(old))
+    vp = json.loads((cdir / "00-verify-pod" / "summary.json").read_text())
+    vp["decision"]["facts"]["attention"] = ["sdpa", "fa3"]
+    (cdir / "00-verify-pod" / "summary.json").write_text(json.dumps(vp))
     data = collect(cdir)
+    assert data.provenance.attention == "available: sdpa, fa3"  # no results.json says which one ran
     assert [s.verdict for s in data.stages] == ["PASS", "PASS", "PASS", None, None, None]
     assert data.stage("ablation").problem.startswith("unreadable summary.json")  # type: ignore[union-attr]
     assert "gate-b: not run" in data.missing and "gate-a/seed0: SUCCEEDED, no final score" in data.missing
