@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from golfrun.audit import rules
 from golfrun.audit.rules import MIN_SEEDS, Finding
-from golfrun.errors import ProvenanceError, SummaryError
+from golfrun.errors import ProvenanceError, SummaryError, TrainerResultError
 from golfrun.fileio import dumps_json, write_text_atomic
 from golfrun.provenance.provenance import secret_values
 from golfrun.provenance.render import cell, fmt
@@ -244,16 +244,25 @@ def reproduce_command(campaign: "Campaign", variant_env: Mapping[str, str], seed
 # --------------------------------------------------------------------------- compliance and submission.json
 
 
-def findings(rows: list[SeedRow], source: str, shipped_code_bytes: int) -> list[Finding]:
-    """The audit's rules on each seed's figures (golfrun.audit.rules): the artifact as shipped is the
-    train_gpt.py this folder holds plus the compressed model. gate-a/gate-b and `golfrun audit`
-    also check the logs and score dumps themselves."""
+def findings(rows: list[SeedRow], source: str, shipped_code_bytes: int, campaign_dir: Path | None = None,
+             warnings: list[str] | None = None) -> list[Finding]:
+    """The audit's rules on each seed's figures (golfrun.audit.rules), then on each seed's job
+    folder (golfrun.audit.report: GPTQ time from the log, the validation split, the score dump).
+    The artifact as shipped is the train_gpt.py this folder holds plus the compressed model."""
+    from golfrun.audit.report import audit_job, data_split
+
     out: list[Finding] = []
+    split = data_split(campaign_dir) if campaign_dir is not None else None
     for r in rows:
         model = (r.result.get("artifact") or {}).get("model_bytes")
         out.append(rules.artifact_bytes(shipped_code_bytes, model, r.artifact_bytes, seed=r.seed))
         out.append(rules.train_time(None if r.train_time_ms is None else r.train_time_ms / 1000, None, seed=r.seed))
         out.append(rules.eval_time(None if r.eval_time_ms is None else r.eval_time_ms / 1000, seed=r.seed))
+        if split is not None and r.log is not None:
+            try:
+                out += [f for f in audit_job(r.log.parent, shipped_code_bytes, split) if f.ok is not None]
+            except TrainerResultError as exc:
+                (warnings if warnings is not None else []).append(f"seed {r.seed}: audit: {str(exc).splitlines()[0]}")
     out.append(rules.seeds(len(rows), detail=f"{len(rows)} seed(s) from {source}"))
     return out
 
@@ -389,9 +398,13 @@ def render_readme(sub: Mapping[str, Any], rows: list[SeedRow], ref: Mapping[str,
 # --------------------------------------------------------------------------- the folder
 
 
+LOG_RULES = {"full_validation": "whole validation split scored", "scored_once": "every target scored once",
+             "dump_matches_score": "score recomputed from the dump", "normalised": "distribution normalised"}
+
+
 def readme_checks(found: list[Finding], rt: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
     """One line per rule for the README and the warnings: met only when every seed shows it met."""
-    names = {"artifact_bytes": "artifact ≤ 16,000,000 bytes", "train_time": "train ≤ 600 s",
+    names = {"artifact_bytes": "artifact ≤ 16,000,000 bytes", "train_time": "train (incl. GPTQ) ≤ 600 s",
              "eval_time": "eval ≤ 600 s", "seeds": f"≥ {MIN_SEEDS} seeds"}
     out = []
     for key, name in names.items():
@@ -408,6 +421,12 @@ def readme_checks(found: list[Finding], rt: Mapping[str, Any]) -> list[tuple[str
             if missing:
                 detail += f" (not shown for seed {', '.join(missing)})"
         out.append((name, ok, detail))
+    for key, name in LOG_RULES.items():  # shown only where the runs' logs or dumps show them
+        mine = [f for f in found if f.check == key]
+        if mine:
+            bad = [f for f in mine if f.ok is not True]
+            detail = bad[0].describe() if bad else f"met for {len({f.seed for f in mine})} seed(s)"
+            out.append((name, not bad, detail))
     p = rt.get("p")
     out.append((f"record test p < {ALPHA}", isinstance(p, (int, float)) and p < ALPHA, f"p = {fmt(p, 6)}"))
     return out
@@ -452,9 +471,11 @@ def build_package(campaign: "Campaign", campaign_dir: Path, out: Path, *, date: 
     rt = welch(gb, [r.val_loss for r in rows], ref["losses"], campaign.gate_b.record_margin_nats)
     versions = rows[0].result.get("versions") or {}
     torch_version = versions.get("torch") or (prov.get("trainer_python") or {}).get("torch")
-    found = findings(rows, source, Path(campaign.trainer).stat().st_size if Path(campaign.trainer).is_file() else 0)
+    audit_notes: list[str] = []
+    code = Path(campaign.trainer).stat().st_size if Path(campaign.trainer).is_file() else 0
+    found = findings(rows, source, code, campaign_dir, audit_notes)
     checks = readme_checks(found, rt)
-    warnings = [f"rule not met: {n} ({d})" for n, ok, d in checks if not ok]
+    warnings = [f"rule not met: {n} ({d})" for n, ok, d in checks if not ok] + audit_notes
     warnings += [f"preserve.submission.{k} is empty; submission.json needs it" for k in ("author", "github_id")
                  if not getattr(meta, k)]
     sub = submission_json(campaign, rows, ref, rt, found, meta.hardware or hardware(rows, prov), torch_version, date)

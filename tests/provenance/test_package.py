@@ -227,3 +227,28 @@ def test_non_finite_statistics_never_reach_json(tmp_path: Path) -> None:
     assert "Infinity" not in text and "NaN" not in text
     sub = json.loads(text)
     assert sub["t_statistic"] is None and sub["welch_df"] is None and sub["p_value"] == 0.0
+
+
+def test_compliance_comes_from_the_audit_of_each_seeds_log(tmp_path: Path) -> None:
+    """Seed 1's job log shows (by its own timestamps) 587.1 s of training and 14 s of Hessians and
+    GPTQ after it, and a validation split cut to half: the package says so, from the audit."""
+    from golfrun.data.shards import write_shard
+
+    c = _campaign(tmp_path)
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    write_shard(cdir / "data" / "fineweb_val_000000.bin", [1] * 4097)  # 4,096 targets
+    stamp = 1_776_140_000
+    log = cdir / STAGE_DIRS["gate-b"] / "jobs" / "seed1" / "train_seed1.txt"
+    log.write_text("".join(f"{stamp + t:.3f} {line}\n" for t, line in [
+        (0.0, "val_tokens: 2048"),
+        (600.0, f"stopping_early: wallclock_cap train_time: {TRAIN_MS[1]:.0f}ms step: 4834/20000"),
+        (601.0, "GPTQ:collecting Hessians from calibration data..."),
+        (615.0, "Quantized weights:"),
+        (700.0, f"quantized_ttt_phased val_loss:{VAL_LOSS[1]:.8f} val_bpb:{VAL_BPB[1]:.8f} eval_time:{EVAL_MS[1]:.0f}ms"),
+    ]))
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    assert pkg.submission["compliance"]["train_under_600s"] is False
+    assert pkg.submission["compliance"]["full_validation_split"] is False
+    text = "\n".join(pkg.warnings)
+    assert "train (incl. GPTQ) ≤ 600 s (max 601.1 s)" in text
+    assert "whole validation split scored (seed 1: full_validation: VIOLATED (2,048 targets against 4,096)" in text
