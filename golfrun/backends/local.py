@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +55,8 @@ class _Running:
     started_monotonic: float
     cancel_reason: str | None = None
     final: JobStatus | None = None
+    gpu_busy_at: float = 0.0  # monotonic time nvidia-smi last showed a GPU computing
+    next_gpu_probe: float = 0.0
 
 
 class LocalBackend:
@@ -162,6 +165,10 @@ class LocalBackend:
             if limit is not None and time.monotonic() - running.started_monotonic > limit:
                 self._stop(running, f"TIMEOUT after {limit:g}s")
                 return self.poll(handle)
+            stall = running.job.stall_s
+            if stall and _stalled(running, stall):
+                self._stop(running, f"STALLED: no output and no GPU activity for {stall:g}s")
+                return self.poll(handle)
             return JobStatus(JobState.RUNNING, exit_code=None, backend_ids=[handle.id])
         tail = "\n".join(process.last_lines(TAIL_LINES))
         if running.cancel_reason is not None:
@@ -222,6 +229,36 @@ def reap_stale(workdir: Path | str, grace_s: float = 10.0) -> bool:
         transport.terminate_processes(procs, grace_s)
     _remove(workdir / PID_FILE)
     return bool(procs)
+
+
+def _stalled(running: _Running, stall_s: float) -> bool:
+    """No output line and no GPU activity for `stall_s`. nvidia-smi is asked only once the job has
+    been quiet a while, then at most every `every` seconds (GPU activity counts as a sign of life:
+    a long silent evaluation or compile on the GPU is not a hang)."""
+    now = time.monotonic()
+    quiet_since = max(running.process.last_output, running.gpu_busy_at)
+    every = max(1.0, min(30.0, stall_s / 4))
+    if now - quiet_since < every:
+        return False
+    if now >= running.next_gpu_probe:
+        running.next_gpu_probe = now + every
+        if gpu_busy():
+            running.gpu_busy_at = now
+            return False
+    return now - quiet_since > stall_s
+
+
+def gpu_busy() -> bool:
+    """Whether a GPU of this machine is computing now (nvidia-smi utilization > 0); False without
+    nvidia-smi, or when it does not answer within 15 s."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        out = transport.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                            timeout_s=15.0, check=False)
+    except TransportError:
+        return False
+    return any(v.strip().isdigit() and int(v.strip()) > 0 for v in out.stdout.splitlines())
 
 
 def _poll_foreign(handle: JobHandle) -> JobStatus:

@@ -109,6 +109,11 @@ class RunpodBackend:
     deadline_minutes: int = key(120, "the pod is terminated after this long, whatever happens", gt=0)
     budget_usd: float = key(0.0, "stop when the pod's cost reaches this; 0 = no cap beyond the deadline", ge=0)
     interruptible: bool = key(False, "ask for a spot (interruptible) pod")
+    max_rerolls: int = key(2, "a pod that never boots or that verify-pod finds slow or wrong (preflight, GPUs, "
+                              "disk) is terminated and another created, at most this many times; each pod's cost is "
+                              "kept in pod.json", ge=0)
+    max_usd_per_hour: float = key(0.0, "a created pod whose rate is above this is terminated at once, before anything "
+                                       "runs on it; 0 = no cap", ge=0)
 
     def all_ports(self) -> list[str]:
         return self.ports if "22/tcp" in self.ports else [*self.ports, "22/tcp"]
@@ -141,11 +146,6 @@ class VerifyPod:
     git_commit: str = key("", "commit the checkout must contain; \"\" = no pin", pattern=r"[0-9a-fA-F]{4,40}|")
     git_pin: str = key("ancestor", "how git_commit is checked: contained in HEAD's history, or HEAD itself",
                        choices=("ancestor", "exact"))
-    preflight: str = key("auto", "the preflight benchmark (bf16 matmul, NCCL all-reduce, host-to-device copy, "
-                                 "attention forward+backward, data read speed; docs/pipeline.md): \"auto\" = when "
-                                 "gpu_count > 0, \"on\", \"off\"", choices=("auto", "on", "off"))
-    min_perf_fraction: float = key(0.8, "a preflight figure below this fraction of what golfrun/preflight_expected.py "
-                                        "expects of the GPU model is a KILL", gt=0, le=1)
     preflight: str = key("auto", "the preflight benchmark (bf16 matmul, NCCL all-reduce, host-to-device copy, "
                                  "attention forward+backward, data read speed; docs/pipeline.md): \"auto\" = when "
                                  "gpu_count > 0, \"on\", \"off\"", choices=("auto", "on", "off"))
@@ -293,6 +293,26 @@ class CompileCache:
                        "on RunPod the pod's disk); a subfolder per trainer/torch/CUDA/GPU key")
 
 
+@dataclass(frozen=True)
+class Budget:
+    usd: float = key(0.0, "money the whole campaign may spend, on any backend: a stage whose planned jobs would pass it "
+                          "(spent + its estimate, golfrun/budget.py) is not started, exit 4; needs a price "
+                          "(usd_per_gpu_hour or the RunPod pod's rate) to estimate; 0 = no limit", ge=0)
+    gpu_hours: float = key(0.0, "device-hours the whole campaign may hold (GPU-hours; process-hours on a CPU-only "
+                                "run), held the same way; 0 = no limit", ge=0)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    gate_a_s: float = key(0.0, "deadline of each gate-a job in seconds, then it is cancelled and the stage is ERROR; "
+                               "0 = 1.5 × (gate_a.max_train_seconds + gate_a.max_eval_seconds) + 900", ge=0)
+    ablation_s: float = key(0.0, "deadline of each ablation job in seconds; 0 = as gate_a_s's default", ge=0)
+    gate_b_s: float = key(0.0, "deadline of each gate-b job in seconds; 0 = as gate_a_s's default", ge=0)
+    stall_s: float = key(1200.0, "a job that prints no line and shows no GPU activity (nvidia-smi utilization, where "
+                                 "there is one) for this many seconds is stopped: ERROR with its log's tail; 0 = never",
+                         ge=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the root
 
@@ -316,11 +336,14 @@ class CampaignFields:
     gate_b: GateB = section(GateB, "stage 04: confirm the promoted variant across seeds")
     preserve: Preserve = section(Preserve, "stage 05: keep everything")
     compile_cache: CompileCache = section(CompileCache, "one torch.compile cache shared by the campaign's jobs")
+    budget: Budget = section(Budget, "money and device-time the whole campaign may use (`golfrun spend` shows them)")
+    timeouts: Timeouts = section(Timeouts, "when a trainer job is given up: per-stage deadlines, the stall detector")
 
 
 SECTION_TYPES: tuple[type, ...] = (
     LocalBackend, SlurmContainer, SlurmBackend, RunpodBackend, Backend, VerifyPod, Synthetic, Data,
-    Reference, GateA, Variant, Ablation, GateB, Submission, Preserve, CompileCache, CampaignFields,
+    Reference, GateA, Variant, Ablation, GateB, Submission, Preserve, CompileCache, Budget, Timeouts,
+    CampaignFields,
 )
 
 

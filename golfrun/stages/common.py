@@ -386,6 +386,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         workdir=str(folder),
         nproc_per_node=spec.nproc_per_node,
         time_limit_s=spec.time_limit_s,
+        stall_s=float(ctx.campaign.timeouts.stall_s) or None,
         log_name=LOG_NAME,
     )
     ctx.log(f"{ctx.stage}: job {spec.name}: starting ({spec.mode}, seed {spec.seed})")
@@ -566,9 +567,12 @@ def reference_index(ctx: "StageContext", seed: int) -> int | None:
 
 
 def time_limit(ctx: "StageContext") -> float:
-    """A job's deadline: the gate's train and eval caps with room for compile and serialization."""
+    """A job's deadline: the stage's `[timeouts]` key, else the gate's train and eval caps with room
+    for compile and serialization."""
+    t = ctx.campaign.timeouts
+    explicit = {"gate-a": t.gate_a_s, "ablation": t.ablation_s, "gate-b": t.gate_b_s}.get(ctx.stage, 0.0)
     g = ctx.campaign.gate_a
-    return 1.5 * (float(g.max_train_seconds) + float(g.max_eval_seconds)) + 900.0
+    return float(explicit) or 1.5 * (float(g.max_train_seconds) + float(g.max_eval_seconds)) + 900.0
 
 
 def nproc(ctx: "StageContext") -> int:

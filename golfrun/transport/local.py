@@ -111,6 +111,7 @@ class LocalProcess:
         self.pid = popen.pid
         self.log_path = log_path
         self.started_at = time.time()
+        self.last_output = time.monotonic()  # when the job last printed a line (its start, before any)
         self._log = log_file
         self._redact = LineRedactor(secret_values)
         self._on_line = on_line
@@ -127,6 +128,7 @@ class LocalProcess:
         assert self.popen.stdout is not None
         try:
             for raw in iter(self.popen.stdout.readline, b""):
+                self.last_output = time.monotonic()
                 line = self._redact(raw.decode("utf-8", errors="replace"))
                 if not line:  # inside a private-key block
                     continue

@@ -251,3 +251,41 @@ def test_live_output_feeds_the_progress_display(tmp_path: Path) -> None:
     lines = out.getvalue().splitlines()
     assert "[gate-a] seed0  train  500/20000  loss 3.2523  val_bpb 3.4874  8.20M tok/s  ETA 0s" in lines
     assert lines[-1] == "[gate-a] seed0  done  loss 3.2523  val_bpb 1.0722  8.20M tok/s  SUCCEEDED"
+
+
+def _silent_trainer(tmp_path: Path) -> str:
+    script = tmp_path / "silent_trainer.py"
+    script.write_text("import time\nprint('loading', flush=True)\nprint('step 1', flush=True)\ntime.sleep(600)\n")
+    return str(script)
+
+
+def test_a_silent_job_is_stopped_as_stalled_with_its_log_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-gpu") + os.pathsep + "/usr/bin:/bin")  # no nvidia-smi here
+    backend = LocalBackend(grace_s=1)
+    j = Job(name="quiet", script=_silent_trainer(tmp_path), env={}, workdir=str(tmp_path / "quiet"), stall_s=1.0)
+    status = wait(backend, backend.submit(j), deadline_s=60, poll_interval_s=0.1)
+    assert status.state is JobState.CANCELLED
+    assert status.reason == "STALLED: no output and no GPU activity for 1s"
+    assert (tmp_path / "quiet" / "job.log").read_text() == "loading\nstep 1\n"
+
+
+def test_gpu_activity_keeps_a_silent_job_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in nvidia-smi on PATH (this machine has no GPU) reports the utilization in a file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    util = tmp_path / "util"
+    util.write_text("0\n87\n")  # two GPUs, one busy
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\ncat {util}\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    backend = LocalBackend(grace_s=1)
+    j = Job(name="gpu", script=_silent_trainer(tmp_path), env={}, workdir=str(tmp_path / "gpu"), stall_s=1.0)
+    handle = backend.submit(j)
+    end = time.monotonic() + 3.0  # three stall periods of silence, the GPU busy throughout
+    while time.monotonic() < end:
+        assert backend.poll(handle).state is JobState.RUNNING
+        time.sleep(0.1)
+    util.write_text("0\n0\n")  # the GPU goes idle: a hang
+    status = wait(backend, handle, deadline_s=60, poll_interval_s=0.1)
+    assert status.state is JobState.CANCELLED and status.reason.startswith("STALLED")
