@@ -75,6 +75,9 @@ SCORE_FORMATS: tuple[ScoreFormat, ...] = (
          "final_sliding_window_exact val_loss:1.95627871 val_bpb:1.15861696"),
     _row("int6-sliding-window", r"final_int6_sliding_window(?:_exact)?", "score",
          "final_int6_sliding_window_exact val_loss:1.89430000 val_bpb:1.12190000"),
+    # a second sliding-window pass at stride 64 (or the same one repeated under this name), printed last
+    _row("int6-sliding-window-s64", r"final_int6_sliding_window_s64(?:_exact)?", "score",
+         "final_int6_sliding_window_s64_exact val_loss:1.89120000 val_bpb:1.12010000"),
     _row("sliding", r"final_sliding", "score",
          "final_sliding val_loss:2.9869 val_bpb:1.1565 (stride=16, T=0.90) eval_time:429311ms"),
     _row("baseline-int8-zlib", r"final_int8_zlib_roundtrip(?:_exact)?", "score",

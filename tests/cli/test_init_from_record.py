@@ -110,3 +110,18 @@ def test_bad_folders_are_usage_errors(tmp_path: Path) -> None:
     assert code == 0
     code, output, _ = _init(tmp_path, BASELINE)
     assert code == 2 and "exists" in output
+
+
+def test_a_named_data_variant_is_marked_not_guessed(tmp_path: Path) -> None:
+    """A record on the CaseOps export names a variant golfrun's downloader does not know."""
+    folder = tmp_path / "caseops"
+    shutil.copytree(PR1610, folder)
+    for log in (folder / "logs").glob("*.txt"):
+        log.write_text(log.read_text().replace("fineweb10B_sp8192", "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"))
+    rec = read_record_folder(folder)
+    assert rec.variant == "sp8192_lossless_caps_caseops_v1_reserved"
+    code, output, out = _init(tmp_path, folder)
+    assert code == 0
+    assert "UNRESOLVED data.variant: the logs name the variant 'sp8192_lossless_caps_caseops_v1_reserved'" in output
+    with pytest.raises(CampaignError, match=r"data\.(variant|source): 'UNRESOLVED: "):
+        load_campaign(out)

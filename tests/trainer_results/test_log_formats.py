@@ -63,14 +63,14 @@ def test_label_stops_at_key_value_words() -> None:
 
 def test_unknown_score_line_after_the_last_known_score_is_an_error() -> None:
     text = (FORMATS / "int6-sliding-window.log").read_text() + \
-        "1776200200.000 final_int6_sliding_window_s64_exact val_loss:1.89120000 val_bpb:1.12010000\n"
+        "1776200200.000 final_ogd val_loss:1.89120000 val_bpb:1.12010000\n"
     with pytest.raises(TrainerResultError) as exc:
         parse_record_log(text)
     message = str(exc.value)
-    assert "unknown final-score format 'final_int6_sliding_window_s64_exact'" in message
+    assert "unknown final-score format 'final_ogd'" in message
     # the last score-like lines are quoted, the unknown one among them
     assert "final_int6_sliding_window_exact val_loss:1.89430000" in message
-    assert message.rstrip().endswith("final_int6_sliding_window_s64_exact val_loss:1.89120000 val_bpb:1.12010000")
+    assert message.rstrip().endswith("final_ogd val_loss:1.89120000 val_bpb:1.12010000")
 
 
 def test_unknown_only_is_an_error_and_load_results_names_the_file(tmp_path: Path) -> None:
