@@ -17,6 +17,8 @@ from golfrun.trainer.results import TrainerResult, parse_record_log
 
 # Per-run environment the records' loops set themselves; never part of the campaign's trainer_env.
 PER_RUN_ENV = {"SEED", "RUN_ID"}
+# Data paths older scripts read instead of DATA_DIR (the naive baseline's DATA_PATH, TOKENIZER_PATH).
+RELATIVE_DATA_ENV = {"DATA_PATH", "TOKENIZER_PATH"}
 LOG_GLOBS = ("train_seed*.log", "train*.log", "logs/*.txt", "logs/*.log", "*.log", "*.txt")
 NOT_LOGS = {"requirements.txt", "README.md"}
 _SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)|^train(\d+)$")
@@ -178,6 +180,9 @@ def _read_run_command(rec: RecordFolder, readme: Path) -> None:
     for m in re.finditer(r"(?m)^\s*export\s+([A-Z_][A-Z0-9_]*)=(\S+)", joined[:line_start]):
         env.setdefault(m.group(1), m.group(2).strip("\"'"))
     rec.env = {k: v for k, v in env.items() if k not in PER_RUN_ENV}
+    for key in sorted(k for k, v in rec.env.items() if k in RELATIVE_DATA_ENV and not v.startswith("/")):
+        rec.notes.append(f"README: {key}={rec.env[key]} is relative to the folder the record ran in; golfrun passes "
+                         f"DATA_DIR (the downloaded data, data.dir) — point {key} into it if the script reads {key}")
     nproc = _NPROC.search(joined[line_start:line_end if line_end > 0 else None])
     if nproc:
         rec.nproc = int(nproc.group(1))

@@ -58,6 +58,7 @@ def test_old_int8_zlib_roundtrip_baseline(tmp_path: Path) -> None:
     assert c.trainer_env == {"DATA_PATH": "./data/datasets/fineweb10B_sp1024/", "MAX_WALLCLOCK_SECONDS": "600",
                              "TOKENIZER_PATH": "./data/tokenizers/fineweb_1024_bpe.model", "VOCAB_SIZE": "1024"}
     assert "RUN_ID" not in c.trainer_env  # per-run: golfrun sets it for each job
+    assert "# note: README: DATA_PATH=./data/datasets/fineweb10B_sp1024/ is relative to the folder" in out.read_text()
     assert (c.data.source, c.data.variant, c.data.train_shards) == ("hf:willdepueoai/parameter-golf", "sp1024", 80)
     assert c.backend.local.nproc_per_node == 8
     # an early submission.json without seed_results: only its mean is compared, and said so
