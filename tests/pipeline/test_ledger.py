@@ -137,3 +137,23 @@ def test_old_summary_schema_stays_readable() -> None:
            "jobs": [{"name": "seed0", "env": {}, "backend": "local", "cached": False, "duration_s": 5.0}]}
     s = Summary.from_dict(old)
     assert s.gpu_seconds_total == 0.0 and s.usd is None and s.jobs[0].gpu_seconds == {}
+
+
+def test_a_log_only_trainer_gives_what_its_lines_allow(tmp_path: Path, shared_data: Path) -> None:
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_LOG_ONLY": "1", "FAKE_TRAIN_MS": "4000"})
+    for stage in ("verify-pod", "download-data", "gate-a"):
+        result = golfrun(tmp_path, stage)
+        assert result.exit_code == 0, result.output
+    job = summary(tmp_path, "02-gate-a")["jobs"][0]
+    g = job["gpu_seconds"]  # no results.json: train and eval from the logged times, the rest is "other"
+    assert g["train"] == pytest.approx(4.0) and g["eval"] == pytest.approx(1.5) and g["serialize"] == 0.0
+    assert g["total"] == pytest.approx(g["train"] + g["eval"] + g["startup"] + g["other"], abs=0.01)
+
+
+def test_the_price_is_the_campaigns_else_the_pods_rate_per_gpu() -> None:
+    from golfrun import ledger
+
+    assert ledger.price_per_gpu_hour(2.5, {"cost_per_hr": 21.5, "gpu_count": 8}) == 2.5
+    assert ledger.price_per_gpu_hour(0.0, {"cost_per_hr": 21.5, "gpu_count": 8}) == pytest.approx(2.6875)
+    assert ledger.price_per_gpu_hour(0.0, None) is None and ledger.usd(3600.0, None) is None
+    assert ledger.usd(7200.0, 2.6875) == pytest.approx(5.375)
