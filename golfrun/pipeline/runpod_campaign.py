@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golfrun.backends.runpod import pods
 from golfrun.backends.runpod import remote as rp
@@ -26,6 +26,9 @@ from golfrun.backends.runpod.api import RunpodClient
 from golfrun.errors import BackendError, GolfrunError, TransportError
 from golfrun.pipeline.remote import RemoteOptions
 from golfrun.secrets import is_secret_name, redact_text
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
 
 Log = Callable[[str], None]
 MAX_PODS = 3  # one campaign run uses at most this many pods (the first + resumes after losses)
@@ -51,7 +54,7 @@ class FollowTiming:
     pull_every_s: float = 120.0  # bring finished summaries home while the run goes on (a lost pod loses less)
 
 
-def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log: Log, *,
+def run_campaign(campaign: "Campaign", campaign_dir: Path, options: RemoteOptions, log: Log, *,
                  timing: Mapping[str, float] | None = None, follow_timing: FollowTiming | None = None) -> int:
     """Run the campaign on a pod. Returns the exit code of `golfrun run-all` on the pod (0 when
     detached). `timing` overrides RunpodSettings' wait limits (tests use short ones)."""
@@ -61,7 +64,7 @@ def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log:
     campaign_dir = Path(campaign_dir)
     forwarded = forwarded_env(campaign)
     if options.dry_run:
-        return _dry_run(campaign, settings, log)
+        return plan_campaign(campaign, log)
     client = RunpodClient.from_env(log=log)
     campaign_dir.mkdir(parents=True, exist_ok=True)
     from golfrun.pipeline.lock import CampaignLock
@@ -71,7 +74,7 @@ def run_campaign(campaign: Any, campaign_dir: Path, options: RemoteOptions, log:
         return _run_locked(client, campaign, settings, campaign_dir, options, forwarded, log, follow_timing)
 
 
-def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettings, campaign_dir: Path,
+def _run_locked(client: RunpodClient, campaign: "Campaign", settings: pods.RunpodSettings, campaign_dir: Path,
                 options: RemoteOptions, forwarded: Mapping[str, str], log: Log, follow_timing: FollowTiming | None) -> int:
     scrub = list(forwarded.values())
     say: Log = lambda text: log(redact_text(text, scrub))  # noqa: E731
@@ -95,14 +98,14 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
                                 budget_usd=settings.budget_usd, workdir=settings.workdir)
     record.budget_usd, record.workdir, record.api_url = settings.budget_usd, settings.workdir, client.base_url
     paths = rp.PodPaths(settings.workdir, campaign.name)
-    used = 0
+    used, rerolls = 0, 0
     while True:
         if settings.budget_usd and record.cost_so_far() >= settings.budget_usd:
             raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
                                 f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); no new pod")
         if not record.live:
             used += 1
-            if used > MAX_PODS:
+            if used > MAX_PODS + rerolls:
                 raise BackendError(f"gave up after {MAX_PODS} pods were lost; see {pods.record_path(campaign_dir)}")
             pods.create(client, settings, campaign_dir, record, say)
         transport = None
@@ -137,8 +140,20 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
             record = pods.retire(record)
             pods.save_record(campaign_dir, record)
             say(f"resuming on a new pod {record.name} from the summaries pulled so far")
+        except pods.PodError as broken:  # never booted: stuck, ERROR, a restart loop, no GPUs, no SSH
+            if not _end_for_reroll(client, settings, campaign_dir, record, options, f"did not boot: {broken}",
+                                   rerolls, say):
+                raise
+            rerolls, record = rerolls + 1, pods.retire(record)
+            pods.save_record(campaign_dir, record)
         except VerifyFailed as failed:
             say(str(failed))
+            slow = _machine_failures(campaign_dir)
+            if slow and not _budget_spent(settings, record) and _end_for_reroll(
+                    client, settings, campaign_dir, record, options, f"verify-pod: {', '.join(slow)}", rerolls, say):
+                rerolls, record = rerolls + 1, pods.retire(record)
+                pods.save_record(campaign_dir, record)
+                continue
             _finish(client, campaign_dir, record, options, "verify-pod failed", say)
             if _budget_spent(settings, record):
                 # the in-pod timer ended the pod while verify-pod ran: the budget, not the machine, stopped it
@@ -170,7 +185,42 @@ def _run_locked(client: RunpodClient, campaign: Any, settings: pods.RunpodSettin
                 transport.close()
 
 
-def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any, campaign_dir: Path,
+# verify-pod checks that another pod of the same request may pass (the machine, not the campaign)
+_MACHINE_CHECKS = ("gpu_count", "gpu_name", "gpu_form_factor", "free_disk_gb")
+
+
+def _machine_failures(campaign_dir: Path) -> list[str]:
+    """The failed checks of the pulled verify-pod summary when every one is about the machine
+    (preflight figures, GPUs, disk), so that another pod may pass; [] otherwise."""
+    import json
+
+    try:
+        doc = json.loads((campaign_dir / "00-verify-pod" / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    failed = [c for c in doc.get("checks") or [] if not c.get("passed") and c.get("severity", "fail") == "fail"]
+    names = [str(c.get("name")) for c in failed]
+    machine = all(n.startswith("preflight:") or n in _MACHINE_CHECKS for n in names)
+    return [f"{c['name']} {c.get('observed')} (limit {c.get('op')} {c.get('limit')})" for c in failed] if names and machine else []
+
+
+def _end_for_reroll(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Path, record: pods.PodRecord,
+                    options: RemoteOptions, why: str, rerolls: int, say: Log) -> bool:
+    """Terminate a slow or broken pod (its cost stays in pod.json); True when another may be
+    created ([backend.runpod] max_rerolls not used up). --keep leaves it for a person."""
+    if options.keep:
+        say(f"--keep: pod {record.pod_id} is left running ({why}); end it with `golfrun pod down`")
+        return False
+    pods.terminate(client, campaign_dir, record, f"re-roll: {why}"[:300], say)
+    if rerolls >= settings.max_rerolls:
+        say(f"no re-roll left ([backend.runpod] max_rerolls = {settings.max_rerolls}); pods so far cost "
+            f"{record.cost_so_far():.4f} USD")
+        return False
+    say(f"re-roll {rerolls + 1} of {settings.max_rerolls}: pod {record.pod_id} ended ({why}); creating another")
+    return True
+
+
+def bring_up(client: RunpodClient, settings: pods.RunpodSettings, campaign: "Campaign", campaign_dir: Path,
              record: pods.PodRecord, paths: rp.PodPaths, forwarded: Mapping[str, str], options: RemoteOptions,
              log: Log) -> Any:
     """From a created pod to a detached run (or to an already started one): returns the transport."""
@@ -211,7 +261,7 @@ def _ended_by_budget_deadline(settings: pods.RunpodSettings, record: pods.PodRec
     return record.deadline_epoch - record.running_since_epoch < settings.deadline_minutes * 60.0 - 60.0
 
 
-def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, campaign: Any, campaign_dir: Path,
+def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, campaign: "Campaign", campaign_dir: Path,
                        record: pods.PodRecord, paths: rp.PodPaths, forwarded: Mapping[str, str],
                        options: RemoteOptions, log: Log, transport: Any) -> None:
     rp.ensure_state_dir(transport, paths)
@@ -236,7 +286,7 @@ def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, camp
     rp.push_runs(transport, campaign_dir, paths)
     _write_info(transport, record, paths)
     force = list(options.force)
-    if record.earlier_pods and not force and not getattr(campaign.data, "dir", ""):
+    if record.earlier_pods and not force and not campaign.data.dir:
         # The summaries came back from the lost pod, the dataset did not (it never leaves a pod):
         # download-data must build it again; later stages then find their jobs cached one by one.
         force = ["download-data"]
@@ -312,10 +362,10 @@ def follow(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Pa
         time.sleep(timing.log_poll_s)
 
 
-def forwarded_env(campaign: Any, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def forwarded_env(campaign: "Campaign", env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables of `[backend.runpod] forward_env` that are set here (they go to the pod's run)."""
     env = os.environ if env is None else env
-    names = list(getattr(getattr(getattr(campaign, "backend", None), "runpod", None), "forward_env", None) or [])
+    names = list(campaign.backend.runpod.forward_env)
     for name in names:
         if name.upper() in ("RUNPOD_API_KEY", "RUNPOD_API_URL"):
             raise BackendError(f"[backend.runpod] forward_env: {name} is never sent to a pod (the pod has its own key)")
@@ -356,9 +406,12 @@ def _show_output(step: Any, log: Log) -> None:
         log(f"[pod] {line}")
 
 
-def _dry_run(campaign: Any, settings: pods.RunpodSettings, log: Log) -> int:
+def plan_campaign(campaign: "Campaign", log: Log) -> int:
+    """--dry-run: the pod that would be created (secrets masked) and what would run on it."""
     import json
 
+    settings = pods.RunpodSettings.from_campaign(campaign)
+    forwarded_env(campaign)  # a forbidden forward_env name is an error here too
     body = pods.create_body(settings, pods.pod_name(campaign.name, "<id>"), "<per-run ssh public key>")
     body["env"] = {k: ("***" if is_secret_name(k) else v) for k, v in body["env"].items()}
     log("dry run: would create this pod (POST /v2/pods) and run the campaign on it:")

@@ -184,6 +184,7 @@ def test_pod_created_by_an_interrupted_run_is_adopted_not_duplicated(fake_runpod
     orphan = fake_runpod.create_orphan("golfrun-tiny-dead01")
     lines: list[str] = []
     with pytest.raises(pods.PodError):  # its key is not this laptop's: SSH cannot log in, and it is ended
-        run_campaign(load(pod_workdir), cdir, RemoteOptions(), lines.append, timing={**FAST, "ssh_timeout_s": 2.0})
+        run_campaign(load(pod_workdir, {"backend.runpod.max_rerolls": 0}), cdir, RemoteOptions(), lines.append,
+                     timing={**FAST, "ssh_timeout_s": 2.0})  # no re-roll: tests/runpod/test_rerolls.py
     assert any(f"found pod {orphan}" in line for line in lines)
     assert fake_runpod.count("POST", "/v2/pods") == 0 and fake_runpod.live_pods() == []

@@ -14,12 +14,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from golfrun.backends.runpod.api import Pod, RunpodClient
 from golfrun.errors import BackendError, CampaignError
+from golfrun.fileio import now_iso, write_text_atomic
 
 POD_JSON = "pod.json"
 POD_DIR = ".pod"  # laptop-only: SSH private key and known_hosts
@@ -37,6 +38,10 @@ Log = Callable[[str], None]
 
 class PodError(BackendError):
     """A pod could not be brought up or kept: stuck, restarting, no GPUs, gone."""
+
+
+class PriceCapError(BackendError):
+    """A created pod costs more per hour than [backend.runpod] max_usd_per_hour allows."""
 
 
 class PodLostError(PodError):
@@ -66,6 +71,8 @@ class RunpodSettings:
     deadline_minutes: float = 120.0
     budget_usd: float = 0.0  # 0 = no budget
     interruptible: bool = False
+    max_rerolls: int = 2  # slow or broken pods replaced by another, at most this many times
+    max_usd_per_hour: float = 0.0  # 0 = no cap on the pod's rate
     ready_timeout_s: float = 1200.0  # PROVISIONING → RUNNING with ssh.direct (large images pull slowly)
     settle_s: float = 20.0  # RUNNING this long without a restart before it counts as up
     poll_s: float = 5.0
@@ -106,6 +113,8 @@ class RunpodSettings:
             raise CampaignError(f"{where} workdir = {self.workdir!r}: must be an absolute path on the pod")
         if self.deadline_minutes <= 0:
             raise CampaignError(f"{where} deadline_minutes = {self.deadline_minutes}: must be > 0 (the pod ends itself then)")
+        if self.max_rerolls < 0 or self.max_usd_per_hour < 0:
+            raise CampaignError(f"{where} max_rerolls and max_usd_per_hour must be >= 0")
         if self.budget_usd < 0:
             raise CampaignError(f"{where} budget_usd = {self.budget_usd}: must be >= 0 (0 = none)")
         for port in self.ports:
@@ -234,19 +243,10 @@ def load_record(campaign_dir: Path) -> PodRecord | None:
 
 def save_record(campaign_dir: Path, record: PodRecord) -> None:
     """Atomic (temp + fsync + rename): the pod id must survive a crash right after create."""
-    path = record_path(campaign_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    data = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(record_path(campaign_dir), json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+_now_iso = now_iso  # the name runpod_campaign.py uses
 
 
 def _epoch(iso: str) -> float | None:
@@ -299,6 +299,12 @@ def create(client: RunpodClient, settings: RunpodSettings, campaign_dir: Path, r
     record.cost_per_hr, record.gpu_type, record.gpu_count = pod.cost_per_hr, pod.gpu_id, pod.gpu_count
     save_record(campaign_dir, record)
     log(f"pod {pod.id} created ({pod.status}); its id is in {record_path(campaign_dir)}")
+    if settings.max_usd_per_hour and pod.cost_per_hr > settings.max_usd_per_hour:
+        why = (f"its rate {pod.cost_per_hr:.2f} USD/h is above [backend.runpod] max_usd_per_hour = "
+               f"{settings.max_usd_per_hour:.2f}")
+        terminate(client, campaign_dir, record, f"price cap: {why}", log)
+        raise PriceCapError(f"pod {pod.id} ({settings.gpu_count}x {settings.gpu_type}) was terminated before anything "
+                            f"ran on it: {why}")
     return record
 
 
