@@ -151,8 +151,8 @@ def test_campaign_folder(tmp_path: Path) -> None:
     assert all(f.ok is None for f in report.findings if f.check == "full_validation")  # no val shards here
 
 
-def test_gate_a_shows_the_audit_as_warnings(tmp_path: Path, shared_data: Path) -> None:
-    """gate-a with the fake trainer (tests/fixtures/pipeline_trainer.py): its reported total fits the
+def test_gates_show_the_audit_as_warnings(tmp_path: Path, shared_data: Path) -> None:
+    """gate-a and gate-b with the fake trainer (tests/fixtures/pipeline_trainer.py): its reported total fits the
     cap, but the shipped trainer file plus the model does not — a warning with observed and limit,
     shown by `golfrun explain`, and the gate still decides on its score."""
     from tests.fixtures.pipeline_campaign import FAKE_TRAINER, write_campaign
@@ -172,3 +172,14 @@ def test_gate_a_shows_the_audit_as_warnings(tmp_path: Path, shared_data: Path) -
     assert summary["verdict"] == "PASS"
     r = CliRunner().invoke(main, ["explain", "gate-a", *base])
     assert "compliance.artifact_bytes" in r.output and f"{total - 1000 + code}" in r.output.replace(",", "")
+    # gate-b: one set per seed it ran (seed<N>.compliance.<rule>)
+    for stage in ("ablation", "gate-b"):
+        r = CliRunner().invoke(main, [stage, *base])
+        assert r.exit_code in (0, 10, 11), r.output
+    gb = json.loads((tmp_path / "runs" / "t" / "04-gate-b" / "summary.json").read_text())
+    names = {c["name"]: c for c in gb["checks"]}
+    ran = [p.name for p in (tmp_path / "runs" / "t" / "04-gate-b" / "jobs").iterdir()]
+    assert ran
+    for job in ran:
+        art = names[f"{job}.compliance.artifact_bytes"]
+        assert art["passed"] is False and art["severity"] == "warn" and art["limit"] == 16_000_000
