@@ -43,3 +43,7 @@ class TrainerResultError(GolfrunError):
 
 class ProvenanceError(GolfrunError):
     """Packaging, checksum verification or an upload failed."""
+
+
+class BudgetError(GolfrunError):
+    """Starting a stage would pass the campaign's [budget] (USD or GPU-hours); nothing was started."""

@@ -39,6 +39,7 @@ EXIT_CODES = {
 }
 EXIT_USAGE = 2  # bad input: campaign, --set, arguments
 EXIT_LOCKED = 3  # another run holds the campaign lock
+EXIT_BUDGET = 4  # a stage would pass the campaign's [budget]; it was not started (golfrun/budget.py)
 
 
 @dataclass

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from golfrun import __version__
-from golfrun.errors import CampaignError, GolfrunError, LockError, UsageError
+from golfrun.errors import BudgetError, CampaignError, GolfrunError, LockError, UsageError
 from golfrun.runners.base import REGISTRY as RUNNERS
-from golfrun.summary import EXIT_CODES, EXIT_LOCKED, EXIT_USAGE, STAGES, Verdict
+from golfrun.summary import EXIT_BUDGET, EXIT_CODES, EXIT_LOCKED, EXIT_USAGE, STAGES, Verdict
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
@@ -58,6 +58,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), EXIT_USAGE)
         except LockError as exc:
             fail(str(exc), EXIT_LOCKED)
+        except BudgetError as exc:
+            fail(str(exc), EXIT_BUDGET)
         except GolfrunError as exc:
             fail(str(exc), EXIT_CODES[Verdict.ERROR])
         except OSError as exc:  # a full or read-only disk outside a stage (the engine handles those inside)

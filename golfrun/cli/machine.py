@@ -1,6 +1,7 @@
-"""`golfrun preflight`: the machine, measured by hand.
+"""`golfrun preflight` and `golfrun spend`: the machine and the money, by hand.
 
     golfrun preflight [--campaign …] [--json]    measure this machine (docs/pipeline.md, verify-pod)
+    golfrun spend [--runs-dir runs] [--json]      money and GPU-hours per campaign under a runs folder
 
 Library modules are imported inside the commands so `golfrun --help` stays fast.
 """
@@ -18,6 +19,7 @@ from golfrun.cli import campaign_dir, campaign_options, guarded, load
 
 def register(group: click.Group) -> None:
     group.add_command(preflight_command)
+    group.add_command(spend_command)
 
 
 @click.command("preflight")
@@ -52,3 +54,20 @@ def preflight_command(ctx: click.Context, campaign_spec: str | None, overrides: 
         click.echo(preflight.render(figures, found))
         click.echo(f"{verdict.value}: {reasons[0] if reasons else ''}")
     ctx.exit(EXIT_CODES[verdict])
+
+
+@click.command("spend")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="The runs folder whose campaigns are listed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@guarded
+def spend_command(runs_dir: Path, as_json: bool) -> None:
+    """Money and GPU-hours per campaign, for every campaign under the runs folder (summaries'
+    ledger; RunPod pods' own cost, re-rolled and lost pods included)."""
+    from golfrun import budget
+
+    rows = budget.spend_table(runs_dir)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        click.echo(budget.render_spend(rows))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golfrun import stages
+from golfrun import budget, stages
 from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.fileio import now_iso, os_error_text, remove_stale_temps, sha256_file, sha256_text
 from golfrun.pipeline import forced as force_marker, summaries
@@ -269,6 +269,8 @@ class Engine:
             self.on_stage(stage)
         ctx.job_cache = job_cache
         ctx.force_token = pending.token if pending is not None else ""
+        if stages.spec(stage).runs_jobs:  # [budget]: BudgetError before anything of the stage starts
+            budget.check_stage(ctx, lambda: stage_module(stage).plan(ctx))
         self.log(f"{stage}: running ({why})")
         started = now_iso()
         t0 = time.monotonic()
