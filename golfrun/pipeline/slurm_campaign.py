@@ -95,8 +95,15 @@ def array_size(campaign: Any, stage: str) -> int:
         eval_only = any(str(campaign.variant_mode(v)).startswith("eval_only") for v in variants)
         return len(variants) + (1 if eval_only else 0)
     if stage == "gate-b":
-        return len(list(campaign.gate_b.seeds))
+        g = campaign.gate_b
+        seeds = len(list(g.seeds)[: g.max_seeds or None])
+        return min(int(g.wave_size), seeds) if g.wave_size else seeds  # waves: one array per wave
     return 1
+
+
+def in_waves(campaign: Any, stage: str) -> bool:
+    """gate-b's seeds run in waves: one job array and aggregation job per wave, whatever its size."""
+    return stage == "gate-b" and int(campaign.gate_b.wave_size) > 0
 
 
 def stage_time(settings: Any, stage: str) -> str:
@@ -167,7 +174,7 @@ def plan_submissions(campaign: Any, paths: ClusterPaths, force: tuple[str, ...] 
                                    [x.key for x in subs], "afterany"))
             break
         after = [previous] if previous else []
-        if stage in ARRAY_STAGES and not forced and array_size(campaign, stage) > 1:
+        if stage in ARRAY_STAGES and not forced and (array_size(campaign, stage) > 1 or in_waves(campaign, stage)):
             tasks = Submission(f"{stage}.tasks", stage, "tasks", f"{nn}.tasks.sbatch",
                                spec(stage, "tasks", ["--array-task"], True), after)
             agg = Submission(stage, stage, "aggregate", f"{nn}.sbatch", spec(stage, "aggregate", [], False), [tasks.key])
@@ -177,6 +184,30 @@ def plan_submissions(campaign: Any, paths: ClusterPaths, force: tuple[str, ...] 
                                    spec(stage, "stage", flags, stage in GPU_STAGES), after))
         previous = stage
     return subs
+
+
+def submit_next_wave(campaign: Any, campaign_dir: Path, code: str, job_id: str, log: Log) -> tuple[str, str]:
+    """From a gate-b aggregation job on the cluster whose looks asked for another wave: submit that
+    wave's job array (the same tasks script: its plan is the first unfinished wave) and another
+    aggregation job after it, and make the pending preserve job that waited for this job wait for
+    the new one instead — so preserve still runs once, at the end. Returns (tasks id, aggregation id)."""
+    from golfrun.transport.local import LocalTransport
+
+    paths = ClusterPaths(code=code, runs=str(Path(campaign_dir).parent), campaign=campaign.name)
+    subs = {sub.key: sub for sub in plan_submissions(campaign, paths)}
+    transport = LocalTransport()
+    client = SlurmClient(transport, cwd=code)
+    tasks = client.submit(posixpath.join(paths.scripts, subs["gate-b.tasks"].script_name))
+    agg = client.submit(posixpath.join(paths.scripts, subs["gate-b"].script_name), f"afterok:{tasks}")
+    log(f"gate-b: next wave submitted: tasks job {tasks}, aggregation job {agg}")
+    preserve = subs["preserve"].spec.job_name
+    listed = transport.run(["squeue", "-h", "-t", "PENDING", "-n", preserve, "-o", "%i %E"])
+    for line in listed.stdout.splitlines():
+        pid, _, deps = line.partition(" ")
+        if job_id and job_id in deps:
+            transport.run(["scontrol", "update", f"JobId={pid}", f"Dependency=afterany:{agg}"]).check()
+            log(f"gate-b: preserve (job {pid}) now waits for job {agg}")
+    return tasks, agg
 
 
 def dependency(sub: Submission, ids: dict[str, str]) -> str:

@@ -69,8 +69,29 @@ def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: 
     with CampaignLock(engine.campaign_dir, command=f"slurm job: golfrun {stage}"):
         if stage == "preserve":
             _mark_blocked(engine)
+        if stage == "gate-b" and not force and _next_wave(engine):
+            return 0  # the next wave's array and aggregation job carry the stage on
         outcome = engine.run_stage(stage, force=force, job_cache=job_cache)
     return EXIT_CODES[outcome.summary.verdict] if outcome.summary.verdict is not Verdict.PASS else 0
+
+
+def _next_wave(engine: "object") -> bool:
+    """A sequential gate-b whose finished waves left the test undecided: submit the next wave (no
+    process waits for it) and say so; False when the stage can decide now."""
+    from golfrun.pipeline.engine import Engine
+    from golfrun.pipeline.slurm_campaign import submit_next_wave
+    from golfrun.stages import gate_b
+
+    assert isinstance(engine, Engine)
+    if not engine.campaign.gate_b.wave_size:
+        return False
+    ctx = engine.context("gate-b", engine.upstream("gate-b"))
+    wave = gate_b.pending_wave(ctx)
+    if not wave:
+        return False
+    _log(f"gate-b: the looks so far continue: submitting the wave of seeds {wave}")
+    submit_next_wave(engine.campaign, engine.campaign_dir, os.getcwd(), os.environ.get("SLURM_JOB_ID", ""), _log)
+    return True
 
 
 def _mark_blocked(engine: "object") -> None:
