@@ -95,13 +95,16 @@ def _pstd(xs: list[float]) -> float:
 
 
 def _job_results(campaign_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(job folder, results.json) of every finished job, latest stage first."""
+    """(job folder, its result) of every finished job, latest stage first: results.json, or the
+    log of a trainer that writes none (a published record's script, read by its score format)."""
+    from golfrun.trainer.results import load_results
+
     found = []
     for stage in ("gate-b", "ablation", "gate-a"):
-        for res in sorted((campaign_dir / STAGE_DIRS[stage] / "jobs").glob("*/results.json")):
+        for folder in sorted(p for p in (campaign_dir / STAGE_DIRS[stage] / "jobs").glob("*") if p.is_dir()):
             try:
-                found.append((res.parent, json.loads(res.read_text())))
-            except (OSError, json.JSONDecodeError):
+                found.append((folder, load_results(folder).to_dict()))
+            except (OSError, TrainerResultError):
                 continue
     return found
 

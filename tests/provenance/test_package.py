@@ -252,3 +252,24 @@ def test_compliance_comes_from_the_audit_of_each_seeds_log(tmp_path: Path) -> No
     text = "\n".join(pkg.warnings)
     assert "train (incl. GPTQ) ≤ 600 s (max 601.1 s)" in text
     assert "whole validation split scored (seed 1: full_validation: VIOLATED (2,048 targets against 4,096)" in text
+
+
+def test_a_record_script_without_results_json_is_packaged_from_its_logs(tmp_path: Path) -> None:
+    """A campaign whose trainer is a published record's script (init --from-record): its jobs leave
+    only the trainer's output in job.log; the package still finds and ships each seed's log."""
+    c = _campaign(tmp_path)
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    for folder in sorted(cdir.glob("*/jobs/*")):
+        seed = json.loads((folder / "results.json").read_text())["seed"]
+        i = SEEDS.index(seed)
+        (folder / "results.json").unlink()
+        for txt in folder.glob("*.txt"):
+            txt.unlink()
+        (folder / "job.log").write_text(
+            f"Hyperparameters:\n  seed: {seed}\n  run_id: train_seed{seed}\n"
+            f"final_int6_roundtrip_exact val_loss:2.9 val_bpb:1.1\n"
+            f"final_int6_sliding_window_exact val_loss:{VAL_LOSS[i]:.8f} val_bpb:{VAL_BPB[i]:.8f}\n")
+    pkg = build_package(c, cdir, tmp_path / "pg", date="2026-11-24")
+    assert not [w for w in pkg.warnings if "no trainer log" in w]
+    for i, s in enumerate(SEEDS):
+        assert f"final_int6_sliding_window_exact val_loss:{VAL_LOSS[i]:.8f}" in (pkg.folder / f"train_seed{s}.log").read_text()
