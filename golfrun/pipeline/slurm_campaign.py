@@ -90,6 +90,8 @@ def repo_root() -> Path:
 def array_size(campaign: Any, stage: str) -> int:
     """Upper bound of the stage's trainer jobs, known before upstream stages ran (extra tasks no-op)."""
     if stage == "ablation":
+        if list(campaign.ablation.halving_fractions):
+            return 1  # halving: each rung decides the next, so one stage job with the GPUs runs them all
         variants = list(campaign.ablation.variants or [])
         # eval-only variants share one baseline job; an upper bound is enough (extra tasks no-op)
         eval_only = any(str(campaign.variant_mode(v)).startswith("eval_only") for v in variants)
