@@ -62,6 +62,8 @@ class _Running:
 class LocalBackend:
     name = "local"
     poll_interval_s = 0.1  # a poll is a waitpid: cheap
+    orphan_signal = "KILL"  # how the job guard ends the job when golfrun is gone (transport/guard.py)
+    orphan_grace_s = 1.0
 
     def __init__(
         self,
@@ -135,7 +137,8 @@ class LocalBackend:
         )
         on_line = None if self.on_line is None else (lambda line, _job=job: self.on_line(_job, line))
         try:
-            process = transport.spawn(argv, cwd=str(workdir), env=env, log_path=workdir / job.log_name, on_line=on_line)
+            process = transport.spawn(argv, cwd=str(workdir), env=env, log_path=workdir / job.log_name, on_line=on_line,
+                                      orphan_signal=self.orphan_signal, orphan_grace_s=self.orphan_grace_s)
         except TransportError as exc:
             raise BackendError(f"job {job.name}: {exc}") from exc
         write_json_atomic(

@@ -8,7 +8,9 @@
   a state golfrun does not know becomes UNKNOWN, never an exception.
 - `Poller` is the polite loop: one query per interval for a whole campaign, back-off while nothing
   changes, a budget of consecutive transient failures before it gives up.
-- `SlurmBackend` is the Backend verbs (contract 2) for a single trainer job as its own Slurm job.
+
+A trainer job inside a Slurm allocation is the `srun` job backend (golfrun/backends/srun.py); the
+campaign's chain of Slurm jobs is the `slurm` campaign runner (golfrun/runners/slurm.py).
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 
-from golfrun.backends.base import Job, JobHandle, JobState, JobStatus
+from golfrun.backends.base import JobState, JobStatus
 from golfrun.errors import BackendError, TransportError
 from golfrun.transport.base import CompletedRun, Transport
 
@@ -385,75 +386,6 @@ class Poller:
             if time.monotonic() + interval > end:
                 raise BackendError(f"Slurm jobs {', '.join(ids)} did not finish within {deadline_s:.0f}s")
             self.sleep(interval)
-
-
-# --------------------------------------------------------------------------------------- backend
-
-
-class SlurmBackend:
-    """Contract 2 for one trainer job = one Slurm job (run from a login node or a laptop over SSH).
-
-    The job folder must be on a file system the compute nodes share with the place the stage runs
-    (it is on clusters: home or scratch). The script launches the trainer with `srun`, one task per
-    GPU, through golfrun's rank wrapper (see golfrun/backends/srun.py).
-    """
-
-    name = "slurm"
-
-    def __init__(self, client: SlurmClient, spec_defaults: Mapping[str, object] | None = None, python: str = "python3") -> None:
-        self.client = client
-        self.spec_defaults = dict(spec_defaults or {})
-        self.python = python
-        self._cache: dict[str, tuple[float, JobStatus]] = {}
-
-    def script_text(self, job: Job) -> str:
-        from golfrun.backends.srun import rank_wrapper_path
-        from golfrun.sbatch.render import SbatchSpec, render_stage_script
-
-        workdir = PurePosixPath(job.workdir)
-        env = {**{str(k): str(v) for k, v in job.env.items()}, "ARTIFACT_DIR": str(workdir)}
-        env.setdefault("RUN_ID", job.name)
-        nproc = job.nproc_per_node
-        spec = SbatchSpec(
-            job_name=job.name,
-            command=(self.python, str(rank_wrapper_path()), "--", self.python, job.script),
-            workdir=str(workdir),
-            output=str(workdir / job.log_name),
-            nodes=job.nodes,
-            ntasks_per_node=nproc,
-            time=_slurm_time(job.time_limit_s) if job.time_limit_s else "",
-            env=tuple(env.items()),
-            srun=True,
-            **self.spec_defaults,  # type: ignore[arg-type]
-        )
-        return render_stage_script(spec)
-
-    def submit(self, job: Job) -> JobHandle:
-        script = str(PurePosixPath(job.workdir) / "job.sbatch")
-        text = self.script_text(job)
-        local = Path(job.workdir)
-        local.mkdir(parents=True, exist_ok=True)
-        tmp = local / "job.sbatch"
-        tmp.write_text(text)
-        if not _same_machine(self.client.transport):
-            self.client.transport.put(tmp, script)
-        jid = self.client.submit(script, extra=["--chdir", job.workdir])
-        return JobHandle(self.name, jid, job)
-
-    def poll(self, handle: JobHandle) -> JobStatus:
-        return self.client.query([handle.id])[handle.id]
-
-    def fetch(self, handle: JobHandle) -> str:
-        if not _same_machine(self.client.transport):
-            self.client.transport.get(handle.job.workdir, handle.job.workdir)
-        return handle.job.workdir
-
-    def cancel(self, handle: JobHandle) -> None:
-        self.client.cancel([handle.id])
-
-
-def _same_machine(transport: Transport) -> bool:
-    return type(transport).__name__ == "LocalTransport"
 
 
 def _slurm_time(seconds: float) -> str:

@@ -47,6 +47,11 @@ def srun_args_from_env(env: dict[str, str] | None = None) -> list[str]:
 
 class SrunBackend(LocalBackend):
     name = "srun"
+    poll_interval_s = 5.0  # the trainer runs across the allocation; no need to look often
+    # The tasks run under slurmstepd, not under golfrun: a killed srun would leave them running.
+    # Two SIGINTs make srun SIGKILL every task and end the step (docs/slurm.md).
+    orphan_signal = "INT"
+    orphan_grace_s = 10.0
 
     def __init__(self, python: str | None = None, srun_args: list[str] | None = None, **kw: object) -> None:
         env_python = os.environ.get(PYTHON_ENV)

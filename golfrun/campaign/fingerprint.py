@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from golfrun.errors import CampaignError
+from golfrun.fileio import sha256_file, sha256_text
 
 
 def canonical_json(data: Any) -> str:
@@ -34,13 +34,9 @@ def fingerprint(parts: Mapping[str, Any]) -> str:
         text = canonical_json(dict(parts))
     except (TypeError, ValueError) as exc:
         raise CampaignError(f"cannot fingerprint {sorted(parts)}: {exc}") from exc
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_text(text)
 
 
 def file_sha256(path: Path | str, chunk_bytes: int = 1 << 20) -> str:
     """sha256 (hex) of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path, chunk_bytes)

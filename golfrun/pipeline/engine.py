@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from golfrun import budget, stages
 from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.fileio import now_iso, os_error_text, remove_stale_temps, sha256_file, sha256_text
+from golfrun.machine import campaign_result_key, read_machine
 from golfrun.pipeline import forced as force_marker, summaries
 from golfrun.stages.common import campaign_section, trainer_path
 from golfrun.summary import EXIT_CODES, STAGES, Summary, Verdict
@@ -118,6 +119,8 @@ class Engine:
             inputs[f"config:{section}"] = sha256_text(json.dumps(data, sort_keys=True, default=str))
         if stages.spec(stage).uses_trainer:
             inputs["trainer_sha256"] = self.trainer_sha256
+        if stages.spec(stage).runs_jobs:  # results from other hardware are never this machine's
+            inputs["hardware"] = campaign_result_key(self.campaign_dir)
         for name in stages.spec(stage).upstream:
             up = upstream.get(name)
             if up is None:
@@ -285,6 +288,8 @@ class Engine:
             summary = self._error_summary(ctx, started, f"{type(exc).__name__}: {exc}\n{tb}")
         summary.fingerprint = ctx.fingerprint
         summary.fingerprint_inputs = ctx.fingerprint_inputs
+        recorded = read_machine(self.campaign_dir)  # verify-pod's probe of this machine
+        summary.machine = recorded.to_dict() if recorded is not None else None
         summary.stage = stage
         summary.campaign = self.campaign.name
         try:

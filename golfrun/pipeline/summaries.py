@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from golfrun import stages
 from golfrun.errors import SummaryError
-from golfrun.stages.common import write_json_atomic
-from golfrun.summary import STAGE_DIRS, STAGES, Summary
+from golfrun.fileio import write_json_atomic
+from golfrun.summary import STAGES, Summary
 
 SUMMARY_NAME = "summary.json"
 
 
 def stage_dir(campaign_dir: Path, stage: str) -> Path:
-    if stage not in STAGE_DIRS:
+    """runs/<campaign>/<NN>-<stage>, NN from the stage's SPEC."""
+    if stage not in STAGES:
         raise SummaryError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
-    return Path(campaign_dir) / STAGE_DIRS[stage]
+    return Path(campaign_dir) / stages.spec(stage).folder
 
 
 def summary_path(campaign_dir: Path, stage: str) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
 from golfrun.pipeline.engine import Engine, now_iso, stage_module
-from golfrun.stages import spec
+from golfrun.stages import spec as stage_spec
 from golfrun.summary import STAGES, Summary, Verdict
 
 
@@ -30,7 +30,7 @@ def plan_lines(engine: Engine, stages: Sequence[str]) -> list[str]:
         module = stage_module(stage)
         ctx = engine.context(stage, engine.upstream(stage, strict=False), dry_run=True)
         lines.append(f"\n[{stage}]")
-        if spec(stage).runs_jobs:
+        if stage_spec(stage).runs_jobs:
             try:
                 jobs = module.plan(ctx)
             except GolfrunError as exc:
@@ -261,7 +261,7 @@ def decide(engine: Engine, stage: str, promote: str | None, kill: bool, reason: 
     summary = engine.read(stage)
     if summary is None:
         raise GolfrunError(f"decide {stage}: the stage has no summary yet ({summaries.summary_path(engine.campaign_dir, stage)})")
-    promotes = spec(stage).accepts_decide  # the stage picks a variant; a person may promote one
+    promotes = stage_spec(stage).accepts_decide  # the stage picks a variant; a person may promote one
     allowed = {Verdict.HOLD} | ({Verdict.KILL} if promotes and promote is not None else set())
     if summary.verdict not in allowed:
         raise GolfrunError(f"decide {stage}: its verdict is {summary.verdict.value}; only a HOLD"

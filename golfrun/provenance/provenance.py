@@ -33,6 +33,7 @@ from typing import Any
 
 from golfrun import machine
 from golfrun.errors import GolfrunError
+from golfrun.fileio import write_text_atomic
 from golfrun.secrets import REDACTED, is_secret_name, redact_data, redact_text, secret_values_from_env
 from golfrun.summary import STAGES, Summary
 
@@ -279,8 +280,5 @@ def build_provenance(
 
 
 def write_provenance(path: Path, doc: Mapping[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     return path

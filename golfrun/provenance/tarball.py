@@ -20,21 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golfrun.errors import ProvenanceError
+from golfrun.fileio import sha256_bytes, sha256_file  # noqa: F401  (re-exported: targets, hub, remote, bundle)
 
 SUMS_NAME = "SHA256SUMS"
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def render_sums(hashes: dict[str, str]) -> str:

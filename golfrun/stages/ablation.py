@@ -33,24 +33,16 @@ from typing import Any
 from golfrun.errors import CampaignError, GolfrunError
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
-from golfrun.stages.halving import run_rungs
+from golfrun.stages.halving import run_rungs, rung_spec
 from golfrun.stages.context import StageContext
+from golfrun.stages.handoff import BASELINE, EVAL_MODES, baseline_job, eval_only_inputs  # noqa: F401
+from golfrun.stages.spec import StageSpec
 from golfrun.summary import Check, Summary, Verdict
 
-BASELINE = "baseline"
-# Eval-only modes: which file of gate-a's checkpoint the job evaluates, through which variable, and
-# the name of the baseline job that re-evaluates that file with no overrides.
-EVAL_MODES = ("eval_only", "eval_only_quantized")
-_EVAL_INPUT = {
-    "eval_only": ("EVAL_ONLY_PATH", "final_model.pt", BASELINE),
-    "eval_only_quantized": ("EVAL_ONLY_QUANTIZED_PATH", "final_model.int6.ptz", "baseline-quantized"),
-}
-
-
-def baseline_job(mode: str) -> str:
-    """The baseline job of an eval-only mode."""
-    return _EVAL_INPUT[mode][2]
-
+SPEC = StageSpec("ablation", 3, upstream=("download-data", "gate-a"),
+                 config_sections=("trainer_env", "gate_a", "ablation"),
+                 uses_trainer=True, runs_jobs=True, array_jobs=True, needs_gpus=True,
+                 accepts_decide=True)
 
 def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
     """(name, env, mode) per variant; mode is the variant's own or ablation.mode."""
@@ -66,23 +58,23 @@ def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
     return out
 
 
-def eval_only_inputs(ctx: StageContext, mode: str = "eval_only") -> tuple[dict[str, str], dict[str, str]]:
-    """(env, inputs) for an eval-only job on Gate A's checkpoint (final_model.pt for eval_only, the
-    quantized .ptz for eval_only_quantized); inputs carry its sha256, so a retrained checkpoint
-    invalidates every cached eval-only job."""
-    var, filename, _ = _EVAL_INPUT[mode]
-    gate_a = ctx.upstream.get("gate-a")
-    ckpt = ctx.campaign_dir / "02-gate-a" / "checkpoint" / filename
-    sha = "unknown"
-    if gate_a is not None:
-        for a in gate_a.artifacts:
-            if a.path.endswith(filename):
-                ckpt = ctx.campaign_dir / a.path
-                sha = a.sha256
-    return {var: str(ckpt)}, {"checkpoint_sha256": sha}
-
-
 def plan(ctx: StageContext) -> list[JobSpec]:
+    """The jobs known before any result: the full set, or with successive halving the first rung of
+    the eval-only variants (and their baselines) and the trained variants (what a Slurm job array
+    runs; the stage itself runs the later rungs and the survivors' full set)."""
+    full = full_plan(ctx)
+    fractions = list(ctx.campaign.ablation.halving_fractions)
+    evals = [name for name, _, mode in variants(ctx) if mode in EVAL_MODES]
+    if not fractions or len(evals) < 2:
+        return full
+    a = ctx.campaign.ablation
+    halved = set(evals) | {baseline_job(m) for m in EVAL_MODES}
+    return ([rung_spec(s, 1, fractions[0], int(a.halving_doc_seed)) for s in full if s.name in halved]
+            + [s for s in full if s.name not in halved])
+
+
+def full_plan(ctx: StageContext) -> list[JobSpec]:
+    """Every variant (and baseline) on the full validation set."""
     seed = int(ctx.campaign.gate_a.seed)
     limit = common.time_limit(ctx)
     n = common.nproc(ctx)
@@ -115,7 +107,7 @@ def run(ctx: StageContext) -> Summary:
     vs = variants(ctx)
     if not vs:
         raise CampaignError("ablation.variants is empty: give at least one [[ablation.variants]]")
-    specs = plan(ctx)
+    specs = full_plan(ctx)
     halving = run_rungs(ctx, specs, {name: mode for name, _, mode in vs if mode in EVAL_MODES},
                         {mode: baseline_job(mode) for mode in EVAL_MODES})
     decision: dict[str, Any] = {

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golfrun.fileio import now_iso, sha256_file, sha256_text, write_json_atomic  # noqa: F401  (re-exported)
-from golfrun.machine import campaign_hardware_key
+from golfrun.machine import campaign_result_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
 from golfrun.summary import Artifact, Check, JobRecord, Summary, Verdict
@@ -202,7 +202,7 @@ def job_key(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> str:
         "nproc_per_node": spec.nproc_per_node,
         "mode": spec.mode,
         # a result measured on other hardware is never served as this machine's (golfrun/machine.py)
-        "hardware": campaign_hardware_key(ctx.campaign_dir),
+        "hardware": campaign_result_key(ctx.campaign_dir),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

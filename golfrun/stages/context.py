@@ -26,6 +26,7 @@ class StageContext:
     fingerprint: str
     fingerprint_inputs: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    job_cache: bool = True  # False: rerun every job (--force on this stage), not only unfinished ones
     log: Callable[[str], None] = print  # one line of human progress
     job_cache: bool = True  # False: every job reruns (the stage was named by --force)
     force_token: str = ""  # set while a --force of this stage is unfinished: only its jobs count as cached

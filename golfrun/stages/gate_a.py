@@ -20,7 +20,12 @@ from golfrun.errors import CampaignError
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
 from golfrun.stages.context import StageContext
+from golfrun.stages.spec import StageSpec
 from golfrun.summary import Summary, Verdict
+
+SPEC = StageSpec("gate-a", 2, upstream=("verify-pod", "download-data"),
+                 config_sections=("trainer_env", "gate_a", "reference"),
+                 uses_trainer=True, runs_jobs=True, needs_gpus=True)
 
 CHECKPOINT_DIR = "checkpoint"
 

@@ -27,7 +27,6 @@ PASS iff
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from golfrun.audit.stage import compliance_checks
@@ -35,36 +34,26 @@ from golfrun.errors import CampaignError, GolfrunError
 from golfrun.gates.rules import Rule, rule_profile
 from golfrun.gates.sequential import Design, look_schedule, make_design
 from golfrun.stages import common
-from golfrun.stages.ablation import BASELINE, EVAL_MODES, eval_only_inputs
 from golfrun.stages.common import JobSpec, plain
 from golfrun.stages.context import StageContext
+from golfrun.stages.handoff import BASELINE, Variant, eval_only_inputs, promoted_variant
+from golfrun.stages.spec import StageSpec
 from golfrun.summary import Check, JobRecord, Summary
 
-
-@dataclass
-class Chosen:
-    name: str  # variant name or "baseline"
-    env: dict[str, str]
-    mode: str  # how the ablation ran it: eval_only | eval_only_quantized | train
-
-    @property
-    def eval_only(self) -> bool:
-        return self.mode in EVAL_MODES
-    by: str  # "ablation" | "a person (golfrun decide)"
+SPEC = StageSpec("gate-b", 4, upstream=("download-data", "gate-a", "ablation"),
+                 config_sections=("trainer_env", "gate_a", "gate_b", "reference"),
+                 uses_trainer=True, runs_jobs=True, array_jobs=True, needs_gpus=True)
 
 
-def chosen(ctx: StageContext) -> Chosen:
+def chosen(ctx: StageContext) -> Variant:
     abl = ctx.upstream.get("ablation")
     if abl is None:
         raise GolfrunError("gate-b needs ablation's summary: run `golfrun ablation` first")
-    name = abl.decision.get("promoted")
-    if not name:
+    pick = promoted_variant(abl)
+    if pick is None:
         raise GolfrunError(f"ablation promoted no variant (verdict {abl.verdict.value}); "
                            "decide with `golfrun decide ablation --promote NAME|baseline --reason TEXT`")
-    env = {} if name == BASELINE else dict(abl.decision.get("promoted_env") or {})
-    by = "a person (golfrun decide)" if abl.human_decision else "ablation"
-    mode = next((v.get("mode") for v in abl.decision.get("variants", []) if v.get("name") == name), "train")
-    return Chosen(str(name), {k: str(v) for k, v in env.items()}, str(mode or "train"), by)
+    return pick
 
 
 def seeds(ctx: StageContext) -> list[int]:
@@ -88,7 +77,7 @@ def waves(ctx: StageContext) -> list[list[int]]:
     return [values[i:i + w] for i in range(0, len(values), w)]
 
 
-def _reused(ctx: StageContext, seed: int, pick: Chosen) -> tuple[str, dict[str, Any]] | None:
+def _reused(ctx: StageContext, seed: int, pick: Variant) -> tuple[str, dict[str, Any]] | None:
     """(where from, result dict) when this seed's run already exists upstream."""
     if seed != int(ctx.campaign.gate_a.seed):
         return None
@@ -204,7 +193,7 @@ def design_of(ctx: StageContext, rule: Rule, n_reference: int) -> Design | None:
                        float(g.futility_power))
 
 
-def _wave(ctx: StageContext, pick: Chosen, wave: list[int], state: dict[str, Any]) -> list[Any]:
+def _wave(ctx: StageContext, pick: Variant, wave: list[int], state: dict[str, Any]) -> list[Any]:
     """Run one wave's jobs (finished ones come from the job cache) and add their results to `state`;
     returns the outcomes."""
     from golfrun.trainer.results import TrainerResult

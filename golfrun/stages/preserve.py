@@ -22,7 +22,12 @@ from golfrun.provenance.provenance import build_provenance, secret_values
 from golfrun.provenance.tarball import verify_tarball
 from golfrun.provenance.targets import Bundle, Target, UploadOptions, parse_target, upload
 from golfrun.stages.context import StageContext
+from golfrun.stages.spec import StageSpec
 from golfrun.summary import Artifact, Check, Summary, Verdict
+
+SPEC = StageSpec("preserve", 5, upstream=("verify-pod", "download-data", "gate-a", "ablation", "gate-b"),
+                 config_sections=("preserve",),
+                 uses_trainer=True, runs_when_blocked=True)
 
 
 def _now() -> str:

@@ -32,14 +32,14 @@ from golfrun import machine, preflight
 from golfrun.campaign.schema import VerifyPod
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
-from golfrun.summary import Check, Summary
 from golfrun.stages.spec import StageSpec
+from golfrun.summary import Check, Summary
 
+# always_run: the machine can change under an unchanged campaign (a new pod, a full disk), so it is
+# never served from cache. Its fingerprint stays the same, so what depends on it still is.
 SPEC = StageSpec("verify-pod", 0, upstream=(), config_sections=("verify_pod",),
                  uses_trainer=True, needs_gpus=True, always_run=True)
 
-# The machine can change under an unchanged campaign (a new pod, a full disk): never from cache.
-# Its fingerprint stays the same, so what depends on it is still served from cache.
 
 def _section(ctx: StageContext) -> VerifyPod:
     return ctx.campaign.verify_pod
@@ -75,7 +75,7 @@ def preflight_wanted(v: VerifyPod) -> bool:
 def machine_checks(v: VerifyPod, m: machine.Machine, python: str) -> list[Check]:
     """The machine's facts against the verify_pod section (an empty limit means "any")."""
     facts, fp = m.facts, m.fingerprint
-    gpus = [g["name"] for g in m.smi.get("gpus") or []] or [d["name"] for d in facts.get("devices") or []]
+    gpus = m.gpu_names()
     checks: list[Check] = []
     want = int(v.gpu_count)
     if want == 0:
@@ -136,7 +136,9 @@ def run(ctx: StageContext) -> Summary:
         checks.extend(preflight.checks(figures, float(v.min_perf_fraction)))
 
     verdict, reasons = verdict_from(checks)
-    decision = {"python": python, "facts": m.facts, "machine": m.fingerprint.to_dict(),
+    # facts.gpus: the GPU names, as the compile cache's key reads them (golfrun/compile_cache.py)
+    gpus = m.gpu_names()
+    decision = {"python": python, "facts": {**m.facts, "gpus": gpus}, "machine": m.fingerprint.to_dict(),
                 "topology": m.smi.get("topology"), "preflight": figures,
                 "trainer": str(trainer), "trainer_sha256": ctx.trainer_sha256}
     return common.new_summary(ctx, verdict, started, checks=checks, decision=decision, reasons=reasons)

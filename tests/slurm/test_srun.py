@@ -70,23 +70,3 @@ def test_srun_backend_launches_ranked_tasks(slurm_cluster: SlurmCluster, tmp_pat
     per_node = "1" if launcher == "torchrun" else "2"
     assert launched[:5] == ["srun", "--nodes=1", f"--ntasks={per_node}", f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1"]
     assert ("--torchrun" in launched) == (launcher == "torchrun")
-
-
-@pytest.mark.slurm
-def test_slurm_backend_runs_one_trainer_job(slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Contract 2 on Slurm: one trainer job = one sbatch job (srun step inside), polled to the end."""
-    from golfrun.backends.base import Job, JobState, wait
-    from golfrun.backends.slurm import SlurmBackend, SlurmClient
-    from golfrun.transport.local import LocalTransport
-
-    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    trainer = tmp_path / "t.py"
-    trainer.write_text("import os, sys\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\nsys.exit(int(os.environ.get('CODE', '0')))\n")
-    backend = SlurmBackend(SlurmClient(LocalTransport()), python=sys.executable)
-    ok = Job(name="ok job", script=str(trainer), env={}, workdir=str(tmp_path / "ok dir"), nproc_per_node=2)
-    bad = Job(name="bad", script=str(trainer), env={"CODE": "7"}, workdir=str(tmp_path / "bad"))
-    h_ok, h_bad = backend.submit(ok), backend.submit(bad)
-    assert wait(backend, h_ok, 60, 0.3).state is JobState.SUCCEEDED
-    st = wait(backend, h_bad, 60, 0.3)
-    assert st.state is JobState.FAILED and "exit code 7" in st.reason
-    assert sorted((tmp_path / "ok dir" / "job.log").read_text().split("\n"))[-2:] == ["rank 0 of 2", "rank 1 of 2"]

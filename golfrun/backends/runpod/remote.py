@@ -16,7 +16,6 @@ bash snippets here take their values as positional arguments ($1, $2…), never 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import posixpath
 import shlex
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from golfrun.errors import ProvenanceError, TransportError
+from golfrun.fileio import sha256_file
 
 STATE = ".golfrun"
 POD_SCRIPT = "golfrun-pod.sh"
@@ -264,14 +264,6 @@ def remote_checksums(transport: Any, remote_dir: str) -> dict[str, str]:
         if rel:
             sums[rel[2:] if rel.startswith("./") else rel] = digest
     return sums
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pull(transport: Any, remote_dir: str, local_dir: Path, log: Log, strict: bool = True) -> list[str]:
