@@ -9,11 +9,13 @@
   in its process tree, where /proc can find them;
 - starts ARGV in a process group of its own with PR_SET_PDEATHSIG = SIGKILL: if the guard itself
   is SIGKILLed, the job's first process dies with it;
-- forwards SIGTERM, SIGINT and SIGHUP to every descendant (golfrun's cancel);
+- forwards the first SIGTERM, SIGINT or SIGHUP to every descendant (golfrun's cancel); a second
+  one ends the job as below (golfrun's grace period is over, or a second Ctrl-C);
 - checks every POLL_S whether golfrun (PID) is still its parent. When golfrun is gone — whatever
-  killed it, SIGKILL included — it sends `--orphan-signal` (KILL for a local trainer; TERM for
-  srun, which relays it to the step's tasks and ends the step) to every descendant, and SIGKILL
-  to what is left after `--orphan-grace` seconds;
+  killed it, SIGKILL included — it ends the job: `--orphan-signal` KILL (a local trainer) sends
+  SIGKILL to every descendant; INT (srun) sends SIGINT twice, which makes srun SIGKILL every task
+  of the step and end it (the tasks run under slurmstepd, out of the guard's reach: a killed srun
+  would leave them running); then SIGKILL to what is left after `--orphan-grace` seconds;
 - when ARGV's process exits, stops whatever it left running (TERM, then KILL after LEFTOVER_GRACE_S),
   so nothing of a finished job keeps writing into its folder;
 - exits with ARGV's status (re-raising the signal that killed it), so golfrun sees the job's own
@@ -105,12 +107,23 @@ def _stop_tree(first: int, grace_s: float, child_pid: int) -> int | None:
     return _reap(child_pid) if status is None else status
 
 
+def _end_job(how: str, grace_s: float, child_pid: int) -> int | None:
+    """End the job's whole tree now: SIGKILL, or for srun two SIGINTs (Slurm: "terminate the step
+    now", SIGKILL to every task) then SIGKILL to what is left after `grace_s`."""
+    if how == "INT":
+        _signal_tree(signal.SIGINT)
+        time.sleep(0.3)  # srun wants the second one within a second
+    status = _stop_tree(getattr(signal, f"SIG{how}"), grace_s, child_pid)
+    return status if status is not None else 137 << 8
+
+
 def _exit_like(status: int) -> None:
     """Exit with the job's wait status: its exit code, or death by the same signal."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be handled, nor reset
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         time.sleep(1.0)
         os._exit(128 + sig)
@@ -120,7 +133,7 @@ def _exit_like(status: int) -> None:
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="guard.py")
     p.add_argument("--parent", type=int, required=True)
-    p.add_argument("--orphan-signal", choices=("KILL", "TERM"), default="KILL")
+    p.add_argument("--orphan-signal", choices=("KILL", "TERM", "INT"), default="KILL")
     p.add_argument("--orphan-grace", type=float, default=1.0)
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
@@ -129,8 +142,15 @@ def main(argv: list[str]) -> None:
         p.error("no command")
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     guard_pid = os.getpid()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:  # golfrun's cancel: the job may stop in its own way
+            _signal_tree(signum)
+
     for sig in FORWARDED:
-        signal.signal(sig, lambda signum, _frame: _signal_tree(signum))
+        signal.signal(sig, on_signal)
     try:
         child = subprocess.Popen(command, preexec_fn=lambda: _child_setup(guard_pid))  # noqa: PLW1509
     except OSError as exc:
@@ -139,13 +159,12 @@ def main(argv: list[str]) -> None:
     status = None
     while status is None:
         status = _reap(child.pid)
-        if status is None and os.getppid() != args.parent:
-            # golfrun is gone: nothing will read the job's output or record its result
+        # golfrun is gone (nothing will read the job's output or record its result), or it asked
+        # a second time (its grace period is over, or a second Ctrl-C): end the job now
+        if status is None and (os.getppid() != args.parent or len(received) > 1):
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_IGN)
-            status = _stop_tree(getattr(signal, f"SIG{args.orphan_signal}"), args.orphan_grace, child.pid)
-            if status is None:  # pragma: no cover - SIGKILL cannot be ignored
-                status = 137 << 8
+            status = _end_job(args.orphan_signal, args.orphan_grace, child.pid)
             break
         if status is None:
             time.sleep(POLL_S)

@@ -108,6 +108,7 @@ class LocalProcess:
     ) -> None:
         self.popen = popen
         self.argv = argv
+        self.orphan_grace_s = 1.0  # how long the guard gives the job to end its way (spawn sets it)
         self.pid = popen.pid
         self.log_path = log_path
         self.started_at = time.time()
@@ -196,12 +197,7 @@ class LocalProcess:
         if self.popen.poll() is None:
             os.kill(self.pid, signal.SIGTERM)
         try:
-            end = time.monotonic() + grace_s
-            while time.monotonic() < end:
-                if self.popen.poll() is not None and not _group_alive(self.pid) and not _alive(tree):
-                    break
-                time.sleep(0.05)
-            else:
+            if not self._wait_gone(tree, grace_s):
                 self._kill_tree(tree)
         except (KeyboardInterrupt, SystemExit):
             self._kill_tree(tree)
@@ -210,7 +206,23 @@ class LocalProcess:
         self._reap()
         return self.poll()
 
+    def _wait_gone(self, tree: set[tuple[int, int]], timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.popen.poll() is not None and not _group_alive(self.pid) and not _alive(tree):
+                return True
+            time.sleep(0.05)
+        return False
+
     def _kill_tree(self, tree: set[tuple[int, int]]) -> None:
+        """A second signal makes the guard end the job its way (for srun: end the step); then
+        SIGKILL whatever is left."""
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._wait_gone(tree, self.orphan_grace_s + 1.0)
         tree |= descendants(self.pid)
         _killpg(self.pid, signal.SIGKILL)
         kill_processes(tree, signal.SIGKILL)
@@ -266,7 +278,9 @@ def spawn(
     except OSError as exc:
         log_file.close()
         raise TransportError(f"cannot run {format_argv(argv)}: {exc}") from exc
-    return LocalProcess(popen, tuple(argv), log_path, log_file, secret_values_from_env(full_env), on_line)
+    process = LocalProcess(popen, tuple(argv), log_path, log_file, secret_values_from_env(full_env), on_line)
+    process.orphan_grace_s = orphan_grace_s
+    return process
 
 
 class LocalTransport:
