@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from golfrun.summary import Artifact, Check, JobRecord, Summary, Verdict
 from golfrun import compile_cache, ledger
 
 if TYPE_CHECKING:
+    from golfrun.backends.base import Job
     from golfrun.campaign import Campaign
     from golfrun.stages.context import StageContext
     from golfrun.trainer.results import TrainerResult
@@ -322,10 +322,31 @@ def _write_job_json(folder: Path, data: dict[str, Any]) -> None:
     write_json_atomic(folder / JOB_FILE, data)
 
 
+def served_from_folder(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], record: JobRecord) -> JobOutcome | None:
+    """The job's outcome without running it: its cached result, or a finished run adopted; else None."""
+    result = cached_result(ctx, spec, env)
+    if result is None:
+        return adopt_finished(ctx, spec, env, record)
+    folder = job_dir(ctx, spec)
+    prior = _read_job_json(folder / JOB_FILE) or {}
+    record.cached = True
+    record.state = "SUCCEEDED"
+    record.backend = str(prior.get("backend", record.backend))
+    record.backend_ids = list(prior.get("backend_ids", []))
+    record.duration_s = prior.get("duration_s")
+    record.result = result.to_dict()
+    held = prior.get("ledger") or {}
+    record.gpus = int(held.get("gpus", 0))
+    record.gpu_seconds = ledger.zero()  # served from its folder: nothing held this time
+    record.gpu_seconds_original = held.get("gpu_seconds") or None
+    record.compile = dict(held.get("compile") or {})
+    ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
+    return JobOutcome(spec, record, result)
+
+
 def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -> JobOutcome:
     """Run one job through ctx.backend (or serve it from its folder); never raises for a failed job."""
-    from golfrun.backends.base import Job, JobState, wait
-    from golfrun.trainer.results import load_results
+    from golfrun.backends.base import Job
 
     if use_cache is None:
         use_cache = ctx.job_cache
@@ -336,25 +357,9 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     record = JobRecord(name=spec.name, env=redact_env(dict(spec.env)), backend=backend_name)
 
     if use_cache:
-        result = cached_result(ctx, spec, env)
-        if result is not None:
-            prior = _read_job_json(folder / JOB_FILE) or {}
-            record.cached = True
-            record.state = "SUCCEEDED"
-            record.backend = str(prior.get("backend", backend_name))
-            record.backend_ids = list(prior.get("backend_ids", []))
-            record.duration_s = prior.get("duration_s")
-            record.result = result.to_dict()
-            held = prior.get("ledger") or {}
-            record.gpus = int(held.get("gpus", 0))
-            record.gpu_seconds = ledger.zero()  # served from its folder: nothing held this time
-            record.gpu_seconds_original = held.get("gpu_seconds") or None
-            record.compile = dict(held.get("compile") or {})
-            ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
-            return JobOutcome(spec, record, result)
-        adopted = adopt_finished(ctx, spec, env, record)
-        if adopted is not None:
-            return adopted
+        served = served_from_folder(ctx, spec, env, record)
+        if served is not None:
+            return served
 
     # A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output.
     if folder.exists():
@@ -391,54 +396,10 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     )
     ctx.log(f"{ctx.stage}: job {spec.name}: starting ({spec.mode}, seed {spec.seed})")
     t0 = time.monotonic()
-    error: str | None = None
-    state = JobState.UNKNOWN
-    try:
-        handle = ctx.backend.submit(job)
-        try:
-            job_doc["backend_ids"] = [handle.id]
-            _write_job_json(folder, job_doc)
-            status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0,
-                          poll_interval_s=ctx.backend.poll_interval_s)
-        except (KeyboardInterrupt, SystemExit, OSError) as exc:
-            # Ctrl-C, SIGTERM, or a disk error golfrun cannot record the job past (the engine
-            # turns it into ERROR): stop the trainer first. If golfrun dies, the job guard does.
-            how = "interrupted" if not isinstance(exc, OSError) else f"I/O error ({exc.strerror})"
-            ctx.log(f"{ctx.stage}: job {spec.name}: {how}, cancelling it")
-            ctx.backend.cancel(handle)
-            raise
-        ctx.backend.fetch(handle)
-        state = status.state
-        record.backend_ids = list(status.backend_ids or [handle.id])
-        record.reason = status.reason
-        if state is not JobState.SUCCEEDED:
-            error = f"job {spec.name} {state.value}" + (f" (exit {status.exit_code})" if status.exit_code is not None else "")
-            # The backend's reason may carry its own log tail; ours follows below, redacted, once.
-            why = headline(status.reason)
-            error += f": {why}" if why and why != f"exit code {status.exit_code}" else ""
-    except (BackendError, GolfrunError) as exc:
-        error = f"job {spec.name}: {exc}"
-        state = JobState.FAILED
+    error = submit_and_wait(ctx, spec, job, job_doc, record)
     duration = round(time.monotonic() - t0, 3)
     record.duration_s = duration
-    record.state = state.value
-
-    # Checkpoints first: a parser failure below must not cost the trained weights.
-    if spec.keep is not None:
-        try:
-            spec.keep(folder)
-        except OSError as exc:
-            error = (error + "; " if error else "") + f"could not keep the checkpoint: {exc}"
-
-    result = None
-    try:
-        result = load_results(folder)
-        if result.final is None:
-            raise TrainerResultError(f"{folder}: results have no final score")
-        record.result = result.to_dict()
-    except TrainerResultError as exc:
-        error = (error + "; " if error else f"job {spec.name} finished but ") + headline(str(exc), folder)
-        result = None
+    result, error = collect_result(spec, folder, record, error)
     tail = ""
     if error is not None:
         tail = log_tail(folder, env)
@@ -459,6 +420,64 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         ctx.log(f"{ctx.stage}: job {spec.name}: FAILED in {duration:.1f}s: {record.reason}\n"
                 f"  last lines of {folder / LOG_NAME}:\n{shown}".rstrip())
     return JobOutcome(spec, record, result, error)
+
+
+def submit_and_wait(ctx: "StageContext", spec: JobSpec, job: "Job", job_doc: dict[str, Any],
+                    record: JobRecord) -> str | None:
+    """Submit through ctx.backend and wait for the end (deadline: the job's limit + 2 min); sets
+    record.state/backend_ids/reason; returns the error (None when the job SUCCEEDED)."""
+    from golfrun.backends.base import JobState, wait
+
+    folder = Path(job.workdir)
+    record.state = JobState.UNKNOWN.value
+    try:
+        handle = ctx.backend.submit(job)
+        try:
+            job_doc["backend_ids"] = [handle.id]
+            _write_job_json(folder, job_doc)
+            status = wait(ctx.backend, handle, deadline_s=spec.time_limit_s + 120.0,
+                          poll_interval_s=ctx.backend.poll_interval_s)
+        except (KeyboardInterrupt, SystemExit, OSError) as exc:
+            # Ctrl-C, SIGTERM, or a disk error golfrun cannot record the job past (the engine
+            # turns it into ERROR): stop the trainer first. If golfrun dies, the job guard does.
+            how = "interrupted" if not isinstance(exc, OSError) else f"I/O error ({exc.strerror})"
+            ctx.log(f"{ctx.stage}: job {spec.name}: {how}, cancelling it")
+            ctx.backend.cancel(handle)
+            raise
+        ctx.backend.fetch(handle)
+    except (BackendError, GolfrunError) as exc:
+        record.state = JobState.FAILED.value
+        return f"job {spec.name}: {exc}"
+    record.state = status.state.value
+    record.backend_ids = list(status.backend_ids or [handle.id])
+    record.reason = status.reason
+    if status.state is JobState.SUCCEEDED:
+        return None
+    error = f"job {spec.name} {status.state.value}" + (f" (exit {status.exit_code})" if status.exit_code is not None else "")
+    # The backend's reason may carry its own log tail; ours follows below, redacted, once.
+    why = headline(status.reason)
+    return error + (f": {why}" if why and why != f"exit code {status.exit_code}" else "")
+
+
+def collect_result(spec: JobSpec, folder: Path, record: JobRecord,
+                   error: str | None) -> tuple["TrainerResult | None", str | None]:
+    """Keep the checkpoint, then read the trainer's result: (result, error so far and the parser's)."""
+    from golfrun.trainer.results import load_results
+
+    # Checkpoints first: a parser failure below must not cost the trained weights.
+    if spec.keep is not None:
+        try:
+            spec.keep(folder)
+        except OSError as exc:
+            error = (error + "; " if error else "") + f"could not keep the checkpoint: {exc}"
+    try:
+        result = load_results(folder)
+        if result.final is None:
+            raise TrainerResultError(f"{folder}: results have no final score")
+        record.result = result.to_dict()
+        return result, error
+    except TrainerResultError as exc:
+        return None, (error + "; " if error else f"job {spec.name} finished but ") + headline(str(exc), folder)
 
 
 def headline(reason: str, folder: Path | None = None) -> str:
