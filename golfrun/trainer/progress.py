@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from golfrun.trainer.logformats import is_score_label, strip_prefix
+from golfrun.trainer.logformats import match_score, strip_prefix
 
 PHASES = ("setup", "warmup", "train", "serialize", "eval")
 
@@ -41,7 +41,6 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^step:(\d+)/(\d+) val_loss:({_N}) val_bpb:({_N}) train_time:({_N})ms"), "base_val"),
     (re.compile(rf"^step:(\d+)/(\d+) train_loss:({_N}) train_time:({_N})ms"), "base_train"),
     (re.compile(r"^stopping_early: wallclock_cap train_time: ?(\d+)ms step: ?(\d+)/(\d+)"), "stop"),
-    (re.compile(rf"^([A-Za-z_][\w+\-. ]*?) val_loss:({_N}) val_bpb:({_N})(?: eval_time:({_N})ms)?$"), "score"),
     (re.compile(r"^ttp: b(\d+)/(\d+) bl:\S+ bb:\S+ rl:(\S+) rb:(\S+)"), "ttp"),
     (re.compile(r"^tttg: c(\d+)/(\d+) "), "tttg"),
     (re.compile(r"^(?:ttt_progress|sliding_progress): batch (\d+)/(\d+) .*running_loss:(\S+) running_bpb:(\S+)"), "batch"),
@@ -76,12 +75,6 @@ def parse_progress_line(line: str) -> Progress | None:
             return Progress("train", int(g[0]), int(g[1]), train_loss=float(g[2]), train_time_min=float(g[3]) / 60_000.0)
         if kind == "stop":
             return Progress("train", int(g[1]), int(g[2]), train_time_min=int(g[0]) / 60_000.0, label="stopping_early")
-        if kind == "score":
-            label = g[0]
-            return Progress(
-                "eval", val_loss=float(g[1]), val_bpb=float(g[2]), label=label,
-                final=is_score_label(label) and not label.startswith("diagnostic"),
-            )
         if kind in ("ttp", "batch"):
             return Progress("eval", int(g[0]), int(g[1]), val_loss=_f(g[2]), val_bpb=_f(g[3]), label=text.split(":", 1)[0])
         if kind == "tttg":
@@ -90,7 +83,11 @@ def parse_progress_line(line: str) -> Progress | None:
             return Progress("serialize", label=g[0].rstrip(":"))
         if kind == "eval_event":
             return Progress("eval", label=g[0].rstrip(":"))
-    return None
+    score = match_score(text)  # the final-score formats of logformats, "val_loss=" and stride words included
+    if score is None:
+        return None
+    final = score.format is not None and score.format.role == "score" and not score.label.startswith("diagnostic")
+    return Progress("eval", val_loss=score.val_loss, val_bpb=score.val_bpb, label=score.label, final=final)
 
 
 def _f(value: str) -> float | None:

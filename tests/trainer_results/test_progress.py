@@ -48,6 +48,14 @@ GOLDEN = Path(__file__).parent / "golden"
             "final_int8_zlib_roundtrip_exact val_loss:2.07269931 val_bpb:1.22436570",
             Progress("eval", val_loss=2.07269931, val_bpb=1.2243657, label="final_int8_zlib_roundtrip_exact", final=True),
         ),
+        (
+            "final_sliding_window_eval_exact stride:64 val_loss:1.96369923 val_bpb:1.16301431",
+            Progress("eval", val_loss=1.96369923, val_bpb=1.16301431, label="final_sliding_window_eval_exact", final=True),
+        ),
+        (
+            "ttt_sliding:done val_loss=1.8899 val_bpb=1.1193",
+            Progress("eval", val_loss=1.8899, val_bpb=1.1193, label="ttt_sliding:done"),  # a diagnostic
+        ),
         ("beginning TTT eval timer", Progress("eval", label="beginning TTT eval timer")),
         ("  seed: 0", None),
         ("Hyperparameters:", None),
