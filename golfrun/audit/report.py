@@ -145,6 +145,7 @@ def _audit_campaign(path: Path, trainer: Path | None, val_targets: int | None) -
 
 def data_split(campaign_dir: Path, seq_len: int = DEFAULT_SEQ_LEN) -> FullSplit:
     """The campaign's full validation split from download-data's val shards (their headers)."""
+    from golfrun.data.layout import dataset_dir
     from golfrun.data.shards import read_header
 
     try:
@@ -152,15 +153,29 @@ def data_split(campaign_dir: Path, seq_len: int = DEFAULT_SEQ_LEN) -> FullSplit:
         data_dir = Path(decision["data_dir"])
     except (OSError, ValueError, KeyError, TypeError):
         return FullSplit(None, how="no download-data summary")
-    shards = sorted(data_dir.glob("**/fineweb_val_*.bin"))
+    # the campaign's variant only: a data folder may hold other variants' shards too
+    variant = decision.get("variant")
+    where = dataset_dir(data_dir, variant) if isinstance(variant, str) and _known_variant(variant) else data_dir
+    shards = sorted(where.glob("**/fineweb_val_*.bin"))
     if not shards:
-        return FullSplit(None, how=f"no val shards under {data_dir}")
+        return FullSplit(None, how=f"no val shards under {where}")
     tokens = sum(read_header(s).num_tokens for s in shards)
     return FullSplit(tokens - 1, slack=seq_len - 1,
                      how=f"{len(shards)} val shard(s), less a tail shorter than one {seq_len}-token sequence")
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _known_variant(variant: str) -> bool:
+    from golfrun.data.layout import dataset_dir_name
+    from golfrun.errors import DataError
+
+    try:
+        dataset_dir_name(variant)
+    except DataError:
+        return False
+    return True
 
 
 def _job_facts(folder: Path) -> LogFacts:

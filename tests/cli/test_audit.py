@@ -183,3 +183,18 @@ def test_gates_show_the_audit_as_warnings(tmp_path: Path, shared_data: Path) -> 
     for job in ran:
         art = names[f"{job}.compliance.artifact_bytes"]
         assert art["passed"] is False and art["severity"] == "warn" and art["limit"] == 16_000_000
+
+
+def test_full_split_counts_only_the_campaigns_variant(tmp_path: Path) -> None:
+    """download-data's folder holds sp1024 and sp8192 shards; the split is the campaign variant's."""
+    from golfrun.audit.report import data_split
+    from golfrun.data.shards import write_shard
+
+    data = tmp_path / "data"
+    write_shard(data / "datasets" / "fineweb10B_sp8192" / "fineweb_val_000000.bin", [1] * 3001)
+    write_shard(data / "datasets" / "fineweb10B_sp1024" / "fineweb_val_000000.bin", [1] * 9001)
+    summary = tmp_path / "camp" / "01-download-data" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"decision": {"data_dir": str(data), "variant": "sp8192"}}))
+    split = data_split(tmp_path / "camp", seq_len=1000)
+    assert (split.targets, split.slack) == (3000, 999)
