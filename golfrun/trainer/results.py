@@ -312,30 +312,60 @@ def _on_artifact(s: _LogState, m: re.Match[str]) -> None:
     s.artifact["model_bytes" if kind == "Serialized model" else "total_bytes"] = int(size)
 
 
-def _set_mode(mode: str) -> Callable[[_LogState, re.Match[str]], None]:
-    def handler(s: _LogState, m: re.Match[str]) -> None:
-        s.mode = mode
-
-    return handler
+def _on_model_params(s: _LogState, m: re.Match[str]) -> None:
+    s.r.model_params = int(m.group(1))
 
 
+def _on_peak(s: _LogState, m: re.Match[str]) -> None:
+    s.r.peak_mem_mib = float(m.group(1))
+
+
+def _on_raw_model(s: _LogState, m: re.Match[str]) -> None:
+    s.artifact["raw_model_bytes"] = int(m.group(1))
+
+
+def _on_code(s: _LogState, m: re.Match[str]) -> None:
+    s.artifact["code_bytes"] = int(m.group(1))
+
+
+def _on_base_seed(s: _LogState, m: re.Match[str]) -> None:
+    s.hparams.setdefault("SEED", int(m.group(1)))
+
+
+def _on_base_world(s: _LogState, m: re.Match[str]) -> None:
+    s.hparams.setdefault("WORLD_SIZE", int(m.group(1)))
+
+
+def _on_base_batch(s: _LogState, m: re.Match[str]) -> None:
+    s.base_batch_tokens = int(m.group(1))
+
+
+def _on_eval_only(s: _LogState, m: re.Match[str]) -> None:
+    s.mode = "eval_only"
+
+
+def _on_eval_only_quantized(s: _LogState, m: re.Match[str]) -> None:
+    s.mode = "eval_only_quantized"
+
+
+# One row per kind of line: the first rule whose pattern matches handles it.
 _RULES: tuple[tuple[str, Callable[[_LogState, re.Match[str]], None]], ...] = (
-    ("model_params", lambda s, m: setattr(s.r, "model_params", int(m.group(1)))),
+    ("model_params", _on_model_params),
     ("val", _on_val),
     ("train", _on_train),
     ("base_val", _on_base_val),
     ("base_train", _on_base_train),
     ("stop", _on_stop),
-    ("peak", lambda s, m: setattr(s.r, "peak_mem_mib", float(m.group(1)))),
-    ("serialized_raw", lambda s, m: s.artifact.__setitem__("raw_model_bytes", int(m.group(1)))),
-    ("code_compressed", lambda s, m: s.artifact.__setitem__("code_bytes", int(m.group(1)))),
-    ("code_base", lambda s, m: s.artifact.__setitem__("code_bytes", int(m.group(1)))),
+    ("peak", _on_peak),
+    ("serialized_raw", _on_raw_model),
+    ("code_compressed", _on_code),
+    ("code_base", _on_code),
     ("artifact", _on_artifact),
-    ("base_seed", lambda s, m: s.hparams.setdefault("SEED", int(m.group(1)))),
-    ("base_world", lambda s, m: s.hparams.setdefault("WORLD_SIZE", int(m.group(1)))),
-    ("base_batch", lambda s, m: setattr(s, "base_batch_tokens", int(m.group(1)))),
-    ("eval_only_full", _set_mode("eval_only")),
-    ("eval_only_quant", _set_mode("eval_only_quantized")),
+    ("base_seed", _on_base_seed),
+    ("base_world", _on_base_world),
+    ("base_batch", _on_base_batch),
+    ("eval_only_full", _on_eval_only),
+    ("eval_only_quant", _on_eval_only_quantized),
 )
 
 
