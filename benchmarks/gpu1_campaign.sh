@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/gpu1-out}
 RUNS=${RUNS:-runs}
 SETS=${SETS:---set verify_pod.preflight=off}
 mkdir -p "$OUT" "$RUNS"
-if [ -d .whl ]; then
+if [ -d .whl ] && [ ! -d /tmp/site/paramiko ]; then  # once per machine: a warm machine keeps /tmp/site
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
