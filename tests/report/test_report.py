@@ -61,6 +61,18 @@ def test_curve_from_record_lines_interpolates_validation_times() -> None:
     ]
 
 
+def test_curve_of_the_real_trainer_on_the_tiny_preset() -> None:
+    """The tail of train_gpt.py's log of a tiny-preset gate-a run (captured on this project's CPU
+    build machine; the full log also holds the source dump, which parses to nothing)."""
+    lines = (HERE / "fixtures" / "tiny-gate-a-seed0-tail.txt").read_text().splitlines()
+    points = parse_curve(lines)
+    assert [p.step for p in points] == [1, 2, 3, 4, 5, 10, 20, 30, 30]
+    assert points[0] == CurvePoint(1, 36.0, 6.2378, None)
+    assert points[-2] == CurvePoint(30, 732.0, 3.3006, None)
+    assert points[-1] == CurvePoint(30, 732.0, None, 2.3557)  # the end-of-training validation
+    assert all(p.val_bpb is None for p in points[:-1])  # diagnostics are final scores, not curve points
+
+
 def test_baseline_lines_give_a_curve_with_their_own_times() -> None:
     lines = ["step:1/20 train_loss:6.9000 train_time:500ms step_avg:500.00ms",
              "step:20/20 val_loss:3.0000 val_bpb:1.5000 train_time:9000ms step_avg:450.00ms"]
