@@ -12,12 +12,13 @@ not from huggingface_hub's import-time constants, so a changed environment is ho
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from golfrun.errors import ProvenanceError
 from golfrun.provenance.tarball import sha256_file
-from golfrun.provenance.targets import Bundle, Target, UploadOptions, UploadResult
+from golfrun.provenance.upload_base import Bundle, Target, UploadOptions, UploadResult
 
 
 def _endpoint() -> str:
@@ -78,3 +79,32 @@ def upload(bundle: Bundle, target: Target, options: UploadOptions, result: Uploa
                 cache_dir=cache, endpoint=endpoint, token=token,
             )
             result.verified[name] = sha256_file(Path(got))
+
+
+_REPO = re.compile(r"(?P<owner>[A-Za-z0-9][\w.-]*)/(?P<name>[\w.-]+?)(?:@(?P<rev>[^/]+))?(?:/(?P<path>.+))?")
+
+
+class HubTarget:
+    """`hf:` (a model repo) and `hf-dataset:`. The repo type is part of the scheme, never guessed:
+    the seed pipeline once uploaded to a dataset repo where a model repo was meant."""
+
+    def __init__(self, repo_type: str, scheme: str) -> None:
+        self.repo_type = repo_type
+        self.form = f"{scheme}:<owner/repo>[@revision][/path]"
+
+    def parse(self, spec: str, scheme: str, rest: str) -> Target:
+        m = _REPO.fullmatch(rest)
+        if not m:
+            raise ProvenanceError(f"preserve target {spec!r}: expected {scheme}:<owner/repo>[@revision][/path]")
+        return Target("hf", spec, (m["path"] or "").strip("/"), repo_id=f"{m['owner']}/{m['name']}",
+                      repo_type=self.repo_type, revision=m["rev"] or "main")
+
+    def upload(self, bundle: Bundle, target: Target, options: UploadOptions, result: UploadResult) -> None:
+        upload(bundle, target, options, result)
+
+    def retry_args(self, target: Target, options: UploadOptions) -> list[str]:
+        return [] if options.private else ["--public"]
+
+
+HF_MODEL = HubTarget("model", "hf")
+HF_DATASET = HubTarget("dataset", "hf-dataset")

@@ -10,13 +10,15 @@ both are hashed against SHA256SUMS by the caller.
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from golfrun.errors import ProvenanceError, TransportError
 from golfrun.provenance.tarball import sha256_file
-from golfrun.provenance.targets import Bundle, Target, UploadOptions, UploadResult
+from golfrun.provenance.upload_base import Bundle, Target, UploadOptions, UploadResult
 from golfrun.transport import local
 
 
@@ -73,3 +75,32 @@ def upload_sftp(bundle: Bundle, target: Target, options: UploadOptions, result: 
     except TransportError as exc:
         raise ProvenanceError(f"{target.spec}: {exc}") from None
     result.location = _remote(target, target.path)
+
+
+_HOST_PATH = re.compile(r"(?:(?P<user>[^@:/\s]+)@)?(?P<host>[^@:/\s]+)(?::(?P<port>\d+))?:(?P<path>.+)")
+
+
+class SshUploadTarget:
+    """`rsync:[user@]host[:port]:<path>` and `sftp:…`: host keys checked, never auto-accepted."""
+
+    def __init__(self, scheme: str, upload: Callable[[Bundle, Target, UploadOptions, UploadResult], None]) -> None:
+        self.scheme = scheme
+        self.form = f"{scheme}:[user@]host[:port]:<path>"
+        self._upload = upload
+
+    def parse(self, spec: str, scheme: str, rest: str) -> Target:
+        m = _HOST_PATH.fullmatch(rest)
+        if not m:
+            raise ProvenanceError(f"preserve target {spec!r}: expected {self.form}")
+        return Target(self.scheme, spec, m["path"], user=m["user"] or "", host=m["host"], port=int(m["port"] or 22))
+
+    def upload(self, bundle: Bundle, target: Target, options: UploadOptions, result: UploadResult) -> None:
+        self._upload(bundle, target, options, result)
+
+    def retry_args(self, target: Target, options: UploadOptions) -> list[str]:
+        args = ["--ssh-key", options.ssh_key] if options.ssh_key else []
+        return args + (["--known-hosts", options.known_hosts] if options.known_hosts else [])
+
+
+RSYNC = SshUploadTarget("rsync", upload_rsync)
+SFTP = SshUploadTarget("sftp", upload_sftp)
