@@ -111,7 +111,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     msg = error(path)
     assert msg.startswith(path) and "invalid TOML" in msg
     assert "campaign file not found" in error(str(tmp_path / "nope.toml"))
-    assert "neither a campaign file nor a preset; presets: pr1610, tiny" in error("huge")
+    assert "neither a campaign file nor a preset; presets: gpu1, pr1610, tiny" in error("huge")
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_set_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("=3", "--set =3: expected section.key=value, got key ''"),
         ("gate_a..seed=3", "expected section.key=value, got key 'gate_a..seed'"),
         ("gate_a.bpb_tolerence=0.01", "--set gate_a.bpb_tolerence=0.01: unknown key 'gate_a.bpb_tolerence'; valid keys in [gate_a]: seed, bpb_tolerance"),
-        ("gate_c.x=1", "unknown key 'gate_c.x'; valid keys in the top level: name, trainer, trainer_env, backend"),
+        ("gate_c.x=1", "unknown key 'gate_c.x'; valid keys in the top level: name, trainer, trainer_env, usd_per_gpu_hour, backend"),
         ("gate_a.bpb_tolerance=abc", "--set gate_a.bpb_tolerance=abc: 'abc' is not a TOML value"),
         ("gate_a.bpb_tolerance=\"0.1\"", "--set gate_a.bpb_tolerance=\"0.1\": gate_a.bpb_tolerance: expected a number, got string \"0.1\""),
         ("gate_b.seeds=[0, 1", "is not a TOML value"),
