@@ -6,7 +6,6 @@ zeros — followed by N little-endian uint16 token ids. Its size is exactly 1024
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -14,6 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from golfrun.errors import DataError
+from golfrun.fileio import write_bytes_atomic
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -43,12 +43,7 @@ def write_shard(path: Path | str, tokens: np.ndarray | Iterable[int]) -> int:
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
     body = arr.astype("<u2", copy=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(body.tobytes())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, header.tobytes() + body.tobytes())
     return HEADER_BYTES + TOKEN_BYTES * int(arr.size)
 
 
