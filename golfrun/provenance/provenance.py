@@ -29,13 +29,16 @@ import tomllib
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golfrun import machine
 from golfrun.errors import GolfrunError
-from golfrun.fileio import write_text_atomic
+from golfrun.fileio import now_iso, write_text_atomic
 from golfrun.secrets import REDACTED, is_secret_name, redact_data, redact_text, secret_values_from_env
 from golfrun.summary import STAGES, Summary
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
 
 PROVENANCE_SCHEMA = "golfrun.provenance/1"
 _ENV_PREFIXES = ("SLURM_", "RUNPOD_", "CUDA_", "NCCL_", "TORCH", "OMP_", "HF_", "GOLFRUN_", "PYTHON", "VIRTUAL_ENV")
@@ -43,19 +46,12 @@ _ENV_PREFIXES = ("SLURM_", "RUNPOD_", "CUDA_", "NCCL_", "TORCH", "OMP_", "HF_", 
 # ------------------------------------------------------------------------------ secrets
 
 
-def campaign_dict(campaign: Any) -> dict[str, Any]:
+def campaign_dict(campaign: "Campaign") -> dict[str, Any]:
     """The resolved campaign as plain data (through its TOML, the form users read)."""
-    to_toml = getattr(campaign, "to_toml", None)
-    if callable(to_toml):
-        try:
-            return tomllib.loads(to_toml())
-        except (tomllib.TOMLDecodeError, GolfrunError):
-            pass
-    import dataclasses
-
-    if dataclasses.is_dataclass(campaign):
-        return json.loads(json.dumps(dataclasses.asdict(campaign), default=str))
-    return {}
+    try:
+        return tomllib.loads(campaign.to_toml())
+    except (tomllib.TOMLDecodeError, GolfrunError):
+        return json.loads(json.dumps(campaign.to_dict(), default=str))
 
 
 def _secret_values_in(data: Any) -> list[str]:
@@ -72,7 +68,7 @@ def _secret_values_in(data: Any) -> list[str]:
     return found
 
 
-def secret_values(campaign: Any = None, env: Mapping[str, str] | None = None) -> list[str]:
+def secret_values(campaign: "Campaign | None" = None, env: Mapping[str, str] | None = None) -> list[str]:
     """Literal values to scrub: every secret-named variable of the environment and the campaign."""
     values = secret_values_from_env(os.environ if env is None else env)
     if campaign is not None:
@@ -109,11 +105,10 @@ def redact_toml(text: str, values: list[str]) -> str:
     return redact_text(_TOML_ASSIGN.sub(repl, text), values)
 
 
-def resolved_toml(campaign: Any, campaign_dir: Path, values: list[str]) -> str:
-    to_toml = getattr(campaign, "to_toml", None)
+def resolved_toml(campaign: "Campaign | None", campaign_dir: Path, values: list[str]) -> str:
     text = ""
-    if callable(to_toml):
-        text = to_toml()
+    if campaign is not None:
+        text = campaign.to_toml()
     elif (campaign_dir / "campaign.resolved.toml").is_file():
         text = (campaign_dir / "campaign.resolved.toml").read_text()
     return redact_toml(text, values)
@@ -237,7 +232,7 @@ def stages_info(summaries: Mapping[str, Summary]) -> tuple[dict[str, Any], list[
 
 
 def build_provenance(
-    campaign: Any,
+    campaign: "Campaign",
     campaign_dir: Path,
     summaries: Mapping[str, Summary],
     *,
@@ -256,8 +251,8 @@ def build_provenance(
     cluster_env = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_JOB", "SLURM_NODELIST", "RUNPOD_POD"))}
     doc: dict[str, Any] = {
         "schema": PROVENANCE_SCHEMA,
-        "created_at": created_at or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "campaign": {"name": getattr(campaign, "name", ""), "resolved_toml": resolved_toml(campaign, campaign_dir, values),
+        "created_at": created_at or now_iso(),
+        "campaign": {"name": campaign.name, "resolved_toml": resolved_toml(campaign, campaign_dir, values),
                      "config": campaign_dict(campaign)},
         "trainer": {"path": str(trainer_path) if trainer_path else None, "sha256": trainer_sha256},
         "git": git,

@@ -15,8 +15,9 @@ import dataclasses
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from golfrun.fileio import now_iso
 from golfrun.provenance.bundle import build_bundle
 from golfrun.provenance.provenance import build_provenance, secret_values
 from golfrun.provenance.tarball import verify_tarball
@@ -25,37 +26,25 @@ from golfrun.stages.context import StageContext
 from golfrun.stages.spec import StageSpec
 from golfrun.summary import Artifact, Check, Summary, Verdict
 
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
+
 SPEC = StageSpec("preserve", 5, upstream=("verify-pod", "download-data", "gate-a", "ablation", "gate-b"),
                  config_sections=("preserve",),
                  uses_trainer=True, runs_when_blocked=True)
 
 
-def _now() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _trainer_path(campaign: "Campaign") -> Path:
+    return Path(campaign.trainer)
 
 
-def _trainer_path(campaign: Any) -> Path | None:
-    for attr in ("trainer_path", "trainer"):
-        value = getattr(campaign, attr, None)
-        if value:
-            return Path(value)
-    return None
-
-
-def upload_options(campaign: Any) -> UploadOptions:
+def upload_options(campaign: "Campaign") -> UploadOptions:
     p = campaign.preserve
-    return UploadOptions(
-        private=bool(getattr(p, "hf_private", True)),
-        ssh_key=str(getattr(p, "ssh_identity_file", "") or ""),
-        known_hosts=str(getattr(p, "known_hosts", "") or ""),
-    )
+    return UploadOptions(private=p.hf_private, ssh_key=p.ssh_identity_file, known_hosts=p.known_hosts)
 
 
-def _python(campaign: Any) -> str:
-    local = getattr(getattr(campaign, "backend", None), "local", None)
-    return str(getattr(local, "python", "") or "") or sys.executable
+def _python(campaign: "Campaign") -> str:
+    return campaign.backend.local.python or sys.executable
 
 
 def _artifact(campaign_dir: Path, path: Path, sha256: str) -> Artifact:
@@ -99,7 +88,7 @@ def describe(ctx: StageContext) -> list[str]:
              f"({'with' if p.include_checkpoints else 'without'} checkpoints), provenance.json, README.md, SHA256SUMS"]
     for spec in p.targets:
         t = campaign_target(ctx, spec)
-        extra = f" ({t.repo_type} repo, {'private' if getattr(p, 'hf_private', True) else 'public'} if created)" if t.kind == "hf" else ""
+        extra = f" ({t.repo_type} repo, {'private' if p.hf_private else 'public'} if created)" if t.kind == "hf" else ""
         where = f" ({t.path})" if t.kind == "dir" else ""
         lines.append(f"upload to {spec}{where}{extra}, then read back and hash")
     if not p.targets:
@@ -131,7 +120,7 @@ def write_campaign_report(ctx: StageContext, prov: dict[str, Any]) -> tuple[list
 def run(ctx: StageContext) -> Summary:
     from golfrun.provenance.tarball import sha256_file
 
-    started = _now()
+    started = now_iso()
     campaign = ctx.campaign
     targets_spec = list(campaign.preserve.targets)
     targets = [campaign_target(ctx, t) for t in targets_spec]  # a bad target is an error before any work
@@ -174,7 +163,7 @@ def run(ctx: StageContext) -> Summary:
         reasons.append(f"job folders named by the summaries are missing, so the tarball lacks them: {', '.join(missing)}")
     if not report.ok:
         reasons.append(f"the tarball failed its own verification: {report.describe()}")
-        return Summary(ctx.stage, campaign.name, Verdict.ERROR, started, _now(), ctx.fingerprint,
+        return Summary(ctx.stage, campaign.name, Verdict.ERROR, started, now_iso(), ctx.fingerprint,
                        dict(ctx.fingerprint_inputs), checks, decision, [], artifacts, reasons)
 
     bundle = Bundle.from_tarball(tar.path)
@@ -198,5 +187,5 @@ def run(ctx: StageContext) -> Summary:
         verdict = Verdict.PASS
         where = ", ".join(targets_spec) or "the stage folder only (no [preserve] targets)"
         reasons.append(f"tarball {tar.path.name} ({len(tar.members)} members) verified; kept in {where}")
-    return Summary(ctx.stage, campaign.name, verdict, started, _now(), ctx.fingerprint, dict(ctx.fingerprint_inputs),
+    return Summary(ctx.stage, campaign.name, verdict, started, now_iso(), ctx.fingerprint, dict(ctx.fingerprint_inputs),
                    checks, decision, [], artifacts, reasons)
