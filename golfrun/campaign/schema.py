@@ -114,6 +114,10 @@ class RunpodBackend:
                               "kept in pod.json", ge=0)
     max_usd_per_hour: float = key(0.0, "a created pod whose rate is above this is terminated at once, before anything "
                                        "runs on it; 0 = no cap", ge=0)
+    data_volume_gb: int = key(0, "stage the challenge data on a network volume of this size: found by name (one per "
+                                 "data source and variant) or created in the first of data_center_ids, mounted at "
+                                 "volume_mount_path, data.dir put on it, so later pods reuse it (docs/runpod.md); "
+                                 "0 = the data lives on each pod's disk", ge=0)
 
     def all_ports(self) -> list[str]:
         return self.ports if "22/tcp" in self.ports else [*self.ports, "22/tcp"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from golfrun.backends.runpod import pods
 from golfrun.backends.runpod import remote as rp
+from golfrun.backends.runpod import volumes
 from golfrun.backends.runpod.api import RunpodClient
 from golfrun.errors import BackendError, GolfrunError, TransportError
 from golfrun.pipeline.remote import RemoteOptions
@@ -97,6 +98,9 @@ def _run_locked(client: RunpodClient, campaign: "Campaign", settings: pods.Runpo
         record = pods.PodRecord(campaign=campaign.name, name=pods.pod_name(campaign.name), api_url=client.base_url,
                                 budget_usd=settings.budget_usd, workdir=settings.workdir)
     record.budget_usd, record.workdir, record.api_url = settings.budget_usd, settings.workdir, client.base_url
+    volume = volumes.ensure_data_volume(client, settings, campaign, say)  # the data, once for every pod
+    if volume is not None:
+        settings = volumes.with_volume(settings, volume)
     paths = rp.PodPaths(settings.workdir, campaign.name)
     used, rerolls = 0, 0
     while True:
@@ -282,11 +286,14 @@ def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, camp
     remote_trainer = rp.push_code(transport, REPO_ROOT, Path(campaign.trainer), paths)
     pod_campaign = dataclasses.replace(campaign, trainer=Path(remote_trainer),
                                        backend=dataclasses.replace(campaign.backend, kind="local"))
+    if settings.data_volume_gb and not campaign.data.dir:  # the data lives on the network volume
+        pod_campaign = dataclasses.replace(pod_campaign, data=dataclasses.replace(
+            campaign.data, dir=volumes.pod_data_dir(settings)))
     rp.put_text(transport, pod_campaign.to_toml(), paths.campaign_file)
     rp.push_runs(transport, campaign_dir, paths)
     _write_info(transport, record, paths)
     force = list(options.force)
-    if record.earlier_pods and not force and not campaign.data.dir:
+    if record.earlier_pods and not force and not campaign.data.dir and not settings.data_volume_gb:
         # The summaries came back from the lost pod, the dataset did not (it never leaves a pod):
         # download-data must build it again; later stages then find their jobs cached one by one.
         force = ["download-data"]

@@ -105,6 +105,21 @@ class Pod:
         )
 
 
+@dataclass(frozen=True)
+class NetworkVolume:
+    """A network volume (`/v2/network-volumes`): persistent storage in one data centre."""
+
+    id: str
+    name: str
+    size_gb: int
+    data_center: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NetworkVolume:
+        return cls(id=str(data["id"]), name=str(data.get("name") or ""), size_gb=int(data.get("size") or 0),
+                   data_center=str(data.get("dataCenter") or data.get("dataCenterId") or ""))
+
+
 @dataclass
 class RetryPolicy:
     deadline_s: float = 300.0  # total time one call may spend retrying
@@ -213,6 +228,16 @@ class RunpodClient:
                 return False
             raise
         return True
+
+    def list_network_volumes(self) -> list[NetworkVolume]:
+        data = self._call("GET", "/network-volumes")
+        items = data.get("networkVolumes") if isinstance(data, dict) else data
+        return [NetworkVolume.from_json(item) for item in items or []]
+
+    def create_network_volume(self, name: str, size_gb: int, data_center: str) -> NetworkVolume:
+        """POST /network-volumes, once: a volume is billed until deleted, so no blind retry."""
+        _, data = self._exchange("POST", "/network-volumes", {"name": name, "size": int(size_gb), "dataCenter": data_center})
+        return NetworkVolume.from_json(data)
 
     # ------------------------------------------------------------------ plumbing
 

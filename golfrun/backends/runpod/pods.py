@@ -73,6 +73,7 @@ class RunpodSettings:
     interruptible: bool = False
     max_rerolls: int = 2  # slow or broken pods replaced by another, at most this many times
     max_usd_per_hour: float = 0.0  # 0 = no cap on the pod's rate
+    data_volume_gb: int = 0  # the challenge data on a network volume of this size (volumes.py)
     ready_timeout_s: float = 1200.0  # PROVISIONING → RUNNING with ssh.direct (large images pull slowly)
     settle_s: float = 20.0  # RUNNING this long without a restart before it counts as up
     poll_s: float = 5.0
