@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +79,23 @@ def os_error_text(exc: OSError) -> str:
     """One line for a disk error: the path and the system's reason (`…/summary.json: No space left on device`)."""
     where = exc.filename if exc.filename is not None else "(no path)"
     return f"{where}: {exc.strerror or exc}"
+
+
+def copy_file_atomic(src: Path | str, dest: Path | str) -> None:
+    """Copy `src` (bytes and times) to `dest` atomically: a reader never sees half a copy."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(dest.parent)
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from golfrun.backends.base import JobState, JobStatus
 from golfrun.backends.slurm import Poller, SlurmClient, slurm_time
 from golfrun.errors import BackendError, GolfrunError
-from golfrun.fileio import write_json_atomic, write_text_atomic
+from golfrun.fileio import now_iso, write_json_atomic, write_text_atomic
 from golfrun.pipeline.remote import RemoteOptions
 from golfrun.sbatch.render import Container, SbatchSpec, render_stage_script, sbatch_argv
 from golfrun.stages import spec as spec_of
@@ -552,7 +552,7 @@ def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatu
         elif st is not None and job is not None and st.state in (JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN) \
                 and "DependencyNeverSatisfied" not in st.reason:
             reason = f"Slurm job {job['job_id']} ({job['key']}): {st.reason or st.state.value}; its output is in {SCRIPTS_DIR}/"
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            stamp = now_iso()
             summary = Summary(stage=stage, campaign=state["campaign"], verdict=Verdict.ERROR, started_at=stamp,
                               finished_at=stamp, fingerprint="", reasons=[reason])
             summaries.write_summary(campaign_dir, summary)

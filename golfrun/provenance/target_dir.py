@@ -1,13 +1,12 @@
 """`dir:<path>`: a folder (relative: in a campaign, to runs/<campaign>/; for `golfrun upload`, to
-the working folder). Each file is copied under a temporary name, fsynced and renamed, then re-read."""
+the working folder). Each file is copied atomically (golfrun/fileio.py), then re-read."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from golfrun.errors import ProvenanceError
+from golfrun.fileio import copy_file_atomic
 from golfrun.provenance.upload_base import Bundle, Target, UploadOptions, UploadResult
 from golfrun.provenance.tarball import sha256_file
 
@@ -23,11 +22,7 @@ class DirTarget:
         try:
             dest.mkdir(parents=True, exist_ok=True)
             for name in bundle.names:
-                tmp = dest / f".{name}.partial"
-                shutil.copyfile(bundle.folder / name, tmp)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, dest / name)
+                copy_file_atomic(bundle.folder / name, dest / name)
         except OSError as exc:
             raise ProvenanceError(f"{target.spec}: cannot copy into {dest}: {exc}") from exc
         for name in bundle.names:

@@ -16,9 +16,7 @@ its log; it never yields a score, so no gate can read it as PASS.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golfrun.fileio import now_iso, sha256_file, sha256_text, write_json_atomic  # noqa: F401  (re-exported)
+from golfrun.fileio import copy_file_atomic, now_iso, sha256_file, sha256_text, write_json_atomic  # noqa: F401  (re-exported)
 from golfrun.machine import campaign_result_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
@@ -204,7 +202,7 @@ def job_key(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> str:
         # a result measured on other hardware is never served as this machine's (golfrun/machine.py)
         "hardware": campaign_result_key(ctx.campaign_dir),
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    return sha256_text(json.dumps(doc, sort_keys=True))
 
 
 def trainer_file(ctx: "StageContext") -> Path:
@@ -518,10 +516,7 @@ def keep_checkpoint(dest: Path) -> Callable[[Path], None]:
         for name in ("final_model.pt", "final_model.int6.ptz"):
             src = folder / name
             if src.is_file():
-                dest.mkdir(parents=True, exist_ok=True)
-                tmp = dest / f".{name}.tmp"
-                shutil.copy2(src, tmp)
-                os.replace(tmp, dest / name)
+                copy_file_atomic(src, dest / name)
 
     return keep
 

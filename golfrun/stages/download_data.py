@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from golfrun.errors import CampaignError, DataError
+from golfrun.fileio import copy_file_atomic
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
 from golfrun.stages.spec import StageSpec
@@ -134,9 +135,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError:
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dest)
+        copy_file_atomic(src, dest)
 
 
 def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], decision: dict[str, Any]) -> None:
