@@ -38,6 +38,7 @@ from golfrun.summary import EXIT_CODES, STAGES, Verdict
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
+    from golfrun.campaign.schema import SlurmBackend
 
 Log = Callable[[str], None]
 STATE_FILE = "slurm.json"
@@ -106,12 +107,12 @@ def array_size(campaign: "Campaign", stage: str) -> int:
     return 1
 
 
-def in_waves(campaign: Any, stage: str) -> bool:
+def in_waves(campaign: "Campaign", stage: str) -> bool:
     """gate-b's seeds run in waves: one job array and aggregation job per wave, whatever its size."""
     return stage == "gate-b" and int(campaign.gate_b.wave_size) > 0
 
 
-def stage_time(settings: Any, stage: str) -> str:
+def stage_time(settings: "SlurmBackend", stage: str) -> str:
     value = settings.time.get(stage, settings.time.get("default", ""))
     if value in ("", None):
         return ""
@@ -191,7 +192,7 @@ def plan_submissions(campaign: "Campaign", paths: ClusterPaths, force: tuple[str
     return subs
 
 
-def submit_next_wave(campaign: Any, campaign_dir: Path, code: str, job_id: str, log: Log) -> tuple[str, str]:
+def submit_next_wave(campaign: "Campaign", campaign_dir: Path, code: str, job_id: str, log: Log) -> tuple[str, str]:
     """From a gate-b aggregation job on the cluster whose looks asked for another wave: submit that
     wave's job array (the same tasks script: its plan is the first unfinished wave) and another
     aggregation job after it, and make the pending preserve job that waited for this job wait for
