@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from golfrun.audit.report import audit_job, data_split
-from golfrun.errors import TrainerResultError
+from golfrun.errors import GolfrunError
 from golfrun.summary import Check
 
 if TYPE_CHECKING:
@@ -30,7 +30,8 @@ def compliance_checks(ctx: "StageContext", job_folder: Path, prefix: str = "") -
     code = trainer.stat().st_size if trainer.is_file() else None
     try:
         findings = audit_job(Path(job_folder), code, data_split(ctx.campaign_dir))
-    except TrainerResultError as exc:
+    except (GolfrunError, OSError, ValueError) as exc:
+        # the audit informs; a log or shard it cannot read is a warning, never a gate's error
         return [Check(f"{prefix}compliance", None, None, "audit", False, str(exc).splitlines()[0], "warn")]
     return [Check(f"{prefix}compliance.{f.check}", f.observed, f.limit, _OPS.get(f.check, "<="), bool(f.ok),
                   f.detail, "warn") for f in findings if f.ok is not None]

@@ -198,3 +198,20 @@ def test_full_split_counts_only_the_campaigns_variant(tmp_path: Path) -> None:
     summary.write_text(json.dumps({"decision": {"data_dir": str(data), "variant": "sp8192"}}))
     split = data_split(tmp_path / "camp", seq_len=1000)
     assert (split.targets, split.slack) == (3000, 999)
+
+
+def test_an_unreadable_job_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    """The gates' audit never stops a gate: a log of an unknown format gives one warning check."""
+    from types import SimpleNamespace
+
+    from golfrun.audit.stage import compliance_checks
+
+    job = tmp_path / "camp" / "02-gate-a" / "jobs" / "seed0"
+    job.mkdir(parents=True)
+    (job / "job.log").write_text("final_mystery val_loss:2.0 val_bpb:1.2\n")
+    # the two fields compliance_checks reads of a StageContext
+    ctx = SimpleNamespace(campaign=SimpleNamespace(trainer=tmp_path / "none.py"), campaign_dir=tmp_path / "camp")
+    (check,) = compliance_checks(ctx, job)  # type: ignore[arg-type]
+    assert (check.name, check.passed, check.severity) == ("compliance", False, "warn")
+    assert "unknown final-score format 'final_mystery'" in check.detail
+    assert compliance_checks(ctx, tmp_path / "missing") == []  # type: ignore[arg-type]
