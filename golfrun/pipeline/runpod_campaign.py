@@ -79,25 +79,7 @@ def _run_locked(client: RunpodClient, campaign: "Campaign", settings: pods.Runpo
                 options: RemoteOptions, forwarded: Mapping[str, str], log: Log, follow_timing: FollowTiming | None) -> int:
     scrub = list(forwarded.values())
     say: Log = lambda text: log(redact_text(text, scrub))  # noqa: E731
-    record = pods.load_record(campaign_dir)
-    if record is not None and not record.pod_id and not record.ended_at:
-        # the laptop died inside the create call: the pod may exist under the recorded name
-        found = client.find_pods(record.name)
-        if found:
-            record.pod_id, record.status = found[0].id, found[0].status
-            pods.save_record(campaign_dir, record)
-            say(f"found pod {record.pod_id} created for {record.name} by an interrupted run")
-    if record is not None and record.live:
-        say(f"re-attaching to pod {record.pod_id} ({record.name}) from {pods.record_path(campaign_dir)}")
-        if pods.refresh(client, campaign_dir, record) is None:
-            say(f"pod {record.pod_id} is gone; starting a new pod that resumes from the summaries pulled so far")
-            record = pods.retire(record)
-    elif record is not None:
-        record = pods.retire(record)
-    else:
-        record = pods.PodRecord(campaign=campaign.name, name=pods.pod_name(campaign.name), api_url=client.base_url,
-                                budget_usd=settings.budget_usd, workdir=settings.workdir)
-    record.budget_usd, record.workdir, record.api_url = settings.budget_usd, settings.workdir, client.base_url
+    record = _starting_record(client, campaign, settings, campaign_dir, say)
     volume = volumes.ensure_data_volume(client, settings, campaign, say)  # the data, once for every pod
     if volume is not None:
         settings = volumes.with_volume(settings, volume)
@@ -131,19 +113,7 @@ def _run_locked(client: RunpodClient, campaign: "Campaign", settings: pods.Runpo
                     raise pods.PodLostError(f"the pod went away ({exc})") from None
                 raise
         except pods.PodLostError as lost:
-            say(f"pod {record.pod_id} lost: {lost}")
-            _best_effort_pull(transport, paths, campaign_dir, say)
-            pods.terminate(client, campaign_dir, record, f"lost: {lost}", say)
-            if _budget_spent(settings, record):
-                raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
-                                    f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); the pod ended itself") from None
-            if record.deadline_epoch and time.time() >= record.deadline_epoch - 5:
-                raise BackendError(f"the campaign's deadline ({settings.deadline_minutes} min) ended pod {record.pod_id}; "
-                                   f"what was pulled is in {campaign_dir}; `golfrun run-all --backend runpod` resumes "
-                                   "on a new pod") from None
-            record = pods.retire(record)
-            pods.save_record(campaign_dir, record)
-            say(f"resuming on a new pod {record.name} from the summaries pulled so far")
+            record = _after_loss(client, settings, campaign_dir, record, transport, paths, lost, say)
         except pods.PodError as broken:  # never booted: stuck, ERROR, a restart loop, no GPUs, no SSH
             if not _end_for_reroll(client, settings, campaign_dir, record, options, f"did not boot: {broken}",
                                    rerolls, say):
@@ -164,29 +134,82 @@ def _run_locked(client: RunpodClient, campaign: "Campaign", settings: pods.Runpo
                 raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
                                     f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd) during verify-pod") from None
             return failed.code
-        except KeyboardInterrupt:
-            if record.run_started_at and record.live:
-                say(f"interrupted: the campaign goes on on pod {record.pod_id} (it ends itself at "
-                    f"{_iso(record.deadline_epoch)}); re-attach with `golfrun run-all --backend runpod` or "
-                    "`golfrun pod logs --follow`, end it with `golfrun pod down`")
-            elif record.live and not options.keep:
-                pods.terminate(client, campaign_dir, record, "interrupted during bring-up", say)
-            raise
         except BaseException as exc:
-            if isinstance(exc, BudgetReached):
-                _best_effort_pull(transport, paths, campaign_dir, say)
-            if options.keep:
-                say(f"--keep: pod {record.pod_id} is left running (it ends itself at {_iso(record.deadline_epoch)}); "
-                    "end it with `golfrun pod down`")
-            elif record.live:
-                try:
-                    pods.terminate(client, campaign_dir, record, f"failed: {type(exc).__name__}: {exc}"[:300], say)
-                except GolfrunError as term_err:
-                    say(f"could not terminate pod {record.pod_id}: {term_err}; run `golfrun pod down` or `golfrun pod sweep --yes`")
+            _on_failure(client, campaign_dir, record, transport, paths, options, exc, say)
             raise
         finally:
             if transport is not None:
                 transport.close()
+
+
+def _starting_record(client: RunpodClient, campaign: "Campaign", settings: pods.RunpodSettings, campaign_dir: Path,
+                     say: Log) -> pods.PodRecord:
+    """The pod record to work with: the live pod of an earlier run (re-attach), else a fresh one
+    that keeps the earlier pods' costs."""
+    record = pods.load_record(campaign_dir)
+    if record is not None and not record.pod_id and not record.ended_at:
+        # the laptop died inside the create call: the pod may exist under the recorded name
+        found = client.find_pods(record.name)
+        if found:
+            record.pod_id, record.status = found[0].id, found[0].status
+            pods.save_record(campaign_dir, record)
+            say(f"found pod {record.pod_id} created for {record.name} by an interrupted run")
+    if record is not None and record.live:
+        say(f"re-attaching to pod {record.pod_id} ({record.name}) from {pods.record_path(campaign_dir)}")
+        if pods.refresh(client, campaign_dir, record) is None:
+            say(f"pod {record.pod_id} is gone; starting a new pod that resumes from the summaries pulled so far")
+            record = pods.retire(record)
+    elif record is not None:
+        record = pods.retire(record)
+    else:
+        record = pods.PodRecord(campaign=campaign.name, name=pods.pod_name(campaign.name), api_url=client.base_url,
+                                budget_usd=settings.budget_usd, workdir=settings.workdir)
+    record.budget_usd, record.workdir, record.api_url = settings.budget_usd, settings.workdir, client.base_url
+    return record
+
+
+def _after_loss(client: RunpodClient, settings: pods.RunpodSettings, campaign_dir: Path, record: pods.PodRecord,
+                transport: Any, paths: rp.PodPaths, lost: pods.PodLostError, say: Log) -> pods.PodRecord:
+    """A lost pod: pull what can be pulled, end it, and return the record of the pod that resumes
+    (BudgetReached / BackendError when the budget or the deadline ended it)."""
+    say(f"pod {record.pod_id} lost: {lost}")
+    _best_effort_pull(transport, paths, campaign_dir, say)
+    pods.terminate(client, campaign_dir, record, f"lost: {lost}", say)
+    if _budget_spent(settings, record):
+        raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
+                            f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); the pod ended itself") from None
+    if record.deadline_epoch and time.time() >= record.deadline_epoch - 5:
+        raise BackendError(f"the campaign's deadline ({settings.deadline_minutes} min) ended pod {record.pod_id}; "
+                           f"what was pulled is in {campaign_dir}; `golfrun run-all --backend runpod` resumes "
+                           "on a new pod") from None
+    record = pods.retire(record)
+    pods.save_record(campaign_dir, record)
+    say(f"resuming on a new pod {record.name} from the summaries pulled so far")
+    return record
+
+
+def _on_failure(client: RunpodClient, campaign_dir: Path, record: pods.PodRecord, transport: Any, paths: rp.PodPaths,
+                options: RemoteOptions, exc: BaseException, say: Log) -> None:
+    """Before an error leaves the laptop's run: Ctrl-C after the start leaves the run going on the
+    pod; anything else ends the pod unless --keep (a budget stop pulls first)."""
+    if isinstance(exc, KeyboardInterrupt):
+        if record.run_started_at and record.live:
+            say(f"interrupted: the campaign goes on on pod {record.pod_id} (it ends itself at "
+                f"{_iso(record.deadline_epoch)}); re-attach with `golfrun run-all --backend runpod` or "
+                "`golfrun pod logs --follow`, end it with `golfrun pod down`")
+        elif record.live and not options.keep:
+            pods.terminate(client, campaign_dir, record, "interrupted during bring-up", say)
+        return
+    if isinstance(exc, BudgetReached):
+        _best_effort_pull(transport, paths, campaign_dir, say)
+    if options.keep:
+        say(f"--keep: pod {record.pod_id} is left running (it ends itself at {_iso(record.deadline_epoch)}); "
+            "end it with `golfrun pod down`")
+    elif record.live:
+        try:
+            pods.terminate(client, campaign_dir, record, f"failed: {type(exc).__name__}: {exc}"[:300], say)
+        except GolfrunError as term_err:
+            say(f"could not terminate pod {record.pod_id}: {term_err}; run `golfrun pod down` or `golfrun pod sweep --yes`")
 
 
 # verify-pod checks that another pod of the same request may pass (the machine, not the campaign)

@@ -13,14 +13,18 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golfrun.backends.runpod.api import Pod, RunpodClient
+from golfrun.campaign.schema import RunpodBackend
 from golfrun.errors import BackendError, CampaignError
 from golfrun.fileio import now_iso, write_text_atomic
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
 
 POD_JSON = "pod.json"
 POD_DIR = ".pod"  # laptop-only: SSH private key and known_hosts
@@ -28,7 +32,7 @@ KEY_FILE = "pod_ssh_key"  # the name contains "key" so secret scans flag it
 KNOWN_HOSTS = "known_hosts"
 RECORD_SCHEMA = "golfrun.runpod-pod/1"
 NAME_PREFIX = "golfrun-"
-DEFAULT_IMAGE = "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-cudnn-devel-ubuntu22.04"
+DEFAULT_IMAGE = RunpodBackend().image  # the schema's default
 # Where an official image keeps the pod's own environment (runpod-api.md §4); `{pod_id}` is filled in.
 POD_ENV_FILE_ENV = "GOLFRUN_RUNPOD_ENV_FILE"
 DEFAULT_POD_ENV_FILE = "/etc/rp_environment"
@@ -52,49 +56,19 @@ class PodLostError(PodError):
 
 
 @dataclass(frozen=True)
-class RunpodSettings:
-    """The `[backend.runpod]` table (docs/campaign.md), plus the waits' limits."""
+class RunpodSettings(RunpodBackend):
+    """The `[backend.runpod]` table (declared once, in golfrun/campaign/schema.py), plus the waits'
+    limits, which are not campaign keys (tests shorten them)."""
 
-    gpu_type: str = "NVIDIA H100 80GB HBM3"
-    gpu_count: int = 1
-    cloud_type: str = "SECURE"
-    image: str = DEFAULT_IMAGE
-    container_disk_gb: int = 50
-    volume_gb: int = 0
-    volume_mount_path: str = "/workspace"
-    network_volume_id: str = ""
-    data_center_ids: tuple[str, ...] = ()
-    ports: tuple[str, ...] = ("22/tcp",)
-    env: Mapping[str, str] = field(default_factory=dict)
-    workdir: str = "/workspace/golfrun"
-    setup: tuple[str, ...] = ()
-    deadline_minutes: float = 120.0
-    budget_usd: float = 0.0  # 0 = no budget
-    interruptible: bool = False
-    max_rerolls: int = 2  # slow or broken pods replaced by another, at most this many times
-    max_usd_per_hour: float = 0.0  # 0 = no cap on the pod's rate
-    data_volume_gb: int = 0  # the challenge data on a network volume of this size (volumes.py)
     ready_timeout_s: float = 1200.0  # PROVISIONING → RUNNING with ssh.direct (large images pull slowly)
     settle_s: float = 20.0  # RUNNING this long without a restart before it counts as up
     poll_s: float = 5.0
     ssh_timeout_s: float = 180.0  # RUNNING → first SSH login
 
     @classmethod
-    def from_campaign(cls, campaign: Any) -> RunpodSettings:
-        """Read `campaign.backend.runpod` (an object or a mapping); unknown keys are the schema's job."""
-        backend = _field(campaign, "backend")
-        table = _field(backend, "runpod") if backend is not None else None
-        values: dict[str, Any] = {}
-        for name in cls.__dataclass_fields__:
-            value = _field(table, name) if table is not None else None
-            if value is not None:
-                values[name] = value
-        for name in ("data_center_ids", "ports", "setup"):
-            if name in values:
-                values[name] = tuple(values[name])
-        if "env" in values:
-            values["env"] = dict(values["env"])
-        settings = cls(**values)
+    def from_campaign(cls, campaign: "Campaign") -> RunpodSettings:
+        table = campaign.backend.runpod
+        settings = cls(**{f.name: getattr(table, f.name) for f in fields(RunpodBackend)})
         settings.validate()
         return settings
 
@@ -125,14 +99,6 @@ class RunpodSettings:
         for key in self.env:
             if key == "PUBLIC_KEY":
                 raise CampaignError(f"{where} env.PUBLIC_KEY: golfrun sets it (the per-run SSH key); remove it")
-
-
-def _field(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
 
 
 def pod_name(campaign: str, short_id: str | None = None) -> str:
