@@ -71,6 +71,8 @@ def audit_job(folder: Path, code_bytes: int | None, split: FullSplit) -> list[Fi
     from golfrun.audit.scoredump import audit_dump
 
     facts = _job_facts(folder)
+    if facts.result.final is None:
+        raise TrainerResultError(f"{folder}: no final score (the run crashed or is still running): nothing to audit")
     out = findings_from_log(facts, code_bytes, split)
     dump = _score_dump(folder, facts)
     if dump is not None:

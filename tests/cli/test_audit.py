@@ -215,3 +215,18 @@ def test_an_unreadable_job_is_a_warning_not_an_error(tmp_path: Path) -> None:
     assert (check.name, check.passed, check.severity) == ("compliance", False, "warn")
     assert "unknown final-score format 'final_mystery'" in check.detail
     assert compliance_checks(ctx, tmp_path / "missing") == []  # type: ignore[arg-type]
+
+
+def test_a_job_without_a_final_score_is_a_note_in_a_campaign_audit(tmp_path: Path) -> None:
+    from golfrun.campaign import load_campaign
+    from tests.provenance.campaign_dir import write_campaign_dir
+
+    c = load_campaign(None, ['name="camp"'])
+    cdir = write_campaign_dir(tmp_path / "runs" / "camp", c)
+    job = cdir / "04-gate-b" / "jobs" / "seed2"
+    (job / "results.json").unlink()
+    for log in job.glob("*.txt"):
+        log.write_text("1/30 train_loss: 6.2378 train_time: 0.5m tok/s: 138\n")  # cut off mid-training
+    report = audit_path(cdir)
+    assert any("04-gate-b/jobs/seed2: " in n and "no final score" in n for n in report.notes)
+    assert {f.seed for f in report.findings if f.check == "eval_time"} == {0, 1}
