@@ -2,9 +2,10 @@
 attention kernels, git), and its hardware fingerprint.
 
 Used by verify-pod (its checks and `runs/<campaign>/machine.json`), by provenance
-(provenance.json) and by the caches: `hardware_key(fingerprint)` goes into every job's cache key
-(stages/common.py `job_key`) and is offered to the compile cache, so a result measured on other
-hardware is never served as this machine's.
+(provenance.json), by every summary (`machine`) and by the caches: `result_key(fingerprint)` is
+part of every job's cache key (stages/common.py `job_key`) and of the fingerprint of every stage
+that runs jobs (pipeline/engine.py), so a result measured on other hardware is never served as
+this machine's; `hardware_key(fingerprint)` (every field, the driver too) is the compile cache's.
 
 Three sources, each asked once, all commands through golfrun/transport/local.py:
 - the trainer's interpreter runs golfrun/machine_probe.py as a file (golfrun never imports torch);
@@ -232,7 +233,7 @@ class Fingerprint:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attention"] = list(self.attention)
-        d["hardware_key"] = hardware_key(self)
+        d["hardware_key"], d["result_key"] = hardware_key(self), result_key(self)
         return d
 
     @classmethod
@@ -254,11 +255,26 @@ _HARDWARE_FIELDS = ("gpu_model", "form_factor", "gpu_count", "gpu_memory_mib", "
                     "attention", "interconnect", "python")
 
 
-def hardware_key(fp: Fingerprint) -> str:
-    """sha256 of the hardware and software stack a result depends on (job and compile caches)."""
+# What a trainer's result depends on: the driver is left out, so a new pod of the same type with
+# another driver build still finds its campaign's jobs done (a compiled kernel does depend on it).
+_RESULT_FIELDS = tuple(f for f in _HARDWARE_FIELDS if f != "driver")
+
+
+def _key(fp: Fingerprint, names: tuple[str, ...]) -> str:
     d = asdict(fp)
-    return sha256_text(json.dumps({k: list(d[k]) if k == "attention" else d[k] for k in _HARDWARE_FIELDS},
-                                  sort_keys=True))
+    return sha256_text(json.dumps({k: list(d[k]) if k == "attention" else d[k] for k in names}, sort_keys=True))
+
+
+def hardware_key(fp: Fingerprint) -> str:
+    """sha256 of the whole hardware and software stack (the compile cache's key: every field)."""
+    return _key(fp, _HARDWARE_FIELDS)
+
+
+def result_key(fp: Fingerprint) -> str:
+    """sha256 of what a trainer's result depends on (GPU model, form factor, count, memory, CUDA,
+    torch, NCCL, attention kernels, interconnect, python): part of every job's cache key and of
+    the fingerprint of every stage that runs jobs."""
+    return _key(fp, _RESULT_FIELDS)
 
 
 def fingerprint(facts: dict[str, Any], smi: dict[str, Any], git_entry: dict[str, Any] | None) -> Fingerprint:
@@ -297,6 +313,10 @@ class Machine:
     git: dict[str, Any] | None
     fingerprint: Fingerprint
 
+    def gpu_names(self) -> list[str]:
+        """Every GPU's name: nvidia-smi's, else torch's device list."""
+        return [g["name"] for g in self.smi.get("gpus") or []] or [d["name"] for d in self.facts.get("devices") or []]
+
 
 def probe(python: str, *, packages: list[str] | tuple[str, ...] = (), torch: str = "auto",
           git_folder: Path | None = None, all_packages: bool = False, timeout_s: float = 300.0) -> Machine:
@@ -324,7 +344,7 @@ def read_machine(campaign_dir: Path) -> Fingerprint | None:
         return None
 
 
-def campaign_hardware_key(campaign_dir: Path) -> str:
-    """hardware_key of the recorded machine, or "unprobed" (a stage run before verify-pod ever did)."""
+def campaign_result_key(campaign_dir: Path) -> str:
+    """result_key of the recorded machine, or "unprobed" (a stage run before verify-pod ever did)."""
     fp = read_machine(campaign_dir)
-    return hardware_key(fp) if fp is not None else "unprobed"
+    return result_key(fp) if fp is not None else "unprobed"

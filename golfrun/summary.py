@@ -103,6 +103,9 @@ class Summary:
     gpu_seconds_total: float = 0.0
     cpu_seconds_total: float = 0.0
     usd: float | None = None
+    # The hardware fingerprint (golfrun/machine.py) of the machine verify-pod last probed for this
+    # campaign, with its hardware_key: which machine produced this summary. None before any probe.
+    machine: dict[str, Any] | None = None
     schema: str = SUMMARY_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +137,7 @@ class Summary:
                 gpu_seconds_total=float(d.get("gpu_seconds_total") or 0.0),
                 cpu_seconds_total=float(d.get("cpu_seconds_total") or 0.0),
                 usd=None if d.get("usd") is None else float(d["usd"]),
+                machine=d.get("machine") if isinstance(d.get("machine"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SummaryError(f"{source}: malformed summary ({exc})") from exc

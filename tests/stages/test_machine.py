@@ -4,6 +4,8 @@ machine through the interpreter that runs the tests."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +82,9 @@ def test_fingerprint_and_hardware_key() -> None:
     assert fingerprint(facts, pcie, None).form_factor == "PCIe"
     assert hardware_key(fingerprint(facts, pcie, None)) != hardware_key(fp)
     assert Fingerprint.from_dict(fp.to_dict()) == fp and fp.to_dict()["hardware_key"] == hardware_key(fp)
+    # another driver build: the compile cache starts afresh, the job results still hold
+    other_driver = dataclasses.replace(fp, driver="570.86.15")
+    assert hardware_key(other_driver) != hardware_key(fp) and machine.result_key(other_driver) == machine.result_key(fp)
     # torch's device list stands in when nvidia-smi is absent; a CPU machine has no GPU fields
     assert fingerprint(facts, {"present": False}, None).gpu_count == 2
     cpu = fingerprint({"python": "3.12.3", "torch": "2.13.0+cpu"}, {"present": False}, None)
@@ -98,10 +103,35 @@ def test_the_real_probe_on_this_machine_never_imports_torch_into_golfrun(tmp_pat
         assert m.fingerprint.git_commit == head.stdout.strip()
     machine.write_machine(tmp_path, m.fingerprint)
     assert machine.read_machine(tmp_path) == m.fingerprint
-    assert machine.campaign_hardware_key(tmp_path) == hardware_key(m.fingerprint)
-    assert machine.campaign_hardware_key(tmp_path / "none") == "unprobed"
+    assert machine.campaign_result_key(tmp_path) == machine.result_key(m.fingerprint)
+    assert machine.campaign_result_key(tmp_path / "none") == "unprobed"
 
 
 def test_a_broken_interpreter_is_a_machine_error(tmp_path: Path) -> None:
     with pytest.raises(machine.MachineError, match="machine probe failed"):
         machine.probe_interpreter(str(tmp_path / "no-python"))
+
+
+def test_every_summary_names_the_machine_and_other_hardware_reruns_the_jobs(tmp_path: Path, shared_data: Path) -> None:
+    from click.testing import CliRunner
+
+    from golfrun.cli import main
+    from tests.fixtures.pipeline_campaign import write_campaign
+
+    write_campaign(tmp_path, shared_data)
+    base = ["--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    assert CliRunner().invoke(main, ["run-all", *base]).exit_code == 0
+    cdir = tmp_path / "runs" / "t"
+    fp = machine.read_machine(cdir)
+    assert fp is not None
+    for path in sorted(cdir.glob("0*/summary.json")):
+        assert json.loads(path.read_text())["machine"]["hardware_key"] == hardware_key(fp), path
+    launches = (tmp_path / "launches.txt").read_text().count("\n")
+    # the same campaign and runs folder on an H100 (as verify-pod would record it there): gate-a's
+    # stage and its job are not served from what this CPU machine produced
+    machine.write_machine(cdir, dataclasses.replace(fp, gpu_model="H100", form_factor="SXM", gpu_count=1))
+    out = CliRunner().invoke(main, ["gate-a", *base])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "launches.txt").read_text().count("\n") == launches + 1
+    gate_a = json.loads((cdir / "02-gate-a" / "summary.json").read_text())
+    assert gate_a["machine"]["gpu_model"] == "H100" and gate_a["jobs"][0]["cached"] is False
