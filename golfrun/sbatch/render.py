@@ -60,7 +60,6 @@ class SbatchSpec:
     setup: tuple[str, ...] = ()  # shell lines run before the command
     env: tuple[tuple[str, str], ...] = ()  # exported before the command
     container: Container | None = None  # trainer steps (srun) run in it
-    srun: bool = False  # run the command itself as srun tasks, one per task slot (in the container if any)
     srun_extra: tuple[str, ...] = field(default=())  # more srun flags for trainer steps
 
 
@@ -120,11 +119,7 @@ def srun_step_flags(spec: SbatchSpec) -> list[str]:
 def command_line(spec: SbatchSpec) -> str:
     if not spec.command:
         raise ValueError(f"sbatch job {spec.job_name}: empty command")
-    argv = list(spec.command)
-    if spec.srun:
-        # one task per allocated task slot (nodes × ntasks-per-node)
-        argv = ["srun", "--kill-on-bad-exit=1", *srun_step_flags(spec), *argv]
-    return shlex.join(argv)
+    return shlex.join(spec.command)
 
 
 _TEMPLATES = jinja2.Environment(
@@ -143,7 +138,7 @@ def render_stage_script(spec: SbatchSpec) -> str:
     for k, _ in spec.env:
         if not _ENV_NAME.match(k):
             raise ValueError(f"sbatch job {spec.job_name}: {k!r} is not a valid environment variable name")
-    step_flags = [] if spec.srun else srun_step_flags(spec)
+    step_flags = srun_step_flags(spec)
     return _TEMPLATES.get_template("stage.sh.j2").render(
         q=shlex.quote,
         sq=sbatch_quote,
