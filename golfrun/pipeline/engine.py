@@ -388,7 +388,7 @@ class Engine:
         ctx = self.context(stage, self.upstream(stage, strict=False), dry_run=True)
         return list(module.plan(ctx))
 
-    def run_job_index(self, stage: str, index: int) -> int:
+    def run_job_index(self, stage: str, index: int, lock_wait_s: float = 0.0) -> int:
         """Run job `index` of the stage's plan in its folder; write no summary (a later plain run
         of the stage finds it cached and aggregates). Holds the campaign lock shared (the tasks of
         one Slurm array run side by side; a run-all or stage command excludes them, LockError) and
@@ -401,12 +401,12 @@ class Engine:
             raise UsageError(f"{stage} runs no trainer jobs; --job-index applies to {with_jobs}")
         module = stage_module(stage)
         command = f"golfrun {stage} --job-index {index}"
-        with CampaignLock(self.campaign_dir, command=command, shared=True):
+        with CampaignLock(self.campaign_dir, command=command, shared=True, wait_s=lock_wait_s):
             ctx = self.context(stage, self.upstream(stage))
             jobs = list(module.plan(ctx))
             if not 0 <= index < len(jobs):
                 raise UsageError(f"--job-index {index}: {stage} plans {len(jobs)} job(s), indices 0..{len(jobs) - 1}")
-            with job_lock(ctx.stage_dir, jobs[index].name, command=command):
+            with job_lock(ctx.stage_dir, jobs[index].name, command=command, wait_s=lock_wait_s):
                 outcome = common.run_job(ctx, jobs[index])
         return 0 if outcome.ok else EXIT_CODES[Verdict.ERROR]
 

@@ -30,6 +30,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _flock(fd: int, mode: int, wait_s: float) -> None:
+    """flock without blocking, retried until `wait_s` has passed; BlockingIOError then."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 class CampaignLock:
     """`with CampaignLock(campaign_dir):` — raises LockError if another live process holds it.
 
@@ -38,10 +51,12 @@ class CampaignLock:
     holder (run-all, a stage command). A shared holder leaves the file's content alone.
     """
 
-    def __init__(self, campaign_dir: Path, command: str = "", shared: bool = False, name: str = LOCK_NAME) -> None:
+    def __init__(self, campaign_dir: Path, command: str = "", shared: bool = False, name: str = LOCK_NAME,
+                 wait_s: float = 0.0) -> None:
         self.path = Path(campaign_dir) / name
         self.command = command
         self.shared = shared
+        self.wait_s = wait_s  # Slurm jobs wait this long (a job that submitted them may still hold it)
         self._fd: int | None = None
 
     def holder(self) -> dict[str, object]:
@@ -58,7 +73,7 @@ class CampaignLock:
             raise UsageError(f"{self.path.parent}: cannot create the campaign folder or its lock "
                              f"({exc.strerror or exc}); choose a writable --runs-dir") from exc
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX, self.wait_s)
         except BlockingIOError:
             os.close(fd)
             info = self.holder()
@@ -106,7 +121,7 @@ class CampaignLock:
         self.release()
 
 
-def job_lock(stage_dir: Path, job_name: str, command: str = "") -> CampaignLock:
+def job_lock(stage_dir: Path, job_name: str, command: str = "", wait_s: float = 0.0) -> CampaignLock:
     """The exclusive lock of one job folder, beside it (`jobs/.<name>.lock`: the folder itself is
     deleted and recreated by a rerun, a lock inside it would not hold)."""
-    return CampaignLock(Path(stage_dir) / "jobs", command=command, name=f".{job_name}.lock")
+    return CampaignLock(Path(stage_dir) / "jobs", command=command, name=f".{job_name}.lock", wait_s=wait_s)

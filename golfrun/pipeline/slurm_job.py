@@ -7,7 +7,8 @@
                               campaign before upstream stages have run)
 
 A stage job holds the campaign lock (golfrun/pipeline/lock.py); an array task holds it shared,
-plus its job's own lock, so the tasks of one array run together. A lock held elsewhere exits 3.
+plus its job's own lock, so the tasks of one array run together. A lock held elsewhere is waited
+for up to LOCK_WAIT_S (the job that submitted this one may still hold it), then exits 3.
 
 The exit code is the verdict's (PASS 0, KILL 10, HOLD 11, ERROR 12, SKIPPED 13): anything but
 PASS makes Slurm cancel the `afterok` dependents, which is how a KILL stops the campaign with no
@@ -24,6 +25,11 @@ from pathlib import Path
 
 from golfrun.errors import GolfrunError, LockError
 from golfrun.summary import EXIT_CODES, EXIT_LOCKED, STAGES, Verdict
+
+
+# A Slurm job may start while the job that submitted it (a gate-b wave's aggregation) still holds
+# the campaign lock for a moment: it waits up to this long before exiting 3.
+LOCK_WAIT_S = 300.0
 
 
 def _log(message: str) -> None:
@@ -63,10 +69,10 @@ def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: 
             _log(f"{stage}: array task {index}: the plan has {planned} job(s); nothing to do")
             return 0
         _log(f"{stage}: job {index} of {planned}")
-        return engine.run_job_index(stage, index)
+        return engine.run_job_index(stage, index, lock_wait_s=LOCK_WAIT_S)
     from golfrun.pipeline.lock import CampaignLock
 
-    with CampaignLock(engine.campaign_dir, command=f"slurm job: golfrun {stage}"):
+    with CampaignLock(engine.campaign_dir, command=f"slurm job: golfrun {stage}", wait_s=LOCK_WAIT_S):
         if stage == "preserve":
             _mark_blocked(engine)
         if stage == "gate-b" and not force and _next_wave(engine):

@@ -144,3 +144,23 @@ def test_job_index_tasks_share_the_campaign_lock_but_not_a_job(tmp_path: Path, c
         assert alone.returncode == 0, alone.stderr
         blocked = run_golfrun(["gate-a", *args], cwd=tmp_path)  # an exclusive holder waits for the array
         assert blocked.returncode == 3 and "hold it together" in blocked.stderr
+
+
+def test_a_slurm_job_waits_for_the_lock_of_the_job_that_submitted_it(tmp_path: Path) -> None:
+    """A gate-b wave's aggregation job submits the next wave while it still holds the lock: the
+    new array tasks wait for it (up to wait_s) instead of exiting 3."""
+    import threading
+
+    from golfrun.errors import LockError
+
+    holder = CampaignLock(tmp_path, command="slurm job: golfrun gate-b")
+    holder.acquire()
+    threading.Timer(1.0, holder.release).start()
+    with CampaignLock(tmp_path, command="array task", shared=True, wait_s=30.0):
+        assert holder._fd is None  # got it only once the holder let go
+    with CampaignLock(tmp_path, command="slurm job: golfrun gate-b"):
+        try:
+            CampaignLock(tmp_path, shared=True, wait_s=0.6).acquire()
+            raise AssertionError("acquired a lock held exclusively")
+        except LockError:
+            pass
