@@ -23,7 +23,9 @@ running() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
 if ! running && [ "$(cat "$RC_FILE" 2>/dev/null)" != "0" ]; then
   rm -f "$RC_FILE"
   echo "$(date -u +%FT%TZ) starting run-all" >> "$RUNS/gpu1-run-all.log"
-  setsid bash -c "python3 -m golfrun.cli run-all --campaign gpu1 --runs-dir $RUNS $SETS >> $RUNS/gpu1-run-all.log 2>&1; echo \$? > $RC_FILE" &
+  # SETS expands inside the child, unquoted: split into words, any quotes in it kept for TOML
+  export RUNS SETS RC_FILE
+  setsid bash -c 'python3 -m golfrun.cli run-all --campaign gpu1 --runs-dir "$RUNS" $SETS >> "$RUNS/gpu1-run-all.log" 2>&1; echo $? > "$RC_FILE"' &
   echo $! > "$PID_FILE"
 fi
 while running && [ $(( $(date +%s) - start )) -lt "$WAIT_S" ]; do sleep 5; done
