@@ -406,6 +406,7 @@ class Engine:
             jobs = list(module.plan(ctx))
             if not 0 <= index < len(jobs):
                 raise UsageError(f"--job-index {index}: {stage} plans {len(jobs)} job(s), indices 0..{len(jobs) - 1}")
+            budget.check_stage(ctx, lambda: jobs)  # an array task holds to [budget] as the whole stage does
             with job_lock(ctx.stage_dir, jobs[index].name, command=command, wait_s=lock_wait_s):
                 outcome = common.run_job(ctx, jobs[index])
         return 0 if outcome.ok else EXIT_CODES[Verdict.ERROR]

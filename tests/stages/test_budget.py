@@ -7,6 +7,7 @@ under a runs folder, a RunPod campaign with its pods' own cost."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -33,10 +34,16 @@ def test_a_stage_past_the_budget_is_not_started(tmp_path: Path, shared_data: Pat
     code, out = cli(tmp_path, "run-all", "--force", "gate-b", "--set", "budget.gpu_hours=0.000001")
     assert code == EXIT_BUDGET, out
     out = out.splitlines()[-1]
-    assert "gate-b plans 3 job(s) not in cache" in out, out and "[budget] gpu_hours = 1e-06" in out
+    assert re.search(r"gate-b plans [1-9] job\(s\) not in cache", out), out  # its first wave, or all seeds and "[budget] gpu_hours = 1e-06" in out
     assert "mean of gate-b's" in out  # the estimate is what gate-b's own jobs measured
     assert "not started" in out
     assert gate_b.read_text() == before and (tmp_path / "launches.txt").read_text().count("\n") == launches
+
+    # a Slurm array task (`--job-index`) holds to the budget as its stage does
+    code, out = cli(tmp_path, "gate-b", "--job-index", "0", "--set", "budget.gpu_hours=0.000001",
+                    "--set", "trainer_env.FAKE_OTHER=1")
+    assert code == EXIT_BUDGET and "job(s) not in cache" in out and "gate-b not started" in out, out
+    assert (tmp_path / "launches.txt").read_text().count("\n") == launches
 
     # a budget that covers it lets the stage run; cached jobs cost nothing in the estimate
     code, out = cli(tmp_path, "run-all", "--set", "budget.gpu_hours=100")
