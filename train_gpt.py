@@ -1,8 +1,8 @@
 """Parameter Golf trainer: the method of record #1610 (VarLen attention, looped U-Net GPT, Muon,
 GPTQ int6 + brotli), runnable from one CPU process to 8 GPUs.
 
-The file reads top to bottom: hyperparameters -> data -> model -> optimizer -> training loop ->
-serialization -> evaluation -> main. docs/trainer.md documents the environment variables, the
+The file reads top to bottom, one banner per part: hyperparameters -> data -> kernels -> model ->
+optimizer -> training loop -> serialization -> evaluation -> test-time training -> main. docs/trainer.md documents the environment variables, the
 results.json schema and every deliberate deviation from the record.
 """
 from __future__ import annotations
@@ -155,6 +155,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("CORRECTOR_ORDERS", str, "8"),
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
+    ("MLP_KERNEL", str, "plain"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -270,8 +271,10 @@ class Hyperparameters:
             bad(f"PARALLEL_FINAL_LANE={self.parallel_final_lane!r} must be mean, attn or mlp")
         if self.compressor not in ("brotli", "lzma"):
             bad(f"COMPRESSOR={self.compressor!r} must be brotli or lzma")
-        if self.attn_backend not in ("auto", "fa3", "varlen", "sdpa"):
-            bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, varlen or sdpa")
+        if self.attn_backend not in ("auto", "fa3", "varlen", "varlen_gqa", "sdpa"):
+            bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, varlen, varlen_gqa or sdpa")
+        if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
+            bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
         per_rank = self.world_size * self.grad_accum_steps
         if self.train_batch_tokens % per_rank or self.train_batch_tokens // per_rank < 2:
             bad(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a positive multiple of "
@@ -558,6 +561,191 @@ def load_tokenizer(h: Hyperparameters) -> spm.SentencePieceProcessor:
 
 
 # ==================================================================================================
+# KERNELS: fused MLP up-projection + LeakyReLU(0.5)^2 (Triton, forward and backward)
+# ==================================================================================================
+# The record's one custom kernel (trainer-facts §10.3). Without it the 2048-wide hidden activations make
+# extra round trips through memory: the up-projection writes `pre`, a pointwise pass reads it and writes
+# `post`, and in the backward another pass multiplies dPost by the activation's derivative. Here the
+# forward matmul writes pre and post from its fp32 accumulator, and the backward matmul dOut·W_down
+# multiplies by phi'(pre) in its epilogue. Both are wrapped as torch.library custom ops with fake
+# implementations and an autograd formula, so torch.compile(fullgraph=True) traces through them.
+# MLP_KERNEL: plain (default: plain ops, Inductor fuses them), triton, torch (the same custom ops with torch
+# math inside: the fallback that runs anywhere), auto (triton on CUDA when importable, else plain). The
+# Triton kernels are opt-in until benchmarks/bench_kernels_1gpu.sh has checked and timed them on a GPU.
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the torch fallback and the plain path need no Triton
+    triton = None
+
+_MLP = {"kernel": "plain"}
+
+if triton is not None:
+    @triton.jit
+    def _mlp_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
+        # grouped tile order: GROUP_M row-tiles share each column sweep, so weight tiles stay in L2
+        num_m = tl.cdiv(M, BM)
+        num_n = tl.cdiv(N, BN)
+        per_group = GROUP_M * num_n
+        first_m = (pid // per_group) * GROUP_M
+        size_m = min(num_m - first_m, GROUP_M)
+        pid_m = first_m + ((pid % per_group) % size_m)
+        pid_n = (pid % per_group) // size_m
+        return pid_m * BM + tl.arange(0, BM), pid_n * BN + tl.arange(0, BN)
+
+    @triton.jit
+    def _mlp_up_act_kernel(x_ptr, w_ptr, pre_ptr, post_ptr, M, N, K: tl.constexpr, sxm, swn, spm,
+                           BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
+        """pre = X·Wᵀ (X: M×K, W: N×K), post = leaky_relu(pre, 0.5)²; both from the fp32 accumulator."""
+        offs_m, offs_n = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+        offs_k = tl.arange(0, BK)
+        x_ptrs = x_ptr + offs_m[:, None] * sxm + offs_k[None, :]
+        w_ptrs = w_ptr + offs_n[None, :] * swn + offs_k[:, None]
+        row_ok = offs_m[:, None] < M
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for _ in range(0, K, BK):
+            a = tl.load(x_ptrs, mask=row_ok, other=0.0)
+            b = tl.load(w_ptrs)
+            acc = tl.dot(a, b, acc)
+            x_ptrs += BK
+            w_ptrs += BK
+        act = tl.where(acc > 0, acc, 0.5 * acc)
+        out = offs_m[:, None] * spm + offs_n[None, :]
+        tl.store(pre_ptr + out, acc.to(pre_ptr.dtype.element_ty), mask=row_ok)
+        tl.store(post_ptr + out, (act * act).to(post_ptr.dtype.element_ty), mask=row_ok)
+
+    @triton.jit
+    def _mlp_act_grad_kernel(g_ptr, w_ptr, pre_ptr, dpre_ptr, M, N, K: tl.constexpr, sgm, swk, spm,
+                             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
+        """dPre = (G·W) ⊙ phi'(pre) with G: M×K (dOut), W: K×N (W_down), phi'(z) = 2z (z>0) else z/2."""
+        offs_m, offs_n = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+        offs_k = tl.arange(0, BK)
+        g_ptrs = g_ptr + offs_m[:, None] * sgm + offs_k[None, :]
+        w_ptrs = w_ptr + offs_k[:, None] * swk + offs_n[None, :]
+        row_ok = offs_m[:, None] < M
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for _ in range(0, K, BK):
+            a = tl.load(g_ptrs, mask=row_ok, other=0.0)
+            b = tl.load(w_ptrs)
+            acc = tl.dot(a, b, acc)
+            g_ptrs += BK
+            w_ptrs += BK * swk
+        out = offs_m[:, None] * spm + offs_n[None, :]
+        pre = tl.load(pre_ptr + out, mask=row_ok, other=0.0).to(tl.float32)
+        dpre = acc * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
+        tl.store(dpre_ptr + out, dpre.to(dpre_ptr.dtype.element_ty), mask=row_ok)
+
+# Tile sizes of the record's kernel where they fit (128×256×64, 8 warps; §10.3); smaller for small widths.
+_MLP_TILE = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+
+
+def _mlp_tiles(N: int, K: int) -> dict | None:
+    """The launch configuration for hidden width N and model width K, or None where the tiles do not fit
+    (Triton tiles are powers of two >= 16 that must divide the widths): those shapes use the torch math."""
+    cfg = dict(_MLP_TILE, BN=min(_MLP_TILE["BN"], N), BK=min(_MLP_TILE["BK"], K))
+    for size, width in ((cfg["BN"], N), (cfg["BK"], K)):
+        if size < 16 or size & (size - 1) or width % size:
+            return None
+    return cfg
+
+
+def _mlp_launch(kernel, a: torch.Tensor, b: torch.Tensor, b_stride: int, extra: list[torch.Tensor],
+                outs: list[torch.Tensor], N: int) -> None:
+    M, K = a.shape
+    cfg = _mlp_tiles(N, K)
+    grid = (triton.cdiv(M, cfg["BM"]) * (N // cfg["BN"]),)
+    kernel[grid](a, b, *extra, *outs, M, N, K, a.stride(0), b_stride, outs[0].stride(0), **cfg)
+
+
+def _up_act_triton(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, w_up = x.contiguous(), w_up.contiguous()
+    N = w_up.size(0)
+    pre = x.new_empty(x.size(0), N)
+    post = torch.empty_like(pre)
+    _mlp_launch(_mlp_up_act_kernel, x, w_up, w_up.stride(0), [], [pre, post], N)
+    return pre, post
+
+
+def _act_grad_triton(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    g, w_down = g.contiguous(), w_down.contiguous()
+    dpre = torch.empty_like(pre)
+    _mlp_launch(_mlp_act_grad_kernel, g, w_down, w_down.stride(0), [pre], [dpre], pre.size(1))
+    return dpre
+
+
+def _up_act_torch(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pre = (x.float() @ w_up.float().t())
+    return pre.to(x.dtype), F.leaky_relu(pre, 0.5).square().to(x.dtype)
+
+
+def _act_grad_torch(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    p = pre.float()
+    return ((g.float() @ w_down.float()) * torch.where(p > 0, 2.0 * p, 0.5 * p)).to(pre.dtype)
+
+
+def _register_mlp_ops() -> None:
+    """golf::mlp_fused(x, w_up, w_down, use_triton) -> (out, pre, post) and its backward op. Registered once
+    per process (a second import of this file, as the tests do, reuses the first registration)."""
+    if hasattr(torch.ops.golf, "mlp_fused"):
+        return
+
+    @torch.library.custom_op("golf::mlp_fused", mutates_args=())
+    def mlp_fused(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                  use_triton: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        use_triton = use_triton and _mlp_tiles(w_up.size(0), x.size(1)) is not None
+        pre, post = (_up_act_triton if use_triton else _up_act_torch)(x, w_up)
+        return post @ w_down.t(), pre, post
+
+    @mlp_fused.register_fake
+    def _(x, w_up, w_down, use_triton):
+        M, N = x.size(0), w_up.size(0)
+        return x.new_empty(M, w_down.size(0)), x.new_empty(M, N), x.new_empty(M, N)
+
+    @torch.library.custom_op("golf::mlp_act_grad", mutates_args=())
+    def mlp_act_grad(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor, use_triton: bool) -> torch.Tensor:
+        use_triton = use_triton and _mlp_tiles(pre.size(1), g.size(1)) is not None
+        return (_act_grad_triton if use_triton else _act_grad_torch)(g, w_down, pre)
+
+    @mlp_act_grad.register_fake
+    def _(g, w_down, pre, use_triton):
+        return torch.empty_like(pre)
+
+    def setup_context(ctx, inputs, output):
+        x, w_up, w_down, use_triton = inputs
+        ctx.use_triton = use_triton
+        ctx.save_for_backward(x, w_up, w_down, output[1], output[2])
+
+    def backward(ctx, g, _g_pre, _g_post):  # pre and post are saved activations, never used downstream
+        x, w_up, w_down, pre, post = ctx.saved_tensors
+        dpre = torch.ops.golf.mlp_act_grad(g, w_down, pre, ctx.use_triton)
+        return dpre @ w_up, dpre.t() @ x, g.t() @ post, None
+
+    mlp_fused.register_autograd(backward, setup_context=setup_context)
+
+
+_register_mlp_ops()
+
+
+def select_mlp_kernel(device: torch.device, requested: str = "auto") -> str:
+    """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops)."""
+    if requested == "triton" and (device.type != "cuda" or triton is None):
+        raise RuntimeError("MLP_KERNEL=triton needs a CUDA device and an importable triton")
+    name = requested
+    if requested == "auto":
+        name = "triton" if device.type == "cuda" and triton is not None else "plain"
+    _MLP["kernel"] = name
+    return name
+
+
+def fused_mlp(a: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """w_down(leaky_relu(w_up(a), 0.5)²) through the fused custom op; a (..., K), w_up (N, K), w_down (K', N)."""
+    x = a.reshape(-1, a.size(-1))
+    out, _, _ = torch.ops.golf.mlp_fused(x, w_up, w_down, _MLP["kernel"] == "triton")
+    return out.view(*a.shape[:-1], w_down.size(0))
+
+
+# ==================================================================================================
 # MODEL
 # ==================================================================================================
 
@@ -578,13 +766,64 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 # Attention kernels. Chosen once per process by select_attention(); `packed` calls carry cu_seqlens.
-_ATTN = {"name": "sdpa", "fa3": None, "varlen": None, "varlen_gqa": False}
+_ATTN = {"name": "sdpa", "fa3": None, "varlen": None, "varlen_gqa": False, "gqa_op": False}
+
+
+def _register_flash_gqa_ops() -> None:
+    """golf::flash_varlen(q, k, v, cu, max_seqlen) -> (out, lse): torch's flash-2 varlen kernel called with
+    fewer K/V heads than query heads. The kernel handles GQA natively (its backward sums dK/dV over each
+    group), but torch 2.11's `varlen_attn` rejects unequal head counts (no `enable_gqa` before 2.12), which
+    made us copy K/V per query head: (T, 8, 64) instead of (T, 4, 64) per layer, forward and backward."""
+    if hasattr(torch.ops.golf, "flash_varlen"):
+        return
+
+    @torch.library.custom_op("golf::flash_varlen", mutates_args=())
+    def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
+                     max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
+        out, lse = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_seqlen, max_seqlen, 0.0, True,
+                                                           False)[:2]
+        return out, lse
+
+    @flash_varlen.register_fake
+    def _(q, k, v, cu, max_seqlen):
+        return torch.empty_like(q), q.new_empty((q.size(1), q.size(0)), dtype=torch.float32)
+
+    @torch.library.custom_op("golf::flash_varlen_bwd", mutates_args=())
+    def flash_varlen_bwd(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                         lse: torch.Tensor, cu: torch.Tensor, max_seqlen: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = torch.zeros(2, dtype=torch.uint64, device=q.device)  # no dropout: the philox state is unused
+        unused = torch.empty(0, device=q.device)
+        dq, dk, dv = torch.ops.aten._flash_attention_backward(g.contiguous(), q, k, v, out, lse, cu, cu, max_seqlen,
+                                                               max_seqlen, 0.0, True, rng, unused)
+        return dq, dk, dv
+
+    @flash_varlen_bwd.register_fake
+    def _(g, q, k, v, out, lse, cu, max_seqlen):
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, cu, max_seqlen = inputs
+        ctx.max_seqlen = max_seqlen
+        ctx.save_for_backward(q, k, v, cu, *output)
+
+    def backward(ctx, g, _g_lse):
+        q, k, v, cu, out, lse = ctx.saved_tensors
+        return (*torch.ops.golf.flash_varlen_bwd(g, q, k, v, out, lse, cu, ctx.max_seqlen), None, None)
+
+    flash_varlen.register_autograd(backward, setup_context=setup_context)
+
+
+_register_flash_gqa_ops()
 
 
 def select_attention(device: torch.device, requested: str = "auto") -> str:
     """FA3 when importable (CUDA), else torch's varlen flash kernel (CUDA), else SDPA with a
-    block-diagonal causal mask (CPU / any device)."""
+    block-diagonal causal mask (CPU / any device). varlen_gqa: the varlen kernel through golf::flash_varlen,
+    K/V not copied for GQA (opt-in until checked on a GPU: benchmarks/bench_kernels_1gpu.sh)."""
     name = "sdpa"
+    _ATTN["gqa_op"] = requested == "varlen_gqa"
+    requested = "varlen" if requested == "varlen_gqa" else requested
     if device.type == "cuda" and requested in ("auto", "fa3"):
         try:
             import flash_attn_interface  # noqa: F401
@@ -608,7 +847,9 @@ def select_attention(device: torch.device, requested: str = "auto") -> str:
 
 
 def attention_backend_label() -> str:
-    return {"fa3": "fa3 (flash_attn_interface)", "varlen": "torch varlen_attn (flash)",
+    native = _ATTN["gqa_op"] or _ATTN["varlen_gqa"]
+    varlen = "torch flash varlen, native GQA" if native else "torch flash varlen, K/V repeated for GQA"
+    return {"fa3": "fa3 (flash_attn_interface)", "varlen": varlen,
             "sdpa": "sdpa (block-diagonal causal mask)"}[_ATTN["name"]]
 
 
@@ -638,6 +879,8 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
         if Hkv != H:
             if _ATTN["varlen_gqa"]:
                 kw["enable_gqa"] = True
+            elif _ATTN["gqa_op"]:
+                return torch.ops.golf.flash_varlen(qq, kk, vv, cu_seqlens, max_seqlen)[0][None]
             else:
                 kk = kk.repeat_interleave(H // Hkv, dim=1)
                 vv = vv.repeat_interleave(H // Hkv, dim=1)
@@ -808,6 +1051,9 @@ class GPT(nn.Module):
 
     def _mlp(self, l: int, a: torch.Tensor, lora=None, slot: int = 0) -> torch.Tensor:
         dt = a.dtype
+        if _MLP["kernel"] != "plain" and self.training and lora is None and self.hessian_tap is None:
+            # training steps only, as the record (§10.3): eval, TTT scoring and Hessians keep plain ops
+            return fused_mlp(a, self.mlp_up_bank[l].to(dt), self.mlp_down_bank[l].to(dt))
         self._tap(f"blocks.{l}.mlp.fc", a)
         hdn = F.leaky_relu(F.linear(a, self.mlp_up_bank[l].to(dt)), 0.5).square()
         self._tap(f"blocks.{l}.mlp.proj", hdn)
@@ -1231,7 +1477,7 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     stop_after = None
     step = 0
     sync(device)
-    t0 = time.perf_counter()
+    t0 = t_first = time.perf_counter()
     loop_tokens = {"pre": [0, 0.0], "loop": [0, 0.0]}
     while True:
         last = step == h.iterations or (stop_after is not None and step >= stop_after)
@@ -1275,25 +1521,39 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
         if step <= 5 or (h.train_log_every > 0 and step % h.train_log_every == 0) or stop_after == step:
             tps = step * h.train_batch_tokens / max(approx_ms / 1000.0, 1e-9)
             log0(f"{step}/{h.iterations} train_loss: {loss:.4f} train_time: {approx_ms / 60000:.1f}m tok/s: {tps:.0f}")
+    stats = training_stats({"steps": step, "train_time_ms": training_ms,
+                            "stopped_early": stop_after is not None and stop_after < h.iterations,
+                            "tokens_per_s": step * h.train_batch_tokens / max(training_ms / 1000.0, 1e-9),
+                            "priming_s": priming_s, "first_step_at": t_first}, loop_tokens, device, log0)
+    log0("ema:applying EMA weights")
+    ema.apply_to(base_model)
+    return stats
+
+
+def training_stats(stats: dict, loop_tokens: dict, device, log0) -> dict:
+    """Adds peak memory and the tokens/s before and after looping to the training stats, and logs them
+    (the peak-memory line is the record's; the throughput line, ours, is what the benchmarks read)."""
     if device.type == "cuda":
         alloc = torch.cuda.max_memory_allocated() // (1024 * 1024)
         reserved = torch.cuda.max_memory_reserved() // (1024 * 1024)
     else:
         alloc = reserved = peak_rss_mib()
     log0(f"peak memory allocated: {alloc} MiB reserved: {reserved} MiB")
-    log0("ema:applying EMA weights")
-    ema.apply_to(base_model)
-    return {"steps": step, "train_time_ms": training_ms, "stopped_early": stop_after is not None and stop_after < h.iterations,
-            "tokens_per_s": step * h.train_batch_tokens / max(training_ms / 1000.0, 1e-9), "peak_mem_mib": int(alloc),
-            "priming_s": priming_s,
-            "tokens_per_s_preloop": loop_tokens["pre"][0] / loop_tokens["pre"][1] if loop_tokens["pre"][1] else None,
-            "tokens_per_s_loop": loop_tokens["loop"][0] / loop_tokens["loop"][1] if loop_tokens["loop"][1] else None}
+    rates = {k: n / sec if sec else None for k, (n, sec) in loop_tokens.items()}
+    shown = {k: f"{r:.0f}" if r is not None else "-" for k, r in rates.items()}
+    log0(f"throughput tok/s preloop:{shown['pre']} loop:{shown['loop']} priming_s:{stats['priming_s']:.1f}")
+    return {**stats, "peak_mem_mib": int(alloc), "tokens_per_s_preloop": rates["pre"],
+            "tokens_per_s_loop": rates["loop"]}
 
 
 def peak_rss_mib() -> int:
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
+
+# ==================================================================================================
+# SERIALIZATION: GPTQ quantization, compression, the code-size launcher
+# ==================================================================================================
 
 # >>> SERIALIZATION SECTION BEGIN
 import base64
@@ -1756,6 +2016,10 @@ def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, dum
     _reduce_sums(sums, world)
     return (sums[0] / sums[1]).item(), (sums[0] / (math.log(2) * sums[2])).item()
 
+
+# ==================================================================================================
+# TEST-TIME TRAINING: LoRA TTT evaluation, phased global SGD, n-gram corrector
+# ==================================================================================================
 
 # >>> TTT SECTION BEGIN
 # Story: score dumps (every evaluation) -> documents of the validation stream (§3.6) -> length-sorted
@@ -2267,6 +2531,75 @@ def ttt_compile_warmup(h, model: GPT, fwd, n_slots: int, device, batch_sizes: li
     sync(device)
 
 
+def ttt_warmup(h, model: GPT, fwd, sizes: list[int], device, log0) -> float:
+    """Compile warm-up before the timer for every batch size of the queue; seconds spent (0 when bypassed)."""
+    if h.ttt_debug_bypass:
+        log0("ttt_lora:DEBUG BYPASS active - using forward_logits directly (no compile warmup)")
+        return 0.0
+    log0("ttt_lora:warming up compile")
+    tw = time.perf_counter()
+    enc, dec = model.schedule()
+    ttt_compile_warmup(h, model, fwd, len(enc) + len(dec), device, sizes)
+    warmup_s = time.perf_counter() - tw
+    log0(f"ttt_lora:compile warmup done ({warmup_s:.1f}s)")
+    return warmup_s
+
+
+def ttt_phases(h, batches: list[np.ndarray], queue: list[int], n_docs: int, log0) -> list[list[int]]:
+    """The queue as one part, or (phased) as the batches up to PHASED_TTT_PREFIX_DOCS documents and the rest."""
+    if not h.phased_ttt_enabled:
+        return [queue]
+    prefix = min(h.phased_ttt_prefix_docs, n_docs)
+    log0(f"ttt_phased: total_docs:{n_docs} prefix_docs:{prefix} suffix_docs:{n_docs - prefix}")
+    seen, cut = 0, len(queue)
+    for i, q in enumerate(queue):
+        seen += len(batches[q])
+        if seen >= prefix:
+            cut = i + 1
+            break
+    return [queue[:cut], queue[cut:]]
+
+
+def log_ttt_batch(log0, phased: bool, q: int, n_batches: int, bs: torch.Tensor, sums: torch.Tensor,
+                  lens: np.ndarray, gd: int) -> None:
+    b, s = bs.tolist(), sums.tolist()
+    bl, bb = b[0] / max(b[1], 1), b[0] / (math.log(2) * max(b[2], 1e-12))
+    rl, rb = s[0] / max(s[1], 1), s[0] / (math.log(2) * max(s[2], 1e-12))
+    if phased:
+        log0(f"ttp: b{q + 1}/{n_batches} bl:{bl:.4f} bb:{bb:.4f} rl:{rl:.4f} rb:{rb:.4f} "
+             f"dl:{int(lens.min())}-{int(lens.max())} gd:{gd}")
+    else:
+        log0(f"ttt_progress: batch {q + 1}/{n_batches} batch_loss:{bl:.4f} batch_bpb:{bb:.4f} "
+             f"running_loss:{rl:.4f} running_bpb:{rb:.4f} doc_len:{int(lens.min())}-{int(lens.max())}")
+
+
+def global_sgd_pause(ctx: TTTContext, part: list[int], batches: list[np.ndarray], t0: float, info: dict,
+                     rank: int, world: int, log0) -> None:
+    """Between the phases (§7.6): global SGD on the phase-1 documents, corrector reset, phase-2 step numbers."""
+    h, model, device = ctx.h, ctx.model, ctx.device
+    if world > 1:
+        dist.barrier()
+    # every rank knows the phase-1 set: the assignment is static, so nothing needs gathering
+    entries = sorted((q, j) for q in part for j in range(len(batches[q])))
+    chosen = entries[:h.phased_ttt_prefix_docs]
+    sel = np.array([batches[q][j] for q, j in chosen], dtype=np.int64).reshape(-1, 2)
+    sync(device)
+    t_pause = time.perf_counter() - t0
+    info.update(phase1_s=t_pause, prefix_docs_scored=len(entries), global_sgd_docs=len(chosen))
+    log0(f"ttpp: pd:{len(entries)} gd:{len(chosen)} t:{t_pause:.1f}s")
+    tg = time.perf_counter()
+    info["global_sgd_chunks"] = global_sgd(h, model, ctx.tokens, sel, rank, world, device, log0) if len(sel) else 0
+    info["global_sgd_s"] = time.perf_counter() - tg
+    if ctx.corrector is not None:
+        ctx.corrector.reset()
+    # phase-2 steps are numbered after every possible phase-1 step of every rank
+    ctx.step = sum(-(-(int(batches[q][:, 1].max()) - 1) // h.ttt_chunk_size) for q in part)
+    info["phase2_first_step"] = ctx.step
+    if world > 1:
+        dist.barrier()
+    log0(f"ttpr: t:{time.perf_counter() - t0:.1f}s")
+
+
 def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backend: str | None = None) -> dict:
     """Phased (or plain) LoRA test-time training of the quantized model; returns the results.json entry.
     backend: the torch.compile backend of the TTT forward; None = inductor on CUDA (COMPILE_ENABLED), eager
@@ -2286,17 +2619,7 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
         backend = "inductor"
     compiled = backend is not None and not h.ttt_debug_bypass
     fwd = compile_ttt_forward(backend) if compiled else ttt_token_nll
-    enc, dec = model.schedule()
-    warmup_s = 0.0
-    if h.ttt_debug_bypass:
-        log0("ttt_lora:DEBUG BYPASS active - using forward_logits directly (no compile warmup)")
-    else:
-        log0("ttt_lora:warming up compile")
-        tw = time.perf_counter()
-        sizes = sorted({len(batches[q]) for q in queue}, reverse=True)
-        ttt_compile_warmup(h, model, fwd, len(enc) + len(dec), device, sizes)
-        warmup_s = time.perf_counter() - tw
-        log0(f"ttt_lora:compile warmup done ({warmup_s:.1f}s)")
+    warmup_s = ttt_warmup(h, model, fwd, sorted({len(batches[q]) for q in queue}, reverse=True), device, log0)
     dump = ScoreDump.maybe(h, val_tokens, device)
 
     log0("\nbeginning TTT eval timer")
@@ -2309,18 +2632,8 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
         log0(f"corrector: alpha={h.corrector_alpha} orders={orders}")
     ctx = TTTContext(h, model, fwd, tokens, tables, device, corrector, dump)
     phased = h.phased_ttt_enabled
-    parts = [queue]
     n_docs = len(docs)
-    if phased:
-        prefix = min(h.phased_ttt_prefix_docs, n_docs)
-        log0(f"ttt_phased: total_docs:{n_docs} prefix_docs:{prefix} suffix_docs:{n_docs - prefix}")
-        seen, cut = 0, len(queue)
-        for i, q in enumerate(queue):
-            seen += len(batches[q])
-            if seen >= prefix:
-                cut = i + 1
-                break
-        parts = [queue[:cut], queue[cut:]]
+    parts = ttt_phases(h, batches, queue, n_docs, log0)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     gd = 0
     info = {"phase1_s": None, "global_sgd_s": None, "prefix_docs_scored": None, "global_sgd_docs": None,
@@ -2333,43 +2646,24 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
             bs = ttt_run_batch(ctx, batches[q], q)
             sums += bs
             if rank == 0:
-                b = bs.tolist()
-                s = sums.tolist()
-                lens = batches[q][:, 1]
-                bl, bb = b[0] / max(b[1], 1), b[0] / (math.log(2) * max(b[2], 1e-12))
-                rl, rb = s[0] / max(s[1], 1), s[0] / (math.log(2) * max(s[2], 1e-12))
-                if phased:
-                    log0(f"ttp: b{q + 1}/{len(queue)} bl:{bl:.4f} bb:{bb:.4f} rl:{rl:.4f} rb:{rb:.4f} "
-                         f"dl:{int(lens.min())}-{int(lens.max())} gd:{gd}")
-                else:
-                    log0(f"ttt_progress: batch {q + 1}/{len(queue)} batch_loss:{bl:.4f} batch_bpb:{bb:.4f} "
-                         f"running_loss:{rl:.4f} running_bpb:{rb:.4f} doc_len:{int(lens.min())}-{int(lens.max())}")
+                log_ttt_batch(log0, phased, q, len(queue), bs, sums, batches[q][:, 1], gd)
         if phased and part_i == 0:
-            if world > 1:
-                dist.barrier()
-            # every rank knows the phase-1 set: the assignment is static, so nothing needs gathering
-            entries = sorted((q, j) for q in part for j in range(len(batches[q])))
-            chosen = entries[:h.phased_ttt_prefix_docs]
-            sel = np.array([batches[q][j] for q, j in chosen], dtype=np.int64).reshape(-1, 2)
-            sync(device)
-            t_pause = time.perf_counter() - t0
-            info.update(phase1_s=t_pause, prefix_docs_scored=len(entries), global_sgd_docs=len(chosen))
-            log0(f"ttpp: pd:{len(entries)} gd:{len(chosen)} t:{t_pause:.1f}s")
-            tg = time.perf_counter()
-            info["global_sgd_chunks"] = global_sgd(h, model, tokens, sel, rank, world, device, log0) if len(sel) else 0
-            info["global_sgd_s"] = time.perf_counter() - tg
-            if corrector is not None:
-                corrector.reset()
-            # phase-2 steps are numbered after every possible phase-1 step of every rank
-            ctx.step = sum(-(-(int(batches[q][:, 1].max()) - 1) // h.ttt_chunk_size) for q in part)
-            info["phase2_first_step"] = ctx.step
+            global_sgd_pause(ctx, part, batches, t0, info, rank, world, log0)
             gd = 1
-            if world > 1:
-                dist.barrier()
-            log0(f"ttpr: t:{time.perf_counter() - t0:.1f}s")
     _reduce_sums(sums, world)
     sync(device)
     eval_ms = 1000.0 * (time.perf_counter() - t0)
+    return ttt_result(h, ctx, sums, eval_ms, graphs_before, compiled, warmup_s, info, n_docs, len(queue), orders,
+                      val_tokens, rank, world, log0)
+
+
+def ttt_result(h, ctx: TTTContext, sums: torch.Tensor, eval_ms: float, graphs_before: int, compiled: bool,
+               warmup_s: float, info: dict, n_docs: int, n_batches: int, orders: list[int], val_tokens,
+               rank: int, world: int, log0) -> dict:
+    """The TTT score line, the score dump, the worst rank's corrector time and in-timer compiles, and the
+    results.json entry."""
+    device, corrector, dump, tables = ctx.device, ctx.corrector, ctx.dump, ctx.tables
+    phased = h.phased_ttt_enabled
     n_tok, n_bytes = sums[1].item(), sums[2].item()
     if n_tok == 0:
         raise ValueError("TTT scored no tokens (no documents selected: check TTT_DOC_LIMIT / VAL_DOC_FRACTION / TTT_EVAL_BATCHES)")
@@ -2389,7 +2683,7 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
     corr_s, in_timer = worst[0].item(), int(worst[1].item())
     if compiled and in_timer:
         log0(f"ttt_lora:WARNING {in_timer} graph(s) compiled inside the eval timer")
-    ttt = {"docs": n_docs, "batches": len(queue), "scored_tokens": int(n_tok), "warmup_s": warmup_s,
+    ttt = {"docs": n_docs, "batches": n_batches, "scored_tokens": int(n_tok), "warmup_s": warmup_s,
            "compiled": compiled, "graphs_compiled_in_timer": in_timer if compiled else None,
            "tokens_per_s": n_tok / max(eval_ms / 1000.0, 1e-9),
            "assignment": "static-lpt", "corrector": None if corrector is None else
@@ -2442,7 +2736,7 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
-            "attention": attention_backend_label()}
+            "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"]}
 
 
 def write_results(h, payload: dict) -> None:
@@ -2461,11 +2755,19 @@ def load_state_into(model: GPT, sd: dict) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def main() -> None:
-    t_main = time.perf_counter()
-    # Wall seconds per phase for results.json `timings_s` (golfrun's GPU-time ledger); startup is the rest.
-    phases = {"compile_train": 0.0, "train": 0.0, "serialize": 0.0, "eval": 0.0, "compile_eval": 0.0}
-    h = Hyperparameters()
+class RunContext:
+    """What the phases of main() share: settings, device, ranks, the logger, validation data and byte
+    tables, wall seconds per phase (results.json `timings_s`, golfrun's GPU-time ledger) and eval entries."""
+
+    def __init__(self, h: Hyperparameters, device: torch.device, log0, val_tokens: torch.Tensor, tables):
+        self.h, self.device, self.log0, self.val_tokens, self.tables = h, device, log0, val_tokens, tables
+        self.rank, self.world = h.rank, h.world_size
+        self.phases = {"compile_train": 0.0, "train": 0.0, "serialize": 0.0, "eval": 0.0, "compile_eval": 0.0}
+        self.evals: list[dict] = []
+
+
+def setup_device(h: Hyperparameters) -> torch.device:
+    """The process group (NCCL on GPUs, gloo on CPUs) and the device; TF32 and Dynamo settings on CUDA."""
     if h.distributed:
         if torch.cuda.is_available():
             device = torch.device("cuda", h.local_rank)
@@ -2477,7 +2779,6 @@ def main() -> None:
         dist.barrier()
     else:
         device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    rank, world = h.rank, h.world_size
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -2485,7 +2786,11 @@ def main() -> None:
         from torch import _dynamo
         _dynamo.config.optimize_ddp = False
         _dynamo.config.cache_size_limit = 16
-    log0 = make_logger(h)
+    return device
+
+
+def log_header(h: Hyperparameters, log0) -> None:
+    """Hyperparameters and unknown-variable warnings; in the log file also the source, versions, nvidia-smi."""
     log0("Hyperparameters:")
     for k in sorted(vars(h)):
         log0(f"  {k}: {getattr(h, k)}")
@@ -2493,29 +2798,177 @@ def main() -> None:
         # a warning, not an error: schedulers and images set variables we cannot foresee (docs/trainer.md)
         hint = f" (did you mean {close}?)" if close else ""
         log0(f"WARNING: unknown environment variable {name}{hint}; it is ignored")
-    if h.is_main_process:
-        log0("=" * 100, console=False)
-        try:
-            log0(Path(__file__).read_text(encoding="utf-8"), console=False)
-        except OSError:
-            pass
-        log0("=" * 100, console=False)
-        log0(f"Running Python {sys.version}", console=False)
-        log0(f"Running PyTorch {torch.__version__}", console=False)
-        try:
-            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
-            log0(smi, console=False)
-        except (OSError, subprocess.SubprocessError):
-            pass
-        log0("=" * 100, console=False)
+    if not h.is_main_process:
+        return
+    log0("=" * 100, console=False)
+    try:
+        log0(Path(__file__).read_text(encoding="utf-8"), console=False)
+    except OSError:
+        pass
+    log0("=" * 100, console=False)
+    log0(f"Running Python {sys.version}", console=False)
+    log0(f"Running PyTorch {torch.__version__}", console=False)
+    try:
+        smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+        log0(smi, console=False)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    log0("=" * 100, console=False)
 
+
+def diagnostic(run: RunContext, label: str, model: GPT) -> dict:
+    """A plain (non-sliding) evaluation, logged and appended to run.evals. Eager: compiling each eval graph
+    costs more than it saves (docs/trainer.md)."""
+    h, device = run.h, run.device
+    model.eval()
+    sync(device)
+    t = time.perf_counter()
+    dump = ScoreDump.maybe(h, run.val_tokens, device)
+    vl, vb = eval_plain(h, model, run.val_tokens, run.tables, run.rank, run.world, device, dump)
+    sync(device)
+    ms = 1000.0 * (time.perf_counter() - t)
+    run.phases["eval"] += ms / 1000.0
+    run.log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
+    if dump is not None:
+        dump.write(score_dump_path(h, label), run.val_tokens, run.tables, run.rank, run.world)
+    entry = {"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms}
+    run.evals.append(entry)
+    return entry
+
+
+def sliding_diagnostic(run: RunContext, model: GPT) -> None:
+    h, device = run.h, run.device
+    model.eval()
+    sync(device)
+    t = time.perf_counter()
+    dump = ScoreDump.maybe(h, run.val_tokens, device)
+    vl, vb = eval_sliding(h, model, run.val_tokens, run.tables, run.rank, run.world, device, run.log0, dump)
+    ms = 1000.0 * (time.perf_counter() - t)
+    label = "diagnostic quantized_sliding_window"
+    run.log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
+    if dump is not None:
+        dump.write(score_dump_path(h, label), run.val_tokens, run.tables, run.rank, run.world)
+    run.evals.append({"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms})
+
+
+def calibration(run: RunContext):
+    """GPTQ_CALIBRATION_BATCHES batches of this rank's calibration stream (§3.4)."""
+    h, world = run.h, run.world
+    files = list_shards(h.train_files, "train")
+    tokens_per_rank = h.train_batch_tokens // (world * h.grad_accum_steps)
+    seqs = max(tokens_per_rank // h.train_seq_len, 1)
+    return itertools.islice(calibration_batches(files, h.train_seq_len, seqs, run.rank, world),
+                            h.gptq_calibration_batches)
+
+
+def train_phase(run: RunContext) -> tuple[dict, dict]:
+    """Build, compile, train, evaluate the EMA weights and serialize; (training stats, artifact)."""
+    h, device, log0 = run.h, run.device, run.log0
+    model = build_model(h, device)
+    log0(f"model_params:{count_params(model)}")
+    model_fn, compiled = compile_model(h, model, device)
+    model.train()
+    t = time.perf_counter()
+    stats = train(h, model, model_fn, device, run.val_tokens, run.tables, log0, run.rank, run.world, compiled)
+    run.phases["compile_train"] = stats["priming_s"]
+    run.phases["train"] = time.perf_counter() - t - stats["priming_s"]
+    model.looping = h.num_loops > 0
+    diagnostic(run, "diagnostic pre-quantization post-ema", model)
+    t = time.perf_counter()
+    artifact = serialize(h, model, calibration(run), log0, run.rank, run.world, device)
+    run.phases["serialize"] = time.perf_counter() - t
+    return stats, artifact
+
+
+def eval_only_phase(run: RunContext) -> dict | None:
+    """EVAL_ONLY_PATH: load final_model.pt, its diagnostic, and serialize only when no .ptz exists yet."""
+    h, device, log0 = run.h, run.device, run.log0
+    log0(f"eval_only:loading checkpoint from {h.eval_only_path}")
+    model = build_model(h, device)
+    load_state_into(model, torch.load(h.eval_only_path, map_location=device))
+    model.looping = h.num_loops > 0
+    if not h.ttt_only_eval:
+        diagnostic(run, "diagnostic pre-quantization post-ema", model)
+    log0("eval_only: skipping serialize (already have quantized model)")
+    if os.path.exists(h.quantized_model_path):
+        return None
+    log0("eval_only: no quantized model found, running serialize anyway")
+    return serialize(h, model, calibration(run), log0, run.rank, run.world, device)
+
+
+def existing_artifact(h: Hyperparameters) -> dict:
+    """results.json `artifact` for a .ptz this run did not write."""
+    try:
+        code = code_size_bytes(h)
+    except NotImplementedError:
+        code = None
+    mb = os.path.getsize(h.quantized_model_path)
+    return {"path": h.quantized_model_path, "model_bytes": mb, "code_bytes": code,
+            "total_bytes": mb + code if code is not None else None, "compressor": h.compressor}
+
+
+def quantized_evals(run: RunContext, qmodel: GPT) -> dict | None:
+    """The quantized diagnostics and TTT; returns the score that counts (None: TTT_ONLY_EVAL without TTT)."""
+    h, log0 = run.h, run.log0
+    if h.ttt_only_eval:
+        log0("ttt_only_eval: skipping pre-quant/quantized diagnostics and using the eval-only checkpoint directly for TTT")
+        final = None
+    else:
+        final = diagnostic(run, "diagnostic quantized", qmodel)
+    if h.sliding_window_enabled and not h.ttt_only_eval:
+        sliding_diagnostic(run, qmodel)
+    if h.ttt_enabled:
+        try:
+            t = time.perf_counter()
+            entry = run_ttt_eval(h, qmodel, run.val_tokens, run.tables, run.rank, run.world, run.device, log0)
+            run.phases["compile_eval"] = float(entry.get("ttt", {}).get("warmup_s") or 0.0)
+            run.phases["eval"] += time.perf_counter() - t - run.phases["compile_eval"]
+            run.evals.append(entry)
+            final = entry
+        except NotImplementedError:
+            log0("ttt: not available in this trainer (TTT_ENABLED=1 ignored); final score is diagnostic quantized")
+    if h.score_dump_path and h.is_main_process and final is not None:
+        import shutil
+        shutil.copyfile(score_dump_path(h, final["label"]), h.score_dump_path)
+    return final
+
+
+def results_payload(run: RunContext, mode: str, stats: dict, qmodel: GPT, final: dict | None, artifact: dict,
+                    t_main: float) -> dict:
+    h, device = run.h, run.device
+    return {
+        "schema": "golfrun.trainer-results/1",
+        "run_id": h.run_id, "seed": h.seed, "mode": mode,
+        "steps": stats["steps"], "train_time_ms": stats["train_time_ms"],
+        "stopped_early": stats["stopped_early"], "tokens_per_s": stats["tokens_per_s"],
+        "tokens_per_s_preloop": stats.get("tokens_per_s_preloop"),
+        "tokens_per_s_loop": stats.get("tokens_per_s_loop"),
+        "priming_s": stats.get("priming_s"),
+        # start-up: main() entered -> first timed training step (data, model, compile, priming)
+        "time_to_first_step_s": stats["first_step_at"] - t_main if "first_step_at" in stats else None,
+        "timings_s": phase_timings(run.phases, time.perf_counter() - t_main),
+        "peak_mem_mib": stats["peak_mem_mib"] if mode == "train" else peak_mem_now(device),
+        "model_params": count_params(qmodel),
+        "evals": run.evals, "final": final, "artifact": artifact,
+        "hyperparameters": h.env_values(), "versions": versions(device),
+        "world_size": run.world,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+
+
+def main() -> None:
+    t_main = time.perf_counter()
+    h = Hyperparameters()
+    device = setup_device(h)
+    log0 = make_logger(h)
+    log_header(h, log0)
     random.seed(h.seed)
     np.random.seed(h.seed)
     torch.manual_seed(h.seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(h.seed)
-    attn = select_attention(device, h.attn_backend)
-    log0(f"attention_backend:{attn}")
+    log0(f"attention_backend:{select_attention(device, h.attn_backend)}")
+    log0(f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel)}")
 
     eval_only = bool(h.eval_only_path)
     quant_only = bool(h.eval_only_quantized_path) and not eval_only
@@ -2525,140 +2978,36 @@ def main() -> None:
 
     sp = load_tokenizer(h)
     base, lead, boundary = build_byte_tables(sentencepiece_pieces(sp), h.vocab_size)
-    tables = ByteTables(base, lead, boundary, device)
     val_tokens = subset_validation(h, load_validation_tokens(h.val_files, h.eval_seq_len))
+    run = RunContext(h, device, log0, val_tokens, ByteTables(base, lead, boundary, device))
     if mode == "train":
         check_compressor(h.compressor)  # before training, not after ten minutes of it
-        train_files = list_shards(h.train_files, "train")
-        log0(f"train_shards: {len(train_files)}")
+        log0(f"train_shards: {len(list_shards(h.train_files, 'train'))}")
         log0(f"val_tokens: {val_tokens.numel() - 1}")
 
-    evals: list[dict] = []
     stats = {"steps": 0, "train_time_ms": 0.0, "stopped_early": False, "tokens_per_s": None, "peak_mem_mib": None}
-
-    def diagnostic(label: str, model: GPT) -> dict:
-        model.eval()
-        fn = model  # evaluation runs eager: compiling each eval graph costs more than it saves (docs/trainer.md)
-        sync(device)
-        t = time.perf_counter()
-        dump = ScoreDump.maybe(h, val_tokens, device)
-        vl, vb = eval_plain(h, fn, val_tokens, tables, rank, world, device, dump)
-        sync(device)
-        ms = 1000.0 * (time.perf_counter() - t)
-        phases["eval"] += ms / 1000.0
-        log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
-        if dump is not None:
-            dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
-        entry = {"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms}
-        evals.append(entry)
-        return entry
-
-    def calib():
-        files = list_shards(h.train_files, "train")
-        tokens_per_rank = h.train_batch_tokens // (world * h.grad_accum_steps)
-        seqs = max(tokens_per_rank // h.train_seq_len, 1)
-        return itertools.islice(calibration_batches(files, h.train_seq_len, seqs, rank, world),
-                                h.gptq_calibration_batches)
-
     artifact = None
-    model = None
     if mode == "train":
-        model = build_model(h, device)
-        log0(f"model_params:{count_params(model)}")
-        model_fn, compiled = compile_model(h, model, device)
-        model.train()
-        t = time.perf_counter()
-        stats = train(h, model, model_fn, device, val_tokens, tables, log0, rank, world, compiled)
-        phases["compile_train"] = stats["priming_s"]
-        phases["train"] = time.perf_counter() - t - stats["priming_s"]
-        model.looping = h.num_loops > 0
-        diagnostic("diagnostic pre-quantization post-ema", model)
-        t = time.perf_counter()
-        artifact = serialize(h, model, calib(), log0, rank, world, device)
-        phases["serialize"] = time.perf_counter() - t
+        stats, artifact = train_phase(run)
     elif mode == "eval_only":
-        log0(f"eval_only:loading checkpoint from {h.eval_only_path}")
-        model = build_model(h, device)
-        sd = torch.load(h.eval_only_path, map_location=device)
-        load_state_into(model, sd)
-        model.looping = h.num_loops > 0
-        if not h.ttt_only_eval:
-            diagnostic("diagnostic pre-quantization post-ema", model)
-        log0("eval_only: skipping serialize (already have quantized model)")
-        if not os.path.exists(h.quantized_model_path):
-            log0("eval_only: no quantized model found, running serialize anyway")
-            artifact = serialize(h, model, calib(), log0, rank, world, device)
+        artifact = eval_only_phase(run)
     else:
         log0(f"eval_only:using quantized checkpoint from {h.quantized_model_path}")
-    if world > 1:
+    if run.world > 1:
         dist.barrier()
     if not os.path.exists(h.quantized_model_path):
         raise FileNotFoundError(f"quantized model {h.quantized_model_path} not found")
-    if artifact is None:
-        try:
-            code = code_size_bytes(h)
-        except NotImplementedError:
-            code = None
-        mb = os.path.getsize(h.quantized_model_path)
-        artifact = {"path": h.quantized_model_path, "model_bytes": mb, "code_bytes": code,
-                    "total_bytes": mb + code if code is not None else None, "compressor": h.compressor}
+    artifact = artifact if artifact is not None else existing_artifact(h)
 
     qmodel = build_model(h, device)
     load_state_into(qmodel, deserialize(h, h.quantized_model_path, device))
     qmodel.looping = h.num_loops > 0
-    if h.ttt_only_eval:
-        log0("ttt_only_eval: skipping pre-quant/quantized diagnostics and using the eval-only checkpoint directly for TTT")
-        final = None
-    else:
-        final = diagnostic("diagnostic quantized", qmodel)
-    if h.sliding_window_enabled and not h.ttt_only_eval:
-        qmodel.eval()
-        fn = qmodel
-        sync(device)
-        t = time.perf_counter()
-        dump = ScoreDump.maybe(h, val_tokens, device)
-        vl, vb = eval_sliding(h, fn, val_tokens, tables, rank, world, device, log0, dump)
-        ms = 1000.0 * (time.perf_counter() - t)
-        label = "diagnostic quantized_sliding_window"
-        log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
-        if dump is not None:
-            dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
-        evals.append({"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms})
-    if h.ttt_enabled:
-        try:
-            t = time.perf_counter()
-            entry = run_ttt_eval(h, qmodel, val_tokens, tables, rank, world, device, log0)
-            phases["compile_eval"] = float(entry.get("ttt", {}).get("warmup_s") or 0.0)
-            phases["eval"] += time.perf_counter() - t - phases["compile_eval"]
-            evals.append(entry)
-            final = entry
-        except NotImplementedError:
-            log0("ttt: not available in this trainer (TTT_ENABLED=1 ignored); final score is diagnostic quantized")
-    if h.score_dump_path and h.is_main_process and final is not None:
-        import shutil
-        shutil.copyfile(score_dump_path(h, final["label"]), h.score_dump_path)
-
+    final = quantized_evals(run, qmodel)
     if h.is_main_process:
-        write_results(h, {
-            "schema": "golfrun.trainer-results/1",
-            "run_id": h.run_id, "seed": h.seed, "mode": mode,
-            "steps": stats["steps"], "train_time_ms": stats["train_time_ms"],
-            "stopped_early": stats["stopped_early"], "tokens_per_s": stats["tokens_per_s"],
-            "tokens_per_s_preloop": stats.get("tokens_per_s_preloop"),
-            "tokens_per_s_loop": stats.get("tokens_per_s_loop"),
-            "priming_s": stats.get("priming_s"),
-            "timings_s": phase_timings(phases, time.perf_counter() - t_main),
-            "peak_mem_mib": stats["peak_mem_mib"] if mode == "train" else peak_mem_now(device),
-            "model_params": count_params(qmodel),
-            "evals": evals, "final": final, "artifact": artifact,
-            "hyperparameters": h.env_values(), "versions": versions(device),
-            "world_size": world,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        })
-    if world > 1:
+        write_results(h, results_payload(run, mode, stats, qmodel, final, artifact, t_main))
+    if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-
 
 def phase_timings(phases: dict, total_s: float) -> dict:
     """results.json `timings_s`: seconds of main() per phase; startup = whatever the named phases leave."""

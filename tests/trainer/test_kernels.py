@@ -1,0 +1,193 @@
+"""Kernel paths of train_gpt.py on the CPU: the fused MLP custom ops (torch fallback; the Triton kernels
+under Triton's interpreter where Triton is installed), and the FA3 branch of `attend` through a stand-in
+`flash_attn_interface` (tests/trainer/fa3_standin) with FA3's call signature, routed to torch kernels.
+The same checks run on a GPU with the real kernels in benchmarks/kernel_checks.py."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.trainer.conftest import TRAINER
+from tests.trainer.test_model import TINY
+
+STANDIN = Path(__file__).resolve().parent / "fa3_standin"
+
+
+def _reference_mlp(x, w_up, w_down):
+    return F.linear(F.leaky_relu(F.linear(x, w_up), 0.5).square(), w_down)
+
+
+def _mlp_inputs(dtype, M=37, K=32, N=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(M, K, generator=g).to(dtype).requires_grad_()
+    w_up = (torch.randn(N, K, generator=g) / K ** 0.5).to(dtype).requires_grad_()
+    w_down = (torch.randn(K, N, generator=g) / N ** 0.5).to(dtype).requires_grad_()
+    return x, w_up, w_down
+
+
+@pytest.fixture
+def mlp_kernel(tg):
+    """Select an MLP kernel for one test and restore the plain path after it."""
+    yield lambda name: tg.select_mlp_kernel(torch.device("cpu"), name)
+    tg.select_mlp_kernel(torch.device("cpu"), "plain")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_fused_mlp_torch_fallback_matches_reference(tg, mlp_kernel, dtype, tol):
+    """Output and all three gradients of golf::mlp_fused (torch math inside) equal the plain ops'."""
+    assert mlp_kernel("torch") == "torch"
+    x, w_up, w_down = _mlp_inputs(dtype)
+    g = torch.randn(x.size(0), w_down.size(0)).to(dtype)
+    out = tg.fused_mlp(x, w_up, w_down)
+    grads = torch.autograd.grad(out, (x, w_up, w_down), g)
+    ref = _reference_mlp(x, w_up, w_down)
+    ref_grads = torch.autograd.grad(ref, (x, w_up, w_down), g)
+    scale = ref.float().abs().max()
+    assert (out.float() - ref.float()).abs().max() <= tol * scale
+    for a, b in zip(grads, ref_grads):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max()
+
+
+def test_fused_mlp_traces_under_fullgraph_compile(tg, mlp_kernel):
+    """torch.compile(fullgraph=True) goes through the custom ops (fake impls, autograd formula) without a
+    graph break, and the compiled gradients equal the eager ones."""
+    mlp_kernel("torch")
+    x, w_up, w_down = _mlp_inputs(torch.float32, M=24)
+    fn = torch.compile(lambda a, u, d: tg.fused_mlp(a[None], u, d).sum(), fullgraph=True, backend="aot_eager")
+    grads = torch.autograd.grad(fn(x, w_up, w_down), (x, w_up, w_down))
+    ref = torch.autograd.grad(_reference_mlp(x, w_up, w_down).sum(), (x, w_up, w_down))
+    for a, b in zip(grads, ref):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_model_training_step_same_with_fused_mlp(tg, mlp_kernel):
+    """A training-mode loss and gradients of the tiny model are the same with the fused ops as with the
+    plain ones; eval mode (and with it Hessian collection) always takes the plain path."""
+    h = tg.Hyperparameters(TINY)
+    torch.manual_seed(0)
+    m = tg.build_model(h, torch.device("cpu"))
+    with torch.no_grad():
+        m.mlp_down_bank.normal_(0, 0.02)  # zero at init: make the MLP's gradients non-trivial
+    ids = torch.randint(0, 512, (1, 48))
+    cu = torch.tensor([0, 20, 48, 48], dtype=torch.int32)
+
+    def loss_and_grads():
+        m.zero_grad(set_to_none=True)
+        loss = m(ids, torch.roll(ids, -1, 1), cu, 32)
+        loss.backward()
+        return loss.detach(), m.mlp_up_bank.grad.clone(), m.qo_bank.grad.clone()
+    m.train()
+    mlp_kernel("plain")
+    ref = loss_and_grads()
+    mlp_kernel("torch")
+    got = loss_and_grads()
+    assert torch.allclose(got[0], ref[0], atol=1e-5)
+    for a, b in zip(got[1:], ref[1:]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-3)
+    m.eval()
+    calls = []
+    m.hessian_tap = lambda name, x: calls.append(name)
+    with torch.no_grad():
+        m.forward_logits(ids)
+    assert "blocks.0.mlp.proj" in calls
+
+
+def test_mlp_kernel_selection(tg, mlp_kernel):
+    assert mlp_kernel("auto") == "plain"  # no CUDA here
+    with pytest.raises(RuntimeError, match="MLP_KERNEL=triton"):
+        mlp_kernel("triton")
+    with pytest.raises(ValueError, match="MLP_KERNEL='fast' must be auto, triton, torch or plain"):
+        tg.Hyperparameters({**TINY, "MLP_KERNEL": "fast"})
+
+
+_INTERPRET = """
+import importlib.util, json, sys, torch
+spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
+tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.loader.exec_module(tg)
+torch.manual_seed(0)
+res = []
+for M, N, K in ((200, 256, 128), (128, 512, 64)):
+    x = torch.randn(M, K); w = torch.randn(N, K) / K ** 0.5; wd = torch.randn(K, N) / N ** 0.5
+    g = torch.randn(M, K)
+    pre, post = tg._up_act_triton(x, w)
+    pre_r, post_r = tg._up_act_torch(x, w)
+    d, d_r = tg._act_grad_triton(g, wd, pre_r), tg._act_grad_torch(g, wd, pre_r)
+    res.append([float((a - b).abs().max() / b.abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed here")
+def test_triton_mlp_kernels_under_interpreter(tmp_path):
+    """The Triton kernels themselves (tile order, masks on ragged M, epilogues) against the torch math, run by
+    Triton's CPU interpreter (TRITON_INTERPRET=1) in a fresh process."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for errs in json.loads(out.stdout.strip().splitlines()[-1]):
+        assert max(errs) < 1e-5, errs
+
+
+@pytest.fixture
+def fa3(tg, monkeypatch):
+    """The trainer's FA3 branch selected with the stand-in module importable; sdpa restored after."""
+    monkeypatch.syspath_prepend(str(STANDIN))
+    monkeypatch.delitem(sys.modules, "flash_attn_interface", raising=False)
+    import flash_attn_interface
+    # select_attention only looks at the device type to decide that FA3 may be tried
+    assert tg.select_attention(torch.device("cuda"), "fa3") == "fa3"
+    assert tg._ATTN["fa3"] is flash_attn_interface
+    yield flash_attn_interface
+    tg.select_attention(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("returns_tuple", [True, False])
+def test_fa3_branch_matches_sdpa_path(tg, fa3, monkeypatch, returns_tuple):
+    """Packed (varlen) and dense calls through the FA3 branch equal the SDPA path, output and gradients, for
+    FA3 builds that return `out` and those that return `(out, lse)`."""
+    monkeypatch.setattr(fa3, "RETURN_LSE", returns_tuple)
+    torch.manual_seed(0)
+    T = 40
+    q = torch.randn(1, T, 4, 16, requires_grad=True)
+    k = torch.randn(1, T, 2, 16, requires_grad=True)
+    v = torch.randn(1, T, 2, 16, requires_grad=True)
+    cu = torch.tensor([0, 7, 19, 33, 40, 40, 40], dtype=torch.int32)
+    before = dict(fa3.CALLS)
+    outs = {}
+    for name in ("fa3", "sdpa"):
+        tg._ATTN["name"] = name
+        packed = tg.attend(q, k, v, cu, 16)
+        dense = tg.attend(q[:, :12], k[:, :12], v[:, :12])
+        grads = torch.autograd.grad((packed.square().sum() + dense.sum()), (q, k, v))
+        outs[name] = (packed, dense, *grads)
+    assert fa3.CALLS == {"func": before["func"] + 1, "varlen": before["varlen"] + 1}
+    for a, b in zip(outs["fa3"], outs["sdpa"]):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def test_fa3_branch_tiny_model_compiles_fullgraph(tg, fa3):
+    """The tiny model's packed loss through the FA3 branch traces under torch.compile(fullgraph=True) and
+    equals the eager SDPA loss."""
+    h = tg.Hyperparameters(TINY)
+    torch.manual_seed(0)
+    m = tg.build_model(h, torch.device("cpu"))
+    ids = torch.randint(0, 512, (1, 48))
+    cu = torch.tensor([0, 20, 48, 48], dtype=torch.int32)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    loss = compiled(ids, torch.roll(ids, -1, 1), cu, 32)
+    loss.backward()
+    assert fa3.CALLS["varlen"] > 0 and m.qo_bank.grad is not None
+    tg._ATTN["name"] = "sdpa"
+    with torch.no_grad():
+        ref = m(ids, torch.roll(ids, -1, 1), cu, 32)
+    assert torch.allclose(loss.detach(), ref, atol=1e-4)
