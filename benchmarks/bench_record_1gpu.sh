@@ -19,12 +19,15 @@ CMD=(env DATA_DIR="$DATA_DIR" ARTIFACT_DIR="$OUT" RUN_ID=bench SEED=0 ITERATIONS
      TRAIN_LOG_EVERY=10 GPTQ_CALIBRATION_BATCHES=4 COMPRESSOR=lzma TTT_ENABLED=0
      "$PY" "$HERE/train_gpt.py")
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# start-up is measured cold (no Inductor/Triton cache yet) or warm (a cache left by an earlier run)
+CACHE=${TORCHINDUCTOR_CACHE_DIR:-/tmp/torchinductor_$(whoami)}
+if [ -n "$(ls -A "$CACHE" 2>/dev/null)" ]; then CACHE_STATE=warm; else CACHE_STATE=cold; fi
 T0=$(date +%s.%N)
 PYTHONUNBUFFERED=1 "${CMD[@]}" 2>&1 | tee "$OUT/bench.log"
 T1=$(date +%s.%N)
-"$PY" - "$OUT" "$NAME" "$START" "$T0" "$T1" "$WARMUP" "${CMD[*]}" "$HERE" <<'PYEOF'
+"$PY" - "$OUT" "$NAME" "$START" "$T0" "$T1" "$WARMUP" "${CMD[*]}" "$HERE" "$CACHE_STATE" <<'PYEOF'
 import json, re, sys
-out, name, start, t0, t1, warmup, cmd, here = sys.argv[1:]
+out, name, start, t0, t1, warmup, cmd, here, cache_state = sys.argv[1:]
 res = json.load(open(f"{out}/results.json"))
 pre, loop = res["tokens_per_s_preloop"], res["tokens_per_s_loop"]
 tb = res["hyperparameters"]["TRAIN_BATCH_TOKENS"]
@@ -35,6 +38,8 @@ summary = {
     "name": name, "date": start, "device": res["device"], "world_size": res["world_size"],
     "grad_accum_steps": 8 // res["world_size"],
     "command": cmd, "attention": res["versions"]["attention"], "versions": res["versions"],
+    "mlp_kernel": res["versions"].get("mlp_kernel"),
+    "compile_cache": cache_state, "time_to_first_step_s": res.get("time_to_first_step_s"),
     "tokens_per_s_preloop": pre, "tokens_per_s_loop": loop,
     "step_ms_preloop": 1000 * tb / pre, "step_ms_loop": 1000 * tb / loop,
     "peak_mem_mib": res["peak_mem_mib"],

@@ -36,6 +36,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.set_float32_matmul_precision("high")
     T.select_attention(dev, h.attn_backend)
+    T.select_mlp_kernel(dev, h.mlp_kernel)
     torch.manual_seed(0)
     model = T.build_model(h, dev)
     fn, _ = T.compile_model(h, model, dev)
@@ -43,7 +44,8 @@ def main():
     files = T.list_shards(h.train_files, "train")
     loader = T.DocumentPackingLoader(files, h.train_batch_tokens // 8, h.train_seq_len, 0, 1, dev, T.CU_PAD_COMPILED)
     ema = T.EMA(model, h.ema_decay)
-    out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(), "phases": {}}
+    out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(),
+           "mlp_kernel": T._MLP["kernel"], "phases": {}}
     for looping in (False, True):
         model.looping = looping
         t = time.perf_counter()

@@ -1,0 +1,153 @@
+"""GPU checks and timings of train_gpt.py's kernels at the record's packed training shape (98,304 tokens
+per micro-step, d=512, hidden 2048, 8 query / 4 KV heads of 64, documents cut at 2048). Prints and writes
+one JSON object (checks: numerics against the reference path; ms: forward + backward per call).
+
+1. Fused MLP (golf::mlp_fused, Triton) against the plain ops compiled by Inductor (what the trainer ran
+   before): output and the three gradients, and time.
+2. GQA attention (golf::flash_varlen, K/V not copied) against torch varlen with K/V repeated.
+3. The trainer's FA3 branch, through the stand-in tests/trainer/fa3_standin (FA3's signature, torch math),
+   compiled with fullgraph=True, against the varlen path at a smaller shape (the stand-in's mask is dense).
+4. flash-attn-4 (CuTe DSL), when importable: output and gradients against varlen, and time.
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4]   (default: all four)"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+import train_gpt as T  # noqa: E402
+from attn_bench import bench, doc_cu  # noqa: E402
+
+M, D, HID, H, HKV, HD, SEQ = 98304, 512, 2048, 8, 4, 64, 2048
+BF = torch.bfloat16
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30))
+
+
+def fwd_bwd(fn, inputs, g):
+    for t in inputs:
+        t.grad = None
+    out = fn(*inputs)
+    out.backward(g)
+    return [out.detach()] + [t.grad.detach().clone() for t in inputs]
+
+
+def check_mlp() -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(M, D, device="cuda", dtype=BF, requires_grad=True)
+    w_up = (torch.randn(HID, D, device="cuda") / D ** 0.5).to(BF).requires_grad_()
+    w_down = (torch.randn(D, HID, device="cuda") / HID ** 0.5).to(BF).requires_grad_()
+    g = torch.randn(M, D, device="cuda", dtype=BF)
+    plain = torch.compile(lambda a, u, d: F.linear(F.leaky_relu(F.linear(a, u), 0.5).square(), d), fullgraph=True)
+    T.select_mlp_kernel(torch.device("cuda"), "triton")
+    fused = torch.compile(lambda a, u, d: T.fused_mlp(a, u, d), fullgraph=True)
+    ref = fwd_bwd(plain, (x, w_up, w_down), g)
+    got = fwd_bwd(fused, (x, w_up, w_down), g)
+    errs = {n: rel_err(a, b) for n, a, b in zip(("out", "dx", "dw_up", "dw_down"), got, ref)}
+    ms = {"plain_inductor": bench(lambda: fwd_bwd(plain, (x, w_up, w_down), g)),
+          "fused_triton": bench(lambda: fwd_bwd(fused, (x, w_up, w_down), g))}
+    return {"rel_err": errs, "ok": max(errs.values()) < 2e-2, "ms_fwd_bwd": ms}
+
+
+def varlen_repeat(q, k, v, cu, max_seqlen=SEQ):
+    from torch.nn.attention.varlen import varlen_attn
+    r = q.size(1) // k.size(1)
+    return varlen_attn(q, k.repeat_interleave(r, 1), v.repeat_interleave(r, 1), cu, cu, max_seqlen, max_seqlen,
+                       window_size=(-1, 0))
+
+
+def attn_inputs(n: int, seed=0):
+    torch.manual_seed(seed)
+    q = torch.randn(n, H, HD, device="cuda", dtype=BF, requires_grad=True)
+    k = torch.randn(n, HKV, HD, device="cuda", dtype=BF, requires_grad=True)
+    v = torch.randn(n, HKV, HD, device="cuda", dtype=BF, requires_grad=True)
+    return q, k, v, torch.randn(n, H, HD, device="cuda", dtype=BF)
+
+
+def check_gqa() -> dict:
+    q, k, v, g = attn_inputs(M)
+    cu = doc_cu()
+    gqa = lambda a, b, c: torch.ops.golf.flash_varlen(a, b, c, cu, SEQ)[0]
+    rep = lambda a, b, c: varlen_repeat(a, b, c, cu)
+    ref, got = fwd_bwd(rep, (q, k, v), g), fwd_bwd(gqa, (q, k, v), g)
+    errs = {n: rel_err(a, b) for n, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
+    ms = {"varlen_repeat_kv": bench(lambda: fwd_bwd(rep, (q, k, v), g)),
+          "flash_varlen_gqa": bench(lambda: fwd_bwd(gqa, (q, k, v), g))}
+    return {"rel_err": errs, "ok": max(errs.values()) < 1e-2, "ms_fwd_bwd": ms}
+
+
+def check_fa3_standin() -> dict:
+    sys.path.insert(0, str(HERE.parent / "tests" / "trainer" / "fa3_standin"))
+    import flash_attn_interface as fa
+    n = 4096
+    q, k, v, g = attn_inputs(n, seed=1)
+    cu = torch.tensor([0, 700, 1900, 2048, 3000, 4096] + [4096] * 58, dtype=torch.int32, device="cuda")
+    res = {}
+    for name in ("varlen", "fa3"):
+        T.select_attention(torch.device("cuda"), name)
+        fn = torch.compile(lambda a, b, c: T.attend(a[None], b[None], c[None], cu, SEQ)[0], fullgraph=True)
+        res[name] = fwd_bwd(fn, (q, k, v), g)
+        torch._dynamo.reset()
+    T.select_attention(torch.device("cuda"), "auto")
+    errs = {n: rel_err(a, b) for n, a, b in zip(("out", "dq", "dk", "dv"), res["fa3"], res["varlen"])}
+    return {"rel_err": errs, "ok": max(errs.values()) < 2e-2, "standin_calls": dict(fa.CALLS),
+            "shape": {"tokens": n, "segments": 5}}
+
+
+def check_fa4() -> dict:
+    t0 = time.perf_counter()
+    from flash_attn.cute import interface as fa4
+    out = {"import_s": time.perf_counter() - t0}
+    q, k, v, g = attn_inputs(M)
+    cu = doc_cu()
+    run = lambda a, b, c: fa4.flash_attn_varlen_func(a, b, c, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=SEQ,
+                                                     max_seqlen_k=SEQ, causal=True)
+    first = lambda a, b, c: (lambda o: o[0] if isinstance(o, tuple) else o)(run(a, b, c))
+    t0 = time.perf_counter()
+    got = fwd_bwd(first, (q, k, v), g)
+    out["first_call_s"] = time.perf_counter() - t0
+    ref = fwd_bwd(lambda a, b, c: torch.ops.golf.flash_varlen(a, b, c, cu, SEQ)[0], (q, k, v), g)
+    out["rel_err"] = {n: rel_err(a, b) for n, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
+    out["ok"] = max(out["rel_err"].values()) < 2e-2
+    out["ms_fwd_bwd"] = {"fa4": bench(lambda: fwd_bwd(first, (q, k, v), g)),
+                         "flash_varlen_gqa": bench(lambda: fwd_bwd(lambda a, b, c: torch.ops.golf.flash_varlen(
+                             a, b, c, cu, SEQ)[0], (q, k, v), g))}
+    return out
+
+
+def main() -> None:
+    path = sys.argv[1]
+    only = sys.argv[2].split(",") if len(sys.argv) > 2 else ["mlp", "gqa", "fa3", "fa4"]
+    T.select_attention(torch.device("cuda"), "auto")
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
+    try:
+        import triton
+        res["triton"] = triton.__version__
+    except ImportError:
+        res["triton"] = None
+    checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4}
+    for name, fn in ((n, checks[n]) for n in only):
+        t0 = time.perf_counter()
+        try:
+            res[name] = fn()
+        except Exception as e:  # one failing check must not hide the others' results
+            res[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000],
+                         "traceback": traceback.format_exc()[-3000:]}
+        res[name]["wall_s"] = time.perf_counter() - t0
+        print(name, json.dumps(res[name], indent=1), flush=True)
+        Path(path).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
