@@ -50,7 +50,7 @@ def main() -> None:
         elif m := re.match(r"throughput tok/s preloop:(\S+) loop:(\S+) priming_s:(\S+)", line):
             pre, loop, priming = (float(x) for x in m.groups())
             res.update(tokens_per_s_preloop=pre, tokens_per_s_loop=loop, priming_s=priming)
-            tb = 786432  # TRAIN_BATCH_TOKENS (record default)
+            tb = int(os.environ.get("TRAIN_BATCH_TOKENS", "786432"))
             res["step_ms_preloop"], res["step_ms_loop"] = 1000 * tb / pre, 1000 * tb / loop
             # priming = compilation + WARMUP real steps without and with looping (+ 6 cu-bucket passes)
             res["compile_s"] = priming - int(warmup) * (tb / pre + tb / loop)
