@@ -191,3 +191,16 @@ def test_fa3_branch_tiny_model_compiles_fullgraph(tg, fa3):
     with torch.no_grad():
         ref = m(ids, torch.roll(ids, -1, 1), cu, 32)
     assert torch.allclose(loss.detach(), ref, atol=1e-4)
+
+
+def test_new_kernels_are_opt_in(tg):
+    """Until they have run on a GPU the new kernels are not the defaults: MLP_KERNEL defaults to plain, and
+    ATTN_BACKEND=varlen_gqa is a valid choice that falls back to SDPA without CUDA, leaving the flag off."""
+    h = tg.Hyperparameters(TINY)
+    assert h.mlp_kernel == "plain" and h.attn_backend == "auto"
+    assert tg.Hyperparameters({**TINY, "ATTN_BACKEND": "varlen_gqa"}).attn_backend == "varlen_gqa"
+    with pytest.raises(ValueError, match="ATTN_BACKEND='flash' must be auto, fa3, varlen, varlen_gqa or sdpa"):
+        tg.Hyperparameters({**TINY, "ATTN_BACKEND": "flash"})
+    assert tg.select_attention(torch.device("cpu"), "varlen_gqa") == "sdpa"
+    assert tg.select_attention(torch.device("cpu"), "auto") == "sdpa" and not tg._ATTN["gqa_op"]
+    assert tg.attention_backend_label() == "sdpa (block-diagonal causal mask)"
