@@ -128,9 +128,10 @@ def check_fa4() -> dict:
 def main() -> None:
     path = sys.argv[1]
     only = sys.argv[2].split(",") if len(sys.argv) > 2 else ["mlp", "gqa", "fa3", "fa4"]
+    res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device",
+           "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "command": " ".join(sys.argv)}
     T.select_attention(torch.device("cuda"), "auto")
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
     try:
         import triton
         res["triton"] = triton.__version__
