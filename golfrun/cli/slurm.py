@@ -17,20 +17,20 @@ def register(group: click.Group) -> None:
     @guarded
     def cancel(campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path, backend: str | None) -> None:
         """Cancel the campaign's unfinished Slurm jobs (scancel, over SSH when it was submitted so)."""
-        from golfrun.pipeline import slurm_campaign
+        from golfrun.runners.base import get
 
         campaign = load(campaign_spec, overrides, backend)
-        slurm_campaign.cancel_campaign(campaign_dir(runs_dir, campaign), lambda m: click.echo(m))
+        get("slurm").cancel(campaign, campaign_dir(runs_dir, campaign), lambda m: click.echo(m))
 
     @group.command()
     @campaign_options
     @guarded
     def pull(campaign_spec: str | None, overrides: tuple[str, ...], runs_dir: Path, backend: str | None) -> None:
         """Copy runs/<campaign> from the cluster's work folder to here (the dataset is left there)."""
-        from golfrun.pipeline import slurm_campaign
+        from golfrun.runners.base import get
 
         campaign = load(campaign_spec, overrides, backend)
-        slurm_campaign.pull_campaign(campaign_dir(runs_dir, campaign), lambda m: click.echo(m))
+        get("slurm").pull(campaign, campaign_dir(runs_dir, campaign), lambda m: click.echo(m))
 
     @group.command("slurm-jobs")
     @campaign_options

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golfrun.fileio import copy_file_atomic, now_iso, sha256_file, sha256_text, write_json_atomic  # noqa: F401  (re-exported)
+from golfrun.fileio import copy_file_atomic, now_iso, sha256_file, sha256_text, write_json_atomic
 from golfrun.machine import campaign_result_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
@@ -541,7 +541,7 @@ def new_summary(ctx: "StageContext", verdict: Verdict, started_at: str, **fields
     return summary
 
 
-def price_per_gpu_hour(campaign: Any, campaign_dir: Path) -> float | None:
+def price_per_gpu_hour(campaign: "Campaign", campaign_dir: Path) -> float | None:
     """usd_per_gpu_hour, else the RunPod pod's rate / its GPUs (runs/<campaign>/pod.json), else None."""
     pod = _read_job_json(Path(campaign_dir) / "pod.json")
     return ledger.price_per_gpu_hour(float(campaign.usd_per_gpu_hour), pod)

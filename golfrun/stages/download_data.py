@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from golfrun.errors import CampaignError, DataError
-from golfrun.fileio import copy_file_atomic
+from golfrun.fileio import copy_file_atomic, now_iso, sha256_file, write_json_atomic
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
 from golfrun.stages.spec import StageSpec
@@ -51,7 +51,7 @@ def describe(ctx: StageContext) -> list[str]:
 def run(ctx: StageContext) -> Summary:
     from golfrun.gates.checks import verdict_from
 
-    started = common.now_iso()
+    started = now_iso()
     d = ctx.campaign.data
     source = str(d.source)
     root = data_dir(ctx)
@@ -122,7 +122,7 @@ def _local_sha_ok(path: Path, expected: str, algo: str, verified: dict[str, list
 
 def _hash(path: Path, algo: str) -> str:
     if algo == "sha256":
-        return common.sha256_file(path)
+        return sha256_file(path)
     from huggingface_hub.utils.sha import git_hash
 
     return git_hash(path.read_bytes())
@@ -214,7 +214,7 @@ def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], 
         _link_or_copy(cached, local)
         st = local.stat()
         verified[str(local)] = [st.st_size, st.st_mtime_ns, expected]
-    common.write_json_atomic(root / VERIFIED_NAME, verified)
+    write_json_atomic(root / VERIFIED_NAME, verified)
     checks.append(Check("hub_checksums", len(remotes) - len(bad), len(remotes), "==", not bad,
                         "; ".join(bad[:3]) or f"{len(todo)} downloaded, {len(remotes) - len(todo)} already in place, all match the Hub"))
     decision.update(repo=repo, vocab_size=layout.variant_vocab_size(variant), downloaded=len(todo),

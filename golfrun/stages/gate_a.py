@@ -17,6 +17,7 @@ from pathlib import Path
 
 from golfrun.audit.stage import compliance_checks
 from golfrun.errors import CampaignError
+from golfrun.fileio import now_iso
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
 from golfrun.stages.context import StageContext
@@ -52,7 +53,7 @@ def plan(ctx: StageContext) -> list[JobSpec]:
 def run(ctx: StageContext) -> Summary:
     from golfrun.gates.checks import at_most, verdict_from
 
-    started = common.now_iso()
+    started = now_iso()
     g = ctx.campaign.gate_a
     seed = int(g.seed)
     ref = ctx.campaign.reference

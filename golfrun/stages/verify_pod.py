@@ -30,6 +30,7 @@ from pathlib import Path
 
 from golfrun import machine, preflight
 from golfrun.campaign.schema import VerifyPod
+from golfrun.fileio import now_iso
 from golfrun.stages import common
 from golfrun.stages.context import StageContext
 from golfrun.stages.spec import StageSpec
@@ -110,7 +111,7 @@ def machine_checks(v: VerifyPod, m: machine.Machine, python: str) -> list[Check]
 def run(ctx: StageContext) -> Summary:
     from golfrun.gates.checks import verdict_from
 
-    started = common.now_iso()
+    started = now_iso()
     v = _section(ctx)
     packages = [str(p) for p in (v.required_packages or [])]
     trainer = common.trainer_file(ctx)
