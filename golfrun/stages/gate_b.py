@@ -4,8 +4,9 @@ statistics, stopping as soon as the answer is known.
 Which variant: ablation's `decision.promoted` and `decision.promoted_env` (or a person's
 `golfrun decide ablation --promote NAME|baseline`) — read from its summary, never copied by hand.
 Which runs, per seed of the first gate_b.max_seeds of gate_b.seeds (pre-registered order):
-  - Gate A's seed, variant eval-only (ablation mode eval_only): eval-only on Gate A's kept
-    checkpoint with the variant's env (no retraining);
+  - Gate A's seed, variant eval-only (eval_only / eval_only_quantized): the ablation's full-set run
+    of that variant is reused — the same checkpoint with the same env (no job at all); only when it
+    is not there (a person promoted a variant the halving dropped) an eval-only job runs;
   - Gate A's seed, baseline promoted: Gate A's own result is reused;
   - Gate A's seed, ablation mode train: the ablation's training run of that variant is reused;
   - any other seed: train + eval from scratch with the variant's env.
@@ -31,6 +32,7 @@ from typing import Any
 
 from golfrun.audit.stage import compliance_checks
 from golfrun.errors import CampaignError, GolfrunError
+from golfrun.fileio import now_iso
 from golfrun.gates.rules import Rule, rule_profile
 from golfrun.gates.sequential import Design, look_schedule, make_design
 from golfrun.stages import common
@@ -85,10 +87,14 @@ def _reused(ctx: StageContext, seed: int, pick: Variant) -> tuple[str, dict[str,
         gate_a = ctx.upstream.get("gate-a")
         if gate_a and gate_a.jobs and gate_a.jobs[0].result:
             return "gate-a", gate_a.jobs[0].result
-    elif not pick.eval_only:
+    else:
+        # The ablation already ran this very job: a trained variant with gate-a's seed, or an
+        # eval-only one on gate-a's checkpoint with the same env over the full validation set
+        # (halving rungs are named r<N>-<variant>, so a plain name is a full-set run). Rerunning
+        # it would pay the same GPU time for the same number.
         abl = ctx.upstream.get("ablation")
         for job in abl.jobs if abl else []:
-            if job.name == pick.name and job.result:
+            if job.name == pick.name and job.result and job.result.get("mode") == pick.mode:
                 return "ablation", job.result
     return None
 
@@ -221,7 +227,7 @@ def run(ctx: StageContext) -> Summary:
     from golfrun.gates.checks import verdict_from
     from golfrun.gates.sequential import CONTINUE, evaluate_look
 
-    started = common.now_iso()
+    started = now_iso()
     pick, rule = chosen(ctx), rule_of(ctx)
     ref_losses, ref_info = reference_sample(ctx)
     design = design_of(ctx, rule, len(ref_losses))
