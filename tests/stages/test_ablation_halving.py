@@ -46,11 +46,14 @@ def test_the_loser_is_dropped_at_the_first_rung(tmp_path: Path, campaign: Path) 
     full = json.loads((abl_dir / "jobs" / "good" / "job.json").read_text())
     assert d["variants"][0]["val_bpb"] == pytest.approx(s["jobs"][-1]["result"]["final"]["val_bpb"])
     assert full["state"] == "SUCCEEDED"
-    assert len(launches(tmp_path)) == 1 + 3 + 2 + 3  # gate-a; rung 1; full set (baseline, good); gate-b
+    ablation_runs = [line.split()[0] for line in launches(tmp_path)[1:6]]  # after gate-a's one job
+    assert ablation_runs == ["r1-baseline", "r1-bad", "r1-good", "baseline", "good"]
 
+    before = len(launches(tmp_path))
     again = golfrun(tmp_path, "run-all", *HALVING, "--force", "ablation")
     assert again.exit_code == 0, again.output
-    assert len(launches(tmp_path)) == 9 + 5  # --force ignores the job cache: the rung and the full set rerun
+    rerun = [line.split()[0] for line in launches(tmp_path)[before:before + 5]]
+    assert rerun == ablation_runs  # --force ignores the job cache: the rung and the full set rerun
 
 
 def test_survivors_by_hand() -> None:

@@ -30,8 +30,9 @@ def gate_b(tmp: Path) -> dict:
     return json.loads((tmp / "runs" / "t" / "04-gate-b" / "summary.json").read_text())
 
 
-def gate_b_launches(tmp: Path) -> list[str]:
-    return launches(tmp)[4:]  # after gate-a (1) and the ablation (baseline + 2 variants)
+def launched_seeds(tmp: Path) -> set[int]:
+    """Seeds gate-b started a trainer for (gate-a's seed 0 may be reused from the ablation's run)."""
+    return {int(line.split()[0][4:]) for line in launches(tmp)[4:] if line.startswith("seed")}
 
 
 def test_a_clear_improvement_stops_before_max_seeds(tmp_path: Path, campaign: Path) -> None:
@@ -43,7 +44,7 @@ def test_a_clear_improvement_stops_before_max_seeds(tmp_path: Path, campaign: Pa
     # look 1 at 2 seeds continues (t ≈ 11 is under the first O'Brien–Fleming boundary), look 2 at 3 passes
     assert [(lk["n"], lk["decision"]) for lk in d["looks"]] == [(2, "continue"), (3, "PASS")]
     assert d["seeds"] == [0, 1, 2] and d["seeds_not_run"] == [3, 4, 5]
-    assert len(gate_b_launches(tmp_path)) == 3  # seeds 3, 4, 5 never started
+    assert launched_seeds(tmp_path) & {3, 4, 5} == set()  # seeds 3, 4, 5 never started
     # every look can be recomputed from the summary alone: the design and the look's statistics
     design = make_design(d["design"]["alpha"], d["design"]["looks"], d["design"]["n_reference"],
                          d["design"]["futility_power"])
@@ -80,10 +81,11 @@ def test_the_plan_is_the_first_unfinished_wave(tmp_path: Path, campaign: Path) -
 def test_a_rerun_after_a_crash_repeats_no_seed_and_keeps_every_look(tmp_path: Path, campaign: Path) -> None:
     assert golfrun(tmp_path, "run-all", *SIX).exit_code == 0
     before = gate_b(tmp_path)["decision"]["looks"]
+    started = len(launches(tmp_path))
     (tmp_path / "runs" / "t" / "04-gate-b" / "summary.json").unlink()  # died before the summary was written
     again = golfrun(tmp_path, "gate-b", *SIX)
     assert again.exit_code == 0, again.output
-    assert len(gate_b_launches(tmp_path)) == 3
+    assert len(launches(tmp_path)) == started  # no seed ran again
     assert gate_b(tmp_path)["decision"]["looks"] == before
 
 
@@ -95,7 +97,7 @@ def test_an_improvement_at_the_margin_runs_to_max_seeds(tmp_path: Path, campaign
     d = gate_b(tmp_path)["decision"]
     assert [lk["n"] for lk in d["looks"]] == [2, 3, 4, 5, 6]
     assert [lk["decision"] for lk in d["looks"]] == ["continue"] * 4 + ["KILL"]
-    assert d["seeds_not_run"] == [] and len(gate_b_launches(tmp_path)) == 6
+    assert d["seeds_not_run"] == [] and launched_seeds(tmp_path) >= {1, 2, 3, 4, 5}
     assert all(lk["futility_boundary"] is None for lk in d["looks"][:-1])
 
 
@@ -107,7 +109,7 @@ def test_futility_stops_a_variant_that_trails(tmp_path: Path, campaign: Path) ->
     assert [(lk["n"], lk["decision"]) for lk in d["looks"]] == [(2, "KILL")]
     assert "futility" in d["looks"][0]["reason"]
     assert d["looks"][0]["t"] < d["looks"][0]["futility_boundary"]
-    assert len(gate_b_launches(tmp_path)) == 2
+    assert launched_seeds(tmp_path) & {2, 3, 4, 5} == set()
 
 
 def test_the_fixed_design_is_the_plain_record_test(tmp_path: Path, campaign: Path) -> None:
