@@ -257,7 +257,8 @@ def run(ctx: StageContext) -> Summary:
             decision["looks"].append(look.to_dict())
             decision["record_test"] = _test_record(rule, test, look.to_dict())
             write_json_atomic(ctx.stage_dir / "looks.json", {"looks": decision["looks"]})
-            ctx.log(f"gate-b: look at {len(ran)} seeds: {look.decision} ({look.reason})")
+            gating = "" if ctx.campaign.gate_b.require_record else " — reported only (gate_b.require_record = false)"
+            ctx.log(f"gate-b: {rule.name} test, look at {len(ran)} seeds: {look.decision} ({look.reason}){gating}")
             if look.decision != CONTINUE:
                 break
         if any(not c.passed and c.severity == "fail" for c in checks):
