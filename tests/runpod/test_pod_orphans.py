@@ -70,6 +70,7 @@ def test_sigkill_of_the_pods_golfrun_ends_its_trainer(fake_runpod: FakeRunpod, t
         job_dir = Path(next(iter(jobs.values())))
         golfrun = pod_golfrun(pod_workdir)
         assert golfrun is not None
+        os.killpg(laptop.pid, signal.SIGSTOP)  # paused, so it cannot end the pod (and its disk) meanwhile
         os.kill(golfrun, signal.SIGKILL)
         killed_at = time.monotonic()
         while job_processes(pod_workdir) and time.monotonic() - killed_at < ORPHAN_DEADLINE_S:
@@ -80,6 +81,7 @@ def test_sigkill_of_the_pods_golfrun_ends_its_trainer(fake_runpod: FakeRunpod, t
         hold.unlink()  # a surviving trainer would now write its results
         time.sleep(1.0)
         assert snapshot(job_dir) == before and not (job_dir / "results.json").exists()
+        os.killpg(laptop.pid, signal.SIGCONT)
         out, _ = laptop.communicate(timeout=120)  # the laptop sees the run die and ends the pod
         assert laptop.returncode != 0, out
     finally:
