@@ -43,6 +43,8 @@ class EvalScore:
     val_loss: float  # nats per token
     val_bpb: float
     eval_time_ms: float | None = None
+    # the TTT evaluation's own figures as the trainer wrote them (warmup_s, graphs_compiled_in_timer, …)
+    ttt: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "eval") -> "EvalScore":
@@ -53,6 +55,7 @@ class EvalScore:
             val_loss=float(_req(data, "val_loss", (int, float), where)),
             val_bpb=float(_req(data, "val_bpb", (int, float), where)),
             eval_time_ms=_opt_float(data, "eval_time_ms", where),
+            ttt=dict(data["ttt"]) if isinstance(data.get("ttt"), Mapping) else None,
         )
 
 

@@ -157,3 +157,13 @@ def test_the_price_is_the_campaigns_else_the_pods_rate_per_gpu() -> None:
     assert ledger.price_per_gpu_hour(0.0, {"cost_per_hr": 21.5, "gpu_count": 8}) == pytest.approx(2.6875)
     assert ledger.price_per_gpu_hour(0.0, None) is None and ledger.usd(3600.0, None) is None
     assert ledger.usd(7200.0, 2.6875) == pytest.approx(5.375)
+
+
+def test_a_summary_keeps_the_ttt_evaluations_compile_figures() -> None:
+    from golfrun.trainer.results import RESULTS_SCHEMA, TrainerResult
+
+    entry = {"label": "quantized_ttt_phased", "val_loss": 2.77, "val_bpb": 1.07, "eval_time_ms": 5.0,
+             "ttt": {"warmup_s": 152.4, "graphs_compiled_in_timer": 0}}
+    result = TrainerResult.from_dict({"schema": RESULTS_SCHEMA, "evals": [entry], "final": entry})
+    assert result.to_dict()["final"]["ttt"] == {"warmup_s": 152.4, "graphs_compiled_in_timer": 0}
+    assert result.to_dict()["evals"][0]["ttt"]["graphs_compiled_in_timer"] == 0
