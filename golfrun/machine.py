@@ -102,6 +102,7 @@ def parse_topology(text: str) -> dict[str, Any]:
     """
     rows: dict[str, list[str]] = {}
     header: list[str] = []
+    text = _ANSI.sub("", text)  # nvidia-smi underlines the header on some drivers
     for raw in text.splitlines():
         cells = raw.split()
         if not cells:
@@ -122,6 +123,7 @@ def parse_topology(text: str) -> dict[str, Any]:
     return {"gpus": len(header), "links": dict(sorted(links.items())), "summary": _topology_summary(len(header), links)}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PCIE_ORDER = ("PIX", "PXB", "PHB", "NODE", "SYS", "SOC")  # nearest → farthest
 
 

@@ -13,13 +13,19 @@ seconds on a busy CPU machine. It must not fail on a machine without torch or GP
 
 from __future__ import annotations
 
+import sys
+
+# Run as a file, Python puts golfrun/ first on sys.path, where golfrun's own modules (secrets.py,
+# …) shadow the standard library's for torch (torch._dynamo then fails to import): take it off.
+if sys.path and sys.path[0] and __file__.startswith(sys.path[0].rstrip("/") + "/"):
+    sys.path.pop(0)
+
 import argparse
 import importlib
 import importlib.metadata as md
 import importlib.util
 import json
 import shutil
-import sys
 from typing import Any
 
 # The attention kernels the trainer can use, best first (train_gpt.py select_attention), and the

@@ -37,7 +37,10 @@ EXPECTED: dict[tuple[str, str], Expected] = {
     ("H100", "SXM"): Expected(710.0, 989.4, 45.0, 330.0, f"{_H100_SHEET}; {_MEASURED_FRACTION}"),
     ("H100", "PCIe"): Expected(540.0, 756.0, 45.0, None, f"{_H100_SHEET}; {_MEASURED_FRACTION}"),
     ("H100", "NVL"): Expected(600.0, 835.0, 45.0, None, f"{_H100_SHEET}; {_MEASURED_FRACTION}"),
-    ("H200", "SXM"): Expected(710.0, 989.4, 45.0, 330.0, f"{_H200_SHEET}; {_MEASURED_FRACTION}"),
+    ("H200", "SXM"): Expected(800.0, 989.4, 55.0, 330.0,
+                              f"{_H200_SHEET}; matmul and host-to-device measured: 801.6 TFLOP/s and 55.4 GB/s on "
+                              "one H200 SXM, torch 2.11.0+cu130, driver 580.159.04 (benchmarks/results/"
+                              "h200-preflight.json); all-reduce: estimate as for the H100 SXM"),
     ("H200", "NVL"): Expected(600.0, 835.0, 45.0, None, f"{_H200_SHEET}; {_MEASURED_FRACTION}"),
     ("A100", "SXM"): Expected(230.0, 312.0, 22.0, 200.0,
                               "NVIDIA A100 datasheet (dense bf16 312 TFLOP/s); estimate: ~74 % of peak, PCIe Gen4 "

@@ -19,11 +19,17 @@ make a CPU machine look like a slow or a healthy GPU pod. Never set it on a real
 
 from __future__ import annotations
 
+import sys
+
+# Run as a file, Python puts golfrun/ first on sys.path, where golfrun's own modules (secrets.py,
+# …) shadow the standard library's for torch (torch._dynamo then fails to import): take it off.
+if sys.path and sys.path[0] and __file__.startswith(sys.path[0].rstrip("/") + "/"):
+    sys.path.pop(0)
+
 import argparse
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -40,6 +40,15 @@ def test_topology_of_pcie_cards_single_gpu_and_nothing() -> None:
     assert parse_topology("")["summary"] == ""
 
 
+def test_captured_h200_output_one_gpu_with_an_underlined_header() -> None:
+    raw = (FIX / "topo-h200-1gpu.txt").read_text()
+    assert "\x1b[4m" in raw  # as captured
+    assert parse_topology(raw) == {"gpus": 1, "links": {}, "summary": "single"}
+    [gpu] = parse_gpu_query((FIX / "query-h200.csv").read_text())
+    assert (gpu["name"], gpu["memory_mib"], gpu["power_max_w"]) == ("NVIDIA H200", 143771, 700.0)
+    assert (gpu_model(gpu["name"]), form_factor(gpu["name"], gpu["power_max_w"])) == ("H200", "SXM")
+
+
 def test_gpu_query_parses_name_memory_driver_and_power() -> None:
     gpus = parse_gpu_query((FIX / "query-h100-sxm.csv").read_text())
     assert [g["index"] for g in gpus] == [0, 1]
