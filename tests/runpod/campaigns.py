@@ -26,7 +26,9 @@ def overrides(workdir: Path, extra: dict[str, Any] | None = None, *, fake_traine
         "backend.kind": "runpod",
         "backend.runpod.gpu_type": "NVIDIA L40S",
         "backend.runpod.workdir": str(workdir),
-        "backend.runpod.setup": [f"export PATH={Path(sys.executable).parent}:$PATH"],
+        # The "pod" shares this test's interpreter: its prepare step must never `pip install -e`
+        # the pod's copy into the test environment (pip only reports what it would do).
+        "backend.runpod.setup": [f"export PATH={Path(sys.executable).parent}:$PATH", "export PIP_DRY_RUN=1"],
         "backend.runpod.forward_env": [],
         **(extra or {}),
     }
