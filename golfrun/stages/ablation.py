@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from golfrun.errors import CampaignError, GolfrunError
+from golfrun.fileio import now_iso
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
 from golfrun.stages.halving import run_rungs, rung_spec
@@ -96,7 +97,7 @@ def full_plan(ctx: StageContext) -> list[JobSpec]:
 
 
 def run(ctx: StageContext) -> Summary:
-    started = common.now_iso()
+    started = now_iso()
     a = ctx.campaign.ablation
     promote, hold = float(a.promote_delta_bpb), float(a.hold_delta_bpb)
     if promote > hold:
