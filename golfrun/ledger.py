@@ -21,7 +21,10 @@ Stdlib only: `golfrun status` reads this.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from golfrun.summary import JobRecord
 
 PARTS = ("startup", "train", "serialize", "eval", "other")
 
@@ -83,12 +86,12 @@ def zero() -> dict[str, float]:
     return {part: 0.0 for part in (*PARTS, "total")}
 
 
-def stage_totals(jobs: Iterable[Any]) -> dict[str, float]:
+def stage_totals(jobs: Iterable[JobRecord]) -> dict[str, float]:
     """New device-seconds of a stage's jobs, by unit: {"gpu": s, "cpu": s} (cached jobs add 0)."""
     totals = {"gpu": 0.0, "cpu": 0.0}
     for job in jobs:
-        unit = "gpu" if int(getattr(job, "gpus", 0) or 0) > 0 else "cpu"
-        totals[unit] += _num((getattr(job, "gpu_seconds", None) or {}).get("total"))
+        unit = "gpu" if job.gpus > 0 else "cpu"
+        totals[unit] += _num((job.gpu_seconds or {}).get("total"))
     return {k: round(v, 3) for k, v in totals.items()}
 
 
