@@ -127,10 +127,21 @@ def run(ctx: StageContext) -> Summary:
     if failed is not None:
         return failed
     by_name = {o.spec.name: o for o in outcomes}
+    decision["baseline"] = baselines = _baselines(by_name, gate_a, vs)
+    decision["variants"] = rows = _rows(by_name, baselines, vs, promote, hold)
+    verdict, checks, reasons = _decide(rows, promote, hold, decision)
+    return common.new_summary(ctx, verdict, started, checks=checks, decision=decision,
+                              jobs=[o.record for o in halving.outcomes + outcomes], reasons=reasons)
+
+
+def _baselines(by_name: dict[str, Any], gate_a: Summary,
+               vs: list[tuple[str, dict[str, str], str]]) -> dict[str, dict[str, Any]]:
+    """What each mode's variants are compared with: the eval-only baseline job of that mode, or
+    gate-a's own result for trained variants."""
     baselines: dict[str, dict[str, Any]] = {}
     for mode in EVAL_MODES:
         if baseline_job(mode) in by_name:
-            b = common.score(by_name[baseline_job(mode)].result)  # type: ignore[arg-type]
+            b = common.score(by_name[baseline_job(mode)].result)
             b["source"] = (f"{mode} re-evaluation of gate-a's checkpoint (job '{baseline_job(mode)}'), "
                            f"for the {mode} variants")
             baselines[mode] = b
@@ -141,17 +152,19 @@ def run(ctx: StageContext) -> Summary:
     for b in baselines.values():
         if b.get("val_bpb") is None:
             raise GolfrunError(f"ablation: the baseline has no val_bpb ({b['source']})")
-    decision["baseline"] = baselines
+    return baselines
 
-    from golfrun.gates.stats import ablation_decision, classify_delta
+
+def _rows(by_name: dict[str, Any], baselines: dict[str, dict[str, Any]], vs: list[tuple[str, dict[str, str], str]],
+          promote: float, hold: float) -> list[dict[str, Any]]:
+    """One row per variant: its score, its baseline and delta_bpb = variant − baseline."""
+    from golfrun.gates.stats import classify_delta
 
     rows = []
-    deltas: dict[str, float] = {}
     for name, env, mode in vs:
         base = baselines[mode]
-        s = common.score(by_name[name].result)  # type: ignore[arg-type]
+        s = common.score(by_name[name].result)
         delta = s["val_bpb"] - base["val_bpb"]
-        deltas[name] = delta
         rows.append({
             "name": name,
             "env": env,
@@ -162,15 +175,20 @@ def run(ctx: StageContext) -> Summary:
             "delta_loss": None if base.get("val_loss") is None else s["val_loss"] - base["val_loss"],
             "outcome": classify_delta(delta, promote, hold).value,
         })
-    decision["variants"] = rows
-    picked = ablation_decision(deltas, promote, hold)
+    return rows
+
+
+def _decide(rows: list[dict[str, Any]], promote: float, hold: float,
+            decision: dict[str, Any]) -> tuple[Verdict, list[Check], list[str]]:
+    """The best delta decides: PROMOTE (PASS, the handoff to gate-b), HOLD for a person, or KILL."""
+    from golfrun.gates.stats import ablation_decision
+
+    picked = ablation_decision({r["name"]: r["delta_bpb"] for r in rows}, promote, hold)
     if picked.best is None:
         raise GolfrunError(f"ablation: {picked.reason}")
     verdict_word, best = picked.outcome.value, picked.best
     best_row = next(r for r in rows if r["name"] == best)
-    decision["best"] = best
-    decision["best_delta_bpb"] = best_row["delta_bpb"]
-    decision["outcome"] = verdict_word
+    decision.update(best=best, best_delta_bpb=best_row["delta_bpb"], outcome=verdict_word, promoted=None)
     checks = [
         Check(name=f"delta_bpb[{r['name']}]", observed=r["delta_bpb"], limit=promote, op="<=",
               passed=r["delta_bpb"] <= promote, severity="warn",
@@ -180,20 +198,12 @@ def run(ctx: StageContext) -> Summary:
     checks.append(Check(name="best_delta_bpb", observed=best_row["delta_bpb"], limit=hold, op="<=",
                         passed=best_row["delta_bpb"] <= hold,
                         detail=f"best variant {best}; ≤ {promote:g} promotes, ≤ {hold:g} holds for a person"))
+    delta = best_row["delta_bpb"]
     if verdict_word == "PROMOTE":
-        verdict = Verdict.PASS
-        decision["promoted"] = best
-        decision["promoted_env"] = best_row["env"]
-        decision["promoted_mode"] = best_row["mode"]
-        reasons = [f"promoted {best}: delta_bpb {best_row['delta_bpb']:+.6f} ≤ {promote:g}"]
-    elif verdict_word == "HOLD":
-        verdict = Verdict.HOLD
-        decision["promoted"] = None
-        reasons = [f"best {best} delta_bpb {best_row['delta_bpb']:+.6f} is between {promote:g} and {hold:g}; "
-                   f"decide with `golfrun decide ablation --promote {best}|baseline` or `--kill`, with --reason"]
-    else:
-        verdict = Verdict.KILL
-        decision["promoted"] = None
-        reasons = [f"no variant improves enough: best {best} delta_bpb {best_row['delta_bpb']:+.6f} > {hold:g}"]
-    return common.new_summary(ctx, verdict, started, checks=checks, decision=decision,
-                              jobs=[o.record for o in halving.outcomes + outcomes], reasons=reasons)
+        decision.update(promoted=best, promoted_env=best_row["env"], promoted_mode=best_row["mode"])
+        return Verdict.PASS, checks, [f"promoted {best}: delta_bpb {delta:+.6f} ≤ {promote:g}"]
+    if verdict_word == "HOLD":
+        return Verdict.HOLD, checks, [
+            f"best {best} delta_bpb {delta:+.6f} is between {promote:g} and {hold:g}; "
+            f"decide with `golfrun decide ablation --promote {best}|baseline` or `--kill`, with --reason"]
+    return Verdict.KILL, checks, [f"no variant improves enough: best {best} delta_bpb {delta:+.6f} > {hold:g}"]
