@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from golfrun.errors import BackendError
 from golfrun.secrets import REDACTED
 from golfrun.trainer.results import load_results
 from golfrun.transport.local import find_processes_with_env, process_start_time
+from tests.fixtures.waiting import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
 
@@ -31,15 +31,6 @@ def job(tmp_path: Path, name: str, kind: str, env: dict[str, str] | None = None,
 
 def alive(pid: int) -> bool:
     return process_start_time(pid) is not None
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_trainer_with_results_json(tmp_path: Path) -> None:

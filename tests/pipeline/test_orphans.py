@@ -9,28 +9,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from golfrun.backends.local import MARKER_ENV
 from golfrun.pipeline.lock import CampaignLock
 from golfrun.transport.local import find_processes_with_env, terminate_processes
 from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, write_campaign
+from tests.fixtures.waiting import wait_for, snapshot
 
 ORPHAN_DEADLINE_S = 2.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 def start(tmp_path: Path, shared_data: Path) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.fixtures.runpod_server import FakeRunpod
+from tests.fixtures.waiting import snapshot
 from tests.services.common import all_pids
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,10 +46,6 @@ def pod_golfrun(pod_workdir: Path) -> int | None:
         if b"golfrun.cli" in cmd and b"run-all" in cmd and str(pod_workdir).encode() in b" ".join(cmd):
             return pid
     return None
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 def test_sigkill_of_the_pods_golfrun_ends_its_trainer(fake_runpod: FakeRunpod, tmp_path: Path, pod_workdir: Path) -> None:

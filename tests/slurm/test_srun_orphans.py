@@ -14,19 +14,11 @@ from pathlib import Path
 import pytest
 
 from golfrun.transport.local import process_start_time
+from tests.fixtures.waiting import wait_for
 from tests.services.slurm import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[2]
 ORPHAN_DEADLINE_S = 3.0
-
-
-def wait_for(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.mark.slurm

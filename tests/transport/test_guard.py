@@ -11,30 +11,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from golfrun.backends.local import MARKER_ENV
 from golfrun.transport import local
+from tests.fixtures.waiting import wait_for, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "trainers"
 ORPHAN_DEADLINE_S = 2.0  # the guarantee docs/pipeline.md states
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 def start_golfrun(tmp_path: Path, env: dict[str, str], nproc: int = 1) -> tuple[subprocess.Popen[str], Path]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from golfrun.errors import TransportError
 from golfrun.transport import local
 from golfrun.transport.base import CompletedRun
+from tests.fixtures.waiting import wait_for
 
 PY = sys.executable
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
@@ -20,15 +20,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
 
 def alive(pid: int) -> bool:
     return local.process_start_time(pid) is not None
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # ------------------------------------------------------------------ run
