@@ -88,8 +88,26 @@ def _undefined_reason(samples: Mapping[str, Sequence[float]]) -> str:
     return ""
 
 
+class _TestOutcome:
+    """What a test result says about itself: defined (it has a p-value) and why not, in JSON."""
+
+    p: float | None
+    note: str
+
+    @property
+    def defined(self) -> bool:
+        return self.p is not None
+
+    @property
+    def reason(self) -> str:
+        return self.note
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "defined": self.defined}  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class WelchResult:
+class WelchResult(_TestOutcome):
     """A one-sided t-test. `t`, `df`, `p` are None when the test is undefined (`defined` False,
     `note` says why); an undefined test never passes."""
 
@@ -105,17 +123,6 @@ class WelchResult:
     mean_variant: float | None = None
     mean_reference: float | None = None
     note: str = ""  # why the test is undefined, when it is
-
-    @property
-    def defined(self) -> bool:
-        return self.p is not None
-
-    @property
-    def reason(self) -> str:
-        return self.note
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "defined": self.defined}
 
 
 def welch_one_sided(sample: Sequence[float], reference: Sequence[float], margin: float = 0.0,
@@ -160,7 +167,7 @@ def welch_record_test(variant_losses: Sequence[float], reference_losses: Sequenc
 
 
 @dataclass(frozen=True)
-class OneSampleResult:
+class OneSampleResult(_TestOutcome):
     """One-sample t-test that the mean is below `target` (H1: mean < target)."""
 
     t: float | None
@@ -172,17 +179,6 @@ class OneSampleResult:
     passed: bool
     n: int
     note: str = ""
-
-    @property
-    def defined(self) -> bool:
-        return self.p is not None
-
-    @property
-    def reason(self) -> str:
-        return self.note
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "defined": self.defined}
 
 
 def one_sample_below(sample: Sequence[float], target: float, alpha: float = 0.01) -> OneSampleResult:
