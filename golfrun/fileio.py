@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -102,14 +103,27 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def finite_or_null(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None, in nested dicts, lists and tuples.
+    A diverged run scores NaN; JSON has no such number and strict parsers reject the `NaN` token,
+    so it is written as null (the checks that read the number already failed on it)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(v) for v in data]
+    return data
+
+
 def dumps_json(data: Any) -> str:
     """JSON text as golfrun writes it: indented, newline-terminated, and never NaN or Infinity
-    (strict parsers reject those tokens; a caller must turn a non-finite number into null first)."""
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    (a non-finite number is written as null: `finite_or_null`)."""
+    return json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n"
 
 
 def write_json_atomic(path: Path | str, data: Any) -> None:
-    """Write `data` as JSON to `path` atomically; a non-finite float is a ValueError, not `NaN`."""
+    """Write `data` as JSON to `path` atomically (`dumps_json`: no NaN or Infinity)."""
     write_text_atomic(path, dumps_json(data))
 
 

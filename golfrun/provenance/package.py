@@ -182,8 +182,7 @@ def welch(gb: Summary | None, losses: list[float], ref_losses: list[float], marg
     """gate-b's record test when it holds one, else the same test (gates.stats) on these seeds."""
     rt = dict((gb.decision.get("record_test") or {}) if gb is not None else {})
     if rt.get("p") is not None:
-        # a non-finite statistic is no number JSON can hold: null, as an undefined test
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rt.items()}
+        return rt  # a non-finite figure is written as null (fileio.dumps_json), as an undefined test
     from golfrun.gates.stats import welch_record_test
 
     res = welch_record_test(losses, ref_losses, margin_nats=margin, alpha=ALPHA)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from golfrun import machine
 from golfrun.errors import GolfrunError
-from golfrun.fileio import now_iso, write_text_atomic
+from golfrun.fileio import finite_or_null, now_iso, write_text_atomic
 from golfrun.secrets import REDACTED, is_secret_name, redact_data, redact_text, secret_values_from_env
 from golfrun.summary import STAGES, Summary
 
@@ -275,5 +275,6 @@ def build_provenance(
 
 
 def write_provenance(path: Path, doc: Mapping[str, Any]) -> Path:
-    write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(finite_or_null(doc), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text_atomic(path, text + "\n")
     return path
