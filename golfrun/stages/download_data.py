@@ -23,8 +23,9 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from golfrun.errors import CampaignError, DataError
 from golfrun.fileio import copy_file_atomic, now_iso, sha256_file, write_json_atomic
@@ -138,87 +139,140 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         copy_file_atomic(src, dest)
 
 
+@dataclass(frozen=True)
+class _Hub:
+    """One Hub dataset repo as this stage reads it: where it is, and the two calls made to it."""
+
+    repo: str
+    endpoint: str | None  # read at call time (huggingface_hub fixes its URL template at import): a mirror or a test Hub
+    prefix: str  # the export's folder inside the repo ("" = its root)
+    revision: str | None
+
+    def remote_path(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def fetch(self, remote: str) -> Path:
+        """The file downloaded into the HF cache (resolved past the cache's links)."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError
+
+        parent, _, name = remote.rpartition("/")
+        try:
+            return Path(hf_hub_download(self.repo, filename=name, subfolder=parent or None, repo_type="dataset",
+                                        revision=self.revision, endpoint=self.endpoint)).resolve()
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise DataError(f"hf:{self.repo}: could not download {remote}: {exc}") from exc
+
+    def paths_info(self, remotes: list[str]) -> dict[str, Any]:
+        """remote path → the Hub's metadata (size, LFS sha256 or git blob id); every remote must be there."""
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            infos = {i.path: i for i in HfApi(endpoint=self.endpoint).get_paths_info(
+                self.repo, remotes, repo_type="dataset", revision=self.revision)}
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise DataError(f"hf:{self.repo}: could not read file metadata: {exc}") from exc
+        missing = [r for r in remotes if r not in infos]
+        if missing:
+            raise DataError(f"hf:{self.repo}: files named by the manifest are not in the repo: {missing[:5]}")
+        return infos
+
+
+class _Pending(NamedTuple):
+    """A file to download: not in place, or not with the Hub's content."""
+
+    remote: str
+    local: Path
+    expected: str  # the Hub's hash of it
+    algo: str  # "sha256" (an LFS file) | "git-sha1" (a plain git blob)
+    size: int
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What the manifest says to fetch for the variant: val shards, the first train shards, the tokenizer."""
+
+    remotes: list[str]
+    files_train: int  # train shards the repo has
+    files_val: int
+
+
 def _huggingface(ctx: StageContext, repo: str, root: Path, checks: list[Check], decision: dict[str, Any]) -> None:
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import disable_progress_bars
 
     from golfrun.data import layout
 
     if not sys.stderr.isatty():
         disable_progress_bars()  # a log file or pipe would collect every redraw of the bars
-
     d = ctx.campaign.data
-    variant = str(d.variant)
-    want_train = int(d.train_shards)
-    # Read at call time (huggingface_hub fixes its URL template at import): a mirror or a test Hub.
-    endpoint = os.environ.get("HF_ENDPOINT") or None
-    api = HfApi(endpoint=endpoint)
-    prefix = str(d.remote_prefix or "").strip("/")
-    revision = str(d.revision or "") or None
+    hub = _Hub(repo, os.environ.get("HF_ENDPOINT") or None, str(d.remote_prefix or "").strip("/"),
+               str(d.revision or "") or None)
+    wanted = _wanted_files(hub, root, str(d.variant), int(d.train_shards))
+    verified = _load_verified(root)
+    todo = _pending(hub, wanted.remotes, root, verified)
+    if not _free_disk(root, sum(t.size for t in todo), float(d.min_free_disk_gb), checks):
+        return
+    bad = _download(ctx, hub, todo, verified)
+    write_json_atomic(root / VERIFIED_NAME, verified)
+    total = len(wanted.remotes)
+    checks.append(Check("hub_checksums", total - len(bad), total, "==", not bad,
+                        "; ".join(bad[:3]) or f"{len(todo)} downloaded, {total - len(todo)} already in place, all match the Hub"))
+    decision.update(repo=repo, vocab_size=layout.variant_vocab_size(str(d.variant)), downloaded=len(todo),
+                    files_train_available=wanted.files_train, files_val=wanted.files_val)
 
-    def remote_path(rel: str) -> str:
-        return f"{prefix}/{rel}" if prefix else rel
 
-    def fetch(remote: str) -> Path:
-        parent, _, name = remote.rpartition("/")
-        try:
-            return Path(hf_hub_download(repo, filename=name, subfolder=parent or None, repo_type="dataset",
-                                        revision=revision, endpoint=endpoint)).resolve()
-        except (HfHubHTTPError, OSError, ValueError) as exc:
-            raise DataError(f"hf:{repo}: could not download {remote}: {exc}") from exc
+def _wanted_files(hub: _Hub, root: Path, variant: str, want_train: int) -> _Wanted:
+    """Fetch the manifest into the layout and list the remote files the variant needs."""
+    from golfrun.data import layout
 
-    manifest_remote = remote_path(layout.MANIFEST_NAME)
-    manifest_file = fetch(manifest_remote)
-    _link_or_copy(manifest_file, layout.manifest_path(root))
+    manifest_remote = hub.remote_path(layout.MANIFEST_NAME)
+    _link_or_copy(hub.fetch(manifest_remote), layout.manifest_path(root))
     manifest = layout.load_manifest(root)
-    ds = layout.manifest_dataset(manifest, variant, source=f"hf:{repo}/{manifest_remote}")
+    source = f"hf:{hub.repo}/{manifest_remote}"
+    ds = layout.manifest_dataset(manifest, variant, source=source)
     stats = ds.get("stats") or {}
     files_train, files_val = int(stats.get("files_train", 0)), int(stats.get("files_val", 0))
     if want_train > files_train:
-        raise CampaignError(f"data.train_shards = {want_train}, but hf:{repo} has only {files_train} train shards for {variant}")
-    tok = layout.manifest_tokenizer(manifest, str(ds.get("tokenizer_name")), source=f"hf:{repo}/{manifest_remote}")
+        raise CampaignError(f"data.train_shards = {want_train}, but hf:{hub.repo} has only {files_train} train shards for {variant}")
+    tok = layout.manifest_tokenizer(manifest, str(ds.get("tokenizer_name")), source=source)
     ds_folder = layout.dataset_dir_name(variant)
-    remotes = [remote_path(f"datasets/{ds_folder}/{layout.shard_name('val', i)}") for i in range(files_val)]
-    remotes += [remote_path(f"datasets/{ds_folder}/{layout.shard_name('train', i)}") for i in range(want_train)]
-    remotes += [remote_path(str(tok[k])) for k in ("model_path", "vocab_path", "path") if tok.get(k)]
+    remotes = [hub.remote_path(f"datasets/{ds_folder}/{layout.shard_name('val', i)}") for i in range(files_val)]
+    remotes += [hub.remote_path(f"datasets/{ds_folder}/{layout.shard_name('train', i)}") for i in range(want_train)]
+    remotes += [hub.remote_path(str(tok[k])) for k in ("model_path", "vocab_path", "path") if tok.get(k)]
+    return _Wanted(remotes, files_train, files_val)
 
-    try:
-        infos = {i.path: i for i in api.get_paths_info(repo, remotes, repo_type="dataset", revision=revision)}
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise DataError(f"hf:{repo}: could not read file metadata: {exc}") from exc
-    missing = [r for r in remotes if r not in infos]
-    if missing:
-        raise DataError(f"hf:{repo}: files named by the manifest are not in the repo: {missing[:5]}")
 
-    verified = _load_verified(root)
-    todo: list[tuple[str, Path, str, str, int]] = []
+def _pending(hub: _Hub, remotes: list[str], root: Path, verified: dict[str, list[Any]]) -> list[_Pending]:
+    """The files not already in place with the Hub's content (the Hub's metadata gives the hash)."""
+    from golfrun.data import layout
+
+    infos = hub.paths_info(remotes)
+    todo: list[_Pending] = []
     for remote in remotes:
         info = infos[remote]
-        lfs = getattr(info, "lfs", None)
+        lfs = getattr(info, "lfs", None)  # the Hub's RepoFile: set for LFS files only
         expected, algo = (lfs.sha256, "sha256") if lfs is not None else (info.blob_id, "git-sha1")
-        local = layout.local_path_for_remote(remote, root, prefix)
+        local = layout.local_path_for_remote(remote, root, hub.prefix)
         if not _local_sha_ok(local, expected, algo, verified):
-            todo.append((remote, local, expected, algo, int(info.size or 0)))
-    need = sum(t[4] for t in todo)
-    if not _free_disk(root, need, float(d.min_free_disk_gb), checks):
-        return
+            todo.append(_Pending(remote, local, expected, algo, int(info.size or 0)))
+    return todo
+
+
+def _download(ctx: StageContext, hub: _Hub, todo: list[_Pending], verified: dict[str, list[Any]]) -> list[str]:
+    """Download each file, check its hash, link it into the layout; returns the mismatches."""
     bad = []
-    for i, (remote, local, expected, algo, size) in enumerate(todo, 1):
-        ctx.log(f"download-data: {i}/{len(todo)} {remote} ({size / 1e6:.1f} MB)")
-        cached = fetch(remote)
-        actual = _hash(cached, algo)
-        if actual != expected:
-            bad.append(f"{remote}: {algo} {actual} ≠ Hub {expected}")
+    for i, p in enumerate(todo, 1):
+        ctx.log(f"download-data: {i}/{len(todo)} {p.remote} ({p.size / 1e6:.1f} MB)")
+        cached = hub.fetch(p.remote)
+        actual = _hash(cached, p.algo)
+        if actual != p.expected:
+            bad.append(f"{p.remote}: {p.algo} {actual} ≠ Hub {p.expected}")
             continue
-        _link_or_copy(cached, local)
-        st = local.stat()
-        verified[str(local)] = [st.st_size, st.st_mtime_ns, expected]
-    write_json_atomic(root / VERIFIED_NAME, verified)
-    checks.append(Check("hub_checksums", len(remotes) - len(bad), len(remotes), "==", not bad,
-                        "; ".join(bad[:3]) or f"{len(todo)} downloaded, {len(remotes) - len(todo)} already in place, all match the Hub"))
-    decision.update(repo=repo, vocab_size=layout.variant_vocab_size(variant), downloaded=len(todo),
-                    files_train_available=files_train, files_val=files_val)
+        _link_or_copy(cached, p.local)
+        st = p.local.stat()
+        verified[str(p.local)] = [st.st_size, st.st_mtime_ns, p.expected]
+    return bad
 
 
 def _tokenizer_vocab_check(tok: Path, vocab: int) -> Check:

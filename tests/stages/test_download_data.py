@@ -157,3 +157,17 @@ def test_hf_more_shards_than_the_repo_has_is_a_usage_error(tmp_path: Path, hf_hu
     code, _, out = run_stage(tmp_path)
     assert code == 12 or code == 2
     assert "only 3 train shards" in out or "only 3 train shards" in json.dumps(_)
+
+
+def test_hf_a_file_the_manifest_names_but_the_repo_lacks_is_an_error(tmp_path: Path, hf_hub: HubServer, published: Path) -> None:
+    """The Hub's file metadata is read for every file before any shard is downloaded: a shard the
+    manifest lists but the repo does not hold is an ERROR naming it, with nothing downloaded."""
+    from huggingface_hub import HfApi
+
+    HfApi(endpoint=hf_hub.endpoint).delete_file("datasets/datasets/fineweb10B_sp512/fineweb_val_000000.bin",
+                                                REPO_ID, repo_type="dataset")
+    hf_campaign(tmp_path)
+    code, summary, out = run_stage(tmp_path)
+    assert code == 12, out
+    assert "not in the repo" in out and "fineweb_val_000000.bin" in out
+    assert not (tmp_path / "got" / "datasets").exists()
