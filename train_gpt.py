@@ -2739,13 +2739,25 @@ def versions(device) -> dict:
             "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"]}
 
 
+def finite_or_null(data):
+    """`data` with every NaN or infinite float replaced by None (nested dicts and lists). A diverged run
+    scores NaN; JSON has no such number and strict readers reject the `NaN` token, so it is written as null."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(v) for v in data]
+    return data
+
+
 def write_results(h, payload: dict) -> None:
     out_dir = h.artifact_dir or "."
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "results.json")
     tmp = path + f".tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
+        json.dump(finite_or_null(payload), f, indent=2, sort_keys=False, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

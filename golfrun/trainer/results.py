@@ -13,6 +13,7 @@ Stdlib only: golfrun's status paths import this and must stay light.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,8 +53,8 @@ class EvalScore:
             raise TrainerResultError(f"{where}: expected an object, got {type(data).__name__}")
         return cls(
             label=_req(data, "label", str, where),
-            val_loss=float(_req(data, "val_loss", (int, float), where)),
-            val_bpb=float(_req(data, "val_bpb", (int, float), where)),
+            val_loss=_score(data, "val_loss", where),
+            val_bpb=_score(data, "val_bpb", where),
             eval_time_ms=_opt_float(data, "eval_time_ms", where),
             ttt=dict(data["ttt"]) if isinstance(data.get("ttt"), Mapping) else None,
         )
@@ -516,6 +517,14 @@ def _req(data: Mapping[str, Any], key: str, types: Any, where: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, types):
         raise TrainerResultError(f"{where}: key {key!r} has the wrong type ({type(value).__name__})")
     return value
+
+
+def _score(data: Mapping[str, Any], key: str, where: str) -> float:
+    """A score of an evaluation. The trainer writes a non-finite score (a diverged run) as null, since
+    JSON has no NaN: a present null is read back as NaN, so the check on it fails as "not a number"."""
+    if key in data and data[key] is None:
+        return math.nan
+    return float(_req(data, key, (int, float), where))
 
 
 def _opt(data: Mapping[str, Any], key: str, types: Any, where: str) -> Any:
