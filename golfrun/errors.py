@@ -37,6 +37,12 @@ class TransportError(GolfrunError):
     """A command or file transfer to a machine failed (local shell or SSH)."""
 
 
+class CausalityError(UsageError):
+    """`golfrun audit --causality` cannot rerun this run's scored evaluation: names what is missing
+    (a score dump, the quantized model, the data, a trainer that reads SCORE_DUMP_PATH) or why the
+    target is not one run of golfrun's trainer. Refused before anything runs (exit 2)."""
+
+
 class TrainerResultError(GolfrunError):
     """A trainer job produced no usable result (no results.json and no parsable log)."""
 

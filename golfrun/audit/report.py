@@ -60,7 +60,7 @@ def audit_path(path: Path | str, trainer: Path | None = None, val_targets: int |
     if (path / "train_gpt.py").is_file() and (path / "submission.json").is_file():
         return _audit_records_folder(path, val_targets)
     report = AuditReport(path, "job")
-    trainer = trainer or _campaign_trainer(path.parent.parent.parent)
+    trainer = trainer or campaign_trainer(path.parent.parent.parent)
     split = FullSplit(val_targets) if val_targets is not None else FullSplit(None)
     report.findings = audit_job(path, _size(trainer, report), split)
     return report
@@ -132,7 +132,7 @@ def _audit_records_folder(path: Path, val_targets: int | None) -> AuditReport:
 
 def _audit_campaign(path: Path, trainer: Path | None, val_targets: int | None) -> AuditReport:
     report = AuditReport(path, "campaign")
-    code = _size(trainer or _campaign_trainer(path), report)
+    code = _size(trainer or campaign_trainer(path), report)
     split = FullSplit(val_targets, how="as given") if val_targets is not None else data_split(path)
     jobs = [j for d in GATE_STAGE_DIRS for j in sorted((path / d / "jobs").glob("*")) if j.is_dir()]
     if not jobs:
@@ -199,20 +199,23 @@ def _job_facts(folder: Path) -> LogFacts:
 
 
 def _score_dump(folder: Path, facts: LogFacts) -> Path | None:
+    return score_dump_for(folder, None if facts.result.final is None else facts.result.final.label)
+
+
+def score_dump_for(folder: Path, label: str | None) -> Path | None:
     """The dump of the final score: `<base>.<final label>.npz` if there, else a lone dump."""
     from golfrun.audit.scoredump import is_score_dump
 
     dumps = [p for p in sorted(folder.glob("*.npz")) if is_score_dump(p)]
-    if facts.result.final is not None:
-        label = facts.result.final.label.replace(" ", "_")
+    if label is not None:
         for p in dumps:
-            if p.name.endswith(f".{label}.npz"):
+            if p.name.endswith(f".{label.replace(' ', '_')}.npz"):
                 return p
     plain = [p for p in dumps if p.name.count(".") == 1]
     return plain[0] if len(plain) == 1 else None
 
 
-def _campaign_trainer(campaign_dir: Path) -> Path | None:
+def campaign_trainer(campaign_dir: Path) -> Path | None:
     try:
         doc = tomllib.loads((campaign_dir / "campaign.resolved.toml").read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):

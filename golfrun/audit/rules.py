@@ -27,6 +27,7 @@ COMPLIANCE_KEYS = {
     "scored_once": "score_every_target_once",
     "dump_matches_score": "score_recomputed_from_dump",
     "normalised": "normalized_distribution",
+    "causality": "no_val_token_used_before_scored",
 }
 
 
@@ -53,7 +54,11 @@ class Finding:
 def _number(x: float | int | None) -> str:
     if x is None:
         return "–"
-    return f"{x:,}" if isinstance(x, int) else f"{x:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(x, int):
+        return f"{x:,}"
+    if 0 < abs(x) < 1e-3:  # a tolerance in nats (the causality check's 1e-09) is not 0
+        return f"{x:.3g}"
+    return f"{x:,.3f}".rstrip("0").rstrip(".")
 
 
 def artifact_bytes(code_bytes: int | None, model_bytes: int | None, reported_bytes: int | None = None,

@@ -3,6 +3,7 @@
 
     golfrun init --from-record ~/parameter-golf/records/track_10min_16mb/2026-04-13_VarLenAttn_PhasingTTT2000
     golfrun audit runs/pr1610            # or a job folder, or a records folder
+    golfrun audit runs/pr1610/02-gate-a/jobs/seed0 --causality   # + two reruns of its evaluation, here
 
 Exit codes: init 0 written (keys it could not infer are marked UNRESOLVED in the file and listed);
 audit 0 no violation, 10 a rule violated, 12 a log it cannot read; 2 for bad input.
@@ -15,7 +16,7 @@ from pathlib import Path
 import click
 
 from golfrun.cli import guarded
-from golfrun.errors import CampaignError
+from golfrun.errors import CampaignError, UsageError
 from golfrun.summary import EXIT_CODES, Verdict
 
 
@@ -30,14 +31,35 @@ def register(group: click.Group) -> None:
 @click.option("--val-targets", type=int, default=None, metavar="N",
               help="Targets of the full validation split (default: from the data's val shards or the variant).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema golfrun.audit/1).")
+@click.option("--causality", is_flag=True,
+              help="Also show that no validation token is used before it is scored: reruns the job's scored "
+                   "evaluation twice on this machine (costs two evaluations; on a GPU run, run it there).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --causality: the data the run was scored on (default: the run's DATA_DIR).")
+@click.option("--eval-timeout", type=click.FloatRange(min=1), default=None, metavar="S",
+              help="With --causality: the deadline of each rerun in seconds (default 1800).")
 @guarded
-def audit(target: Path, trainer: Path | None, val_targets: int | None, as_json: bool) -> None:
+def audit(target: Path, trainer: Path | None, val_targets: int | None, as_json: bool, causality: bool,
+          data_dir: Path | None, eval_timeout: float | None) -> None:
     """Check a run against the challenge's rules: TARGET is a job folder, runs/<campaign>/ or a
-    records folder. Each rule: observed against its limit (docs/records.md)."""
+    records folder. Each rule: observed against its limit (docs/records.md). --causality takes one
+    job folder of golfrun's trainer and reruns its evaluation twice."""
     from golfrun.audit.report import audit_path
     from golfrun.fileio import dumps_json
 
+    if not causality and (data_dir is not None or eval_timeout is not None):
+        raise UsageError("--data-dir and --eval-timeout go with --causality")
+    plan = None
+    if causality:  # refused before anything runs when the job lacks what the reruns need
+        from golfrun.audit.rerun import plan_rerun
+
+        plan = plan_rerun(target, trainer, data_dir)
     report = audit_path(target, trainer, val_targets)
+    if plan is not None:
+        from golfrun.audit.rerun import DEFAULT_EVAL_TIMEOUT_S, audit_causality
+
+        report.findings.append(audit_causality(plan, eval_timeout or DEFAULT_EVAL_TIMEOUT_S,
+                                               log=lambda m: click.echo(m, err=True)))
     if as_json:
         click.echo(dumps_json(report.to_dict()), nl=False)
     else:
