@@ -1,9 +1,10 @@
 """Money and device-time of campaigns: what each has spent, what a stage is about to cost, and the
 `[budget]` check that refuses to start a stage the campaign cannot pay for.
 
-Spent (per campaign folder, any backend): the summaries' ledger (golfrun/ledger.py:
-`gpu_seconds_total`, `cpu_seconds_total`, `usd`; a summary without them — written before the ledger
-— counts its jobs' `duration_s` × their GPUs) and, on RunPod, the pods' own cost from `pod.json`
+Spent (per campaign folder, any backend): every attempt of every job, failed and interrupted ones
+included (golfrun/ledger.py `stage_spend`: the stages' attempt records; a stage without any counts
+its summary's `gpu_seconds_total`, `cpu_seconds_total`, `usd`; a summary without those — written
+before the ledger — its jobs' `duration_s` × their GPUs) and, on RunPod, the pods' own cost from `pod.json`
 (every pod of the campaign, the re-rolled and lost ones too: it is what the account pays).
 
 Estimate (before a stage that runs trainer jobs): each planned job that its folder cannot serve
@@ -45,6 +46,8 @@ class Spent:
     usd_source: str = ""  # "pods" (RunPod's rate × time) | "ledger" | ""
     pods: int = 0
     stages: list[str] = field(default_factory=list)
+    attempts: int = 0  # job runs recorded in the stages' attempt records (golfrun/ledger.py)
+    attempts_failed: int = 0  # of which did not succeed: their time is in the figures above
     budget_usd: float = 0.0
     budget_gpu_hours: float = 0.0
     job_seconds: dict[str, list[float]] = field(default_factory=dict)  # stage → measured device-seconds per job
@@ -77,12 +80,19 @@ def _job_device_seconds(job: Any) -> float:
     return float(job.duration_s or 0.0) * devices if not job.cached else 0.0
 
 
-def _add_summary(spent: Spent, stage: str, s: Summary, usd_parts: list[float]) -> None:
+def _add_stage(spent: Spent, stage: str, s: Summary | None, spend: ledger.StageSpend, usd_parts: list[float]) -> None:
+    """One stage's spending: its attempt records (failed attempts too), else its summary's ledger."""
+    spent.attempts += spend.attempts
+    spent.attempts_failed += spend.failed
+    if spend.source:
+        spent.gpu_seconds += spend.gpu_seconds
+        spent.cpu_seconds += spend.cpu_seconds
+        if spend.usd is not None:
+            usd_parts.append(spend.usd)
+    if s is None:
+        return
     spent.stages.append(stage)
-    if s.gpu_seconds_total or s.cpu_seconds_total:
-        spent.gpu_seconds += s.gpu_seconds_total
-        spent.cpu_seconds += s.cpu_seconds_total
-    else:  # a summary from before the ledger: its jobs' wall time × GPUs
+    if not spend.source:  # a summary from before the ledger: its jobs' wall time × GPUs
         for job in s.jobs:
             if job.cached:
                 continue
@@ -90,8 +100,6 @@ def _add_summary(spent: Spent, stage: str, s: Summary, usd_parts: list[float]) -
                 spent.gpu_seconds += _job_device_seconds(job)
             else:
                 spent.cpu_seconds += _job_device_seconds(job)
-    if s.usd is not None:
-        usd_parts.append(s.usd)
     measured = [x for x in (_job_device_seconds(j) for j in s.jobs) if x > 0]
     if measured:
         spent.job_seconds[stage] = measured
@@ -125,8 +133,7 @@ def spent(campaign_dir: Path) -> Spent:
     usd_parts: list[float] = []
     for stage in STAGES:
         s = _read_summary(campaign_dir / STAGE_DIRS[stage] / "summary.json")
-        if s is not None:
-            _add_summary(out, stage, s, usd_parts)
+        _add_stage(out, stage, s, ledger.stage_spend(campaign_dir / STAGE_DIRS[stage], s), usd_parts)
     pods = _pods_cost(campaign_dir)
     if pods is not None:
         out.usd, out.pods, out.usd_source = round(pods[0], 4), pods[1], "pods"
@@ -154,7 +161,8 @@ def render_spend(rows: Sequence[Spent]) -> str:
         budget = ", ".join(x for x in (f"{r.budget_usd:g} USD" if r.budget_usd else "",
                                        f"{r.budget_gpu_hours:g} GPU-h" if r.budget_gpu_hours else "") if x) or "-"
         lines.append(f"{r.campaign:<24} {r.gpu_seconds / 3600:>8.3f} {r.cpu_seconds / 3600:>8.3f} {usd:>9} "
-                     f"{r.pods:>4}  {budget:<18} {len(r.stages)}")
+                     f"{r.pods:>4}  {budget:<18} {len(r.stages)}"
+                     + (f"  ({r.attempts_failed} failed attempt(s) included)" if r.attempts_failed else ""))
     total_usd = sum(r.usd for r in rows if r.usd is not None)
     lines.append(f"{'total':<24} {sum(r.gpu_seconds for r in rows) / 3600:>8.3f} "
                  f"{sum(r.cpu_seconds for r in rows) / 3600:>8.3f} {total_usd:>9.2f}")

@@ -15,16 +15,27 @@ train from train_time_ms, eval from the evaluations' eval_time_ms, the rest is `
 A job served from its folder's cache held nothing this time: its `gpu_seconds` are all 0 and
 `gpu_seconds_original` keeps the figures of the run that produced it. A stage sums its jobs, the
 campaign its stages; USD = GPU-hours × the price per GPU-hour when one is known (never guessed).
-Stdlib only: `golfrun status` reads this.
+
+Every run of a job, whatever its end (a failure, an interruption), also leaves one attempt record,
+`<NN-stage>/attempts/<job>--<finished>--<id>.json` (schema `golfrun.ledger-attempt/1`): a rerun
+replaces the job folder and the stage summary, but the GPU time a failed attempt held was paid for.
+What a stage has spent is the sum of its attempts (`stage_spend`); a stage folder without any (written
+before attempts were recorded) counts its summary. Stdlib only: `golfrun status` reads this.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from golfrun.fileio import write_json_atomic
+
 if TYPE_CHECKING:
-    from golfrun.summary import JobRecord
+    from golfrun.summary import JobRecord, Summary
 
 PARTS = ("startup", "train", "serialize", "eval", "other")
 
@@ -114,3 +125,99 @@ def price_per_gpu_hour(configured: float, pod: Mapping[str, Any] | None) -> floa
 
 def minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60.0:.1f}"
+
+
+# ------------------------------------------------------------------------- attempts
+
+ATTEMPT_SCHEMA = "golfrun.ledger-attempt/1"
+ATTEMPTS_DIR = "attempts"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of one trainer job and what it held of the machine, whatever its end."""
+
+    stage: str
+    job: str
+    state: str  # the job's end: SUCCEEDED, FAILED, CANCELLED, … or INTERRUPTED (golfrun was stopped)
+    started_at: str
+    finished_at: str
+    duration_s: float
+    backend: str
+    gpus: int  # 0: a CPU-only run, whose gpu_seconds count CPU processes
+    gpu_seconds: dict[str, float]  # {startup, train, serialize, eval, other, total}, as a JobRecord's
+    usd: float | None  # at the price known when it finished; None: no price
+
+    @property
+    def unit(self) -> str:
+        return "gpu" if self.gpus > 0 else "cpu"
+
+    @property
+    def total(self) -> float:
+        return _num(self.gpu_seconds.get("total"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": ATTEMPT_SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "Attempt":
+        if not isinstance(data, Mapping) or data.get("schema") != ATTEMPT_SCHEMA:
+            raise ValueError(f"{where}: not a {ATTEMPT_SCHEMA} record")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise ValueError(f"{where}: missing key {missing[0]!r}")
+        if not isinstance(data["gpu_seconds"], Mapping) or isinstance(data["gpus"], bool) or not isinstance(data["gpus"], int):
+            raise ValueError(f"{where}: keys 'gpus' (an integer) and 'gpu_seconds' (an object) have the wrong type")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def record_attempt(stage_dir: Path, attempt: Attempt) -> Path:
+    """Write one attempt record beside the stage's summary (a file per attempt: parallel Slurm array
+    tasks never write the same file)."""
+    stamp = attempt.finished_at.replace("-", "").replace(":", "")
+    path = Path(stage_dir) / ATTEMPTS_DIR / f"{attempt.job}--{stamp}--{uuid.uuid4().hex[:8]}.json"
+    write_json_atomic(path, attempt.to_dict())
+    return path
+
+
+def read_attempts(stage_dir: Path) -> tuple[list[Attempt], list[str]]:
+    """(attempts in the order they finished, "path: why" for each record that cannot be read)."""
+    attempts: list[Attempt] = []
+    unreadable: list[str] = []
+    folder = Path(stage_dir) / ATTEMPTS_DIR
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            attempts.append(Attempt.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path)))
+        except (OSError, ValueError, TypeError) as exc:
+            unreadable.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+    return sorted(attempts, key=lambda a: a.finished_at), unreadable
+
+
+@dataclass
+class StageSpend:
+    """What one stage has spent: every attempt of its jobs, failed ones included."""
+
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    usd: float | None = None
+    attempts: int = 0
+    failed: int = 0  # attempts that did not succeed
+    source: str = ""  # "attempts" | "summary" (a stage folder from before attempt records) | ""
+    unreadable: tuple[str, ...] = ()
+
+
+def stage_spend(stage_dir: Path, summary: "Summary | None") -> StageSpend:
+    """The stage's attempts summed; without any, its summary's new GPU/CPU-seconds and USD."""
+    attempts, unreadable = read_attempts(stage_dir)
+    if not attempts:
+        if summary is None or not (summary.gpu_seconds_total or summary.cpu_seconds_total):
+            return StageSpend(unreadable=tuple(unreadable))
+        return StageSpend(summary.gpu_seconds_total, summary.cpu_seconds_total, summary.usd,
+                          source="summary", unreadable=tuple(unreadable))
+    seconds = {"gpu": 0.0, "cpu": 0.0}
+    for a in attempts:
+        seconds[a.unit] += a.total
+    priced = [a.usd for a in attempts if a.usd is not None]
+    return StageSpend(round(seconds["gpu"], 3), round(seconds["cpu"], 3), round(sum(priced), 4) if priced else None,
+                      attempts=len(attempts), failed=sum(1 for a in attempts if a.state != "SUCCEEDED"),
+                      source="attempts", unreadable=tuple(unreadable))

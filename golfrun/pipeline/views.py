@@ -17,7 +17,7 @@ from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
 from golfrun.pipeline.engine import Engine, now_iso, stage_module
 from golfrun.stages import spec as stage_spec
-from golfrun.summary import STAGES, Summary, Verdict
+from golfrun.summary import STAGE_DIRS, STAGES, Summary, Verdict
 
 
 def plan_lines(engine: Engine, stages: Sequence[str]) -> list[str]:
@@ -132,33 +132,57 @@ def status_rows(engine: Engine) -> list[dict[str, Any]]:
             usd=summary.usd,
         )
         rows.append(row)
+    for row in rows:
+        row.update(spend_fields(engine, row["stage"]))
     return rows
 
 
+def spend_fields(engine: Engine, stage: str) -> dict[str, Any]:
+    """A status row's spending (golfrun/ledger.py): every attempt of the stage's jobs, failed ones
+    included (`gpu_seconds`/`cpu_seconds` are its latest run's new seconds only)."""
+    from golfrun import ledger
+
+    try:
+        summary = engine.read(stage)
+    except SummaryError:
+        summary = None
+    spend = ledger.stage_spend(engine.campaign_dir / STAGE_DIRS[stage], summary)
+    return {"spent_gpu_seconds": spend.gpu_seconds, "spent_cpu_seconds": spend.cpu_seconds,
+            "attempts": spend.attempts, "attempts_failed": spend.failed, "attempts_unreadable": list(spend.unreadable)}
+
+
 def ledger_totals(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The campaign's GPU-time ledger: sums of the stages' new GPU/CPU-seconds and their price."""
+    """The campaign's GPU-time ledger: what its stages spent (every attempt) and its price."""
     from golfrun import ledger
     from golfrun.stages.common import price_per_gpu_hour
 
-    gpu = round(sum(float(r.get("gpu_seconds") or 0.0) for r in rows), 3)
-    cpu = round(sum(float(r.get("cpu_seconds") or 0.0) for r in rows), 3)
+    gpu = round(sum(float(r.get("spent_gpu_seconds") or 0.0) for r in rows), 3)
+    cpu = round(sum(float(r.get("spent_cpu_seconds") or 0.0) for r in rows), 3)
     price = price_per_gpu_hour(engine.campaign, engine.campaign_dir)
     return {"gpu_seconds_total": gpu, "gpu_minutes_total": round(gpu / 60.0, 3), "cpu_seconds_total": cpu,
-            "cpu_minutes_total": round(cpu / 60.0, 3), "usd_per_gpu_hour": price, "usd": ledger.usd(gpu, price)}
+            "cpu_minutes_total": round(cpu / 60.0, 3), "usd_per_gpu_hour": price, "usd": ledger.usd(gpu, price),
+            "attempts": sum(int(r.get("attempts") or 0) for r in rows),
+            "attempts_failed": sum(int(r.get("attempts_failed") or 0) for r in rows),
+            "unreadable": [u for r in rows for u in r.get("attempts_unreadable") or []]}
 
 
 def ledger_line(totals: dict[str, Any]) -> str:
     """One line for the end of run-all and under the status table."""
     usd = totals.get("usd")
     money = f", {usd:.2f} USD at {totals['usd_per_gpu_hour']:.2f} USD/GPU-hour" if usd is not None else ", price unknown"
+    failed = totals.get("attempts_failed") or 0
+    which = f"{failed} failed attempt(s) included" if failed else "every attempt"
+    unreadable = totals.get("unreadable") or []
+    lost = f"; NOT counted: {len(unreadable)} unreadable attempt record(s), first {unreadable[0]}" if unreadable else ""
     return (f"GPU time: {totals['gpu_minutes_total']:.1f} GPU-minutes, {totals['cpu_minutes_total']:.1f} CPU-minutes"
-            f"{money if totals['gpu_seconds_total'] else ''} (new this campaign; cached jobs count 0)")
+            f"{money if totals['gpu_seconds_total'] else ''} ({which}; cached jobs count 0{lost})")
 
 
 def _device_minutes(r: dict[str, Any]) -> str:
-    gpu, cpu = float(r.get("gpu_seconds") or 0.0), float(r.get("cpu_seconds") or 0.0)
+    gpu, cpu = float(r.get("spent_gpu_seconds") or 0.0), float(r.get("spent_cpu_seconds") or 0.0)
     parts = ([f"{gpu / 60.0:.1f} GPU"] if gpu else []) + ([f"{cpu / 60.0:.1f} CPU"] if cpu else [])
-    return ", ".join(parts) or "-"
+    failed = int(r.get("attempts_failed") or 0)
+    return ", ".join(parts) + (f" ({failed} failed)" if failed else "") if parts else "-"
 
 
 def format_duration(seconds: float) -> str:

@@ -394,7 +394,11 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     )
     ctx.log(f"{ctx.stage}: job {spec.name}: starting ({spec.mode}, seed {spec.seed})")
     t0 = time.monotonic()
-    error = submit_and_wait(ctx, spec, job, job_doc, record)
+    try:
+        error = submit_and_wait(ctx, spec, job, job_doc, record)
+    except BaseException:  # stopped while it ran: the time it held was still paid for
+        record_interrupted(ctx, spec, record, job_doc, round(time.monotonic() - t0, 3))
+        raise
     duration = round(time.monotonic() - t0, 3)
     record.duration_s = duration
     result, error = collect_result(spec, folder, record, error)
@@ -411,6 +415,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     job_doc.update(state=record.state if error is None else "FAILED", finished_at=now_iso(), duration_s=duration,
                    backend_ids=record.backend_ids, error=error)
     _write_job_json(folder, job_doc)
+    record_attempt(ctx, record, job_doc["submitted_at"], job_doc["state"])
     if error is None:
         ctx.log(f"{ctx.stage}: job {spec.name}: done in {duration:.1f}s")
     else:  # say why here, not only in `golfrun explain`: the person watching run-all needs it now
@@ -498,6 +503,28 @@ def fill_ledger(ctx: "StageContext", spec: JobSpec, record: JobRecord, cache_sta
     record.gpus = processes if on_gpu else 0
     record.gpu_seconds = ledger.job_gpu_seconds(result or None, record.duration_s, processes)
     record.compile = {"cache": cache_state if on_gpu else "off", "seconds": ledger.compile_seconds(result or None)}
+
+
+def record_attempt(ctx: "StageContext", record: JobRecord, started_at: str, state: str) -> None:
+    """The ledger's record of this run of the job, whatever its end (golfrun/ledger.py `Attempt`): a
+    rerun replaces the job folder and the summary, never what an earlier attempt cost."""
+    gpu_s = ledger.stage_totals([record])["gpu"]  # 0 for a CPU-only run: CPU time is not priced
+    ledger.record_attempt(ctx.stage_dir, ledger.Attempt(
+        stage=ctx.stage, job=record.name, state=state, started_at=started_at, finished_at=now_iso(),
+        duration_s=float(record.duration_s or 0.0), backend=record.backend, gpus=record.gpus,
+        gpu_seconds=dict(record.gpu_seconds), usd=ledger.usd(gpu_s, price_per_gpu_hour(ctx.campaign, ctx.campaign_dir))))
+
+
+def record_interrupted(ctx: "StageContext", spec: JobSpec, record: JobRecord, job_doc: dict[str, Any],
+                       duration_s: float) -> None:
+    """An attempt stopped while it ran (Ctrl-C, SIGTERM, a disk error): its wall time as held, on a
+    best-effort basis (the disk may be what failed)."""
+    record.duration_s = duration_s
+    fill_ledger(ctx, spec, record, "off")
+    try:
+        record_attempt(ctx, record, job_doc["submitted_at"], "INTERRUPTED")
+    except OSError:
+        pass
 
 
 def spec_nodes(ctx: "StageContext") -> int:

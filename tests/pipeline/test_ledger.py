@@ -129,6 +129,42 @@ def test_cpu_jobs_count_cpu_seconds_and_no_price(tmp_path: Path, campaign: Path)
     assert ledger["usd"] is None and ledger["cpu_seconds_total"] > 0
 
 
+def test_a_failed_attempt_stays_in_the_ledger_when_the_stage_is_rerun(tmp_path: Path, shared_data: Path) -> None:
+    """gate-a's job fails once (exit 3), then the rerun passes in a fresh job folder with a new summary:
+    the campaign's totals count both attempts. (A CPU campaign: its device-seconds are CPU-seconds,
+    the same ledger path as GPU-seconds on a GPU.)"""
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_CRASH_ONCE": str(tmp_path / "crashed")})
+    first = golfrun(tmp_path, "run-all")
+    assert first.exit_code == 12, first.output  # gate-a ERROR
+    failed = summary(tmp_path, "02-gate-a")["jobs"][0]
+    assert failed["state"] == "FAILED" and failed["gpu_seconds"]["total"] > 0
+    again = golfrun(tmp_path, "run-all")
+    assert again.exit_code == 0, again.output
+    gate_a = summary(tmp_path, "02-gate-a")
+    assert gate_a["verdict"] == "PASS" and gate_a["jobs"][0]["state"] == "SUCCEEDED"  # the failed run is gone from it
+    passed = gate_a["jobs"][0]["gpu_seconds"]["total"]
+
+    records = sorted((tmp_path / "runs" / "t" / "02-gate-a" / "attempts").glob("*.json"))
+    attempts = [json.loads(p.read_text()) for p in records]
+    assert [a["state"] for a in sorted(attempts, key=lambda a: a["finished_at"])] == ["FAILED", "SUCCEEDED"]
+    assert {a["schema"] for a in attempts} == {"golfrun.ledger-attempt/1"} and {a["job"] for a in attempts} == {"seed0"}
+    assert sorted(a["gpu_seconds"]["total"] for a in attempts) == sorted([failed["gpu_seconds"]["total"], passed])
+
+    status = json.loads(golfrun(tmp_path, "status", "--json").output)
+    row = {r["stage"]: r for r in status["stages"]}["gate-a"]
+    assert row["attempts"] == 2 and row["attempts_failed"] == 1
+    assert row["spent_cpu_seconds"] == pytest.approx(failed["gpu_seconds"]["total"] + passed, abs=1e-3)
+    assert row["cpu_seconds"] == pytest.approx(gate_a["cpu_seconds_total"])  # the latest run alone
+    new_only = sum(summary(tmp_path, f)["cpu_seconds_total"] for f in JOB_STAGES)
+    assert status["ledger"]["cpu_seconds_total"] == pytest.approx(new_only + failed["gpu_seconds"]["total"], abs=1e-3)
+    assert status["ledger"]["attempts_failed"] == 1
+    table = golfrun(tmp_path, "status").output
+    assert "(1 failed)" in table and "1 failed attempt(s) included" in table
+    spend = json.loads(CliRunner().invoke(main, ["spend", "--json", "--runs-dir", str(tmp_path / "runs")]).output)
+    assert spend[0]["cpu_seconds"] == pytest.approx(status["ledger"]["cpu_seconds_total"], abs=1e-3)
+    assert spend[0]["attempts_failed"] == 1
+
+
 def test_old_summary_schema_stays_readable() -> None:
     from golfrun.summary import Summary
 
