@@ -579,6 +579,9 @@ try:
 except ImportError:  # CPU-only installs: the torch fallback and the plain path need no Triton
     triton = None
 
+# TRITON_INTERPRET=1 (read by triton.jit when it decorates, so here too at import): the kernels run on CPU
+# tensors in Triton's interpreter, which is how the tests and benchmarks/mlp_equivalence_cpu.py check them.
+_TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
 _MLP = {"kernel": "plain"}
 
 if triton is not None:
@@ -596,8 +599,10 @@ if triton is not None:
 
     @triton.jit
     def _mlp_up_act_kernel(x_ptr, w_ptr, pre_ptr, post_ptr, M, N, K: tl.constexpr, sxm, swn, spm,
-                           BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
-        """pre = X·Wᵀ (X: M×K, W: N×K), post = leaky_relu(pre, 0.5)²; both from the fp32 accumulator."""
+                           BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                           UPCAST: tl.constexpr):
+        """pre = X·Wᵀ (X: M×K, W: N×K), post = leaky_relu(pre, 0.5)²; both from the fp32 accumulator.
+        UPCAST (interpreter only): the dot's operands go to fp32 first, see _mlp_launch."""
         offs_m, offs_n = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
         offs_k = tl.arange(0, BK)
         x_ptrs = x_ptr + offs_m[:, None] * sxm + offs_k[None, :]
@@ -607,6 +612,8 @@ if triton is not None:
         for _ in range(0, K, BK):
             a = tl.load(x_ptrs, mask=row_ok, other=0.0)
             b = tl.load(w_ptrs)
+            if UPCAST:
+                a, b = a.to(tl.float32), b.to(tl.float32)
             acc = tl.dot(a, b, acc)
             x_ptrs += BK
             w_ptrs += BK
@@ -617,7 +624,8 @@ if triton is not None:
 
     @triton.jit
     def _mlp_act_grad_kernel(g_ptr, w_ptr, pre_ptr, dpre_ptr, M, N, K: tl.constexpr, sgm, swk, spm,
-                             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
+                             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                             UPCAST: tl.constexpr):
         """dPre = (G·W) ⊙ phi'(pre) with G: M×K (dOut), W: K×N (W_down), phi'(z) = 2z (z>0) else z/2."""
         offs_m, offs_n = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
         offs_k = tl.arange(0, BK)
@@ -628,6 +636,8 @@ if triton is not None:
         for _ in range(0, K, BK):
             a = tl.load(g_ptrs, mask=row_ok, other=0.0)
             b = tl.load(w_ptrs)
+            if UPCAST:
+                a, b = a.to(tl.float32), b.to(tl.float32)
             acc = tl.dot(a, b, acc)
             g_ptrs += BK
             w_ptrs += BK * swk
@@ -655,7 +665,11 @@ def _mlp_launch(kernel, a: torch.Tensor, b: torch.Tensor, b_stride: int, extra: 
     M, K = a.shape
     cfg = _mlp_tiles(N, K)
     grid = (triton.cdiv(M, cfg["BM"]) * (N // cfg["BN"]),)
-    kernel[grid](a, b, *extra, *outs, M, N, K, a.stride(0), b_stride, outs[0].stride(0), **cfg)
+    # Triton's interpreter multiplies bf16 operands of tl.dot as their raw uint16 bit patterns (triton#11584,
+    # 3.6 to 3.8), so there the operands are widened first; exact, as on the GPU (bf16 products, fp32 sums).
+    # On a GPU UPCAST is False and the branch is compiled out.
+    kernel[grid](a, b, *extra, *outs, M, N, K, a.stride(0), b_stride, outs[0].stride(0),
+                 UPCAST=_TRITON_INTERPRETED, **cfg)
 
 
 def _up_act_triton(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -729,8 +743,8 @@ _register_mlp_ops()
 
 def select_mlp_kernel(device: torch.device, requested: str = "auto") -> str:
     """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops)."""
-    if requested == "triton" and (device.type != "cuda" or triton is None):
-        raise RuntimeError("MLP_KERNEL=triton needs a CUDA device and an importable triton")
+    if requested == "triton" and (triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED)):
+        raise RuntimeError("MLP_KERNEL=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
     name = requested
     if requested == "auto":
         name = "triton" if device.type == "cuda" and triton is not None else "plain"

@@ -4,6 +4,10 @@
 # TORCH_SPEC defaults to the CPU build the tiny campaign and the tests use (torch==2.13.0, a local
 # wheel through pip's configured find-links); without the pin pip would pick the newest torch of
 # the index, a multi-GB CUDA build. Set TORCH_SPEC to install another one.
+# TRITON_SPEC (Linux x86-64 only) is the Triton that the CUDA build of that torch pins (torch 2.13.0:
+# triton==3.7.1, a 198 MB wheel, 0.7 GB installed, a few seconds to install): the tests run train_gpt.py's
+# fused MLP kernels under Triton's CPU interpreter. The CPU torch wheel pins no Triton, so without this pip
+# would take the newest. Set TRITON_SPEC= (empty) to skip it.
 # Idempotent and quick when already done: a stamp records the sha256 of pyproject.toml and the
 # interpreter; nothing is reinstalled while both are unchanged.
 set -euo pipefail
@@ -12,6 +16,8 @@ cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+TRITON_SPEC="${TRITON_SPEC-triton==3.7.1}"
+if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then TRITON_SPEC=""; fi
 STAMP="$VENV/.golfrun-setup"
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
@@ -23,7 +29,7 @@ fi
   exit 1
 }
 
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])') $TORCH_SPEC"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])') $TORCH_SPEC $TRITON_SPEC"
 if [ -x "$VENV/bin/golfrun" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   echo "setup: $VENV is up to date"
   exit 0
@@ -45,7 +51,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+"$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC" $TRITON_SPEC
 "$VENV/bin/python" -m pip install --quiet -e '.[train,test]'
 echo "$want" > "$STAMP"
 echo "setup: installed golfrun into $VENV ($("$VENV/bin/golfrun" --version))"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,35 @@ def run_trainer(data_dir: Path, artifact_dir: Path, extra: dict | None = None, n
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def train_losses_until(data_dir: Path, artifact_dir: Path, extra: dict, timeout: float = 600) -> dict[int, float]:
+    """{step: train loss} of a real train_gpt.py run, stopped once it has logged its last training step
+    (ITERATIONS in `extra`, TRAIN_LOG_EVERY=1): EMA, GPTQ and the evaluations after it are not what the caller
+    compares, and on a CPU they cost as much as a few steps. The log is kept in artifact_dir/stdout.txt."""
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    env = _base_env(data_dir, artifact_dir, {"TRAIN_LOG_EVERY": "1", **extra})
+    last, losses, lines = int(env["ITERATIONS"]), {}, []
+    proc = subprocess.Popen([str(PYTHON), str(TRAINER)], env=env, cwd=artifact_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(timeout, proc.kill)  # the deadline: a hung run is killed, and the loop below ends
+    timer.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.match(r"(\d+)/\d+ train_loss: (\d+\.\d+)", line):
+                losses[int(m.group(1))] = float(m.group(2))
+                if int(m.group(1)) == last:
+                    proc.terminate()
+                    break
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+        proc.wait(timeout=60)
+        (artifact_dir / "stdout.txt").write_text("".join(lines))
+    if last not in losses:
+        raise AssertionError(f"trainer stopped before step {last} (rc={proc.returncode}):\n{''.join(lines)[-4000:]}")
+    return losses
 
 
 def read_results(artifact_dir: Path) -> dict:
