@@ -34,7 +34,7 @@ from golfrun.fileio import now_iso, write_json_atomic, write_text_atomic
 from golfrun.pipeline.remote import RemoteOptions
 from golfrun.sbatch.render import Container, SbatchSpec, render_stage_script, sbatch_argv
 from golfrun.stages import spec as spec_of
-from golfrun.summary import EXIT_CODES, STAGES, Verdict
+from golfrun.summary import EXIT_BUDGET, EXIT_CODES, STAGES, Verdict
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
@@ -92,24 +92,15 @@ def repo_root() -> Path:
 
 
 def array_size(campaign: "Campaign", stage: str) -> int:
-    """Upper bound of the stage's trainer jobs, known before upstream stages ran (extra tasks no-op)."""
-    if stage == "ablation":
-        if list(campaign.ablation.halving_fractions):
-            return 1  # halving: each rung decides the next, so one stage job with the GPUs runs them all
-        variants = list(campaign.ablation.variants or [])
-        # eval-only variants share one baseline job; an upper bound is enough (extra tasks no-op)
-        eval_only = any(str(campaign.variant_mode(v)).startswith("eval_only") for v in variants)
-        return len(variants) + (1 if eval_only else 0)
-    if stage == "gate-b":
-        g = campaign.gate_b
-        seeds = len(list(g.seeds)[: g.max_seeds or None])
-        return min(int(g.wave_size), seeds) if g.wave_size else seeds  # waves: one array per wave
-    return 1
+    """The tasks of the stage's job array, as its SPEC declares them; 1 for a stage with no array."""
+    array = spec_of(stage).array
+    return array.size(campaign) if array is not None else 1
 
 
 def in_waves(campaign: "Campaign", stage: str) -> bool:
-    """gate-b's seeds run in waves: one job array and aggregation job per wave, whatever its size."""
-    return stage == "gate-b" and int(campaign.gate_b.wave_size) > 0
+    """The stage's SPEC runs its jobs in waves: one job array and aggregation job per wave, whatever its size."""
+    array = spec_of(stage).array
+    return array is not None and array.in_waves(campaign)
 
 
 def stage_time(settings: "SlurmBackend", stage: str) -> str:
@@ -192,27 +183,29 @@ def plan_submissions(campaign: "Campaign", paths: ClusterPaths, force: tuple[str
     return subs
 
 
-def submit_next_wave(campaign: "Campaign", campaign_dir: Path, code: str, job_id: str, log: Log) -> tuple[str, str]:
-    """From a gate-b aggregation job on the cluster whose looks asked for another wave: submit that
-    wave's job array (the same tasks script: its plan is the first unfinished wave) and another
-    aggregation job after it, and make the pending preserve job that waited for this job wait for
-    the new one instead — so preserve still runs once, at the end. Returns (tasks id, aggregation id)."""
+def submit_next_wave(campaign: "Campaign", stage: str, campaign_dir: Path, code: str, job_id: str,
+                     log: Log) -> tuple[str, str]:
+    """From the aggregation job of a stage run in waves (gate-b), on the cluster, whose looks asked
+    for another wave: submit that wave's job array (the same tasks script: its plan is the first
+    unfinished wave) and another aggregation job after it, and make the pending last job (preserve,
+    which runs when blocked) that waited for this job wait for the new one instead — so it still
+    runs once, at the end. Returns (tasks id, aggregation id)."""
     from golfrun.transport.local import LocalTransport
 
     paths = ClusterPaths(code=code, runs=str(Path(campaign_dir).parent), campaign=campaign.name)
     subs = {sub.key: sub for sub in plan_submissions(campaign, paths)}
     transport = LocalTransport()
     client = SlurmClient(transport, cwd=code)
-    tasks = client.submit(posixpath.join(paths.scripts, subs["gate-b.tasks"].script_name))
-    agg = client.submit(posixpath.join(paths.scripts, subs["gate-b"].script_name), f"afterok:{tasks}")
-    log(f"gate-b: next wave submitted: tasks job {tasks}, aggregation job {agg}")
-    preserve = subs["preserve"].spec.job_name
-    listed = transport.run(["squeue", "-h", "-t", "PENDING", "-n", preserve, "-o", "%i %E"])
+    tasks = client.submit(posixpath.join(paths.scripts, subs[f"{stage}.tasks"].script_name))
+    agg = client.submit(posixpath.join(paths.scripts, subs[stage].script_name), f"afterok:{tasks}")
+    log(f"{stage}: next wave submitted: tasks job {tasks}, aggregation job {agg}")
+    last = next(sub for sub in subs.values() if spec_of(sub.stage).runs_when_blocked)
+    listed = transport.run(["squeue", "-h", "-t", "PENDING", "-n", last.spec.job_name, "-o", "%i %E"])
     for line in listed.stdout.splitlines():
         pid, _, deps = line.partition(" ")
         if job_id and job_id in deps:
             transport.run(["scontrol", "update", f"JobId={pid}", f"Dependency=afterany:{agg}"]).check()
-            log(f"gate-b: preserve (job {pid}) now waits for job {agg}")
+            log(f"{stage}: {last.stage} (job {pid}) now waits for job {agg}")
     return tasks, agg
 
 
@@ -537,6 +530,7 @@ def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatu
     verdict_codes = {code for v, code in EXIT_CODES.items() if v is not Verdict.PASS}
     per_stage = stage_statuses(state, final)
     results: list[Summary] = []
+    refused: list[str] = []
     for stage in STAGES:
         try:
             summary = summaries.read_summary(campaign_dir, stage)
@@ -544,6 +538,9 @@ def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatu
             summary = None
         st = per_stage.get(stage)
         job = _job_of(state, stage, st) if st is not None else None
+        if st is not None and job is not None and st.state is JobState.FAILED and st.exit_code == EXIT_BUDGET:
+            refused.append(_budget_refusal(campaign_dir, stage, job, submitted))  # no summary: none was written
+            continue
         fresh = summary is not None and _epoch(summary.finished_at) >= submitted - 1
         # the stage's own job ended with a verdict: its summary (fresh, or served from cache) counts
         decided = st is not None and job is not None and job["kind"] != "tasks" and (
@@ -560,7 +557,23 @@ def _finish(campaign_dir: Path, state: dict[str, Any], final: dict[str, JobStatu
             results.append(summary)
     for summary in results:
         log(f"{summary.stage}: {summary.verdict.value}" + (f" — {summary.reasons[0].splitlines()[0]}" if summary.reasons else ""))
+    for line in refused:
+        log(line)
+    if refused:  # as `golfrun run-all` on this machine: the campaign stopped at the budget, exit 4
+        return EXIT_BUDGET
     return exit_code(results) if results else EXIT_CODES[Verdict.ERROR]
+
+
+def _budget_refusal(campaign_dir: Path, stage: str, job: dict[str, Any], submitted: float) -> str:
+    """Why the stage's Slurm job exited 4: the refusal it recorded (golfrun/budget.py `record_stop`)."""
+    from golfrun import budget
+    from golfrun.pipeline import summaries
+
+    stop = budget.read_stop(summaries.stage_dir(campaign_dir, stage))
+    if stop is not None and _epoch(str(stop.get("at"))) >= submitted - 1:
+        return f"{stage}: not started: {stop.get('message')}"
+    return (f"{stage}: not started: Slurm job {job['job_id']} ({job['key']}) exited {EXIT_BUDGET} (the campaign's "
+            f"[budget]); its output is in {SCRIPTS_DIR}/")
 
 
 def _job_of(state: dict[str, Any], stage: str, st: JobStatus) -> dict[str, Any]:

@@ -23,8 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from golfrun.errors import GolfrunError, LockError
-from golfrun.summary import EXIT_CODES, EXIT_LOCKED, STAGES, Verdict
+from golfrun.errors import BudgetError, GolfrunError, LockError
+from golfrun.stages import spec as stage_spec
+from golfrun.summary import EXIT_BUDGET, EXIT_CODES, EXIT_LOCKED, STAGE_DIRS, STAGES, Verdict
 
 
 # A Slurm job may start while the job that submitted it (a gate-b wave's aggregation) still holds
@@ -50,9 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     except LockError as exc:
         _log(f"golfrun: error: {exc}")
         return EXIT_LOCKED
+    except BudgetError as exc:  # the stage (or this task) was not started: exit 4, as `golfrun run-all`
+        _log(f"golfrun: error: {exc}")
+        _record_budget_stop(args.campaign_file, args.runs_dir, args.stage, str(exc))
+        return EXIT_BUDGET
     except GolfrunError as exc:
         _log(f"golfrun: error: {exc}")
         return EXIT_CODES[Verdict.ERROR]
+
+
+def _record_budget_stop(campaign_file: str, runs_dir: str, stage: str, message: str) -> None:
+    """The refusal beside the stage's summary, for the golfrun that follows the chain (golfrun/budget.py)."""
+    from golfrun import budget
+    from golfrun.campaign import load_campaign
+
+    name = load_campaign(campaign_file).name
+    budget.record_stop(Path(runs_dir).absolute() / name / STAGE_DIRS[stage], stage, message)
 
 
 def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: bool, job_cache: bool) -> int:
@@ -73,30 +87,29 @@ def run(campaign_file: str, runs_dir: str, stage: str, array_task: bool, force: 
     from golfrun.pipeline.lock import CampaignLock
 
     with CampaignLock(engine.campaign_dir, command=f"slurm job: golfrun {stage}", wait_s=LOCK_WAIT_S):
-        if stage == "preserve":
+        if stage_spec(stage).runs_when_blocked:  # preserve: what Slurm cancelled gets its SKIPPED summary
             _mark_blocked(engine)
-        if stage == "gate-b" and not force and _next_wave(engine):
+        if not force and _next_wave(engine, stage):
             return 0  # the next wave's array and aggregation job carry the stage on
         outcome = engine.run_stage(stage, force=force, job_cache=job_cache)
     return EXIT_CODES[outcome.summary.verdict] if outcome.summary.verdict is not Verdict.PASS else 0
 
 
-def _next_wave(engine: "object") -> bool:
-    """A sequential gate-b whose finished waves left the test undecided: submit the next wave (no
-    process waits for it) and say so; False when the stage can decide now."""
+def _next_wave(engine: "object", stage: str) -> bool:
+    """A stage run in waves (a sequential gate-b) whose finished waves left it undecided: submit the
+    next wave (no process waits for it) and say so; False when the stage can decide now."""
     from golfrun.pipeline.engine import Engine
     from golfrun.pipeline.slurm_campaign import submit_next_wave
-    from golfrun.stages import gate_b
 
     assert isinstance(engine, Engine)
-    if not engine.campaign.gate_b.wave_size:
+    array = stage_spec(stage).array
+    if array is None or not array.in_waves(engine.campaign):
         return False
-    ctx = engine.context("gate-b", engine.upstream("gate-b"))
-    wave = gate_b.pending_wave(ctx)
+    wave = array.next_wave(engine.context(stage, engine.upstream(stage)))
     if not wave:
         return False
-    _log(f"gate-b: the looks so far continue: submitting the wave of seeds {wave}")
-    submit_next_wave(engine.campaign, engine.campaign_dir, os.getcwd(), os.environ.get("SLURM_JOB_ID", ""), _log)
+    _log(f"{stage}: the looks so far continue: submitting the wave of seeds {wave}")
+    submit_next_wave(engine.campaign, stage, engine.campaign_dir, os.getcwd(), os.environ.get("SLURM_JOB_ID", ""), _log)
     return True
 
 

@@ -17,6 +17,7 @@ from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
 from golfrun.pipeline.engine import Engine, now_iso, stage_module
 from golfrun.stages import spec as stage_spec
+from golfrun.stages.spec import figure
 from golfrun.summary import STAGE_DIRS, STAGES, Summary, Verdict
 
 
@@ -49,37 +50,15 @@ def plan_lines(engine: Engine, stages: Sequence[str]) -> list[str]:
     return lines
 
 
-def _f(x: Any, digits: int = 6) -> str:
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return "-" if x is None else str(x)
-
-
 def key_figures(summary: Summary) -> str:
-    d = summary.decision
+    """The stage's line in `status`: why for SKIPPED and ERROR, else what its SPEC declares."""
     if summary.verdict is Verdict.SKIPPED:
         return summary.reasons[0] if summary.reasons else ""
     if summary.verdict is Verdict.ERROR and summary.reasons:
         return summary.reasons[0].splitlines()[0][:100]
-    stage = summary.stage
-    if stage == "verify-pod":
-        facts = d.get("facts") or {}
-        gpus = facts.get("gpus") or []
-        return f"{len(gpus)} GPU(s), torch {facts.get('torch') or '-'}, {sum(c.passed for c in summary.checks)}/{len(summary.checks)} checks"
-    if stage == "download-data":
-        return f"{d.get('variant')}: {d.get('train_shards')} train / {d.get('val_shards')} val shards"
-    if stage == "gate-a":
-        return (f"val_bpb {_f(d.get('val_bpb'))} (≤ {_f(d.get('limit_val_bpb'))}), "
-                f"{d.get('artifact_bytes') or '-'} B")
-    if stage == "ablation":
-        promoted = d.get("promoted")
-        best = f"best {d.get('best')} Δbpb {d.get('best_delta_bpb'):+.6f}" if isinstance(d.get("best_delta_bpb"), float) else ""
-        return f"{best}; promoted {promoted or '-'}".strip("; ")
-    if stage == "gate-b":
-        bpb = d.get("val_bpb") or {}
-        rt = d.get("record_test") or {}
-        return (f"{d.get('variant')}: mean val_bpb {_f(bpb.get('mean'))}, sample std {_f(bpb.get('std'))} over "
-                f"{len(d.get('seeds') or [])} seeds; record p={_f(rt.get('p'), 4)}")
+    declared = stage_spec(summary.stage).key_figures
+    if declared is not None:
+        return declared(summary)
     if summary.reasons:
         return summary.reasons[0].splitlines()[0][:100]
     return ""
@@ -255,12 +234,12 @@ def explain(engine: Engine, stage: str) -> str:
         lines.append("  checks (observed op limit):")
         for c in summary.checks:
             mark = "ok  " if c.passed else ("warn" if c.severity == "warn" else "FAIL")
-            lines.append(f"    [{mark}] {c.name}: {_f(c.observed)} {c.op} {_f(c.limit)}" + (f"   — {c.detail}" if c.detail else ""))
+            lines.append(f"    [{mark}] {c.name}: {figure(c.observed)} {c.op} {figure(c.limit)}" + (f"   — {c.detail}" if c.detail else ""))
     if summary.jobs:
         lines.append("  jobs:")
         for j in summary.jobs:
             res = (j.result or {}).get("final") or {}
-            score = f" val_bpb {_f(res.get('val_bpb'))} val_loss {_f(res.get('val_loss'))}" if res else ""
+            score = f" val_bpb {figure(res.get('val_bpb'))} val_loss {figure(res.get('val_loss'))}" if res else ""
             dur = f" {j.duration_s:.1f}s" if isinstance(j.duration_s, (int, float)) else ""
             lines.append(f"    {j.name}: {j.state}{' (cached)' if j.cached else ''}{dur}{score}" + (f" — {j.reason.splitlines()[0]}" if j.reason else ""))
     if summary.human_decision:

@@ -28,7 +28,7 @@ full-set figures of those that reached the full set (the promoted one's always c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golfrun.errors import CampaignError, GolfrunError
 from golfrun.fileio import now_iso
@@ -37,13 +37,33 @@ from golfrun.stages.common import JobSpec
 from golfrun.stages.halving import run_rungs, rung_spec
 from golfrun.stages.context import StageContext
 from golfrun.stages.handoff import BASELINE, EVAL_MODES, baseline_job, eval_only_inputs  # noqa: F401
-from golfrun.stages.spec import StageSpec
+from golfrun.stages.spec import SlurmArray, StageSpec
 from golfrun.summary import Check, Summary, Verdict
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
+
+
+def key_figures(summary: Summary) -> str:
+    d = summary.decision
+    best = f"best {d.get('best')} Δbpb {d.get('best_delta_bpb'):+.6f}" if isinstance(d.get("best_delta_bpb"), float) else ""
+    return f"{best}; promoted {d.get('promoted') or '-'}".strip("; ")
+
+
+def array_size(campaign: "Campaign") -> int:
+    """A task per variant, plus the baseline job eval-only variants share (an upper bound is enough:
+    extra tasks no-op)."""
+    if list(campaign.ablation.halving_fractions):
+        return 1  # halving: each rung decides the next, so one stage job with the GPUs runs them all
+    variants = list(campaign.ablation.variants or [])
+    eval_only = any(str(campaign.variant_mode(v)).startswith("eval_only") for v in variants)
+    return len(variants) + (1 if eval_only else 0)
+
 
 SPEC = StageSpec("ablation", 3, upstream=("download-data", "gate-a"),
                  config_sections=("trainer_env", "gate_a", "ablation"),
-                 uses_trainer=True, runs_jobs=True, array_jobs=True, needs_gpus=True,
-                 accepts_decide=True)
+                 uses_trainer=True, runs_jobs=True, array=SlurmArray(size=array_size), needs_gpus=True,
+                 accepts_decide=True, key_figures=key_figures)
 
 def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
     """(name, env, mode) per variant; mode is the variant's own or ablation.mode."""
@@ -77,7 +97,7 @@ def plan(ctx: StageContext) -> list[JobSpec]:
 def full_plan(ctx: StageContext) -> list[JobSpec]:
     """Every variant (and baseline) on the full validation set."""
     seed = int(ctx.campaign.gate_a.seed)
-    limit = common.time_limit(ctx)
+    limit = common.time_limit(ctx, ctx.campaign.timeouts.ablation_s)
     n = common.nproc(ctx)
     vs = variants(ctx)
     specs = []

@@ -165,14 +165,14 @@ def job_env(ctx: "StageContext", spec: JobSpec) -> dict[str, str]:
 
 def machine_facts(ctx: "StageContext") -> compile_cache.MachineFacts | None:
     """torch, CUDA and GPU model for the compile cache's key: verify-pod's probe (gate-a reads it);
-    later stages take the facts gate-a's jobs were keyed with, so every stage shares one folder.
-    None when verify-pod did not probe torch: then no cache is used rather than a possibly stale one."""
+    later stages take the facts the first upstream jobs (gate-a's) were keyed with, so every stage
+    shares one folder. None when verify-pod did not probe torch: then no cache is used rather than a
+    possibly stale one."""
     verify = ctx.upstream.get("verify-pod")
     if verify is not None:
         return compile_cache.facts_from_verify_pod(verify.decision)
-    for stage in ("gate-a", "ablation"):
-        summary = ctx.upstream.get(stage)
-        for job in summary.jobs if summary is not None else []:
+    for summary in ctx.upstream.values():  # in the order the SPEC names them
+        for job in summary.jobs:
             facts = (job.compile or {}).get("facts")
             if isinstance(facts, dict) and set(facts) == {"torch", "cuda", "gpu"}:
                 return compile_cache.MachineFacts(**{k: str(v) for k, v in facts.items()})
@@ -607,11 +607,9 @@ def reference_index(ctx: "StageContext", seed: int) -> int | None:
     return seeds.index(seed) if seed in seeds else None
 
 
-def time_limit(ctx: "StageContext") -> float:
-    """A job's deadline: the stage's `[timeouts]` key, else the gate's train and eval caps with room
-    for compile and serialization."""
-    t = ctx.campaign.timeouts
-    explicit = {"gate-a": t.gate_a_s, "ablation": t.ablation_s, "gate-b": t.gate_b_s}.get(ctx.stage, 0.0)
+def time_limit(ctx: "StageContext", explicit: float) -> float:
+    """A job's deadline: `explicit`, the stage's own `[timeouts]` key, else (0) the gate's train and
+    eval caps with room for compile and serialization."""
     g = ctx.campaign.gate_a
     return float(explicit) or 1.5 * (float(g.max_train_seconds) + float(g.max_eval_seconds)) + 900.0
 

@@ -34,8 +34,14 @@ from golfrun.stages.context import StageContext
 from golfrun.stages.spec import StageSpec
 from golfrun.summary import Check, Summary
 
+
+def key_figures(summary: Summary) -> str:
+    d = summary.decision
+    return f"{d.get('variant')}: {d.get('train_shards')} train / {d.get('val_shards')} val shards"
+
+
 SPEC = StageSpec("download-data", 1, upstream=(),
-                 config_sections=("data",))
+                 config_sections=("data",), key_figures=key_figures)
 
 VERIFIED_NAME = ".golfrun-verified.json"  # path → [size, mtime_ns, sha256] already hashed
 

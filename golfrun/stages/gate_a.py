@@ -21,12 +21,18 @@ from golfrun.fileio import now_iso
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
 from golfrun.stages.context import StageContext
-from golfrun.stages.spec import StageSpec
+from golfrun.stages.spec import StageSpec, figure
 from golfrun.summary import Summary, Verdict
+
+
+def key_figures(summary: Summary) -> str:
+    d = summary.decision
+    return f"val_bpb {figure(d.get('val_bpb'))} (≤ {figure(d.get('limit_val_bpb'))}), {d.get('artifact_bytes') or '-'} B"
+
 
 SPEC = StageSpec("gate-a", 2, upstream=("verify-pod", "download-data"),
                  config_sections=("trainer_env", "gate_a", "reference"),
-                 uses_trainer=True, runs_jobs=True, needs_gpus=True)
+                 uses_trainer=True, runs_jobs=True, needs_gpus=True, key_figures=key_figures)
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -44,7 +50,7 @@ def plan(ctx: StageContext) -> list[JobSpec]:
             mode="train",
             env={},
             nproc_per_node=common.nproc(ctx),
-            time_limit_s=common.time_limit(ctx),
+            time_limit_s=common.time_limit(ctx, ctx.campaign.timeouts.gate_a_s),
             keep=common.keep_checkpoint(checkpoint_dir(ctx)),
         )
     ]

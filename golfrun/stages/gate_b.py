@@ -28,7 +28,7 @@ PASS iff
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golfrun.audit.stage import compliance_checks
 from golfrun.errors import CampaignError, GolfrunError
@@ -39,12 +39,37 @@ from golfrun.stages import common
 from golfrun.stages.common import JobSpec, plain
 from golfrun.stages.context import StageContext
 from golfrun.stages.handoff import BASELINE, Variant, eval_only_inputs, promoted_variant
-from golfrun.stages.spec import StageSpec
+from golfrun.stages.spec import SlurmArray, StageSpec, figure
 from golfrun.summary import Check, JobRecord, Summary
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
+
+
+def key_figures(summary: Summary) -> str:
+    d = summary.decision
+    bpb = d.get("val_bpb") or {}
+    rt = d.get("record_test") or {}
+    return (f"{d.get('variant')}: mean val_bpb {figure(bpb.get('mean'))}, sample std {figure(bpb.get('std'))} over "
+            f"{len(d.get('seeds') or [])} seeds; record p={figure(rt.get('p'), 4)}")
+
+
+def array_size(campaign: "Campaign") -> int:
+    """A task per seed it may run; in waves, a task per seed of one wave (an array per wave)."""
+    g = campaign.gate_b
+    n = len(list(g.seeds)[: g.max_seeds or None])
+    return min(int(g.wave_size), n) if g.wave_size else n
+
+
+def in_waves(campaign: "Campaign") -> bool:
+    return int(campaign.gate_b.wave_size) > 0
+
 
 SPEC = StageSpec("gate-b", 4, upstream=("download-data", "gate-a", "ablation"),
                  config_sections=("trainer_env", "gate_a", "gate_b", "reference"),
-                 uses_trainer=True, runs_jobs=True, array_jobs=True, needs_gpus=True)
+                 uses_trainer=True, runs_jobs=True, needs_gpus=True, key_figures=key_figures,
+                 # pending_wave is defined below, with the waves it reads
+                 array=SlurmArray(size=array_size, in_waves=in_waves, next_wave=lambda ctx: pending_wave(ctx)))
 
 
 def chosen(ctx: StageContext) -> Variant:
@@ -144,7 +169,7 @@ def pending_wave(ctx: StageContext) -> list[int]:
 def full_plan(ctx: StageContext) -> list[JobSpec]:
     """Every seed's job (seeds reused from upstream runs excepted)."""
     pick = chosen(ctx)
-    limit, n = common.time_limit(ctx), common.nproc(ctx)
+    limit, n = common.time_limit(ctx, ctx.campaign.timeouts.gate_b_s), common.nproc(ctx)
     specs = []
     for seed in seeds(ctx):
         if _reused(ctx, seed, pick) is not None:

@@ -1,12 +1,48 @@
 """What a stage declares about itself (each stage module has one `SPEC`); the engine, the views,
 the CLI and the Slurm chain read these facts instead of keeping lists of their own.
 
-A leaf module: plain data, stdlib only.
+A leaf module: plain data, stdlib only (what a declared function reads is named for type checks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from golfrun.campaign import Campaign
+    from golfrun.stages.context import StageContext
+    from golfrun.summary import Summary
+
+
+def _no_waves(campaign: "Campaign") -> bool:
+    return False
+
+
+def _no_wave(ctx: "StageContext") -> list[int]:
+    return []
+
+
+@dataclass(frozen=True)
+class SlurmArray:
+    """How a stage's trainer jobs fan out on Slurm: a job array (one task per job, `--array-task`),
+    then an aggregation job that finds every job cached and writes the stage's summary."""
+
+    # the array's tasks: an upper bound of the stage's jobs, known before upstream stages ran (extra
+    # tasks find no job and exit 0); 1 with no waves runs the stage as one job with the GPUs instead
+    size: Callable[["Campaign"], int]
+    # in waves: one array and aggregation job per wave, whatever its size; the aggregation job of a
+    # wave that left the stage undecided submits the next one
+    in_waves: Callable[["Campaign"], bool] = _no_waves
+    next_wave: Callable[["StageContext"], list[int]] = _no_wave  # the wave still to run; [] = decide now
+
+
+def figure(x: Any, digits: int = 6) -> str:
+    """A figure in a status line: floats to `digits` places, a missing one as "-"."""
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return "-" if x is None else str(x)
 
 
 @dataclass(frozen=True)
@@ -17,11 +53,17 @@ class StageSpec:
     config_sections: tuple[str, ...] = ()  # the campaign sections its result depends on
     uses_trainer: bool = False  # its fingerprint covers the trainer file's sha256
     runs_jobs: bool = False  # it plans trainer jobs (`plan(ctx)`; `--job-index` runs one of them)
-    array_jobs: bool = False  # on Slurm its jobs run as a job array, then an aggregation job
+    array: SlurmArray | None = None  # on Slurm its jobs run as a job array, then an aggregation job
     needs_gpus: bool = False  # on Slurm its own job gets the GPU allocation (it runs trainers or checks GPUs)
     always_run: bool = False  # never served from cache (it checks the machine: a new pod is a new machine)
     accepts_decide: bool = False  # its HOLD waits for `golfrun decide`; with --promote it may also override a KILL
     runs_when_blocked: bool = False  # runs even after a KILL/ERROR/HOLD upstream (preserve)
+    # its line in `golfrun status` for a PASS/KILL/HOLD summary; None: the summary's first reason
+    key_figures: Callable[["Summary"], str] | None = None
+
+    @property
+    def array_jobs(self) -> bool:
+        return self.array is not None
 
     @property
     def folder(self) -> str:

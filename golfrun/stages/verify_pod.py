@@ -36,10 +36,17 @@ from golfrun.stages.context import StageContext
 from golfrun.stages.spec import StageSpec
 from golfrun.summary import Check, Summary
 
+
+def key_figures(summary: Summary) -> str:
+    facts = summary.decision.get("facts") or {}
+    gpus = facts.get("gpus") or []
+    return f"{len(gpus)} GPU(s), torch {facts.get('torch') or '-'}, {sum(c.passed for c in summary.checks)}/{len(summary.checks)} checks"
+
+
 # always_run: the machine can change under an unchanged campaign (a new pod, a full disk), so it is
 # never served from cache. Its fingerprint stays the same, so what depends on it still is.
 SPEC = StageSpec("verify-pod", 0, upstream=(), config_sections=("verify_pod",),
-                 uses_trainer=True, needs_gpus=True, always_run=True)
+                 uses_trainer=True, needs_gpus=True, always_run=True, key_figures=key_figures)
 
 
 def _section(ctx: StageContext) -> VerifyPod:
