@@ -254,15 +254,23 @@ def _read_job_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _recorded(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], state: str) -> dict[str, Any] | None:
+    """The job folder's job.json when it records this very job (same key) in `state`, and is not
+    older than an unfinished --force of this stage (golfrun/pipeline/forced.py); else None."""
+    recorded = _read_job_json(job_dir(ctx, spec) / JOB_FILE)
+    if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != state:
+        return None
+    if ctx.force_token and recorded.get("force_token") != ctx.force_token:
+        return None
+    return recorded
+
+
 def cached_result(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str]) -> "TrainerResult | None":
     from golfrun.trainer.results import load_results
 
     folder = job_dir(ctx, spec)
-    recorded = _read_job_json(folder / JOB_FILE)
-    if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != "SUCCEEDED":
+    if _recorded(ctx, spec, env, "SUCCEEDED") is None:
         return None
-    if ctx.force_token and recorded.get("force_token") != ctx.force_token:
-        return None  # a result older than the unfinished --force of this stage (golfrun/pipeline/forced.py)
     try:
         result = load_results(folder)
     except TrainerResultError:
@@ -277,12 +285,8 @@ def adopt_finished(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], r
     from golfrun.trainer.results import load_results
 
     folder = job_dir(ctx, spec)
-    recorded = _read_job_json(folder / JOB_FILE)
-    if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != "SUBMITTED":
-        return None
-    if ctx.force_token and recorded.get("force_token") != ctx.force_token:
-        return None
-    if not (folder / "results.json").is_file():
+    recorded = _recorded(ctx, spec, env, "SUBMITTED")
+    if recorded is None or not (folder / "results.json").is_file():
         return None
     ctx.backend.prepare(folder)  # its process must be gone before its folder is trusted
     try:
