@@ -17,6 +17,7 @@ from golfrun.errors import GolfrunError, SummaryError, UsageError
 from golfrun.pipeline import summaries
 from golfrun.pipeline.engine import Engine, now_iso, stage_module
 from golfrun.stages import spec as stage_spec
+from golfrun.stages import specs as stage_specs
 from golfrun.stages.spec import figure
 from golfrun.summary import STAGE_DIRS, STAGES, Summary, Verdict
 
@@ -253,32 +254,29 @@ def explain(engine: Engine, stage: str) -> str:
 
 
 def decide(engine: Engine, stage: str, promote: str | None, kill: bool, reason: str) -> Summary:
-    """Record a person's call on a HOLD (or, for ablation, overrule a KILL by promoting)."""
+    """Record a person's call on a HOLD (or, where the stage's SPEC declares a promotion, overrule a
+    KILL by promoting: ablation)."""
     if (promote is None) == (not kill):
         raise UsageError("decide: give exactly one of --promote VARIANT or --kill")
     if not reason.strip():
         raise UsageError("decide: --reason must say why")
-    if promote is not None and promote != "baseline" and promote not in [v.name for v in engine.campaign.ablation.variants]:
-        raise UsageError(f"decide ablation --promote {promote!r}: not a variant of campaign {engine.campaign.name!r}; "
-                         f"choose one of {[v.name for v in engine.campaign.ablation.variants] + ['baseline']}")
+    promotion = stage_spec(stage).promotion  # the stage picks what it passes on; a person may pick instead
+    if promote is not None and promotion is not None:
+        promotion.check(engine.campaign, promote)
     summary = engine.read(stage)
     if summary is None:
         raise GolfrunError(f"decide {stage}: the stage has no summary yet ({summaries.summary_path(engine.campaign_dir, stage)})")
-    promotes = stage_spec(stage).accepts_decide  # the stage picks a variant; a person may promote one
+    promotes = promotion is not None
     allowed = {Verdict.HOLD} | ({Verdict.KILL} if promotes and promote is not None else set())
     if summary.verdict not in allowed:
         raise GolfrunError(f"decide {stage}: its verdict is {summary.verdict.value}; only a HOLD"
                            + (" (or, to promote anyway, a KILL)" if promotes else "") + " waits for a person")
     if promote is not None and not promotes:
-        raise UsageError(f"decide {stage}: --promote applies to ablation; for {stage} use --kill or rerun it")
+        which = ", ".join(s.name for s in stage_specs().values() if s.promotion is not None)
+        raise UsageError(f"decide {stage}: --promote applies to {which}; for {stage} use --kill or rerun it")
     previous = summary.verdict.value
-    if promote is not None:
-        names = [v.get("name") for v in summary.decision.get("variants", [])]
-        if promote != "baseline" and promote not in names:
-            raise UsageError(f"decide ablation --promote {promote!r}: not a variant; choose one of {names + ['baseline']}")
-        env = {} if promote == "baseline" else next(v.get("env", {}) for v in summary.decision["variants"] if v.get("name") == promote)
-        summary.decision["promoted"] = promote
-        summary.decision["promoted_env"] = env
+    if promote is not None and promotion is not None:
+        promotion.apply(summary, promote)
         summary.verdict = Verdict.PASS
         summary.reasons.insert(0, f"a person promoted {promote}: {reason}")
     else:

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from golfrun.errors import CampaignError, GolfrunError
+from golfrun.errors import CampaignError, GolfrunError, UsageError
 from golfrun.fileio import now_iso
 from golfrun.stages import common
 from golfrun.stages.common import JobSpec
 from golfrun.stages.halving import run_rungs, rung_spec
 from golfrun.stages.context import StageContext
 from golfrun.stages.handoff import BASELINE, EVAL_MODES, baseline_job, eval_only_inputs  # noqa: F401
-from golfrun.stages.spec import SlurmArray, StageSpec
+from golfrun.stages.spec import Promotion, SlurmArray, StageSpec
 from golfrun.summary import Check, Summary, Verdict
 
 if TYPE_CHECKING:
@@ -60,10 +60,27 @@ def array_size(campaign: "Campaign") -> int:
     return len(variants) + (1 if eval_only else 0)
 
 
+def check_promotable(campaign: "Campaign", name: str) -> None:
+    names = [v.name for v in campaign.ablation.variants]
+    if name != BASELINE and name not in names:
+        raise UsageError(f"decide ablation --promote {name!r}: not a variant of campaign {campaign.name!r}; "
+                         f"choose one of {names + [BASELINE]}")
+
+
+def promote(summary: Summary, name: str) -> None:
+    """A person's pick: `promoted` and its env, which gate-b reads (golfrun/stages/handoff.py)."""
+    names = [v.get("name") for v in summary.decision.get("variants", [])]
+    if name != BASELINE and name not in names:
+        raise UsageError(f"decide ablation --promote {name!r}: not a variant; choose one of {names + [BASELINE]}")
+    env = {} if name == BASELINE else next(v.get("env", {}) for v in summary.decision["variants"] if v.get("name") == name)
+    summary.decision["promoted"] = name
+    summary.decision["promoted_env"] = env
+
+
 SPEC = StageSpec("ablation", 3, upstream=("download-data", "gate-a"),
                  config_sections=("trainer_env", "gate_a", "ablation"),
                  uses_trainer=True, runs_jobs=True, array=SlurmArray(size=array_size), needs_gpus=True,
-                 accepts_decide=True, key_figures=key_figures)
+                 promotion=Promotion(check=check_promotable, apply=promote), key_figures=key_figures)
 
 def variants(ctx: StageContext) -> list[tuple[str, dict[str, str], str]]:
     """(name, env, mode) per variant; mode is the variant's own or ablation.mode."""

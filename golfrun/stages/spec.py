@@ -38,6 +38,16 @@ class SlurmArray:
     next_wave: Callable[["StageContext"], list[int]] = _no_wave  # the wave still to run; [] = decide now
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """`golfrun decide STAGE --promote NAME`: a person picks what the stage passes on (ablation: a
+    variant or the baseline); its HOLD, or its KILL, becomes a PASS. Both raise a UsageError naming
+    the choices when NAME is not one of them."""
+
+    check: Callable[["Campaign", str], None]  # NAME is one the campaign offers (before any summary is read)
+    apply: Callable[["Summary", str], None]  # rewrite the summary's decision to pass NAME on
+
+
 def figure(x: Any, digits: int = 6) -> str:
     """A figure in a status line: floats to `digits` places, a missing one as "-"."""
     if isinstance(x, float):
@@ -56,7 +66,7 @@ class StageSpec:
     array: SlurmArray | None = None  # on Slurm its jobs run as a job array, then an aggregation job
     needs_gpus: bool = False  # on Slurm its own job gets the GPU allocation (it runs trainers or checks GPUs)
     always_run: bool = False  # never served from cache (it checks the machine: a new pod is a new machine)
-    accepts_decide: bool = False  # its HOLD waits for `golfrun decide`; with --promote it may also override a KILL
+    promotion: Promotion | None = None  # `golfrun decide --promote` picks what it passes on, even over a KILL
     runs_when_blocked: bool = False  # runs even after a KILL/ERROR/HOLD upstream (preserve)
     # its line in `golfrun status` for a PASS/KILL/HOLD summary; None: the summary's first reason
     key_figures: Callable[["Summary"], str] | None = None
@@ -64,6 +74,10 @@ class StageSpec:
     @property
     def array_jobs(self) -> bool:
         return self.array is not None
+
+    @property
+    def accepts_decide(self) -> bool:
+        return self.promotion is not None
 
     @property
     def folder(self) -> str:

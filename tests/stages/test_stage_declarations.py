@@ -1,8 +1,9 @@
 """What a stage declares in its SPEC and the rooms above read: the figures `golfrun status` shows
-for it and how its jobs fan out as a Slurm job array. The six stages' figures and array sizes are
-pinned; a toy stage, registered the way the "add a stage" recipe says (its module with SPEC, one
-line in the registry, its place in the order), shows its declared figures in the status view and
-gets its declared array size in the Slurm chain, with nothing of views.py or the chain knowing it.
+for it, how its jobs fan out as a Slurm job array, and what `golfrun decide --promote` does to it.
+The six stages' figures and array sizes are pinned; a toy stage, registered the way the "add a
+stage" recipe says (its module with SPEC, one line in the registry, its place in the order), shows
+its declared figures in the status view, gets its declared array size in the Slurm chain and is
+promoted as it declares, with nothing of views.py or the chain knowing it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pytest
 
 import golfrun.stages
 from golfrun.campaign import Campaign, load_campaign
-from golfrun.stages.spec import SlurmArray, StageSpec
+from golfrun.errors import UsageError
+from golfrun.stages.spec import Promotion, SlurmArray, StageSpec
 from golfrun.summary import STAGES, Summary, Verdict
 
 FIXTURES = Path(__file__).resolve().parents[1] / "report" / "fixtures" / "campaign"
@@ -81,8 +83,18 @@ def toy_array_size(campaign: Campaign) -> int:
     return len(campaign.gate_b.seeds) + 7
 
 
+def toy_check(campaign: Campaign, name: str) -> None:
+    if name not in ("red", "blue"):
+        raise UsageError(f"decide toy --promote {name!r}: choose red or blue")
+
+
+def toy_promote(summary: Summary, name: str) -> None:
+    summary.decision["colour"] = name
+
+
 SPEC = StageSpec("toy", len(STAGES), upstream=("gate-a",), config_sections=("gate_a",), uses_trainer=True,
-                 runs_jobs=True, array=SlurmArray(size=toy_array_size), key_figures=toy_figures)
+                 runs_jobs=True, array=SlurmArray(size=toy_array_size), key_figures=toy_figures,
+                 promotion=Promotion(check=toy_check, apply=toy_promote))
 
 
 def plan(ctx: object) -> list[object]:  # a stage that plans jobs has `plan(ctx)`
@@ -91,9 +103,14 @@ def plan(ctx: object) -> list[object]:  # a stage that plans jobs has `plan(ctx)
 
 @pytest.fixture
 def toy_stage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """This module registered as the stage after preserve: one registry line, its place in the order."""
+    """This module registered as the stage after preserve: one registry line, its place in the order
+    (`golfrun.summary.STAGES`, as every golfrun module that took the name sees it)."""
+    import golfrun.pipeline.summaries  # noqa: F401  (loaded, so that it sees the order too)
+
     monkeypatch.setitem(golfrun.stages.MODULES, "toy", __name__)
-    monkeypatch.setattr(golfrun.stages, "STAGES", (*STAGES, "toy"))
+    for module in [m for name, m in sys.modules.items() if name.startswith("golfrun")]:
+        if getattr(module, "STAGES", None) is STAGES:
+            monkeypatch.setattr(module, "STAGES", (*STAGES, "toy"))
     assert sys.modules[__name__].SPEC is SPEC
     golfrun.stages.specs.cache_clear()
     yield "toy"
@@ -112,6 +129,25 @@ def test_a_toy_stage_declares_its_status_figures_and_its_slurm_array(toy_stage: 
     assert array_size(campaign, toy_stage) == 10 and not in_waves(campaign, toy_stage)
     for path in ("golfrun/pipeline/views.py", "golfrun/pipeline/slurm_campaign.py"):
         assert "toy" not in (REPO / path).read_text()
+
+
+def test_a_toy_stage_is_promoted_as_it_declares(toy_stage: str, tmp_path: Path) -> None:
+    from golfrun.pipeline import summaries
+    from golfrun.pipeline.engine import Engine
+    from golfrun.pipeline.views import decide
+
+    engine = Engine(campaign=load_campaign("tiny", []), campaign_dir=tmp_path / "tiny", log=lambda _: None)
+    held = dataclasses.replace(fixture_summary("gate-a"), stage=toy_stage, verdict=Verdict.KILL, decision={})
+    summaries.write_summary(engine.campaign_dir, held)
+    with pytest.raises(UsageError, match="choose red or blue"):
+        decide(engine, toy_stage, "green", False, "why not")
+    decided = decide(engine, toy_stage, "red", False, "red is faster")
+    assert decided.verdict is Verdict.PASS and decided.decision == {"colour": "red"}
+    assert summaries.read_summary(engine.campaign_dir, toy_stage).human_decision["previous_verdict"] == "KILL"
+    # a stage that declares no promotion is told which stages take one
+    summaries.write_summary(engine.campaign_dir, dataclasses.replace(held, stage="gate-b", verdict=Verdict.HOLD))
+    with pytest.raises(UsageError, match="--promote applies to ablation, toy; for gate-b use --kill"):
+        decide(engine, "gate-b", "red", False, "x")
 
 
 def test_the_views_and_the_slurm_chain_compare_no_stage_names() -> None:
