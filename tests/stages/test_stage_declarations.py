@@ -162,3 +162,21 @@ def test_the_views_and_the_slurm_chain_compare_no_stage_names() -> None:
             if isinstance(node, ast.Dict):
                 keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and k.value in STAGES]
                 assert not keys, f"{path}:{node.lineno} keys a table by stage name(s) {keys}"
+
+
+def test_no_module_outside_the_stages_imports_a_stage_module() -> None:
+    """Above the stages, a stage is reached through the registry (golfrun.stages.module/spec), so
+    adding one stays one module plus one line."""
+    stage_modules = {m.rsplit(".", 1)[1] for m in golfrun.stages.MODULES.values()}
+    for path in sorted((REPO / "golfrun").rglob("*.py")):
+        if path.parent.name == "stages":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "golfrun.stages":
+                named = {a.name for a in node.names} & stage_modules
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                named = {n for n in names if n.startswith("golfrun.stages.") and n.rsplit(".", 1)[1] in stage_modules}
+            else:
+                continue
+            assert not named, f"{path.relative_to(REPO)}:{node.lineno} imports stage module(s) {named}"
