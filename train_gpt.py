@@ -271,8 +271,8 @@ class Hyperparameters:
             bad(f"PARALLEL_FINAL_LANE={self.parallel_final_lane!r} must be mean, attn or mlp")
         if self.compressor not in ("brotli", "lzma"):
             bad(f"COMPRESSOR={self.compressor!r} must be brotli or lzma")
-        if self.attn_backend not in ("auto", "fa3", "varlen", "varlen_gqa", "sdpa"):
-            bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, varlen, varlen_gqa or sdpa")
+        if self.attn_backend not in ("auto", "fa3", "fa4", "varlen", "varlen_gqa", "sdpa"):
+            bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, fa4, varlen, varlen_gqa or sdpa")
         if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
         per_rank = self.world_size * self.grad_accum_steps
@@ -780,64 +780,101 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 # Attention kernels. Chosen once per process by select_attention(); `packed` calls carry cu_seqlens.
-_ATTN = {"name": "sdpa", "fa3": None, "varlen": None, "varlen_gqa": False, "gqa_op": False}
+_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False}
 
 
-def _register_flash_gqa_ops() -> None:
-    """golf::flash_varlen(q, k, v, cu, max_seqlen) -> (out, lse): torch's flash-2 varlen kernel called with
-    fewer K/V heads than query heads. The kernel handles GQA natively (its backward sums dK/dV over each
-    group), but torch 2.11's `varlen_attn` rejects unequal head counts (no `enable_gqa` before 2.12), which
-    made us copy K/V per query head: (T, 8, 64) instead of (T, 4, 64) per layer, forward and backward."""
-    if hasattr(torch.ops.golf, "flash_varlen"):
+def _register_varlen_op(name: str, forward, backward) -> None:
+    """golf::<name>(q, k, v, cu, max_seqlen) -> (out, lse) and golf::<name>_bwd: a causal varlen attention
+    kernel pair as torch.library custom ops with fake impls and autograd, so torch.compile(fullgraph=True)
+    traces through them without looking inside (the kernels are launchers dynamo cannot trace).
+    forward(q (T,H,D), k, v (T,Hkv,D), cu int32, max_seqlen) -> (out (T,H,D), lse (H,T) fp32);
+    backward(g, q, k, v, out, lse, cu, max_seqlen) -> (dq, dk, dv), dk/dv with Hkv heads."""
+    if hasattr(torch.ops.golf, name):
         return
 
-    @torch.library.custom_op("golf::flash_varlen", mutates_args=())
-    def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
-                     max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
-        out, lse = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_seqlen, max_seqlen, 0.0, True,
-                                                           False)[:2]
-        return out, lse
+    def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
+            max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward(q, k, v, cu, max_seqlen)
 
-    @flash_varlen.register_fake
-    def _(q, k, v, cu, max_seqlen):
-        return torch.empty_like(q), q.new_empty((q.size(1), q.size(0)), dtype=torch.float32)
+    def bwd(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+            lse: torch.Tensor, cu: torch.Tensor, max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return backward(g, q, k, v, out, lse, cu, max_seqlen)
 
-    @torch.library.custom_op("golf::flash_varlen_bwd", mutates_args=())
-    def flash_varlen_bwd(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                         lse: torch.Tensor, cu: torch.Tensor, max_seqlen: int
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = torch.zeros(2, dtype=torch.uint64, device=q.device)  # no dropout: the philox state is unused
-        unused = torch.empty(0, device=q.device)
-        dq, dk, dv = torch.ops.aten._flash_attention_backward(g.contiguous(), q, k, v, out, lse, cu, cu, max_seqlen,
-                                                               max_seqlen, 0.0, True, rng, unused)
-        return dq, dk, dv
-
-    @flash_varlen_bwd.register_fake
-    def _(g, q, k, v, out, lse, cu, max_seqlen):
-        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    fwd_op = torch.library.custom_op(f"golf::{name}", fwd, mutates_args=())
+    bwd_op = torch.library.custom_op(f"golf::{name}_bwd", bwd, mutates_args=())
+    fwd_op.register_fake(lambda q, k, v, cu, max_seqlen: (
+        torch.empty_like(q), q.new_empty((q.size(1), q.size(0)), dtype=torch.float32)))
+    bwd_op.register_fake(lambda g, q, k, v, out, lse, cu, max_seqlen: (
+        torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)))
 
     def setup_context(ctx, inputs, output):
         q, k, v, cu, max_seqlen = inputs
         ctx.max_seqlen = max_seqlen
         ctx.save_for_backward(q, k, v, cu, *output)
 
-    def backward(ctx, g, _g_lse):
+    def grad(ctx, g, _g_lse):
         q, k, v, cu, out, lse = ctx.saved_tensors
-        return (*torch.ops.golf.flash_varlen_bwd(g, q, k, v, out, lse, cu, ctx.max_seqlen), None, None)
+        return (*bwd_op(g, q, k, v, out, lse, cu, ctx.max_seqlen), None, None)
 
-    flash_varlen.register_autograd(backward, setup_context=setup_context)
+    fwd_op.register_autograd(grad, setup_context=setup_context)
 
 
-_register_flash_gqa_ops()
+# golf::flash_varlen: torch's flash-2 varlen kernel called with fewer K/V heads than query heads. The kernel
+# handles GQA natively (its backward sums dK/dV over each group), but torch 2.11's `varlen_attn` rejects unequal
+# head counts (no `enable_gqa` before 2.12), which made us copy K/V per query head: (T, 8, 64) instead of
+# (T, 4, 64) per layer, forward and backward.
+def _flash2_varlen_fwd(q, k, v, cu, max_seqlen):
+    out, lse = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_seqlen, max_seqlen, 0.0, True, False)[:2]
+    return out, lse
+
+
+def _flash2_varlen_bwd(g, q, k, v, out, lse, cu, max_seqlen):
+    rng = torch.zeros(2, dtype=torch.uint64, device=q.device)  # no dropout: the philox state is unused
+    unused = torch.empty(0, device=q.device)
+    dq, dk, dv = torch.ops.aten._flash_attention_backward(g.contiguous(), q, k, v, out, lse, cu, cu, max_seqlen,
+                                                           max_seqlen, 0.0, True, rng, unused)
+    return dq, dk, dv
+
+
+# golf::fa4_varlen: flash-attn-4 (`flash_attn.cute`, the CuTe-DSL FlashAttention with Hopper forward and
+# backward; its interface module is _ATTN["fa4"], imported by select_attention). GQA is native. The forward
+# is FA4's public flash_attn_varlen_func; FA4 has no public backward, so the backward calls
+# flash_attn.cute.interface._flash_attn_bwd, which is what FA4's own autograd Function calls (4.0.0b40).
+# Its autograd Function is bypassed because we register our own: the custom op is what the compiler sees.
+def _fa4_varlen_fwd(q, k, v, cu, max_seqlen):
+    with torch.no_grad():  # FA4's autograd Function must not save tensors for a backward it will never run
+        out, lse = _ATTN["fa4"].flash_attn_varlen_func(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu,
+                                                       max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen,
+                                                       causal=True, return_lse=True)
+    return out, lse
+
+
+def _fa4_varlen_bwd(g, q, k, v, out, lse, cu, max_seqlen):
+    dq, dk, dv = _ATTN["fa4"]._flash_attn_bwd(q, k, v, out, g.contiguous(), lse, causal=True, cu_seqlens_q=cu,
+                                              cu_seqlens_k=cu, max_seqlen_q=max_seqlen,
+                                              max_seqlen_k=max_seqlen)[:3]
+    return dq, dk, dv
+
+
+_register_varlen_op("flash_varlen", _flash2_varlen_fwd, _flash2_varlen_bwd)
+_register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
 def select_attention(device: torch.device, requested: str = "auto") -> str:
     """FA3 when importable (CUDA), else torch's varlen flash kernel (CUDA), else SDPA with a
     block-diagonal causal mask (CPU / any device). varlen_gqa: the varlen kernel through golf::flash_varlen,
-    K/V not copied for GQA (opt-in until checked on a GPU: benchmarks/bench_kernels_1gpu.sh)."""
+    K/V not copied for GQA; fa4: flash-attn-4 through golf::fa4_varlen. Both opt-in, never picked by auto,
+    until measured faster on a GPU (benchmarks/bench_kernels_1gpu.sh)."""
     name = "sdpa"
     _ATTN["gqa_op"] = requested == "varlen_gqa"
     requested = "varlen" if requested == "varlen_gqa" else requested
+    if device.type == "cuda" and requested == "fa4":
+        try:
+            from flash_attn.cute import interface as fa4
+        except (ImportError, OSError) as e:  # OSError: a CuTe DSL shared library that does not load
+            raise RuntimeError(f"ATTN_BACKEND=fa4 but flash_attn.cute is not importable: {e}") from e
+        _ATTN["fa4"] = fa4
+        name = "fa4"
     if device.type == "cuda" and requested in ("auto", "fa3"):
         try:
             import flash_attn_interface  # noqa: F401
@@ -863,8 +900,8 @@ def select_attention(device: torch.device, requested: str = "auto") -> str:
 def attention_backend_label() -> str:
     native = _ATTN["gqa_op"] or _ATTN["varlen_gqa"]
     varlen = "torch flash varlen, native GQA" if native else "torch flash varlen, K/V repeated for GQA"
-    return {"fa3": "fa3 (flash_attn_interface)", "varlen": varlen,
-            "sdpa": "sdpa (block-diagonal causal mask)"}[_ATTN["name"]]
+    return {"fa3": "fa3 (flash_attn_interface)", "fa4": "fa4 (flash_attn.cute varlen, native GQA)",
+            "varlen": varlen, "sdpa": "sdpa (block-diagonal causal mask)"}[_ATTN["name"]]
 
 
 def _segment_ids(cu: torch.Tensor, length: int) -> torch.Tensor:
@@ -887,6 +924,8 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
                                             max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen, causal=True)
         out = out[0] if isinstance(out, tuple) else out  # FA3 builds differ: tensor or (out, lse) (quirk §11.20)
         return out if cu_seqlens is None else out[None]
+    if name == "fa4" and cu_seqlens is not None:  # dense calls (no cu_seqlens) take SDPA below, as with varlen
+        return torch.ops.golf.fa4_varlen(q[0], k[0], v[0], cu_seqlens, max_seqlen)[0][None]
     if name == "varlen" and cu_seqlens is not None:
         qq, kk, vv = q[0], k[0], v[0]
         kw = {}

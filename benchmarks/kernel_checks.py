@@ -7,7 +7,8 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
 2. GQA attention (golf::flash_varlen, K/V not copied) against torch varlen with K/V repeated.
 3. The trainer's FA3 branch, through the stand-in tests/trainer/fa3_standin (FA3's signature, torch math),
    compiled with fullgraph=True, against the varlen path at a smaller shape (the stand-in's mask is dense).
-4. flash-attn-4 (CuTe DSL), when importable: output and gradients against varlen, and time.
+4. flash-attn-4 (CuTe DSL) through the trainer's golf::fa4_varlen, eager and compiled fullgraph, when
+   importable: output and gradients against golf::flash_varlen, and time against both varlen paths.
 Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4]   (default: all four)"""
 from __future__ import annotations
 
@@ -105,23 +106,31 @@ def check_fa3_standin() -> dict:
 
 
 def check_fa4() -> dict:
+    """The trainer's golf::fa4_varlen (FA4's forward and backward behind the custom op), eager and through
+    attend() compiled with fullgraph=True, against golf::flash_varlen; timed against both varlen paths."""
     t0 = time.perf_counter()
-    from flash_attn.cute import interface as fa4
+    assert T.select_attention(torch.device("cuda"), "fa4") == "fa4"
     out = {"import_s": time.perf_counter() - t0}
     q, k, v, g = attn_inputs(M)
     cu = doc_cu()
-    run = lambda a, b, c: fa4.flash_attn_varlen_func(a, b, c, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=SEQ,
-                                                     max_seqlen_k=SEQ, causal=True)
-    first = lambda a, b, c: (lambda o: o[0] if isinstance(o, tuple) else o)(run(a, b, c))
+    fa4 = lambda a, b, c: torch.ops.golf.fa4_varlen(a, b, c, cu, SEQ)[0]
+    gqa = lambda a, b, c: torch.ops.golf.flash_varlen(a, b, c, cu, SEQ)[0]
     t0 = time.perf_counter()
-    got = fwd_bwd(first, (q, k, v), g)
-    out["first_call_s"] = time.perf_counter() - t0
-    ref = fwd_bwd(lambda a, b, c: torch.ops.golf.flash_varlen(a, b, c, cu, SEQ)[0], (q, k, v), g)
-    out["rel_err"] = {n: rel_err(a, b) for n, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
-    out["ok"] = max(out["rel_err"].values()) < 2e-2
-    out["ms_fwd_bwd"] = {"fa4": bench(lambda: fwd_bwd(first, (q, k, v), g)),
-                         "flash_varlen_gqa": bench(lambda: fwd_bwd(lambda a, b, c: torch.ops.golf.flash_varlen(
-                             a, b, c, cu, SEQ)[0], (q, k, v), g))}
+    got = fwd_bwd(fa4, (q, k, v), g)
+    out["first_call_s"] = time.perf_counter() - t0  # the CuTe DSL compiles FA4's kernels on first use
+    ref = fwd_bwd(gqa, (q, k, v), g)
+    compiled = torch.compile(lambda a, b, c: T.attend(a[None], b[None], c[None], cu, SEQ)[0], fullgraph=True)
+    traced = fwd_bwd(compiled, (q, k, v), g)
+    names = ("out", "dq", "dk", "dv")
+    out["rel_err"] = {n: rel_err(a, b) for n, a, b in zip(names, got, ref)}
+    out["rel_err_compiled"] = {n: rel_err(a, b) for n, a, b in zip(names, traced, ref)}
+    out["ok"] = max(*out["rel_err"].values(), *out["rel_err_compiled"].values()) < 2e-2
+    out["ms_fwd_bwd"] = {"fa4": bench(lambda: fwd_bwd(fa4, (q, k, v), g)),
+                         "flash_varlen_gqa": bench(lambda: fwd_bwd(gqa, (q, k, v), g)),
+                         "varlen_repeat_kv": bench(lambda: fwd_bwd(lambda a, b, c: varlen_repeat(a, b, c, cu),
+                                                                   (q, k, v), g))}
+    torch._dynamo.reset()
+    T.select_attention(torch.device("cuda"), "auto")
     return out
 
 

@@ -266,7 +266,7 @@ def test_new_kernels_are_opt_in(tg):
     h = tg.Hyperparameters(TINY)
     assert h.mlp_kernel == "plain" and h.attn_backend == "auto"
     assert tg.Hyperparameters({**TINY, "ATTN_BACKEND": "varlen_gqa"}).attn_backend == "varlen_gqa"
-    with pytest.raises(ValueError, match="ATTN_BACKEND='flash' must be auto, fa3, varlen, varlen_gqa or sdpa"):
+    with pytest.raises(ValueError, match="ATTN_BACKEND='flash' must be auto, fa3, fa4, varlen, varlen_gqa or sdpa"):
         tg.Hyperparameters({**TINY, "ATTN_BACKEND": "flash"})
     assert tg.select_attention(torch.device("cpu"), "varlen_gqa") == "sdpa"
     assert tg.select_attention(torch.device("cpu"), "auto") == "sdpa" and not tg._ATTN["gqa_op"]
