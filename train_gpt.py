@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import glob
 import itertools
 import json
@@ -1186,8 +1187,26 @@ class GPT(nn.Module):
         return self.logits_from_hidden(self.hidden_states(input_ids, cu_seqlens, max_seqlen))
 
     def forward(self, input_ids, target_ids, cu_seqlens=None, max_seqlen: int = 0, reduction: str = "mean"):
+        """reduction: "mean" (training), "none" (flat per-target NLL) or "prob_sum" (score dumps: flat per-target
+        (NLL, sum p), see target_scores)."""
         logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen)
+        if reduction == "prob_sum":
+            return target_scores(logits, target_ids.reshape(-1), prob_sum=True)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)
+
+
+def target_scores(logits: torch.Tensor, y: torch.Tensor, prob_sum: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(NLL in nats, sum p or None), both shaped like y: y under softmax(logits) over the full vocabulary.
+    prob_sum (SCORE_DUMP_PATH only; it materializes the log-probabilities once more): each target's sum over
+    the vocabulary of the probabilities of the distribution its NLL is read from, from those very log-probs,
+    so a scoring rule that stopped normalizing (a bonus added after the softmax) shows as sum p != 1. The NLL
+    is the same either way: F.cross_entropy is log_softmax then nll_loss."""
+    flat, t = logits.reshape(-1, logits.size(-1)), y.reshape(-1)
+    if not prob_sum:
+        return F.cross_entropy(flat, t, reduction="none").view(y.shape), None
+    logp = F.log_softmax(flat, dim=-1)
+    nll = F.nll_loss(logp, t, reduction="none").view(y.shape)
+    return nll, logp.detach().exp().sum(-1).view(y.shape)
 
 
 def control_patterns(h: Hyperparameters) -> tuple[str, ...]:
@@ -1988,6 +2007,13 @@ def _reduce_sums(sums: torch.Tensor, world: int) -> torch.Tensor:
     return sums
 
 
+def score_batch(model_fn, x, y, cu, max_seqlen: int, dump) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat per-target NLL of one packed batch; with a score dump also each target's sum p (target_scores)."""
+    if dump is None:
+        return model_fn(x, y, cu, max_seqlen, "none"), None
+    return model_fn(x, y, cu, max_seqlen, "prob_sum")
+
+
 @torch.no_grad()
 def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: int, world: int, device,
                dump=None) -> tuple[float, float]:
@@ -2006,10 +2032,10 @@ def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: 
         x = chunk[:-1].to(device).view(1, -1)
         y = chunk[1:].to(device).view(1, -1)
         cu_t = torch.from_numpy(cu).to(device)
-        loss = model_fn(x, y, cu_t, seq, "none") if model_fn is not None else None
+        loss, psum = score_batch(model_fn, x, y, cu_t, seq, dump)
         sums[0] += loss.double().sum()
         if dump is not None:  # SCORE_DUMP_PATH (TTT section): entry i scores token i+1
-            dump.add(torch.arange(b * seq, b * seq + y.numel(), device=device), loss)
+            dump.add(torch.arange(b * seq, b * seq + y.numel(), device=device), loss, psum)
         sums[1] += y.numel()
         sums[2] += tables.bytes_for(x.view(-1), y.view(-1)).sum()
     _reduce_sums(sums, world)
@@ -2054,11 +2080,11 @@ def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, dum
         y = torch.cat(ys).to(device).view(1, -1)
         m = torch.cat(masks).to(device)
         cu_t = torch.tensor(cu, dtype=torch.int32, device=device)
-        loss = model_fn(x, y, cu_t, W, "none").view(-1)
+        loss, psum = score_batch(model_fn, x, y, cu_t, W, dump)
         sums[0] += loss[m].double().sum()
         if dump is not None:  # SCORE_DUMP_PATH (TTT section)
             pos = torch.cat([torch.arange(st, st + min(W, N - st)) for st in group]).to(device)
-            dump.add(pos[m], loss[m])
+            dump.add(pos[m], loss[m], psum[m])
         sums[1] += m.sum()
         sums[2] += tables.bytes_for(x.view(-1)[m], y.view(-1)[m]).sum()
         if log0 is not None and (bi + 1) % 50 == 0:
@@ -2091,10 +2117,14 @@ def score_dump_path(h, label: str) -> str:
 
 class ScoreDump:
     """Per-target record of one evaluation: entry i scores token i+1 of the trimmed stream given tokens <= i.
-    nll (nats) and count (times scored) are summed over ranks; step is the TTT scoring event (-1 elsewhere)."""
+    nll (nats), prob_sum (sum over the vocabulary of the scored distribution's probabilities, target_scores) and
+    count (times scored) are sums over scorings and ranks: a target scored k times holds the sum of its k NLLs
+    and of its k sums p (about k; golfrun's audit divides by count and flags count > 1 on its own). Never
+    scored: nll and prob_sum NaN. step is the TTT scoring event (-1 elsewhere)."""
 
     def __init__(self, n_targets: int, device):
         self.nll = torch.zeros(n_targets, dtype=torch.float64, device=device)
+        self.prob_sum = torch.zeros(n_targets, dtype=torch.float64, device=device)
         self.count = torch.zeros(n_targets, dtype=torch.int64, device=device)
         self.step = torch.full((n_targets,), -1, dtype=torch.int64, device=device)
 
@@ -2102,29 +2132,31 @@ class ScoreDump:
     def maybe(cls, h, val_tokens: torch.Tensor, device):
         return cls(val_tokens.numel() - 1, device) if h.score_dump_path else None
 
-    def add(self, pos: torch.Tensor, nll: torch.Tensor, step: int = -1) -> None:
+    def add(self, pos: torch.Tensor, nll: torch.Tensor, prob_sum: torch.Tensor, step: int = -1) -> None:
         pos = pos.reshape(-1).to(self.nll.device)
         self.nll.index_add_(0, pos, nll.detach().reshape(-1).double())
+        self.prob_sum.index_add_(0, pos, prob_sum.detach().reshape(-1).double())
         self.count.index_add_(0, pos, torch.ones_like(pos))
         if step >= 0:
             self.step[pos] = step
 
     def write(self, path: str, val_tokens: torch.Tensor, tables, rank: int, world: int) -> None:
         if world > 1:
-            for t, op in ((self.nll, dist.ReduceOp.SUM), (self.count, dist.ReduceOp.SUM), (self.step, dist.ReduceOp.MAX)):
+            for t, op in ((self.nll, dist.ReduceOp.SUM), (self.prob_sum, dist.ReduceOp.SUM),
+                          (self.count, dist.ReduceOp.SUM), (self.step, dist.ReduceOp.MAX)):
                 dist.all_reduce(t, op=op)
         if rank != 0:
             return
-        nll = self.nll.cpu().numpy().copy()
+        nll, prob_sum = self.nll.cpu().numpy().copy(), self.prob_sum.cpu().numpy().copy()
         count = self.count.cpu().numpy()
-        nll[count == 0] = np.nan
+        nll[count == 0] = prob_sum[count == 0] = np.nan
         v = val_tokens.to(tables.base.device)
         nbytes = tables.bytes_for(v[:-1], v[1:]).cpu().numpy().astype(np.int64)
         d = os.path.dirname(path)
         if d:
             os.makedirs(d, exist_ok=True)
         with open(path, "wb") as f:
-            np.savez(f, nll=nll, bytes=nbytes, count=count, step=self.step.cpu().numpy())
+            np.savez(f, nll=nll, prob_sum=prob_sum, bytes=nbytes, count=count, step=self.step.cpu().numpy())
 
 
 def find_documents(tokens: np.ndarray) -> np.ndarray:
@@ -2380,12 +2412,13 @@ class NgramCorrector:
 
 
 def ttt_token_nll(model: GPT, lora: BatchedLora | None, x: torch.Tensor, y: torch.Tensor,
-                  bias: torch.Tensor) -> torch.Tensor:
+                  bias: torch.Tensor, prob_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, W) per-token CE of the adapted model, dense causal attention per row, RoPE from the window start;
     bias (B, 1, V) is added after the softcap (§7.8), so softmax still normalizes over the full vocabulary.
-    Without the corrector the bias is zero (adding it is exact): one compiled graph serves both."""
+    Without the corrector the bias is zero (adding it is exact): one compiled graph serves both.
+    Returns (nll, sum p): sum p (B, W) of the biased distribution with prob_sum (score dumps), else None."""
     logits = model.logits_from_hidden(model.hidden_states(x, lora=lora), lora=lora) + bias
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
+    return target_scores(logits, y, prob_sum)
 
 
 class TTTContext:
@@ -2441,13 +2474,13 @@ def ttt_run_batch(ctx: TTTContext, batch: np.ndarray, batch_index: int) -> torch
             bias = ctx.corrector.bias(np.pad(active, (0, ctx.corrector.S - n)))[:n]
         # grad-enabled even when no row trains (a batch's last chunk): a no-grad call would compile a
         # second graph, and this forward costs the same either way
-        nll = ctx.fwd(ctx.model, lora, x, y, bias)
+        nll, psum = ctx.fwd(ctx.model, lora, x, y, bias)
         nd = nll.detach()
         sums[0] += torch.where(score, nd.double(), 0.0).sum()
         sums[1] += score.sum()
         sums[2] += torch.where(score, target_bytes(ctx.tables, x, y), 0.0).sum()
         if ctx.dump is not None:
-            ctx.dump.add(idx[score], nd[score], ctx.step)
+            ctx.dump.add(idx[score], nd[score], psum[score], ctx.step)
         if ctx.corrector is not None:
             cols = (off_t + torch.arange(C, device=dev)[None, :]).clamp(max=W - 1)
             pushed = torch.gather(y, 1, cols)
@@ -2457,7 +2490,7 @@ def ttt_run_batch(ctx: TTTContext, batch: np.ndarray, batch_index: int) -> torch
             mask = score & torch.as_tensor(train_rows, device=dev)[:, None]
             for g in range(h.ttt_grad_steps):
                 if g > 0:
-                    nll = ctx.fwd(ctx.model, lora, x, y, bias)
+                    nll, _ = ctx.fwd(ctx.model, lora, x, y, bias)
                 opt.zero_grad(set_to_none=True)
                 (torch.where(mask, nll, 0.0).sum() / C).backward()
                 opt.step()
@@ -2536,11 +2569,12 @@ def global_sgd(h, model: GPT, tokens: torch.Tensor, docs: np.ndarray, rank: int,
     return max(n_chunks - 1, 0)
 
 
-def compile_ttt_forward(backend: str = "inductor"):
+def compile_ttt_forward(backend: str = "inductor", prob_sum: bool = False):
     """ttt_token_nll compiled with two symbolic dimensions, batch rows and window width W, so the queue's
     batches of every size >= 2 and every W share one graph; every other dimension stays static (making
     the LoRA shapes symbolic too tripled the compile time on an H100). Duck sizing is off while tracing:
-    it would fuse rows and W into one symbol whenever they are equal at the first call."""
+    it would fuse rows and W into one symbol whenever they are equal at the first call. prob_sum is fixed
+    per forward (a score dump's graph also returns sum p), so the warm-up compiles the graph the eval runs."""
     compiled = torch.compile(ttt_token_nll, backend=backend)
 
     def fwd(model, lora, x, y, bias):
@@ -2552,7 +2586,7 @@ def compile_ttt_forward(backend: str = "inductor"):
         for t in lora.parameters():
             mark(t, 1)
         with torch.fx.experimental._config.patch(use_duck_shape=False):
-            return compiled(model, lora, x, y, bias)
+            return compiled(model, lora, x, y, bias, prob_sum)
     return fwd
 
 
@@ -2577,7 +2611,7 @@ def ttt_compile_warmup(h, model: GPT, fwd, n_slots: int, device, batch_sizes: li
         for W in sorted({min(C, S), S}):
             x = torch.randint(0, V, (bsz, W), generator=g, device=device)
             y = torch.randint(0, V, (bsz, W), generator=g, device=device)
-            nll = fwd(model, lora, x, y, bias)
+            nll, _ = fwd(model, lora, x, y, bias)
             nll[:, :min(C, W)].mean().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -2671,9 +2705,10 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
     if backend is None and device.type == "cuda" and h.compile_enabled:
         backend = "inductor"
     compiled = backend is not None and not h.ttt_debug_bypass
-    fwd = compile_ttt_forward(backend) if compiled else ttt_token_nll
-    warmup_s = ttt_warmup(h, model, fwd, sorted({len(batches[q]) for q in queue}, reverse=True), device, log0)
     dump = ScoreDump.maybe(h, val_tokens, device)
+    with_psum = dump is not None
+    fwd = compile_ttt_forward(backend, with_psum) if compiled else functools.partial(ttt_token_nll, prob_sum=with_psum)
+    warmup_s = ttt_warmup(h, model, fwd, sorted({len(batches[q]) for q in queue}, reverse=True), device, log0)
 
     log0("\nbeginning TTT eval timer")
     graphs_before = graphs_compiled()

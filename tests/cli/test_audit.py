@@ -1,6 +1,7 @@
 """`golfrun audit` and golfrun.audit: each rule fails on a planted violation of its kind and passes
 at its limit — artifact one byte over, GPTQ finishing after the 600 s, a partial validation set, a
-target scored twice (a real score dump in train_gpt.py's format) — on the hand-made records
+target scored twice, one target's distribution off 1 (a score dump in train_gpt.py's format; the
+trainer's own dumps are audited in tests/trainer/test_ttt.py) — on the hand-made records
 folders of tests/cli/records and on job folders written here."""
 
 from __future__ import annotations
@@ -88,14 +89,21 @@ def test_partial_validation_set(tmp_path: Path) -> None:
     assert _only(unknown, "full_validation").ok is None  # not shown, never a pass
 
 
-def _dump(folder: Path, count: np.ndarray, bpb_target: float = 1.08336093) -> None:
-    """A score dump as train_gpt.py's ScoreDump.write saves it, scaled so it recomputes bpb_target."""
+def _dump(folder: Path, count: np.ndarray, bpb_target: float = 1.08336093, prob_sum: np.ndarray | None = None,
+          with_prob_sum: bool = True) -> None:
+    """A score dump as train_gpt.py's ScoreDump.write saves it, scaled so it recomputes bpb_target. prob_sum
+    sums over a target's scorings like nll: by default k scorings of an fp32 softmax (1 − 3e-7 each, the size
+    of the tiny runs' rounding); with_prob_sum=False: a dump of a trainer that writes none."""
     n = count.size
     nbytes = np.full(n, 3, dtype=np.int64)
     nll = np.full(n, bpb_target * math.log(2) * 3, dtype=np.float64)
     nll[count == 0] = np.nan
+    if prob_sum is None:
+        prob_sum = count * (1.0 - 3e-7)
+    prob_sum = np.where(count == 0, np.nan, prob_sum)
+    extra = {"prob_sum": prob_sum} if with_prob_sum else {}
     np.savez(folder / "dump.diagnostic_quantized.npz", nll=nll, bytes=nbytes, count=count.astype(np.int64),
-             step=np.full(n, -1, dtype=np.int64))
+             step=np.full(n, -1, dtype=np.int64), **extra)
 
 
 def test_target_scored_twice(tmp_path: Path) -> None:
@@ -105,18 +113,48 @@ def test_target_scored_twice(tmp_path: Path) -> None:
     good = audit_job(folder, 28_599, FullSplit(1000))
     assert _only(good, "scored_once").ok is True
     assert _only(good, "dump_matches_score").ok is True
-    assert _only(good, "normalised").ok is None  # the dump carries no prob_sum
+    assert _only(good, "normalised").ok is True
     count[417] = 2
     _dump(folder, count)
     bad = audit_job(folder, 28_599, FullSplit(1000))
     f = _only(bad, "scored_once")
     assert f.ok is False and f.observed == 1 and "1 scored more than once" in f.detail
+    assert _only(bad, "normalised").ok is True  # prob_sum 2 over 2 scorings: normalised, only scored twice
     count[417], count[900:] = 1, 0  # the tail never scored: the dump shows a partial split too
     _dump(folder, count)
     part = audit_job(folder, 28_599, FullSplit(1000))
     assert _only(part, "scored_once").ok is False
     from_dump = [f for f in part if f.check == "full_validation" and "from the dump" in f.detail]
     assert len(from_dump) == 1 and from_dump[0].ok is False and from_dump[0].observed == 900
+
+
+@pytest.mark.parametrize(("sum_p", "ok"), [(1.0 + 0.99e-4, True), (1.0 - 1.01e-4, False), (1.003, False),
+                                          (np.nan, False)])
+def test_one_target_not_normalised(tmp_path: Path, sum_p: float, ok: bool) -> None:
+    """A dump whose prob_sum is off for one target: the finding names the worst deviation and where."""
+    from golfrun.audit.scoredump import PROB_SUM_TOLERANCE
+
+    folder = _job(tmp_path, 588_000, 5.0, val_tokens=1000)
+    count = np.ones(1000, dtype=np.int64)
+    prob_sum = np.full(1000, 1.0 - 3e-7)
+    prob_sum[417] = sum_p
+    _dump(folder, count, prob_sum=prob_sum)
+    f = _only(audit_job(folder, 28_599, FullSplit(1000)), "normalised")
+    assert f.ok is ok and f.limit == PROB_SUM_TOLERANCE == 1e-4
+    if np.isnan(sum_p):  # a non-finite score is the worst deviation there is
+        assert f.observed == math.inf and "at target 417" in f.detail
+    else:
+        assert f.observed == pytest.approx(abs(sum_p - 1.0), rel=1e-9) and "at target 417" in f.detail
+    assert ("1 of 1,000 targets outside" in f.detail) is (not ok)
+
+
+def test_a_dump_without_prob_sum_shows_no_normalisation(tmp_path: Path) -> None:
+    folder = _job(tmp_path, 588_000, 5.0, val_tokens=1000)
+    _dump(folder, np.ones(1000, dtype=np.int64), with_prob_sum=False)
+    findings = audit_job(folder, 28_599, FullSplit(1000))
+    f = _only(findings, "normalised")
+    assert f.ok is None and f.observed is None and "carries no prob_sum" in f.detail  # not shown, never a pass
+    assert _only(findings, "scored_once").ok is True
 
 
 def test_cli_exit_codes_and_json(tmp_path: Path) -> None:

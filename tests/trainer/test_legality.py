@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from golfrun.audit.scoredump import PROB_SUM_TOLERANCE
 from tests.trainer.ttt_support import V, doc_stream, hparams, random_model, run_ttt, tables
 
 CORRECTOR = {"CORRECTOR_ALPHA": "0.3", "CORRECTOR_ORDERS": "1,2,4"}
@@ -86,6 +87,16 @@ def test_every_target_scored_exactly_once(originals):
         assert entry["ttt"]["scored_tokens"] == len(d["nll"])
 
 
+def test_dump_prob_sum_is_one_per_target_with_and_without_corrector(originals):
+    """C2 on the whole run, as the score dump shows it: every scored target's distribution - the corrector's
+    bias included, added before the softmax - sums to 1 within the audit's tolerance (fp32 rounding only)."""
+    for name, (_, _, d) in originals.items():
+        dev = np.abs(d["prob_sum"] - 1.0)
+        assert d["prob_sum"].dtype == np.float64 and not np.isnan(dev).any(), name
+        assert dev.max() <= PROB_SUM_TOLERANCE, (name, dev.max())
+        assert dev.max() < 1e-5, (name, dev.max())  # what fp32 gives here (V=96): the tolerance has room
+
+
 def test_bpb_recomputed_from_dump_equals_reported(originals):
     for name, (entry, lines, d) in originals.items():
         scored = ~np.isnan(d["nll"])
@@ -114,12 +125,16 @@ def test_distribution_normalized_over_full_vocab_with_corrector(tg):
     y = torch.from_numpy(rng.integers(2, V, (2, 16)))
     with torch.no_grad():
         logits = model.logits_from_hidden(model.hidden_states(x, lora=lora), lora=lora) + bias
-        nll = tg.ttt_token_nll(model, lora, x, y, bias)
+        nll, none = tg.ttt_token_nll(model, lora, x, y, bias)
+        again, psum = tg.ttt_token_nll(model, lora, x, y, bias, prob_sum=True)
     probs = torch.softmax(logits.double(), dim=-1)
     assert torch.allclose(probs.sum(-1), torch.ones(2, 16, dtype=torch.float64), atol=1e-12)
     assert (probs > 0).all()
     picked = -torch.log(probs.gather(-1, y[..., None]))[..., 0]
     assert torch.allclose(nll.double(), picked, atol=1e-4)
+    # the score dump's sum p is read from the distribution the NLL is scored under: same NLL, sum 1
+    assert none is None and torch.equal(again, nll)
+    assert psum.shape == (2, 16) and (psum.double() - 1).abs().max() <= PROB_SUM_TOLERANCE
 
 
 def test_alpha_zero_equals_no_corrector(tg, stream, originals, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from golfrun.audit.scoredump import PROB_SUM_TOLERANCE, audit_dump
 from tests.trainer.conftest import read_results, run_trainer
 from tests.trainer.ttt_support import doc_stream, hparams, random_model, run_ttt
 
@@ -147,7 +148,7 @@ def test_batch_rows_are_symbolic_except_one(tg):
         lora = tg.BatchedLora(h, len(enc) + len(dec), rows, torch.device("cpu"))
         lora.reset(torch.Generator().manual_seed(0))
         x = torch.randint(2, h.vocab_size, (rows, width))
-        fwd(model, lora, x, x, torch.zeros(rows, 1, h.vocab_size)).mean().backward()
+        fwd(model, lora, x, x, torch.zeros(rows, 1, h.vocab_size))[0].mean().backward()
         return tg.graphs_compiled() - before
 
     assert call(4, 8) == 1
@@ -220,6 +221,13 @@ def test_ttt_run_log_lines_results_and_dumps(ttt_one):
         loss, bpb, count = _dump_bpb(out / "dump" / f"scores.{label.replace(' ', '_')}.npz")
         assert bpb == pytest.approx(e["val_bpb"], rel=1e-10) and loss == pytest.approx(e["val_loss"], rel=1e-10)
         assert count.max() == 1
+    # and golfrun's audit passes each on the recomputed score and on every scored distribution summing to 1
+    # (TTT's with the n-gram corrector on)
+    for label, e in labels.items():
+        dump = out / "dump" / f"scores.{label.replace(' ', '_')}.npz"
+        found = {f.check: f for f in audit_dump(dump, e["val_bpb"], None)}
+        assert found["normalised"].ok is True and found["normalised"].observed < 1e-5, found["normalised"]
+        assert found["dump_matches_score"].ok is True
     _, bpb, count = _dump_bpb(out / "dump" / "scores.npz")
     # TTT_DOC_LIMIT=64: the first 64 documents, a prefix of the stream, every target of it scored once
     k = t["scored_tokens"]
@@ -252,6 +260,9 @@ def test_two_process_ttt_matches_one_process(tiny_data, tiny_run, ttt_one, tmp_p
     assert r2["final"]["ttt"]["scored_tokens"] == k
     assert np.all(c1[:k] == 1) and np.all(c2[:k] == 1) and c2[k:].sum() == 0
     assert bpb2 == pytest.approx(r2["final"]["val_bpb"], rel=1e-10)
+    with np.load(two / "s.npz") as z:  # sum p is reduced over ranks like nll: 1 per target scored, NaN elsewhere
+        psum = z["prob_sum"]
+    assert np.abs(psum[:k] - 1.0).max() <= PROB_SUM_TOLERANCE and np.isnan(psum[k:]).all()
 
 
 def test_non_phased_ttt_label_and_progress_lines(tg, tmp_path):
