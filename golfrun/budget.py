@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from golfrun import ledger
 from golfrun.errors import BudgetError, SummaryError
+from golfrun.fileio import now_iso, write_json_atomic
 from golfrun.summary import STAGE_DIRS, STAGES, Summary
 
 if TYPE_CHECKING:
@@ -194,6 +195,27 @@ def estimate(ctx: "StageContext", specs: Sequence[Any], so_far: Spent) -> Estima
                                                         f"{len(measured)} measured job(s)")
     bound = sum(float(s.time_limit_s) * max(1, int(s.nproc_per_node)) for s in todo)
     return Estimate(len(todo), bound, "no job measured yet: each job's time limit × its processes")
+
+
+STOP_FILE = "budget_stop.json"
+STOP_SCHEMA = "golfrun.budget-stop/1"
+
+
+def record_stop(stage_dir: Path, stage: str, message: str) -> None:
+    """A stage refused by `check_stage` where no golfrun process waits for it (a Slurm stage job or
+    array task): the refusal, beside the stage's summary, for the golfrun that follows the campaign
+    (its exit code 4 alone says no why)."""
+    write_json_atomic(Path(stage_dir) / STOP_FILE, {"schema": STOP_SCHEMA, "stage": stage, "message": message,
+                                                    "at": now_iso()})
+
+
+def read_stop(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's recorded budget refusal, or None (none, unreadable or of another schema)."""
+    try:
+        data = json.loads((Path(stage_dir) / STOP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == STOP_SCHEMA else None
 
 
 def check_stage(ctx: "StageContext", plan: Callable[[], Sequence[Any]]) -> Estimate | None:

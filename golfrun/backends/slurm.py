@@ -312,14 +312,18 @@ class SlurmClient:
         }
 
     def _with_exit_code(self, row: TaskRow) -> TaskRow:
-        if row.state.split()[0] not in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY") or row.task:
+        if row.state.split()[0] not in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"):
             return row
-        code = self._exit_codes.get(row.job)
+        # an array task by its own id (squeue's %A): the code says why it ended (4: the [budget] refused it)
+        which = row.raw_id if row.task else row.job
+        if not which:
+            return row
+        code = self._exit_codes.get(which)
         if code is None:
-            r = self._run(["scontrol", "-o", "show", "job", row.job])
+            r = self._run(["scontrol", "-o", "show", "job", which])
             jobs = parse_scontrol(r.stdout) if r.returncode == 0 else []
             code = jobs[0].get("ExitCode", "") if jobs else ""
-            self._exit_codes[row.job] = code
+            self._exit_codes[which] = code
         return TaskRow(row.job, row.task, row.state, row.reason, code, row.raw_id)
 
     def _query_completion(self, ids: list[str]) -> dict[str, JobStatus]:
