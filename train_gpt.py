@@ -614,7 +614,8 @@ if triton is not None:
             a = tl.load(x_ptrs, mask=row_ok, other=0.0)
             b = tl.load(w_ptrs)
             if UPCAST:
-                a, b = a.to(tl.float32), b.to(tl.float32)
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
             acc = tl.dot(a, b, acc)
             x_ptrs += BK
             w_ptrs += BK
@@ -638,7 +639,8 @@ if triton is not None:
             a = tl.load(g_ptrs, mask=row_ok, other=0.0)
             b = tl.load(w_ptrs)
             if UPCAST:
-                a, b = a.to(tl.float32), b.to(tl.float32)
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
             acc = tl.dot(a, b, acc)
             g_ptrs += BK
             w_ptrs += BK * swk

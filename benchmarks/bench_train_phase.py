@@ -3,7 +3,7 @@ device call too short for the whole pipeline: runs train_gpt.py, reads its log a
 training has reported its throughput (before EMA diagnostics, GPTQ and compression) and writes one JSON
 summary. Start-up is measured from launch to the end of the first timed training step.
 Usage: python benchmarks/bench_train_phase.py DATA_DIR OUT.json   (env: ITERS=24 WARMUP=2, plus any
-trainer variable such as MLP_KERNEL or ATTN_BACKEND)"""
+trainer variable such as MLP_KERNEL or ATTN_BACKEND); benchmarks/kernel_session.py calls train_phase()."""
 from __future__ import annotations
 
 import json
@@ -12,54 +12,102 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
-    data_dir, out_path = sys.argv[1], sys.argv[2]
-    iters, warmup = os.environ.get("ITERS", "24"), os.environ.get("WARMUP", "2")
-    settings = {"DATA_DIR": data_dir, "ARTIFACT_DIR": "/tmp/bench", "RUN_ID": "bench", "SEED": "0",
+def gpu_name() -> str:
+    """The GPU as nvidia-smi names it (no CUDA context in this process: the trainer gets the whole GPU)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "cpu (no nvidia-smi)"
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "cpu (no GPU)"
+
+
+def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout_s: float | None = None,
+                cache_state: str | None = None, echo: bool = True) -> dict:
+    """Run the training phase with os.environ + `extra` (ITERS, WARMUP, MLP_KERNEL, ATTN_BACKEND, ...), write
+    OUT.json (the summary, rewritten at every log line) and OUT.log; return the summary. `timeout_s`: the whole
+    process group is killed then (`complete` stays false). `cache_state` overrides the cold/warm guess.
+    `echo`: the trainer's lines also go to stdout."""
+    penv = {**os.environ, **(extra or {})}
+    iters, warmup = penv.get("ITERS", "24"), penv.get("WARMUP", "2")
+    settings = {"DATA_DIR": data_dir, "ARTIFACT_DIR": "/tmp/bench-train", "RUN_ID": "bench", "SEED": "0",
                 "ITERATIONS": iters, "MAX_WALLCLOCK_SECONDS": "0", "ENABLE_LOOPING_AT": "0.5",
                 "WARMUP_STEPS": warmup, "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "1",
                 "GPTQ_CALIBRATION_BATCHES": "4", "COMPRESSOR": "lzma", "TTT_ENABLED": "0"}
+    kernels = {k: penv[k] for k in ("MLP_KERNEL", "ATTN_BACKEND", "TRITON_INTERPRET") if penv.get(k)}
     cmd = [sys.executable, str(HERE.parent / "train_gpt.py")]
-    env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
-    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", f"/tmp/torchinductor_{os.environ.get('USER', 'root')}")
+    env = {**penv, **settings, "PYTHONUNBUFFERED": "1"}
+    cache = penv.get("TORCHINDUCTOR_CACHE_DIR", f"/tmp/torchinductor_{penv.get('USER', 'root')}")
+    guess = "warm" if Path(cache).is_dir() and any(Path(cache).iterdir()) else "cold"
     res = {"name": Path(out_path).stem, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "command": " ".join(f"{k}={v}" for k, v in settings.items()) + " python3 train_gpt.py",
-           "compile_cache": "warm" if Path(cache).is_dir() and any(Path(cache).iterdir()) else "cold",
-           "kernels_env": {k: os.environ.get(k) for k in ("MLP_KERNEL", "ATTN_BACKEND")}, "losses": {}}
+           "device": gpu_name(), "iterations": int(iters), "warmup_steps": int(warmup),
+           "command": " ".join(f"{k}={v}" for k, v in {**settings, **kernels}.items()) + " python3 train_gpt.py",
+           "compile_cache": cache_state or guess, "kernels_env": kernels, "losses": {}}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    # the deadline: kill the trainer's whole process group (Inductor's compile workers included)
+    timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL)) if timeout_s else None
+    if timer:
+        timer.start()
     out, log = Path(out_path), open(Path(out_path).with_suffix(".log"), "w")
     for line in proc.stdout:  # the log and the summary so far are on disk at every line (a killed run keeps them)
         log.write(line)
         log.flush()
-        print(line, end="", flush=True)
+        if echo:
+            print(line, end="", flush=True)
         out.write_text(json.dumps(res, indent=2))
-        if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)", line):
-            res["losses"][m.group(1)] = float(m.group(2))
-            res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
-        elif m := re.match(r"(attention_backend|mlp_kernel):(\S+)", line):
-            res[m.group(1)] = m.group(2)
-        elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):
-            res["peak_mem_mib"], res["peak_mem_reserved_mib"] = int(m.group(1)), int(m.group(2))
-        elif m := re.match(r"throughput tok/s preloop:(\S+) loop:(\S+) priming_s:(\S+)", line):
-            pre, loop, priming = (float(x) for x in m.groups())
-            res.update(tokens_per_s_preloop=pre, tokens_per_s_loop=loop, priming_s=priming)
-            tb = int(os.environ.get("TRAIN_BATCH_TOKENS", "786432"))
-            res["step_ms_preloop"], res["step_ms_loop"] = 1000 * tb / pre, 1000 * tb / loop
-            # priming = compilation + WARMUP real steps without and with looping (+ 6 cu-bucket passes)
-            res["compile_s"] = priming - int(warmup) * (tb / pre + tb / loop)
+        if read_line(line, res, int(warmup), int(penv.get("TRAIN_BATCH_TOKENS", "786432")), t0):
             proc.send_signal(signal.SIGTERM)  # the rest of the pipeline is not what is measured
             break
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if timer:
+            timer.cancel()
+        log.close()
+    try:  # what the trainer left (compile workers): the next configuration gets a quiet GPU and CPU
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
     res["wall_s"] = time.perf_counter() - t0
     res["complete"] = "tokens_per_s_loop" in res
+    res["timed_out"] = bool(timeout_s) and not res["complete"] and res["wall_s"] >= timeout_s
     out.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
+    """Fold one trainer log line into `res`; True once training has reported its throughput."""
+    if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)", line):
+        res["losses"][m.group(1)] = float(m.group(2))
+        res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
+    elif m := re.match(r"(attention_backend|mlp_kernel):(\S+)", line):
+        res[m.group(1)] = m.group(2)
+    elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):
+        res["peak_mem_mib"], res["peak_mem_reserved_mib"] = int(m.group(1)), int(m.group(2))
+    elif m := re.match(r"throughput tok/s preloop:(\S+) loop:(\S+) priming_s:(\S+)", line):
+        pre, loop, priming = (float(x) for x in m.groups())
+        res.update(tokens_per_s_preloop=pre, tokens_per_s_loop=loop, priming_s=priming)
+        res["step_ms_preloop"], res["step_ms_loop"] = 1000 * tb / pre, 1000 * tb / loop
+        # priming = compilation + WARMUP real steps without and with looping (+ 6 cu-bucket passes)
+        res["compile_s"] = priming - warmup * (tb / pre + tb / loop)
+        return True
+    return False
+
+
+def main() -> None:
+    res = train_phase(sys.argv[1], sys.argv[2])
     print(json.dumps(res, indent=2))
 
 

@@ -1,0 +1,297 @@
+"""The kernel measurements of train_gpt.py on one GPU, planned for device calls of at most ten minutes.
+
+Steps, most valuable first (each training configuration = bench_train_phase.train_phase: the record
+configuration on one GPU, stopped once training has reported its throughput):
+
+  checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
+                  K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile
+                  cache, so the baseline's compile below is cold)
+  baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, EQUIV_ITERS steps, compile cache cold
+  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, EQUIV_ITERS steps: throughput, and the loss
+                  equivalence against baseline (per step, with baseline-warm's difference as the noise floor)
+  baseline-warm   baseline again: time to first step with a warm compile cache, and the run-to-run noise of
+                  the losses and the throughput
+  triton, gqa     each change alone, ITERS steps
+  fa4             only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of
+                  benchmarks/fa4_wheels.sh): kernel_checks.py fa4, then ATTN_BACKEND=fa4, ITERS steps
+
+A step starts only if its estimate (from what this machine has measured so far, else conservative H200
+defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call.
+Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried. State lives in STATE (default
+/tmp/kbench), which a warm machine keeps between calls: calling again continues where the last call stopped,
+with the compile caches warm. Each call writes to OUT every result so far: NAME-<step>.json per configuration
+(device, command, date, tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache,
+time_to_first_step_s, attention and MLP kernels, the losses), NAME-checks.json, and NAME-session.tar.gz
+(session.json: every step's status, estimates, the equivalence; and all logs). At most 8 files.
+
+Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
+  env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2)
+       FA4_SITE (/tmp/fa4site) SMOKE=1 (CPU: the tests' tiny model, few steps, requirements not enforced)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_train_phase import gpu_name, train_phase  # noqa: E402
+
+MARGIN_S = 20  # left at the deadline for packing and copying OUT
+# Before anything is measured on this machine. H200 (benchmarks/README.md): cold compile of the two training
+# graphs ≈ 204 s in the gpu1 campaign, 302 s from launch to the first step in the issue's run; a step ≈ 0.69 s
+# before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
+DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
+            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0}
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0}  # a hung check must not take the whole call
+# Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
+# before measuring; baseline-warm's difference to baseline is recorded beside it as the noise floor.
+EQUIV_TOL = {"max_abs": 0.05, "mean_abs_last10": 0.02}
+
+
+def steps(cfg: dict) -> list[dict]:
+    n, n_eq = cfg["iters"], cfg["equiv_iters"]
+    return [
+        {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
+        {"name": "baseline", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}, "iters": n_eq},
+        {"name": "both", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"},
+         "iters": n_eq, "needs": ["mlp", "gqa"]},
+        {"name": "baseline-warm", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"},
+         "iters": n_eq, "same_graphs_as": "baseline"},
+        {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
+         "needs": ["mlp"]},
+        {"name": "gqa", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen_gqa"}, "iters": n,
+         "needs": ["gqa"]},
+        {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
+        {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n,
+         "needs": ["fa4"], "needs_fa4": True},
+    ]
+
+
+def config() -> dict:
+    smoke = os.environ.get("SMOKE") == "1"
+    return {"data": sys.argv[1], "name": sys.argv[2], "out": Path(os.environ.get("OUT", "/tmp/bench")),
+            "state": Path(os.environ.get("STATE", "/tmp/kbench")), "deadline_s": float(os.environ.get("DEADLINE_S", "560")),
+            "iters": int(os.environ.get("ITERS", "4" if smoke else "24")),
+            "equiv_iters": int(os.environ.get("EQUIV_ITERS", "6" if smoke else "100")),
+            "warmup": int(os.environ.get("WARMUP", "1" if smoke else "2")),
+            "fa4_site": Path(os.environ.get("FA4_SITE", "/tmp/fa4site")), "smoke": smoke}
+
+
+def smoke_env() -> dict:
+    """SMOKE=1: the tests' tiny configuration on a CPU (Triton through its interpreter)."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.trainer.conftest import TINY_ENV
+    keep = ("VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "EMBEDDING_DIM", "NUM_HEADS", "NUM_KV_HEADS", "XSA_LAST_N",
+            "ROPE_DIMS", "NUM_LOOPS", "LOOP_START", "LOOP_END", "PARALLEL_START_LAYER", "TRAIN_SEQ_LEN",
+            "EVAL_SEQ_LEN", "TRAIN_BATCH_TOKENS", "VAL_BATCH_TOKENS")
+    return {**{k: TINY_ENV[k] for k in keep}, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+
+
+def fa4_ready(cfg: dict) -> bool:
+    site = cfg["fa4_site"]
+    return (site / "flash_attn" / "cute" / "interface.py").is_file() and any(
+        (site / "nvidia_cutlass_dsl" / "dsl_packages" / "cutlass" / "_mlir" / "_mlir_libs").glob("_cutlass_ir*.so"))
+
+
+def fa4_env(cfg: dict) -> dict:
+    site = cfg["fa4_site"]
+    paths = [str(site), str(site / "nvidia_cutlass_dsl" / "dsl_packages"), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def load_state(cfg: dict) -> dict:
+    path = cfg["state"] / "session.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"name": cfg["name"], "device": gpu_name(), "measured": {}, "steps": {}, "calls": []}
+
+
+def estimate(step: dict, state: dict) -> float:
+    m = {**DEFAULTS, **state["measured"]}
+    if step["kind"] == "checks":
+        return m["fa4_checks_s"] if step["only"] == "fa4" else m["checks_s"]
+    warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
+    compile_s = m["warm_compile_s"] if warm else m["cold_compile_s"]
+    half = step["iters"] / 2  # ENABLE_LOOPING_AT=0.5
+    priming = 2 * m["step_pre_s"] + 2 * m["step_loop_s"]
+    return m["overhead_s"] + compile_s + priming + half * (m["step_pre_s"] + m["step_loop_s"])
+
+
+def learn(step: dict, res: dict, state: dict) -> None:
+    """What a finished configuration tells about the next ones' durations."""
+    if not res.get("complete"):
+        return
+    m = state["measured"]
+    m["step_pre_s"] = res["step_ms_preloop"] / 1000
+    m["step_loop_s"] = res["step_ms_loop"] / 1000
+    m["overhead_s"] = max(10.0, res["wall_s"] - res["priming_s"] - step["iters"] / 2 * (m["step_pre_s"] + m["step_loop_s"]))
+    key = "warm_compile_s" if step.get("same_graphs_as") else "cold_compile_s"
+    m[key] = max(m.get(key, 0.0), res["compile_s"]) if key == "cold_compile_s" else res["compile_s"]
+
+
+def blocked(step: dict, state: dict, cfg: dict) -> str | None:
+    """Why a step cannot run at all (this call), or None."""
+    if step.get("needs_fa4") and not fa4_ready(cfg):
+        return f"flash-attn-4 is not unpacked in {cfg['fa4_site']} (carry the .fa4 parts: benchmarks/README.md)"
+    if cfg["smoke"]:
+        return None
+    for need in step.get("needs", []):
+        source = "fa4-checks" if need == "fa4" else "checks"
+        res = state["steps"].get(source, {}).get("result", {})
+        if not res.get(need, {}).get("ok"):
+            return f"the {need} check did not pass ({source}: {res.get(need, {}).get('error', 'not run or failed')})"[:300]
+    return None
+
+
+def run_checks(step: dict, cfg: dict, timeout_s: float) -> dict:
+    path = cfg["state"] / f"{step['name']}.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": "/tmp/kbench-checks-inductor",
+           "TRITON_CACHE_DIR": "/tmp/kbench-checks-triton"}  # keeps the training baseline's compile cold
+    if step["only"] == "fa4":
+        env.update(fa4_env(cfg))
+    rc = None
+    with open(cfg["state"] / f"{step['name']}.log", "w") as log:
+        try:
+            rc = subprocess.run([sys.executable, str(HERE / "kernel_checks.py"), str(path), step["only"]], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            pass
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    res["returncode"] = rc  # negative: killed by that signal (an extension built for another Python: SIGBUS)
+    res["complete"] = all(k in res for k in step["only"].split(","))
+    return res
+
+
+def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
+    extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step["env"]}
+    if cfg["smoke"]:
+        extra.update(smoke_env())
+    if step["env"].get("ATTN_BACKEND") == "fa4":
+        extra.update(fa4_env(cfg))
+    before = [n for n, s in state["steps"].items() if s.get("kind") == "train" and s["status"] in ("done", "timed_out")]
+    same = step.get("same_graphs_as")
+    cache = ("warm (this configuration's graphs compiled before)" if same in before
+             else "cold" if not before else f"shared (after {', '.join(before)}: kernels in common are cached)")
+    return train_phase(cfg["data"], str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"), extra,
+                       timeout_s=timeout_s, cache_state=cache, echo=False)
+
+
+def equivalence(state: dict, cfg: dict) -> dict | None:
+    """Per-step losses of `both` (triton + varlen_gqa) against `baseline`, and baseline-warm's as noise."""
+    def losses(name):
+        path = cfg["state"] / f"{cfg['name']}-{name}.json"
+        return json.loads(path.read_text())["losses"] if path.is_file() else {}
+
+    def diff(a, b):
+        common = sorted(set(a) & set(b), key=int)
+        if not common:
+            return None
+        d = [abs(a[s] - b[s]) for s in common]
+        return {"steps": len(common), "max_abs": max(d), "mean_abs": sum(d) / len(d),
+                "mean_abs_last10": sum(d[-10:]) / len(d[-10:]), "last_step": int(common[-1]),
+                "loss_last": {"reference": b[common[-1]], "compared": a[common[-1]]}}
+    base = losses("baseline")
+    res = {"reference": "baseline", "compared": "both", "tolerance": EQUIV_TOL,
+           "diff": diff(losses("both"), base), "noise_floor_baseline_warm": diff(losses("baseline-warm"), base)}
+    if res["diff"] is None:
+        return None
+    res["within_tolerance"] = (res["diff"]["steps"] == cfg["equiv_iters"]
+                               and res["diff"]["max_abs"] <= EQUIV_TOL["max_abs"]
+                               and res["diff"]["mean_abs_last10"] <= EQUIV_TOL["mean_abs_last10"])
+    return res
+
+
+def publish(state: dict, cfg: dict) -> None:
+    """Copy what exists to OUT: one JSON per configuration, the checks, and a tarball of everything."""
+    out, st = cfg["out"], cfg["state"]
+    out.mkdir(parents=True, exist_ok=True)
+    (st / "session.json").write_text(json.dumps(state, indent=2))
+    checks = {}
+    for name in ("checks", "fa4-checks"):
+        if (st / f"{name}.json").is_file():
+            checks[name] = json.loads((st / f"{name}.json").read_text())
+    if checks:
+        (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
+    for path in sorted(st.glob(f"{cfg['name']}-*.json")):
+        shutil.copy(path, out / path.name)
+    with tarfile.open(out / f"{cfg['name']}-session.tar.gz", "w:gz") as tar:
+        for path in sorted(st.iterdir()):
+            if path.suffix in (".json", ".log"):
+                tar.add(path, arcname=f"{cfg['name']}/{path.name}")
+
+
+def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
+    timeout_s = left - MARGIN_S
+    t0 = time.perf_counter()
+    if step["kind"] == "checks":
+        res = run_checks(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
+    else:
+        res = run_train(step, cfg, state, timeout_s)
+        learn(step, res, state)
+    wall = time.perf_counter() - t0
+    if step["kind"] == "checks":
+        key = "fa4_checks_s" if step["only"] == "fa4" else "checks_s"
+        state["measured"][key] = max(wall, 30.0)
+        timeout_s = min(timeout_s, CHECKS_CAP_S[step["name"]])
+    status = "done" if res.get("complete") else ("timed_out" if wall >= timeout_s - 1 else "failed")
+    out = {"status": status, "kind": step["kind"], "wall_s": round(wall, 1),
+           "result": {k: v for k, v in res.items() if k not in ("losses",)}}
+    if status != "done":  # why, from the step's own log
+        logs = [p for p in (cfg["state"] / f"{step['name']}.log", cfg["state"] / f"{cfg['name']}-{step['name']}.log")
+                if p.is_file()]
+        out["log_tail"] = logs[0].read_text(errors="replace")[-1500:] if logs else ""
+    return out
+
+
+def main() -> None:
+    cfg = config()
+    t_start = time.monotonic()
+    cfg["state"].mkdir(parents=True, exist_ok=True)
+    state = load_state(cfg)
+    call = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "deadline_s": cfg["deadline_s"], "ran": [],
+            "deferred": {}, "skipped": {}}
+    state["calls"].append(call)
+    for step in steps(cfg):
+        name = step["name"]
+        if state["steps"].get(name, {}).get("status") in ("done", "failed"):
+            continue
+        left = cfg["deadline_s"] - (time.monotonic() - t_start)
+        if why := blocked(step, state, cfg):
+            call["skipped"][name] = why
+            state["steps"].setdefault(name, {"status": "skipped", "kind": step["kind"]})["reason"] = why
+            continue
+        est = estimate(step, state)
+        if est > left - MARGIN_S:
+            call["deferred"][name] = f"estimated {est:.0f} s, {left - MARGIN_S:.0f} s left in this call"
+            continue
+        print(f"[kernel_session] {name}: starting (estimated {est:.0f} s, {left:.0f} s left)", flush=True)
+        state["steps"][name] = {**run_step(step, cfg, state, left), "estimated_s": round(est, 1)}
+        call["ran"].append(name)
+        r = state["steps"][name]["result"]
+        print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
+              + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
+                  "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
+                  "attention_backend", "mlp_kernel") if k in r), flush=True)
+        if name == "both" or (name == "baseline-warm" and "both" in state["steps"]):
+            state["equivalence"] = equivalence(state, cfg)
+            both = cfg["state"] / f"{cfg['name']}-both.json"
+            if both.is_file() and state["equivalence"]:
+                data = json.loads(both.read_text())
+                both.write_text(json.dumps({**data, "equivalence": state["equivalence"]}, indent=2))
+        publish(state, cfg)
+    call["wall_s"] = round(time.monotonic() - t_start, 1)
+    publish(state, cfg)
+    summary = {n: {k: s.get(k) for k in ("status", "wall_s", "estimated_s", "reason")} for n, s in state["steps"].items()}
+    print(json.dumps({"call": call, "steps": summary, "equivalence": state.get("equivalence"),
+                      "measured": state["measured"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
