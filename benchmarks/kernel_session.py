@@ -9,11 +9,12 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, EQUIV_ITERS steps, compile cache cold
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, EQUIV_ITERS steps: throughput, and the loss
                   equivalence against baseline (per step, with baseline-warm's difference as the noise floor)
+  fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
+                  kernel_checks.py fa4, FA4 against both varlen paths at the record's shape (cheap, so early)
   baseline-warm   baseline again: time to first step with a warm compile cache, and the run-to-run noise of
                   the losses and the throughput
   triton, gqa     each change alone, ITERS steps
-  fa4             only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of
-                  benchmarks/fa4_wheels.sh): kernel_checks.py fa4, then ATTN_BACKEND=fa4, ITERS steps
+  fa4             ATTN_BACKEND=fa4, ITERS steps, if its check passed
 
 A step starts only if its estimate (from what this machine has measured so far, else conservative H200
 defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call.
@@ -62,13 +63,13 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "baseline", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}, "iters": n_eq},
         {"name": "both", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"},
          "iters": n_eq, "needs": ["mlp", "gqa"]},
+        {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "baseline-warm", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"},
          "iters": n_eq, "same_graphs_as": "baseline"},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
          "needs": ["mlp"]},
         {"name": "gqa", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen_gqa"}, "iters": n,
          "needs": ["gqa"]},
-        {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n,
          "needs": ["fa4"], "needs_fa4": True},
     ]
@@ -118,22 +119,22 @@ def estimate(step: dict, state: dict) -> float:
     if step["kind"] == "checks":
         return m["fa4_checks_s"] if step["only"] == "fa4" else m["checks_s"]
     warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
-    compile_s = m["warm_compile_s"] if warm else m["cold_compile_s"]
+    # new graphs after other configurations share many Triton kernels with them: the last such compile, once known
+    compile_s = m["warm_compile_s"] if warm else m.get("shared_compile_s", m["cold_compile_s"])
     half = step["iters"] / 2  # ENABLE_LOOPING_AT=0.5
     priming = 2 * m["step_pre_s"] + 2 * m["step_loop_s"]
     return m["overhead_s"] + compile_s + priming + half * (m["step_pre_s"] + m["step_loop_s"])
 
 
-def learn(step: dict, res: dict, state: dict) -> None:
-    """What a finished configuration tells about the next ones' durations."""
+def learn(step: dict, res: dict, state: dict, cache: str) -> None:
+    """What a finished configuration tells about the next ones' durations (`cache`: cold, warm or shared)."""
     if not res.get("complete"):
         return
     m = state["measured"]
     m["step_pre_s"] = res["step_ms_preloop"] / 1000
     m["step_loop_s"] = res["step_ms_loop"] / 1000
     m["overhead_s"] = max(10.0, res["wall_s"] - res["priming_s"] - step["iters"] / 2 * (m["step_pre_s"] + m["step_loop_s"]))
-    key = "warm_compile_s" if step.get("same_graphs_as") else "cold_compile_s"
-    m[key] = max(m.get(key, 0.0), res["compile_s"]) if key == "cold_compile_s" else res["compile_s"]
+    m[f"{cache}_compile_s"] = res["compile_s"]
 
 
 def blocked(step: dict, state: dict, cfg: dict) -> str | None:
@@ -234,7 +235,7 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
         res = run_checks(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
     else:
         res = run_train(step, cfg, state, timeout_s)
-        learn(step, res, state)
+        learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
     wall = time.perf_counter() - t0
     if step["kind"] == "checks":
         key = "fa4_checks_s" if step["only"] == "fa4" else "checks_s"
