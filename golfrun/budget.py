@@ -5,7 +5,9 @@ Spent (per campaign folder, any backend): every attempt of every job, failed and
 included (golfrun/ledger.py `stage_spend`: the stages' attempt records; a stage without any counts
 its summary's `gpu_seconds_total`, `cpu_seconds_total`, `usd`; a summary without those — written
 before the ledger — its jobs' `duration_s` × their GPUs) and, on RunPod, the pods' own cost from `pod.json`
-(every pod of the campaign, the re-rolled and lost ones too: it is what the account pays).
+(every pod of the campaign, the re-rolled and lost ones too: it is what the account pays), whose GPU
+time no job held (the pods' up time × GPUs less the jobs': set-up, verify-pod, pulls) is added to
+the GPU-seconds.
 
 Estimate (before a stage that runs trainer jobs): each planned job that its folder cannot serve
 from cache costs what earlier jobs of the campaign measured — the mean device-seconds of the same
@@ -33,6 +35,7 @@ from golfrun.fileio import now_iso, write_json_atomic
 from golfrun.summary import STAGE_DIRS, STAGES, Summary
 
 if TYPE_CHECKING:
+    from golfrun.backends.runpod.pods import PodRecord
     from golfrun.stages.context import StageContext
 
 
@@ -49,6 +52,7 @@ class Spent:
     stages: list[str] = field(default_factory=list)
     attempts: int = 0  # job runs recorded in the stages' attempt records (golfrun/ledger.py)
     attempts_failed: int = 0  # of which did not succeed: their time is in the figures above
+    pod_idle_gpu_seconds: float = 0.0  # RunPod: pod GPU time no job held (in gpu_seconds too)
     budget_usd: float = 0.0
     budget_gpu_hours: float = 0.0
     job_seconds: dict[str, list[float]] = field(default_factory=dict)  # stage → measured device-seconds per job
@@ -114,17 +118,21 @@ def _budget_of(campaign_dir: Path) -> tuple[float, float]:
     return float(table.get("usd") or 0.0), float(table.get("gpu_hours") or 0.0)
 
 
-def _pods_cost(campaign_dir: Path) -> tuple[float, int] | None:
-    """(USD, pods) of the campaign's RunPod pods from pod.json, or None when it has none."""
+def pod_record(campaign_dir: Path) -> "PodRecord | None":
+    """The campaign's RunPod pod record (pod.json: this pod and the earlier ones), or None."""
     from golfrun.backends.runpod.pods import POD_JSON, PodRecord
 
     try:
-        data = json.loads((campaign_dir / POD_JSON).read_text())
+        data = json.loads((Path(campaign_dir) / POD_JSON).read_text())
     except (OSError, ValueError):
         return None
-    known = {k: v for k, v in data.items() if k in PodRecord.__dataclass_fields__}
-    record = PodRecord(**known)
-    return record.cost_so_far(), len(record.earlier_pods) + (1 if record.pod_id else 0)
+    return PodRecord(**{k: v for k, v in data.items() if k in PodRecord.__dataclass_fields__})
+
+
+def pod_idle_gpu_seconds(record: "PodRecord", job_gpu_seconds: float) -> float:
+    """GPU-seconds the campaign's pods were up with no trainer job holding them (set-up, verify-pod,
+    data, pulls, waits): the pods' GPU time less the jobs' (the ledger's attempts)."""
+    return round(max(0.0, record.up_gpu_seconds() - job_gpu_seconds), 3)
 
 
 def spent(campaign_dir: Path) -> Spent:
@@ -135,9 +143,12 @@ def spent(campaign_dir: Path) -> Spent:
     for stage in STAGES:
         s = _read_summary(campaign_dir / STAGE_DIRS[stage] / "summary.json")
         _add_stage(out, stage, s, ledger.stage_spend(campaign_dir / STAGE_DIRS[stage], s), usd_parts)
-    pods = _pods_cost(campaign_dir)
-    if pods is not None:
-        out.usd, out.pods, out.usd_source = round(pods[0], 4), pods[1], "pods"
+    record = pod_record(campaign_dir)
+    if record is not None:
+        out.usd, out.usd_source = round(record.cost_so_far(), 4), "pods"
+        out.pods = len(record.earlier_pods) + (1 if record.pod_id else 0)
+        out.pod_idle_gpu_seconds = pod_idle_gpu_seconds(record, out.gpu_seconds)
+        out.gpu_seconds += out.pod_idle_gpu_seconds  # the account pays for a pod's GPUs, busy or idle
     elif usd_parts:
         out.usd, out.usd_source = round(sum(usd_parts), 4), "ledger"
     return out

@@ -133,17 +133,20 @@ def spend_fields(engine: Engine, stage: str) -> dict[str, Any]:
 
 def ledger_totals(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The campaign's GPU-time ledger: what its stages spent (every attempt) and its price."""
-    from golfrun import ledger
+    from golfrun import budget, ledger
     from golfrun.stages.common import price_per_gpu_hour
 
     gpu = round(sum(float(r.get("spent_gpu_seconds") or 0.0) for r in rows), 3)
     cpu = round(sum(float(r.get("spent_cpu_seconds") or 0.0) for r in rows), 3)
     price = price_per_gpu_hour(engine.campaign, engine.campaign_dir)
+    pod = budget.pod_record(engine.campaign_dir)  # RunPod: the pods' GPU time, busy or idle
     return {"gpu_seconds_total": gpu, "gpu_minutes_total": round(gpu / 60.0, 3), "cpu_seconds_total": cpu,
             "cpu_minutes_total": round(cpu / 60.0, 3), "usd_per_gpu_hour": price, "usd": ledger.usd(gpu, price),
             "attempts": sum(int(r.get("attempts") or 0) for r in rows),
             "attempts_failed": sum(int(r.get("attempts_failed") or 0) for r in rows),
-            "unreadable": [u for r in rows for u in r.get("attempts_unreadable") or []]}
+            "unreadable": [u for r in rows for u in r.get("attempts_unreadable") or []],
+            "pod_gpu_seconds": None if pod is None else round(pod.up_gpu_seconds(), 3),
+            "pod_idle_gpu_seconds": None if pod is None else budget.pod_idle_gpu_seconds(pod, gpu)}
 
 
 def ledger_line(totals: dict[str, Any]) -> str:
@@ -154,8 +157,11 @@ def ledger_line(totals: dict[str, Any]) -> str:
     which = f"{failed} failed attempt(s) included" if failed else "every attempt"
     unreadable = totals.get("unreadable") or []
     lost = f"; NOT counted: {len(unreadable)} unreadable attempt record(s), first {unreadable[0]}" if unreadable else ""
+    pods = totals.get("pod_gpu_seconds")
+    held = (f"; the pods held {pods / 60.0:.1f} GPU-minutes, {totals['pod_idle_gpu_seconds'] / 60.0:.1f} of them "
+            f"with no job running") if pods is not None else ""
     return (f"GPU time: {totals['gpu_minutes_total']:.1f} GPU-minutes, {totals['cpu_minutes_total']:.1f} CPU-minutes"
-            f"{money if totals['gpu_seconds_total'] else ''} ({which}; cached jobs count 0{lost})")
+            f"{money if totals['gpu_seconds_total'] else ''} ({which}; cached jobs count 0{lost}){held}")
 
 
 def _device_minutes(r: dict[str, Any]) -> str:

@@ -175,12 +175,28 @@ class PodRecord:
         return earlier + self.pod_cost(now)
 
     def pod_cost(self, now: float | None = None) -> float:
+        return self.up_seconds(now) * self.cost_per_hr / 3600.0
+
+    def up_seconds(self, now: float | None = None) -> float:
+        """Seconds this pod has been RUNNING (from golfrun first seeing it so to its end, or now)."""
         if not self.running_since_epoch:
             return 0.0
         end = now if now is not None else time.time()
         if self.ended_at:
             end = min(end, _epoch(self.ended_at) or end)
-        return max(0.0, end - self.running_since_epoch) * self.cost_per_hr / 3600.0
+        return max(0.0, end - self.running_since_epoch)
+
+    def up_gpu_seconds(self, now: float | None = None) -> float:
+        """GPU-seconds the campaign's pods held, this one and the earlier ones, busy or idle: what the
+        account pays for in GPU time. An earlier pod recorded before `up_s` was kept counts its cost
+        at its rate, with this pod's GPU count when it named none."""
+        total = self.up_seconds(now) * self.gpu_count
+        for p in self.earlier_pods:
+            rate = float(p.get("cost_per_hr") or 0.0)
+            up = p.get("up_s")
+            seconds = float(up) if isinstance(up, (int, float)) else (float(p.get("cost_usd") or 0.0) / rate * 3600.0 if rate > 0 else 0.0)
+            total += seconds * int(p.get("gpu_count") or self.gpu_count)
+        return total
 
 
 def record_path(campaign_dir: Path) -> Path:
@@ -383,7 +399,8 @@ def retire(record: PodRecord) -> PodRecord:
     if record.pod_id:
         earlier.append({"pod_id": record.pod_id, "name": record.name, "created_at": record.created_at,
                         "ended_at": record.ended_at, "end_reason": record.end_reason,
-                        "cost_per_hr": record.cost_per_hr, "cost_usd": round(record.pod_cost(), 6)})
+                        "cost_per_hr": record.cost_per_hr, "cost_usd": round(record.pod_cost(), 6),
+                        "gpu_count": record.gpu_count, "up_s": round(record.up_seconds(), 3)})
     return PodRecord(campaign=record.campaign, name=pod_name(record.campaign), api_url=record.api_url,
                      budget_usd=record.budget_usd, workdir=record.workdir, earlier_pods=earlier)
 
