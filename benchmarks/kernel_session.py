@@ -158,6 +158,7 @@ def run_checks(step: dict, cfg: dict, timeout_s: float) -> dict:
     if step["only"] == "fa4":
         env.update(fa4_env(cfg))
     rc = None
+    path.unlink(missing_ok=True)  # a retry must not read the partial JSON of a timed-out earlier call
     with open(cfg["state"] / f"{step['name']}.log", "w") as log:
         try:
             rc = subprocess.run([sys.executable, str(HERE / "kernel_checks.py"), str(path), step["only"]], env=env,
