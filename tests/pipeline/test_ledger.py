@@ -5,13 +5,18 @@ trainer (tests/fixtures/pipeline_trainer.py; FAKE_DEVICE makes it report a GPU, 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from golfrun.cli import main
-from tests.fixtures.pipeline_campaign import write_campaign
+from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, write_campaign
+from tests.fixtures.waiting import wait_for
 
 GPU_ENV = {"FAKE_DEVICE": "NVIDIA H200", "FAKE_TIMINGS": "1"}
 JOB_STAGES = ("02-gate-a", "03-ablation", "04-gate-b")
@@ -163,6 +168,30 @@ def test_a_failed_attempt_stays_in_the_ledger_when_the_stage_is_rerun(tmp_path: 
     spend = json.loads(CliRunner().invoke(main, ["spend", "--json", "--runs-dir", str(tmp_path / "runs")]).output)
     assert spend[0]["cpu_seconds"] == pytest.approx(status["ledger"]["cpu_seconds_total"], abs=1e-3)
     assert spend[0]["attempts_failed"] == 1
+
+
+def test_an_attempt_stopped_by_sigterm_is_recorded_as_interrupted(tmp_path: Path, shared_data: Path) -> None:
+    block = tmp_path / "block"
+    block.touch()
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
+    args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: bool(launches(tmp_path)))
+        time.sleep(0.5)  # the trainer holds its "GPU" for a while before golfrun is stopped
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    block.unlink()
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "t" / "02-gate-a" / "attempts").glob("*.json")]
+    assert record["state"] == "INTERRUPTED" and record["job"] == "seed0"
+    assert record["duration_s"] >= 0.5 and record["gpu_seconds"]["total"] == pytest.approx(record["duration_s"], abs=0.01)
+    assert golfrun(tmp_path, "run-all").exit_code == 0  # the rerun counts both
+    ledger = json.loads(golfrun(tmp_path, "status", "--json").output)["ledger"]
+    assert ledger["attempts_failed"] == 1 and ledger["cpu_seconds_total"] > record["gpu_seconds"]["total"]
 
 
 def test_old_summary_schema_stays_readable() -> None:
