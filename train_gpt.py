@@ -1949,6 +1949,10 @@ def serialize(h: Any, model: nn.Module, calib_batches: Any, log0: Callable[[str]
     check_compressor(h.compressor)
     code_bytes = code_size_bytes(h, log0)
     unbanked = unbank_state_dict(sd)
+    bad = [k for k, v in unbanked.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a diverged run: GPTQ would only fail later, on a Hessian that is not positive definite
+        raise RuntimeError(f"GPTQ: {len(bad)} weight tensor(s) are not finite (NaN/Inf), first {bad[0]}: training "
+                           f"diverged (see the train_loss lines); final_model.pt is kept, no quantized model written")
     log0("GPTQ:collecting Hessians from calibration data...")
     t0 = time.perf_counter()
     hessians = collect_hessians(model, calib_batches, device)
