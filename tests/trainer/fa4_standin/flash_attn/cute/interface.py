@@ -27,6 +27,14 @@ def _unsupported(**options) -> None:
         raise NotImplementedError(f"fa4 stand-in: {', '.join(used)} not implemented")
 
 
+def _check_like_fa4(q, k, v, cu_seqlens, *more) -> None:
+    """FA4's input checks (interface.py), except its fp16/bf16-only rule: these tests also run in fp32."""
+    if any(t.dtype != q.dtype for t in (k, v, *more)):
+        raise ValueError("fa4 stand-in: q, k, v (, out, dout) must share one dtype")
+    if cu_seqlens is not None and cu_seqlens.dtype != torch.int32:
+        raise ValueError("fa4 stand-in: cu_seqlens_q, cu_seqlens_k must be int32")
+
+
 def _mask(cu_seqlens: Optional[torch.Tensor], total: int, causal: bool, device) -> torch.Tensor:
     """(T, T) bool: key j visible to query i (same segment; j <= i when causal)."""
     pos = torch.arange(total, device=device)
@@ -88,6 +96,7 @@ def flash_attn_varlen_func(
         raise NotImplementedError("fa4 stand-in: cu_seqlens_q != cu_seqlens_k")
     if q.dim() != 3 or q.size(1) % k.size(1):
         raise ValueError(f"fa4 stand-in: q {tuple(q.shape)} and k {tuple(k.shape)} are not packed GQA shapes")
+    _check_like_fa4(q, k, v, cu_seqlens_q)
     CALLS["fwd"] += 1
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.size(-1))
     mask = _mask(cu_seqlens_q, q.size(0), causal, q.device)
@@ -154,6 +163,9 @@ def _flash_attn_bwd(
     _unsupported(softcap=softcap, window=window_size_left is not None or window_size_right is not None,
                  seqused=seqused_q is not None or seqused_k is not None, mods=score_mod or mask_mod,
                  dlse=dlse is not None, sink=learnable_sink is not None, out_buffers=dq is not None)
+    _check_like_fa4(q, k, v, cu_seqlens_q, out, dout)
+    if lse.shape != (q.size(1), q.size(0)) or lse.dtype != torch.float32:  # FA4's own assertion, varlen case
+        raise ValueError(f"fa4 stand-in: lse must be float32 (num_head, total_q), got {lse.dtype} {tuple(lse.shape)}")
     CALLS["bwd"] += 1
     H, Hkv, T = q.size(1), k.size(1), q.size(0)
     group = H // Hkv
