@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -168,6 +169,10 @@ def test_a_failed_attempt_stays_in_the_ledger_when_the_stage_is_rerun(tmp_path: 
     spend = json.loads(CliRunner().invoke(main, ["spend", "--json", "--runs-dir", str(tmp_path / "runs")]).output)
     assert spend[0]["cpu_seconds"] == pytest.approx(status["ledger"]["cpu_seconds_total"], abs=1e-3)
     assert spend[0]["attempts_failed"] == 1
+    # preserve archives the attempt records with their stage: the failed attempt's cost is kept with the results
+    with tarfile.open(next((tmp_path / "runs" / "t" / "05-preserve").glob("*.tar.gz"))) as tar:
+        archived = [n for n in tar.getnames() if "/02-gate-a/attempts/" in n]
+    assert sorted(Path(n).name for n in archived) == sorted(p.name for p in records)
 
 
 def test_an_attempt_stopped_by_sigterm_is_recorded_as_interrupted(tmp_path: Path, shared_data: Path) -> None:
