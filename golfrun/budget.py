@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +53,12 @@ class Spent:
     attempts: int = 0  # job runs recorded in the stages' attempt records (golfrun/ledger.py)
     attempts_failed: int = 0  # of which did not succeed: their time is in the figures above
     pod_idle_gpu_seconds: float = 0.0  # RunPod: pod GPU time no job held (in gpu_seconds too)
+    pod_gpu_seconds: float | None = None  # RunPod: the pods' up time × GPUs, busy or idle; None off RunPod
     budget_usd: float = 0.0
     budget_gpu_hours: float = 0.0
     job_seconds: dict[str, list[float]] = field(default_factory=dict)  # stage → measured device-seconds per job
+    # stage → what it added to the figures above (its attempts; source "jobs": a summary from before the ledger)
+    by_stage: dict[str, ledger.StageSpend] = field(default_factory=dict)
 
     @property
     def device_seconds(self) -> float:
@@ -64,6 +67,7 @@ class Spent:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("job_seconds")
+        d.pop("by_stage")
         d["gpu_hours"], d["cpu_hours"] = round(self.gpu_seconds / 3600, 4), round(self.cpu_seconds / 3600, 4)
         return d
 
@@ -142,11 +146,17 @@ def spent(campaign_dir: Path) -> Spent:
     usd_parts: list[float] = []
     for stage in STAGES:
         s = _read_summary(campaign_dir / STAGE_DIRS[stage] / "summary.json")
-        _add_stage(out, stage, s, ledger.stage_spend(campaign_dir / STAGE_DIRS[stage], s), usd_parts)
+        spend = ledger.stage_spend(campaign_dir / STAGE_DIRS[stage], s)
+        before = out.gpu_seconds, out.cpu_seconds
+        _add_stage(out, stage, s, spend, usd_parts)
+        gpu, cpu = round(out.gpu_seconds - before[0], 3), round(out.cpu_seconds - before[1], 3)
+        out.by_stage[stage] = replace(spend, gpu_seconds=gpu, cpu_seconds=cpu,
+                                      source=spend.source or ("jobs" if gpu or cpu else ""))
     record = pod_record(campaign_dir)
     if record is not None:
         out.usd, out.usd_source = round(record.cost_so_far(), 4), "pods"
         out.pods = len(record.earlier_pods) + (1 if record.pod_id else 0)
+        out.pod_gpu_seconds = round(record.up_gpu_seconds(), 3)
         out.pod_idle_gpu_seconds = pod_idle_gpu_seconds(record, out.gpu_seconds)
         out.gpu_seconds += out.pod_idle_gpu_seconds  # the account pays for a pod's GPUs, busy or idle
     elif usd_parts:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from golfrun.report.data import (
-    CheckRow, Curve, CurvePoint, GpuTime, JobInfo, Look, Provenance, ReportData, Scalar, Score, StageInfo,
-    TestStats, Thresholds,
+    AttemptRow, CheckRow, Curve, CurvePoint, GpuTime, JobInfo, Look, Provenance, ReportData, Scalar, Score, Spend,
+    StageInfo, StageSpendRow, TestStats, Thresholds,
 )
 from golfrun.summary import STAGE_DIRS, STAGES
 from golfrun.trainer.progress import parse_progress_line
@@ -298,6 +298,27 @@ def thresholds(decisions: Mapping[str, dict[str, Any]], gate_b: StageInfo | None
     )
 
 
+# ------------------------------------------------------------------------------ spend
+
+
+def spend(campaign_dir: Path) -> Spend:
+    """The campaign's spend as golfrun/budget.py `spent` counts it (the same figures as `golfrun spend`
+    and the `[budget]` check), with each stage's part and every attempt record behind it."""
+    from golfrun import budget, ledger
+
+    spent = budget.spent(campaign_dir)
+    rows = [StageSpendRow(stage, s.attempts, s.failed, s.gpu_seconds, s.cpu_seconds, s.usd, s.source)
+            for stage, s in spent.by_stage.items()]
+    attempts = [AttemptRow(a.stage, a.job, a.state, a.started_at, a.finished_at, a.duration_s, a.gpus, a.total, a.usd)
+                for stage in STAGES for a in ledger.read_attempts(campaign_dir / STAGE_DIRS[stage])[0]]
+    on_pods = spent.pod_gpu_seconds is not None
+    return Spend(stages=rows, attempts=attempts, gpu_seconds=spent.gpu_seconds, cpu_seconds=spent.cpu_seconds,
+                 usd=spent.usd, usd_source=spent.usd_source, attempts_total=spent.attempts,
+                 attempts_failed=spent.attempts_failed, pod_gpu_seconds=spent.pod_gpu_seconds,
+                 pod_idle_gpu_seconds=spent.pod_idle_gpu_seconds if on_pods else None,
+                 unreadable=[u for s in spent.by_stage.values() for u in s.unreadable])
+
+
 # ------------------------------------------------------------------------------ provenance
 
 
@@ -393,11 +414,13 @@ def collect(campaign_dir: Path, reference_logs: Sequence[Path] = (),
         read_json(campaign_dir / STAGE_DIRS["preserve"] / "provenance.json")[0] or {}
     jobs = [j for s in stages for j in s.jobs]
     name = campaign_dir.name
+    paid = spend(campaign_dir)
     return ReportData(
         campaign=name, campaign_dir=str(campaign_dir), stages=stages, curves=curves,
         scores=scores(decisions, read["gate-a"][0], reference),
         thresholds=thresholds(decisions, read["gate-b"][0], reference),
         promoted=text(decisions["ablation"].get("promoted")), gate_b_variant=text(decisions["gate-b"].get("variant")),
         provenance=provenance(prov, decisions["verify-pod"], jobs, _result_versions(campaign_dir, jobs)),
-        missing=missing(stages, curves, bool(prov)),
+        missing=missing(stages, curves, bool(prov)) + [f"attempt record not counted: {u}" for u in paid.unreadable],
+        spend=paid,
     )

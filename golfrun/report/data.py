@@ -116,6 +116,53 @@ class StageInfo:
 
 
 @dataclass(frozen=True)
+class AttemptRow:
+    """One run of one trainer job as the ledger recorded it (`<NN-stage>/attempts/*.json`), whatever its end."""
+
+    stage: str
+    job: str
+    state: str  # SUCCEEDED, FAILED, CANCELLED, … or INTERRUPTED (golfrun was stopped while it ran)
+    started_at: str
+    finished_at: str
+    duration_s: float
+    gpus: int  # 0: a CPU-only run, whose device-seconds are CPU-seconds
+    device_seconds: float  # wall × GPUs (or processes) held
+    usd: float | None
+
+
+@dataclass(frozen=True)
+class StageSpendRow:
+    """What one stage has spent, every attempt of its jobs counted (golfrun/ledger.py `stage_spend`)."""
+
+    stage: str
+    attempts: int
+    failed: int  # attempts that did not succeed; their time is in the seconds
+    gpu_seconds: float
+    cpu_seconds: float
+    usd: float | None
+    source: str  # "attempts" | "summary" (no attempt records) | "jobs" (a summary before the ledger) | ""
+
+
+@dataclass(frozen=True)
+class Spend:
+    """The campaign's spend as the ledger counts it (golfrun/budget.py `spent`, what `golfrun spend` and
+    the `[budget]` check read): every attempt of every job, failed and interrupted ones included, and on
+    RunPod the pods' GPU time no job held, which is in `gpu_seconds` too."""
+
+    stages: list[StageSpendRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)  # in the order they finished
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    usd: float | None = None
+    usd_source: str = ""  # "pods" (RunPod's rate × up time) | "ledger" | ""
+    attempts_total: int = 0
+    attempts_failed: int = 0
+    pod_gpu_seconds: float | None = None  # None: no RunPod pod
+    pod_idle_gpu_seconds: float | None = None
+    unreadable: list[str] = field(default_factory=list)  # attempt records not counted
+
+
+@dataclass(frozen=True)
 class Score:
     """One final score: a variant's (ablation) or a seed's (gate-b, reference)."""
 
@@ -163,6 +210,7 @@ class ReportData:
     gate_b_variant: str | None = None
     provenance: Provenance = field(default_factory=Provenance)
     missing: list[str] = field(default_factory=list)
+    spend: Spend = field(default_factory=Spend)
     schema: str = REPORT_SCHEMA
 
     def stage(self, name: str) -> StageInfo | None:

@@ -17,6 +17,10 @@ from golfrun.report.data import ReportData, StageInfo
 from golfrun.report.figures import FIGURE_TITLES
 
 VERDICT_CLASSES = {"PASS": "pass", "KILL": "kill", "HOLD": "hold", "ERROR": "error", "SKIPPED": "skipped"}
+# where a stage's spend (and the campaign's USD) comes from, in words (golfrun/budget.py `spent`)
+SPEND_SOURCES = {"attempts": "attempt records", "summary": "its summary (no attempt records)",
+                 "jobs": "job wall time (a summary before the ledger)", "": "–",
+                 "pods": "the pods' cost", "ledger": "the ledger's price"}
 
 
 def fmt(x: Any, digits: int = 6) -> str:
@@ -74,6 +78,7 @@ def render_html(data: ReportData, figures: Mapping[str, bytes]) -> str:
         images=images,
         titles=FIGURE_TITLES,
         verdict_classes=VERDICT_CLASSES,
+        spend_sources=SPEND_SOURCES,
         stage_gpu_seconds=stage_gpu_seconds,
         ledger=ledger,
         total_gpu_seconds=sum(totals) if totals else None,

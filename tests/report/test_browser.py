@@ -111,3 +111,37 @@ def test_report_of_a_killed_campaign_renders(tmp_path: Path, campaign: Path) -> 
     assert "What this report cannot show" in text and "gate-b: SKIPPED" in text
     status = run_golfrun(["status", "--campaign", str(campaign), "--set", "gate_a.bpb_tolerance=-1.0"], cwd=tmp_path)
     assert "report: " + str(runs / "05-preserve" / "report" / "report.html") in status.stdout  # preserve's
+
+
+def test_report_shows_the_failed_attempt_of_a_stage_that_passed_on_its_rerun(tmp_path: Path, shared_data: Path) -> None:
+    """gate-a's job fails once (exit 3), the rerun passes: gate-a's summary tells only the passing run,
+    but the report's spend (the ledger's, as `golfrun spend` counts it) shows both attempts and their time."""
+    from golfrun import budget
+    from tests.fixtures.pipeline_campaign import write_campaign
+
+    campaign = write_campaign(tmp_path, shared_data, trainer_env={"FAKE_CRASH_ONCE": str(tmp_path / "crashed")})
+    assert run_golfrun(["run-all", "--campaign", str(campaign)], cwd=tmp_path).returncode == 12  # gate-a ERROR
+    again = run_golfrun(["run-all", "--campaign", str(campaign)], cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    out = tmp_path / "out"
+    made = run_golfrun(["report", "--campaign", str(campaign), "--out", str(out)], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+
+    runs = tmp_path / "runs" / "t"
+    data = json.loads((out / "report.json").read_text())["spend"]
+    assert [(a["stage"], a["job"], a["state"]) for a in data["attempts"] if a["stage"] == "gate-a"] == \
+        [("gate-a", "seed0", "FAILED"), ("gate-a", "seed0", "SUCCEEDED")]
+    gate_a = {r["stage"]: r for r in data["stages"]}["gate-a"]
+    assert (gate_a["attempts"], gate_a["failed"], gate_a["source"]) == (2, 1, "attempts")
+    failed = next(a for a in data["attempts"] if a["state"] == "FAILED")
+    assert failed["device_seconds"] > 0  # a CPU campaign: its device-seconds are CPU-seconds
+    latest = json.loads((runs / "02-gate-a" / "summary.json").read_text())["cpu_seconds_total"]
+    assert gate_a["cpu_seconds"] == pytest.approx(latest + failed["device_seconds"], abs=1e-3)
+    spent = budget.spent(runs)  # the same sum as `golfrun spend` and the [budget] check, not a second one
+    assert (data["cpu_seconds"], data["attempts_total"], data["attempts_failed"]) == \
+        (spent.cpu_seconds, spent.attempts, 1) and data["pod_idle_gpu_seconds"] is None
+
+    text = _render(tmp_path, out / "report.html")
+    assert "Spent: every attempt" in text
+    assert re.search(r"gate-a/seed0\s+FAILED\s+\S+\s+\S+", text) and re.search(r"gate-a/seed0\s+SUCCEEDED\s+\d{4}-", text)
+    assert re.search(r"gate-a\s+2\s+1\s+[\d.]+\s+[\d.]+", text), text  # stage, attempts, failed, GPU-, CPU-minutes

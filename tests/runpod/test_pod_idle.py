@@ -44,6 +44,17 @@ def test_the_pods_gpu_time_with_no_job_running_is_counted(fake_runpod: FakeRunpo
     # `golfrun spend` and the [budget]: the account paid for those GPU-seconds, so they count
     s = spent(runs / "tiny")
     assert s.pod_idle_gpu_seconds == pytest.approx(held, abs=1e-3) and s.gpu_seconds == pytest.approx(held, abs=1e-3)
+    # the report's spend is the same: the pods' GPU time and what of it no job held
+    from golfrun.report.collect import collect
+
+    from golfrun.report.render import render_html, minutes
+
+    data = collect(runs / "tiny")
+    paid = data.spend
+    assert paid.pod_gpu_seconds == pytest.approx(held, abs=1e-3) and paid.pod_idle_gpu_seconds == pytest.approx(held, abs=1e-3)
+    assert paid.gpu_seconds == pytest.approx(s.gpu_seconds, abs=1e-3) and paid.usd_source == "pods"
+    assert f'pods, no job running</td><td></td><td></td><td class="num">{minutes(paid.pod_idle_gpu_seconds)}' \
+        in render_html(data, {})
 
 
 def test_a_retired_pod_keeps_its_gpu_time() -> None:
