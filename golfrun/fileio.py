@@ -25,6 +25,22 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def iso_at(epoch: float) -> str:
+    """`now_iso`'s form of an epoch time (a file's mtime)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def epoch_of(iso: str) -> float | None:
+    """Seconds since the epoch of a `now_iso` timestamp (or any ISO 8601 with a zone); None if it is not one."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def sha256_file(path: Path | str, chunk: int = _CHUNK) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -20,7 +20,10 @@ Every run of a job, whatever its end (a failure, an interruption), also leaves o
 `<NN-stage>/attempts/<job>--<finished>--<id>.json` (schema `golfrun.ledger-attempt/1`): a rerun
 replaces the job folder and the stage summary, but the GPU time a failed attempt held was paid for.
 What a stage has spent is the sum of its attempts (`stage_spend`); a stage folder without any (written
-before attempts were recorded) counts its summary. Stdlib only: `golfrun status` reads this.
+before attempts were recorded) counts its summary. A run golfrun never saw end (it was killed) is
+recorded by the next run that reaches the job's folder: adopted from its results.json, or rebuilt
+from its job.json and the folder's last write (golfrun/stages/common.py, docs/cost.md).
+Stdlib only: `golfrun status` reads this.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +151,10 @@ class Attempt:
     gpus: int  # 0: a CPU-only run, whose gpu_seconds count CPU processes
     gpu_seconds: dict[str, float]  # {startup, train, serialize, eval, other, total}, as a JobRecord's
     usd: float | None  # at the price known when it finished; None: no price
+    # how golfrun knows its end: "run" (it saw the job end, or was stopped and said so), "adopted" (a
+    # finished results.json found after golfrun was killed: its end is the file's time), "reconstructed"
+    # (a job folder golfrun was killed under: its end is the folder's last write, a lower bound)
+    source: str = "run"
 
     @property
     def unit(self) -> str:
@@ -163,21 +171,32 @@ class Attempt:
     def from_dict(cls, data: Any, where: str) -> "Attempt":
         if not isinstance(data, Mapping) or data.get("schema") != ATTEMPT_SCHEMA:
             raise ValueError(f"{where}: not a {ATTEMPT_SCHEMA} record")
-        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = [k for k in required if k not in data]
         if missing:
             raise ValueError(f"{where}: missing key {missing[0]!r}")
         if not isinstance(data["gpu_seconds"], Mapping) or isinstance(data["gpus"], bool) or not isinstance(data["gpus"], int):
             raise ValueError(f"{where}: keys 'gpus' (an integer) and 'gpu_seconds' (an object) have the wrong type")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def record_attempt(stage_dir: Path, attempt: Attempt) -> Path:
+def new_attempt_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def record_attempt(stage_dir: Path, attempt: Attempt, attempt_id: str | None = None) -> Path:
     """Write one attempt record beside the stage's summary (a file per attempt: parallel Slurm array
-    tasks never write the same file)."""
+    tasks never write the same file). `attempt_id`: the one the job's job.json names, so that a later
+    run can tell whether this attempt was recorded (`is_recorded`)."""
     stamp = attempt.finished_at.replace("-", "").replace(":", "")
-    path = Path(stage_dir) / ATTEMPTS_DIR / f"{attempt.job}--{stamp}--{uuid.uuid4().hex[:8]}.json"
+    path = Path(stage_dir) / ATTEMPTS_DIR / f"{attempt.job}--{stamp}--{attempt_id or new_attempt_id()}.json"
     write_json_atomic(path, attempt.to_dict())
     return path
+
+
+def is_recorded(stage_dir: Path, job: str, attempt_id: str) -> bool:
+    """Whether the attempt of `job` with this id has its record (readable or not)."""
+    return any((Path(stage_dir) / ATTEMPTS_DIR).glob(f"{glob_escape(job)}--*--{glob_escape(attempt_id)}.json"))
 
 
 def read_attempts(stage_dir: Path) -> tuple[list[Attempt], list[str]]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golfrun.fileio import copy_file_atomic, now_iso, sha256_file, sha256_text, write_json_atomic
+from golfrun.fileio import copy_file_atomic, epoch_of, iso_at, now_iso, sha256_file, sha256_text, write_json_atomic
 from golfrun.machine import campaign_result_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
@@ -300,14 +300,35 @@ def adopt_finished(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], r
             spec.keep(folder)
     except OSError:
         return None  # the rerun reports it
-    recorded.update(state="SUCCEEDED", adopted=True, finished_at=now_iso(), error=None)
-    _write_job_json(folder, recorded)
     record.state = "SUCCEEDED"
     record.backend_ids = list(recorded.get("backend_ids", []))
     record.reason = "adopted: results.json of a run whose golfrun was interrupted"
     record.result = result.to_dict()
+    ended = adopted_ledger(ctx, spec, folder, recorded, record)
+    recorded.update(state="SUCCEEDED", adopted=True, finished_at=iso_at(ended), error=None, duration_s=record.duration_s)
+    _write_job_json(folder, recorded)
+    attempt_id = str(recorded.get("attempt_id") or "")
+    if attempt_id and not ledger.is_recorded(ctx.stage_dir, spec.name, attempt_id):  # not already as INTERRUPTED
+        record_attempt(ctx, record, str(recorded["submitted_at"]), "SUCCEEDED", attempt_id=attempt_id,
+                       finished_at=iso_at(ended), source="adopted")
     ctx.log(f"{ctx.stage}: job {spec.name}: adopted its finished results.json ({folder})")
     return JobOutcome(spec, record, result)
+
+
+def adopted_ledger(ctx: "StageContext", spec: JobSpec, folder: Path, recorded: dict[str, Any],
+                   record: JobRecord) -> float:
+    """The ledger of an adopted run, which golfrun never saw end: from job.json's start to results.json,
+    which the trainer writes last (its phases from the file's `timings_s`); into the record and job.json.
+    Returns the run's end (epoch)."""
+    ended = (folder / "results.json").stat().st_mtime
+    started = epoch_of(str(recorded.get("submitted_at") or ""))
+    record.duration_s = round(ended - started, 3) if started is not None and ended >= started else None
+    fill_ledger(ctx, spec, record, str(recorded.get("compile_cache") or "off"))
+    facts = machine_facts(ctx) if compile_cache_folder(ctx) is not None else None
+    if facts is not None:
+        record.compile["facts"] = facts.to_dict()
+    recorded["ledger"] = {"gpus": record.gpus, "gpu_seconds": record.gpu_seconds, "compile": record.compile}
+    return ended
 
 
 def log_tail(folder: Path, env: Mapping[str, str], lines: int = TAIL_LINES) -> str:
@@ -366,6 +387,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     # A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output.
     if folder.exists():
         ctx.backend.prepare(folder)  # nothing left running may write into the fresh folder
+        record_lost_attempt(ctx, spec, folder)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     cache = compile_cache_folder(ctx)
@@ -384,6 +406,8 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         "state": "SUBMITTED",
         "submitted_at": now_iso(),
         "force_token": ctx.force_token,
+        "attempt_id": ledger.new_attempt_id(),  # its attempt record's (a later run checks it was written)
+        "compile_cache": cache_state,  # for the ledger of a run adopted after golfrun was killed
     }
     _write_job_json(folder, job_doc)
     job = Job(
@@ -419,7 +443,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
     job_doc.update(state=record.state if error is None else "FAILED", finished_at=now_iso(), duration_s=duration,
                    backend_ids=record.backend_ids, error=error)
     _write_job_json(folder, job_doc)
-    record_attempt(ctx, record, job_doc["submitted_at"], job_doc["state"])
+    record_attempt(ctx, record, job_doc["submitted_at"], job_doc["state"], attempt_id=job_doc["attempt_id"])
     if error is None:
         ctx.log(f"{ctx.stage}: job {spec.name}: done in {duration:.1f}s")
     else:  # say why here, not only in `golfrun explain`: the person watching run-all needs it now
@@ -509,14 +533,16 @@ def fill_ledger(ctx: "StageContext", spec: JobSpec, record: JobRecord, cache_sta
     record.compile = {"cache": cache_state if on_gpu else "off", "seconds": ledger.compile_seconds(result or None)}
 
 
-def record_attempt(ctx: "StageContext", record: JobRecord, started_at: str, state: str) -> None:
+def record_attempt(ctx: "StageContext", record: JobRecord, started_at: str, state: str, *, attempt_id: str | None,
+                   finished_at: str | None = None, source: str = "run") -> None:
     """The ledger's record of this run of the job, whatever its end (golfrun/ledger.py `Attempt`): a
     rerun replaces the job folder and the summary, never what an earlier attempt cost."""
     gpu_s = ledger.stage_totals([record])["gpu"]  # 0 for a CPU-only run: CPU time is not priced
     ledger.record_attempt(ctx.stage_dir, ledger.Attempt(
-        stage=ctx.stage, job=record.name, state=state, started_at=started_at, finished_at=now_iso(),
+        stage=ctx.stage, job=record.name, state=state, started_at=started_at, finished_at=finished_at or now_iso(),
         duration_s=float(record.duration_s or 0.0), backend=record.backend, gpus=record.gpus,
-        gpu_seconds=dict(record.gpu_seconds), usd=ledger.usd(gpu_s, price_per_gpu_hour(ctx.campaign, ctx.campaign_dir))))
+        gpu_seconds=dict(record.gpu_seconds), usd=ledger.usd(gpu_s, price_per_gpu_hour(ctx.campaign, ctx.campaign_dir)),
+        source=source), attempt_id)
 
 
 def record_interrupted(ctx: "StageContext", spec: JobSpec, record: JobRecord, job_doc: dict[str, Any],
@@ -526,9 +552,38 @@ def record_interrupted(ctx: "StageContext", spec: JobSpec, record: JobRecord, jo
     record.duration_s = duration_s
     fill_ledger(ctx, spec, record, "off")
     try:
-        record_attempt(ctx, record, job_doc["submitted_at"], "INTERRUPTED")
+        record_attempt(ctx, record, job_doc["submitted_at"], "INTERRUPTED", attempt_id=job_doc["attempt_id"])
     except OSError:
         pass
+
+
+def record_lost_attempt(ctx: "StageContext", spec: JobSpec, folder: Path) -> None:
+    """A job folder that a golfrun killed outright (SIGKILL, a lost machine) left SUBMITTED with no
+    attempt record: its record, rebuilt before the folder is cleaned for the rerun (nothing runs for
+    it any more: `prepare` came first). Start: job.json's `submitted_at`; end: the last write in the
+    folder (the trainer's log, results, checkpoints), a lower bound, since a trainer may have been
+    silent for a while before it was stopped. A job.json from before attempt ids is left alone."""
+    from golfrun.trainer.results import load_results
+
+    doc = _read_job_json(folder / JOB_FILE) or {}
+    attempt_id, started_at = str(doc.get("attempt_id") or ""), str(doc.get("submitted_at") or "")
+    started = epoch_of(started_at)
+    if doc.get("state") != "SUBMITTED" or not attempt_id or started is None \
+            or ledger.is_recorded(ctx.stage_dir, spec.name, attempt_id):  # recorded: stopped by a signal
+        return
+    last = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=started)
+    record = JobRecord(name=spec.name, env=redact_env(dict(spec.env)), backend=str(doc.get("backend") or ctx.backend.name))
+    record.duration_s = round(max(0.0, last - started), 3)
+    try:
+        record.result = load_results(folder).to_dict()  # finished, but not adoptable (another key)
+    except TrainerResultError:
+        pass
+    held = dataclasses.replace(spec, nproc_per_node=int(doc.get("nproc_per_node") or spec.nproc_per_node))
+    fill_ledger(ctx, held, record, "off")
+    record_attempt(ctx, record, started_at, "INTERRUPTED", attempt_id=attempt_id, finished_at=iso_at(max(last, started)),
+                   source="reconstructed")
+    ctx.log(f"{ctx.stage}: job {spec.name}: recorded the attempt a killed golfrun left unrecorded "
+            f"({record.duration_s:.1f}s from its start to the last write in its folder)")
 
 
 def spec_nodes(ctx: "StageContext") -> int:

@@ -237,3 +237,84 @@ def test_a_summary_keeps_the_ttt_evaluations_compile_figures() -> None:
     result = TrainerResult.from_dict({"schema": RESULTS_SCHEMA, "evals": [entry], "final": entry})
     assert result.to_dict()["final"]["ttt"] == {"warmup_s": 152.4, "graphs_compiled_in_timer": 0}
     assert result.to_dict()["evals"][0]["ttt"]["graphs_compiled_in_timer"] == 0
+
+
+def _kill_golfrun_when(tmp_path: Path, ready) -> None:  # type: ignore[no-untyped-def]
+    """Start run-all as a process and SIGKILL it (nothing of it runs afterwards) once `ready()` holds."""
+    args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(ready)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _epoch(iso: str) -> float:
+    from golfrun.fileio import epoch_of
+
+    value = epoch_of(iso)
+    assert value is not None
+    return value
+
+
+def test_a_run_adopted_after_golfrun_was_killed_writes_its_attempt_record(tmp_path: Path, shared_data: Path) -> None:
+    """golfrun is SIGKILLed after gate-a's trainer wrote results.json (FAKE_BLOCK_AFTER): the rerun adopts
+    the result and records the attempt from job.json's start to results.json, its phases from timings_s."""
+    block = tmp_path / "block"
+    block.touch()
+    write_campaign(tmp_path, shared_data, trainer_env={**GPU_ENV, "FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block),
+                                                       "FAKE_BLOCK_STAGE": "gate-a", "FAKE_BLOCK_AFTER": "1"})
+    job = tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0"
+    _kill_golfrun_when(tmp_path, lambda: (job / "results.json").is_file())
+    block.unlink()
+    attempts = tmp_path / "runs" / "t" / "02-gate-a" / "attempts"
+    assert not list(attempts.glob("*.json"))  # nothing of the killed golfrun wrote it
+    started = json.loads((job / "job.json").read_text())["submitted_at"]
+    ended = (job / "results.json").stat().st_mtime
+    assert golfrun(tmp_path, "run-all").exit_code == 0
+    assert json.loads((job / "job.json").read_text())["adopted"] is True
+    (record,) = [json.loads(p.read_text()) for p in attempts.glob("*.json")]
+    assert (record["state"], record["source"], record["started_at"]) == ("SUCCEEDED", "adopted", started)
+    assert record["duration_s"] == pytest.approx(ended - _epoch(started), abs=0.002)
+    g = record["gpu_seconds"]
+    assert record["gpus"] == 1 and g["train"] == pytest.approx(0.1) and g["serialize"] == pytest.approx(0.02)
+    assert g["total"] == pytest.approx(max(record["duration_s"], 0.4), abs=0.01)  # wall × 1 GPU, or its phases
+    assert summary(tmp_path, "02-gate-a")["jobs"][0]["gpu_seconds"] == g  # the summary counts the adopted run too
+    rows = {r["stage"]: r for r in json.loads(golfrun(tmp_path, "status", "--json").output)["stages"]}
+    assert rows["gate-a"]["attempts"] == 1 and rows["gate-a"]["spent_gpu_seconds"] == pytest.approx(g["total"])
+
+
+def test_an_attempt_golfrun_was_sigkilled_under_is_reconstructed_by_the_next_run(tmp_path: Path,
+                                                                                  shared_data: Path) -> None:
+    """golfrun is SIGKILLed while gate-a's trainer runs (its guard then ends the trainer): no attempt
+    record. The next run finds the job folder SUBMITTED without one and records it before cleaning the
+    folder: from job.json's start to the folder's last write (a lower bound), INTERRUPTED."""
+    block = tmp_path / "block"
+    block.touch()
+    write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
+    _kill_golfrun_when(tmp_path, lambda: bool(launches(tmp_path)))
+    time.sleep(1.0)  # the guard ends the orphaned trainer within 0.1 s
+    block.unlink()
+    job = tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0"
+    doc = json.loads((job / "job.json").read_text())
+    assert doc["state"] == "SUBMITTED" and not (job.parents[1] / "attempts").exists()
+    last = max(p.stat().st_mtime for p in job.rglob("*") if p.is_file())
+    rerun = golfrun(tmp_path, "run-all")
+    assert rerun.exit_code == 0, rerun.output
+    assert "gate-a: job seed0: recorded the attempt a killed golfrun left unrecorded" in rerun.output
+    records = [json.loads(p.read_text()) for p in (job.parents[1] / "attempts").glob("*.json")]
+    (lost,) = [r for r in records if r["source"] == "reconstructed"]
+    assert (lost["state"], lost["started_at"], lost["job"]) == ("INTERRUPTED", doc["submitted_at"], "seed0")
+    assert lost["duration_s"] == pytest.approx(last - _epoch(doc["submitted_at"]), abs=0.002)
+    assert lost["gpus"] == 0 and lost["gpu_seconds"]["total"] == pytest.approx(lost["duration_s"], abs=0.002)
+    assert [r["state"] for r in records if r is not lost] == ["SUCCEEDED"]
+    assert (job.parents[1] / "attempts" / f"seed0--{lost['finished_at'].replace('-', '').replace(':', '')}--"
+            f"{doc['attempt_id']}.json").is_file()  # the id its job.json named
+    ledger = json.loads(golfrun(tmp_path, "status", "--json").output)["ledger"]
+    assert ledger["attempts"] == 2 + 3 + 2 and ledger["attempts_failed"] == 1  # gate-a twice, 3 ablation jobs, 2 new gate-b seeds
+    assert golfrun(tmp_path, "run-all").exit_code == 0  # a third run records nothing more
+    assert len(list((job.parents[1] / "attempts").glob("*.json"))) == 2
