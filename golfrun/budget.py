@@ -16,7 +16,8 @@ processes (an upper bound). Device-seconds are GPU-seconds, or process-seconds o
 
 `check_stage` raises BudgetError (exit 4, docs/cli.md) when spent + estimate would pass
 `[budget] gpu_hours` or `[budget] usd`; USD needs a price (`usd_per_gpu_hour`, or the RunPod
-pod's rate): without one only what was already spent is held to the USD budget.
+pod's rate): without one only what was already spent is held to the USD budget. `check_spent` refuses
+what spent alone already reaches: the Slurm chain, before its first sbatch.
 Stdlib only: `golfrun spend` reads this.
 """
 
@@ -36,6 +37,7 @@ from golfrun.summary import STAGE_DIRS, STAGES, Summary
 
 if TYPE_CHECKING:
     from golfrun.backends.runpod.pods import PodRecord
+    from golfrun.campaign import Campaign
     from golfrun.stages.context import StageContext
 
 
@@ -252,8 +254,7 @@ def check_stage(ctx: "StageContext", plan: Callable[[], Sequence[Any]]) -> Estim
     need_h, used_h = est.device_seconds / 3600, so_far.device_seconds / 3600
     what = f"{ctx.stage} plans {est.jobs} job(s) not in cache, ~{need_h:.3f} device-hours ({est.basis})"
     if b.gpu_hours and used_h + need_h > b.gpu_hours:
-        raise BudgetError(f"budget: {what}; the campaign has used {used_h:.3f} of [budget] gpu_hours = "
-                          f"{b.gpu_hours:g}: {ctx.stage} not started (raise the budget or plan fewer jobs)")
+        raise refusal(what, f"used {used_h:.3f} of [budget] gpu_hours = {b.gpu_hours:g}", ctx.stage)
     if b.usd:
         from golfrun.stages.common import price_per_gpu_hour
 
@@ -262,6 +263,29 @@ def check_stage(ctx: "StageContext", plan: Callable[[], Sequence[Any]]) -> Estim
         need_usd = ledger.usd(est.device_seconds, price) or 0.0
         if used_usd + need_usd > b.usd:
             priced = f"~{need_usd:.2f} USD at {price:.2f} USD/GPU-hour" if price else "no price known for it"
-            raise BudgetError(f"budget: {what}, {priced}; the campaign has spent {used_usd:.2f} of [budget] usd = "
-                              f"{b.usd:g}: {ctx.stage} not started (raise the budget or plan fewer jobs)")
+            raise refusal(f"{what}, {priced}", f"spent {used_usd:.2f} of [budget] usd = {b.usd:g}", ctx.stage)
     return est
+
+
+def refusal(why: str, used: str, what: str) -> BudgetError:
+    """The one form of a budget refusal (exit 4): why, what the campaign has used of which budget, what was
+    not started."""
+    return BudgetError(f"budget: {why}; the campaign has {used}: {what} not started "
+                       f"(raise the budget or plan fewer jobs)")
+
+
+def check_spent(campaign: "Campaign", campaign_dir: Path, what: str) -> Spent | None:
+    """BudgetError when what the campaign folder has already spent (every attempt, `spent`) reaches
+    `[budget]`, before `what` starts anything: the Slurm chain, which is submitted whole at launch (its
+    stage jobs then hold each stage to the budget on the cluster). None when the campaign has no budget."""
+    b = campaign.budget
+    if not (b.usd or b.gpu_hours):
+        return None
+    so_far = spent(Path(campaign_dir))
+    used_h = so_far.device_seconds / 3600
+    why = f"what {campaign_dir} records as spent (every attempt) reaches it"
+    if b.gpu_hours and used_h >= b.gpu_hours:
+        raise refusal(why, f"used {used_h:.3f} of [budget] gpu_hours = {b.gpu_hours:g}", what)
+    if b.usd and so_far.usd is not None and so_far.usd >= b.usd:
+        raise refusal(why, f"spent {so_far.usd:.2f} of [budget] usd = {b.usd:g}", what)
+    return so_far

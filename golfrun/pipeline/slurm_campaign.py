@@ -284,6 +284,11 @@ def run_campaign(campaign: "Campaign", campaign_dir: Path, options: RemoteOption
     campaign_dir = Path(campaign_dir).absolute()
     if options.dry_run:
         return plan_campaign(campaign, campaign_dir, options, log)
+    from golfrun import budget
+
+    # The chain is submitted whole; its stage jobs hold each stage to [budget] on the cluster, but a
+    # campaign that has already spent it (this folder's ledger) is refused here, before any sbatch.
+    budget.check_spent(campaign, campaign_dir, "the Slurm chain")
     s = campaign.backend.slurm
     ssh = options.ssh or s.ssh
     transport = Connection(ssh or "", s.known_hosts, "", options.accept_new_host_key).open()

@@ -67,3 +67,31 @@ def test_a_budget_that_gate_a_spent_stops_the_chain_before_the_ablation(slurm_cl
     ours = {j["job_id"] for j in state["jobs"]}
     known = set(slurm_cluster.run("squeue", "-h", "-t", "all", "-o", "%F").stdout.split())
     assert not {j for j in known if j not in ours and int(j) > min(int(i) for i in ours)}, (known, ours)
+
+
+def test_a_campaign_that_has_spent_its_budget_submits_nothing(slurm_cluster: SlurmCluster, data_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """gate-a ran here first (the local backend: ~52 device-seconds in the campaign folder's ledger); the
+    Slurm chain of the same campaign, with a budget of 40 s, is refused on this side before any sbatch,
+    with the local path's exit code and message form."""
+    campaign = write_campaign(tmp_path, data_dir, trainer_env={"FAKE_LOG_ONLY": "1", "FAKE_TRAIN_MS": "50000"})
+    runs = tmp_path / "runs"
+    common = ["--campaign", str(campaign), "--runs-dir", str(runs)]
+    for stage in ("verify-pod", "download-data", "gate-a"):
+        r = golfrun([stage, *common], tmp_path, slurm_cluster.env)
+        assert r.returncode == 0, r.stdout + r.stderr
+    before = slurm_cluster.run("squeue", "-h", "-t", "all", "-o", "%i").stdout.split()
+    r = golfrun(["run-all", "--backend", "slurm", *common, "--set", SETUP, "--set", f"budget.gpu_hours={BUDGET_HOURS}"],
+                tmp_path, slurm_cluster.env)
+    out = r.stdout + r.stderr
+    assert r.returncode == EXIT_BUDGET, out
+    (line,) = [ln for ln in out.splitlines() if "budget:" in ln]
+    used = float(line.split("the campaign has used ")[1].split()[0])
+    assert used > float(BUDGET_HOURS) and f"of [budget] gpu_hours = {BUDGET_HOURS}: the Slurm chain not started " \
+        "(raise the budget or plan fewer jobs)" in line, line
+    # nothing reached Slurm: no job, no submission record, no sbatch script written
+    assert slurm_cluster.run("squeue", "-h", "-t", "all", "-o", "%i").stdout.split() == before
+    cdir = runs / "t"
+    assert not (cdir / "slurm.json").exists() and not (cdir / "slurm").exists()
+    assert summary(cdir, "02-gate-a")["verdict"] == "PASS"  # what was done is kept
+    # (a chain under a budget it has not spent is submitted: the test above)
