@@ -12,8 +12,9 @@
 
 The trainer runs under the job guard (golfrun/transport/guard.py, through `transport.spawn`): if
 golfrun itself is killed, SIGKILL included, the guard kills the job's whole tree (torchrun's
-workers too) within a fraction of a second, and a trainer that exits leaving workers behind has
-them stopped before its exit counts. `job.pid` holds the guard's pid. As a second line of defence
+workers too) within a fraction of a second and then notes when in `job.orphaned.json` (the ledger's
+end of that attempt); a trainer that exits leaving workers behind has them stopped before its exit
+counts. `job.pid` holds the guard's pid. As a second line of defence
 (a guard killed too), the next `submit` of a job into that folder first calls `reap_stale(workdir)`,
 which stops any process still running for it (found by pid + start time, and by the
 `GOLFRUN_JOB_DIR` marker in its environment, which also catches torchrun workers whose launcher
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 LAUNCH_FILE = "launch.json"  # job.json belongs to the stage (its cache key)
 PID_FILE = "job.pid"
+ORPHAN_FILE = "job.orphaned.json"  # the guard's note: when it ended the job of a vanished golfrun
 JOB_SCHEMA = "golfrun.local-job/1"
 MARKER_ENV = "GOLFRUN_JOB_DIR"  # set in every job's environment: finds its processes later
 TAIL_LINES = 20
@@ -138,7 +140,8 @@ class LocalBackend:
         on_line = None if self.on_line is None else (lambda line, _job=job: self.on_line(_job, line))
         try:
             process = transport.spawn(argv, cwd=str(workdir), env=env, log_path=workdir / job.log_name, on_line=on_line,
-                                      orphan_signal=self.orphan_signal, orphan_grace_s=self.orphan_grace_s)
+                                      orphan_signal=self.orphan_signal, orphan_grace_s=self.orphan_grace_s,
+                                      orphan_note=workdir / ORPHAN_FILE)
         except TransportError as exc:
             raise BackendError(f"job {job.name}: {exc}") from exc
         write_json_atomic(

@@ -317,10 +317,10 @@ def adopt_finished(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], r
 
 def adopted_ledger(ctx: "StageContext", spec: JobSpec, folder: Path, recorded: dict[str, Any],
                    record: JobRecord) -> float:
-    """The ledger of an adopted run, which golfrun never saw end: from job.json's start to results.json,
-    which the trainer writes last (its phases from the file's `timings_s`); into the record and job.json.
-    Returns the run's end (epoch)."""
-    ended = (folder / "results.json").stat().st_mtime
+    """The ledger of an adopted run, which golfrun never saw end: from job.json's start to when the job
+    guard ended it (its note), else to results.json, which the trainer writes last (its phases from the
+    file's `timings_s`); into the record and job.json. Returns the run's end (epoch)."""
+    ended = max(guard_ended(folder) or 0.0, (folder / "results.json").stat().st_mtime)
     started = epoch_of(str(recorded.get("submitted_at") or ""))
     record.duration_s = round(ended - started, 3) if started is not None and ended >= started else None
     fill_ledger(ctx, spec, record, str(recorded.get("compile_cache") or "off"))
@@ -560,9 +560,10 @@ def record_interrupted(ctx: "StageContext", spec: JobSpec, record: JobRecord, jo
 def record_lost_attempt(ctx: "StageContext", spec: JobSpec, folder: Path) -> None:
     """A job folder that a golfrun killed outright (SIGKILL, a lost machine) left SUBMITTED with no
     attempt record: its record, rebuilt before the folder is cleaned for the rerun (nothing runs for
-    it any more: `prepare` came first). Start: job.json's `submitted_at`; end: the last write in the
-    folder (the trainer's log, results, checkpoints), a lower bound, since a trainer may have been
-    silent for a while before it was stopped. A job.json from before attempt ids is left alone."""
+    it any more: `prepare` came first). Start: job.json's `submitted_at`; end: when the job guard
+    ended the orphaned job (its note), else the last write in the folder (the trainer's log, results,
+    checkpoints), a lower bound: a trainer may have been silent for a while before it was stopped
+    (the guard itself killed, the machine lost). A job.json from before attempt ids is left alone."""
     from golfrun.trainer.results import load_results
 
     doc = _read_job_json(folder / JOB_FILE) or {}
@@ -571,7 +572,9 @@ def record_lost_attempt(ctx: "StageContext", spec: JobSpec, folder: Path) -> Non
     if doc.get("state") != "SUBMITTED" or not attempt_id or started is None \
             or ledger.is_recorded(ctx.stage_dir, spec.name, attempt_id):  # recorded: stopped by a signal
         return
-    last = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=started)
+    noted = guard_ended(folder)
+    last = noted if noted is not None else max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()),
+                                                default=started)
     record = JobRecord(name=spec.name, env=redact_env(dict(spec.env)), backend=str(doc.get("backend") or ctx.backend.name))
     record.duration_s = round(max(0.0, last - started), 3)
     try:
@@ -582,8 +585,17 @@ def record_lost_attempt(ctx: "StageContext", spec: JobSpec, folder: Path) -> Non
     fill_ledger(ctx, held, record, "off")
     record_attempt(ctx, record, started_at, "INTERRUPTED", attempt_id=attempt_id, finished_at=iso_at(max(last, started)),
                    source="reconstructed")
+    end = "the end its guard noted" if noted is not None else "the last write in its folder, at least"
     ctx.log(f"{ctx.stage}: job {spec.name}: recorded the attempt a killed golfrun left unrecorded "
-            f"({record.duration_s:.1f}s from its start to the last write in its folder)")
+            f"({record.duration_s:.1f}s from its start to {end})")
+
+
+def guard_ended(folder: Path) -> float | None:
+    """When the job guard ended the job of a vanished golfrun (epoch; its note in the folder), or None."""
+    from golfrun.backends.local import ORPHAN_FILE
+
+    noted = (_read_job_json(folder / ORPHAN_FILE) or {}).get("ended_epoch")
+    return float(noted) if isinstance(noted, (int, float)) and not isinstance(noted, bool) else None
 
 
 def spec_nodes(ctx: "StageContext") -> int:

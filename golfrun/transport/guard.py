@@ -1,6 +1,6 @@
 """The job guard: a small process between golfrun and a long-lived job, so that no job outlives golfrun.
 
-    python guard.py --parent PID [--orphan-signal TERM|KILL] [--orphan-grace S] -- ARGV...
+    python guard.py --parent PID [--orphan-signal TERM|KILL] [--orphan-grace S] [--orphan-note PATH] -- ARGV...
 
 `golfrun.transport.local.spawn` starts every job through it, in a session of its own. The guard:
 
@@ -15,15 +15,18 @@
   killed it, SIGKILL included — it ends the job: `--orphan-signal` KILL (a local trainer) sends
   SIGKILL to every descendant; INT (srun) sends SIGINT twice, which makes srun SIGKILL every task
   of the step and end it (the tasks run under slurmstepd, out of the guard's reach: a killed srun
-  would leave them running); then SIGKILL to what is left after `--orphan-grace` seconds;
+  would leave them running); then SIGKILL to what is left after `--orphan-grace` seconds; once the
+  job is gone, it writes `--orphan-note` (when given): when it ended the job, for golfrun's next run,
+  which records the time the job held (golfrun/stages/common.py `record_lost_attempt`);
 - when ARGV's process exits, stops whatever it left running (TERM, then KILL after LEFTOVER_GRACE_S),
   so nothing of a finished job keeps writing into its folder;
 - exits with ARGV's status (re-raising the signal that killed it), so golfrun sees the job's own
   exit code.
 
-Its only output is one line on stderr (into the job's log) when ARGV cannot be started.
+Its only output is one line on stderr (into the job's log) when ARGV cannot be started, and the
+orphan note.
 Run by golfrun's own interpreter as a script (not `-m`), so the trainer's interpreter never needs
-golfrun; it imports only golfrun.transport.local's /proc helpers.
+golfrun; it imports only golfrun.transport.local's /proc helpers and golfrun.fileio.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the golfrun package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from golfrun.fileio import now_iso, write_json_atomic  # noqa: E402
 from golfrun.transport.local import descendants, kill_processes, process_start_time  # noqa: E402
 
 POLL_S = 0.1
@@ -48,6 +52,7 @@ LEFTOVER_GRACE_S = 2.0
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+NOTE_SCHEMA = "golfrun.guard-orphan/1"
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -117,6 +122,15 @@ def _end_job(how: str, grace_s: float, child_pid: int) -> int | None:
     return status if status is not None else 137 << 8
 
 
+def _note_orphan(path: str, parent: int) -> None:
+    """When the job of a vanished golfrun ended: nothing else is left to say it (best effort)."""
+    try:
+        write_json_atomic(path, {"schema": NOTE_SCHEMA, "ended_at": now_iso(), "ended_epoch": round(time.time(), 3),
+                                 "golfrun_pid": parent})
+    except OSError:
+        pass
+
+
 def _exit_like(status: int) -> None:
     """Exit with the job's wait status: its exit code, or death by the same signal."""
     if os.WIFSIGNALED(status):
@@ -135,6 +149,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--parent", type=int, required=True)
     p.add_argument("--orphan-signal", choices=("KILL", "TERM", "INT"), default="KILL")
     p.add_argument("--orphan-grace", type=float, default=1.0)
+    p.add_argument("--orphan-note", default="")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -162,9 +177,12 @@ def main(argv: list[str]) -> None:
         # golfrun is gone (nothing will read the job's output or record its result), or it asked
         # a second time (its grace period is over, or a second Ctrl-C): end the job now
         if status is None and (os.getppid() != args.parent or len(received) > 1):
+            orphaned = os.getppid() != args.parent
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_IGN)
             status = _end_job(args.orphan_signal, args.orphan_grace, child.pid)
+            if orphaned and args.orphan_note:
+                _note_orphan(args.orphan_note, args.parent)
             break
         if status is None:
             time.sleep(POLL_S)

@@ -234,10 +234,12 @@ class LocalProcess:
             pass
 
 
-def guard_argv(argv: Sequence[str], orphan_signal: str = "KILL", orphan_grace_s: float = 1.0) -> list[str]:
+def guard_argv(argv: Sequence[str], orphan_signal: str = "KILL", orphan_grace_s: float = 1.0,
+               orphan_note: str | Path | None = None) -> list[str]:
     """`argv` under the job guard, run by golfrun's own interpreter, watching this process."""
+    note = ["--orphan-note", str(orphan_note)] if orphan_note else []
     return [sys.executable, str(GUARD), "--parent", str(os.getpid()), "--orphan-signal", orphan_signal,
-            "--orphan-grace", f"{orphan_grace_s:g}", "--", *argv]
+            "--orphan-grace", f"{orphan_grace_s:g}", *note, "--", *argv]
 
 
 def spawn(
@@ -249,12 +251,13 @@ def spawn(
     on_line: Callable[[str], None] | None = None,
     orphan_signal: str = "KILL",
     orphan_grace_s: float = 1.0,
+    orphan_note: str | Path | None = None,
 ) -> LocalProcess:
     """Start `argv` under the job guard in a new session; stdout+stderr merged into `log_path`
     (truncated first). The returned process is the guard's: its exit code is the job's.
 
     If golfrun dies, the guard sends `orphan_signal` to the job's whole tree and SIGKILL after
-    `orphan_grace_s` (guard.py). The values of secret-named variables of the child's environment
+    `orphan_grace_s` (guard.py), then writes `orphan_note` (when given). The values of secret-named variables of the child's environment
     (golfrun.secrets) are replaced in every line before it is written or handed to `on_line`.
     """
     argv = _argv(argv)
@@ -267,7 +270,7 @@ def spawn(
     log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the reader thread
     try:
         popen = subprocess.Popen(
-            guard_argv(argv, orphan_signal, orphan_grace_s),
+            guard_argv(argv, orphan_signal, orphan_grace_s, orphan_note),
             cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,

@@ -239,13 +239,14 @@ def test_a_summary_keeps_the_ttt_evaluations_compile_figures() -> None:
     assert result.to_dict()["evals"][0]["ttt"]["graphs_compiled_in_timer"] == 0
 
 
-def _kill_golfrun_when(tmp_path: Path, ready) -> None:  # type: ignore[no-untyped-def]
-    """Start run-all as a process and SIGKILL it (nothing of it runs afterwards) once `ready()` holds."""
+def _kill_golfrun_when(tmp_path: Path, ready, hold_s: float = 0.0) -> None:  # type: ignore[no-untyped-def]
+    """Start run-all as a process and SIGKILL it (nothing of it runs afterwards) `hold_s` after `ready()` holds."""
     args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
     proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(ready)
+        time.sleep(hold_s)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -262,19 +263,22 @@ def _epoch(iso: str) -> float:
 
 
 def test_a_run_adopted_after_golfrun_was_killed_writes_its_attempt_record(tmp_path: Path, shared_data: Path) -> None:
-    """golfrun is SIGKILLed after gate-a's trainer wrote results.json (FAKE_BLOCK_AFTER): the rerun adopts
-    the result and records the attempt from job.json's start to results.json, its phases from timings_s."""
+    """golfrun is SIGKILLed after gate-a's trainer wrote results.json (FAKE_BLOCK_AFTER; the job guard then
+    ends the trainer and notes when): the rerun adopts the result and records the attempt from job.json's
+    start to that end, its phases from timings_s."""
     block = tmp_path / "block"
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={**GPU_ENV, "FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block),
                                                        "FAKE_BLOCK_STAGE": "gate-a", "FAKE_BLOCK_AFTER": "1"})
     job = tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0"
     _kill_golfrun_when(tmp_path, lambda: (job / "results.json").is_file())
+    assert wait_for(lambda: (job / "job.orphaned.json").is_file())  # the guard ends the orphan within 0.1 s
     block.unlink()
     attempts = tmp_path / "runs" / "t" / "02-gate-a" / "attempts"
     assert not list(attempts.glob("*.json"))  # nothing of the killed golfrun wrote it
     started = json.loads((job / "job.json").read_text())["submitted_at"]
-    ended = (job / "results.json").stat().st_mtime
+    ended = json.loads((job / "job.orphaned.json").read_text())["ended_epoch"]
+    assert ended >= (job / "results.json").stat().st_mtime
     assert golfrun(tmp_path, "run-all").exit_code == 0
     assert json.loads((job / "job.json").read_text())["adopted"] is True
     (record,) = [json.loads(p.read_text()) for p in attempts.glob("*.json")]
@@ -290,26 +294,30 @@ def test_a_run_adopted_after_golfrun_was_killed_writes_its_attempt_record(tmp_pa
 
 def test_an_attempt_golfrun_was_sigkilled_under_is_reconstructed_by_the_next_run(tmp_path: Path,
                                                                                   shared_data: Path) -> None:
-    """golfrun is SIGKILLed while gate-a's trainer runs (its guard then ends the trainer): no attempt
-    record. The next run finds the job folder SUBMITTED without one and records it before cleaning the
-    folder: from job.json's start to the folder's last write (a lower bound), INTERRUPTED."""
+    """golfrun is SIGKILLed 2 s into gate-a's training (its job guard then ends the trainer and notes
+    when): no attempt record. The next run finds the job folder SUBMITTED without one and records it
+    before cleaning the folder, INTERRUPTED: from job.json's start to the end the guard noted, not to the
+    trainer's last log line (written at its start); without the note (the guard killed too), the
+    folder's last write would be the end, a lower bound."""
     block = tmp_path / "block"
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
-    _kill_golfrun_when(tmp_path, lambda: bool(launches(tmp_path)))
-    time.sleep(1.0)  # the guard ends the orphaned trainer within 0.1 s
-    block.unlink()
     job = tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0"
+    _kill_golfrun_when(tmp_path, lambda: bool(launches(tmp_path)), hold_s=2.0)
+    assert wait_for(lambda: (job / "job.orphaned.json").is_file())  # the guard ends the orphan within 0.1 s
+    block.unlink()
     doc = json.loads((job / "job.json").read_text())
     assert doc["state"] == "SUBMITTED" and not (job.parents[1] / "attempts").exists()
-    last = max(p.stat().st_mtime for p in job.rglob("*") if p.is_file())
+    ended = json.loads((job / "job.orphaned.json").read_text())["ended_epoch"]
     rerun = golfrun(tmp_path, "run-all")
     assert rerun.exit_code == 0, rerun.output
     assert "gate-a: job seed0: recorded the attempt a killed golfrun left unrecorded" in rerun.output
+    assert "to the end its guard noted" in rerun.output
     records = [json.loads(p.read_text()) for p in (job.parents[1] / "attempts").glob("*.json")]
     (lost,) = [r for r in records if r["source"] == "reconstructed"]
     assert (lost["state"], lost["started_at"], lost["job"]) == ("INTERRUPTED", doc["submitted_at"], "seed0")
-    assert lost["duration_s"] == pytest.approx(last - _epoch(doc["submitted_at"]), abs=0.002)
+    assert lost["duration_s"] == pytest.approx(ended - _epoch(doc["submitted_at"]), abs=0.002)
+    assert lost["duration_s"] >= 2.0  # the trainer held its "GPU" that long, silent after its first lines
     assert lost["gpus"] == 0 and lost["gpu_seconds"]["total"] == pytest.approx(lost["duration_s"], abs=0.002)
     assert [r["state"] for r in records if r is not lost] == ["SUCCEEDED"]
     assert (job.parents[1] / "attempts" / f"seed0--{lost['finished_at'].replace('-', '').replace(':', '')}--"

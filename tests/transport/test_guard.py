@@ -5,6 +5,7 @@ within ORPHAN_DEADLINE_S, with no file of the job folder changing afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from golfrun.backends.local import MARKER_ENV
+from golfrun.backends.local import MARKER_ENV, ORPHAN_FILE
 from golfrun.transport import local
 from tests.fixtures.waiting import wait_for, snapshot
 
@@ -62,11 +63,16 @@ def test_sigkill_of_golfrun_ends_a_trainer_that_ignores_sigterm(tmp_path: Path, 
         names = ("trainer.pid", "child.pid") if nproc == 1 else ("trainer0.pid", "trainer1.pid", "child0.pid", "child1.pid")
         pids = pids_of(workdir, names)
         assert all(local.process_start_time(p) is not None for p in pids)
+        killed_epoch = time.time()
         os.kill(golfrun.pid, signal.SIGKILL)
         golfrun.wait(timeout=10)
         killed_at = time.monotonic()
         assert wait_for(lambda: not job_processes(workdir), ORPHAN_DEADLINE_S), job_processes(workdir)
         gone_after = time.monotonic() - killed_at
+        # the guard noted when it ended the job (the ledger's end of an attempt nothing else saw end)
+        note = json.loads((workdir / ORPHAN_FILE).read_text())
+        assert note["schema"] == "golfrun.guard-orphan/1" and note["golfrun_pid"] == golfrun.pid
+        assert killed_epoch <= note["ended_epoch"] <= time.time()
         before = snapshot(workdir)
         time.sleep(1.0)
         assert snapshot(workdir) == before  # the trainer printed every 0.1 s while alive
@@ -92,8 +98,9 @@ def test_sigkill_of_the_guard_ends_the_trainer(tmp_path: Path) -> None:
 
 def test_the_guard_passes_on_the_jobs_exit_code_and_signal(tmp_path: Path) -> None:
     code = local.spawn([sys.executable, "-c", "import sys; print('out'); sys.exit(7)"], cwd=None, env=None,
-                       log_path=tmp_path / "a.log").wait(30)
+                       log_path=tmp_path / "a.log", orphan_note=tmp_path / "note.json").wait(30)
     assert code == 7 and (tmp_path / "a.log").read_text() == "out\n"
+    assert not (tmp_path / "note.json").exists()  # golfrun saw the end: the guard notes nothing
     killed = local.spawn([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGUSR1)"], cwd=None,
                          env=None, log_path=tmp_path / "b.log").wait(30)
     assert killed == -signal.SIGUSR1
