@@ -579,8 +579,8 @@ def record_lost_attempt(ctx: "StageContext", spec: JobSpec, folder: Path) -> Non
     record.duration_s = round(max(0.0, last - started), 3)
     try:
         record.result = load_results(folder).to_dict()  # finished, but not adoptable (another key)
-    except TrainerResultError:
-        pass
+    except (TrainerResultError, OSError):
+        pass  # the usual case: it never finished; its wall time counts as held
     held = dataclasses.replace(spec, nproc_per_node=int(doc.get("nproc_per_node") or spec.nproc_per_node))
     fill_ledger(ctx, held, record, "off")
     record_attempt(ctx, record, started_at, "INTERRUPTED", attempt_id=attempt_id, finished_at=iso_at(max(last, started)),
