@@ -22,6 +22,7 @@ import click
 
 from golfrun.cli import campaign_dir, campaign_options, guarded, load
 from golfrun.errors import BackendError, GolfrunError
+from golfrun.fileio import iso_at
 
 
 def register(group: click.Group) -> None:
@@ -196,4 +197,4 @@ def sweep(runs_dirs: tuple[Path, ...], yes: bool) -> None:
 
 
 def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch else ""
+    return iso_at(epoch) if epoch else ""

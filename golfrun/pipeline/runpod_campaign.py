@@ -25,6 +25,7 @@ from golfrun.backends.runpod import remote as rp
 from golfrun.backends.runpod import volumes
 from golfrun.backends.runpod.api import RunpodClient
 from golfrun.errors import BackendError, GolfrunError, TransportError
+from golfrun.fileio import iso_at, now_iso
 from golfrun.pipeline.remote import RemoteOptions
 from golfrun.secrets import is_secret_name, redact_text
 
@@ -334,7 +335,7 @@ def _prepare_and_start(client: RunpodClient, settings: pods.RunpodSettings, camp
                            f"see {campaign_dir / '00-verify-pod' / 'summary.json'}", verify.returncode)
     rp.start_detached(transport, paths, ["bash", rp.posixpath.join(paths.state, rp.POD_SCRIPT), "run"],
                       "run.log", "run.pid", env=pod_env)
-    record.run_started_at = pods._now_iso()
+    record.run_started_at = now_iso()
     pods.save_record(campaign_dir, record)
     log(f"golfrun run-all started on pod {record.pod_id}, detached (log {paths.in_state('run.log')})")
 
@@ -426,7 +427,7 @@ def _write_info(transport: Any, record: pods.PodRecord, paths: rp.PodPaths) -> N
     The laptop's own pod.json is never overwritten by it (pull skips that name)."""
     import json
 
-    doc = {**dataclasses.asdict(record), "cost_so_far_usd": round(record.cost_so_far(), 6), "as_of": pods._now_iso()}
+    doc = {**dataclasses.asdict(record), "cost_so_far_usd": round(record.cost_so_far(), 6), "as_of": now_iso()}
     transport.run(["mkdir", "-p", paths.campaign_dir]).check()
     rp.put_text(transport, json.dumps(doc, indent=2, sort_keys=True) + "\n", rp.posixpath.join(paths.campaign_dir, pods.POD_JSON))
 
@@ -453,4 +454,4 @@ def plan_campaign(campaign: "Campaign", log: Log) -> int:
 
 
 def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch else "?"
+    return iso_at(epoch) if epoch else "?"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from golfrun.backends.base import JobState, JobStatus
 from golfrun.backends.slurm import Poller, SlurmClient, slurm_time
 from golfrun.errors import BackendError, GolfrunError
-from golfrun.fileio import now_iso, write_json_atomic, write_text_atomic
+from golfrun.fileio import epoch_of, now_iso, write_json_atomic, write_text_atomic
 from golfrun.pipeline.remote import RemoteOptions
 from golfrun.sbatch.render import Container, SbatchSpec, render_stage_script, sbatch_argv
 from golfrun.stages import spec as spec_of
@@ -590,12 +590,7 @@ def _job_of(state: dict[str, Any], stage: str, st: JobStatus) -> dict[str, Any]:
 
 
 def _epoch(iso: str) -> float:
-    import calendar
-
-    try:
-        return float(calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")))
-    except (ValueError, TypeError):
-        return 0.0
+    return epoch_of(iso) or 0.0
 
 
 # ------------------------------------------------------------------------------------- later, from the laptop

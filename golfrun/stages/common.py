@@ -384,12 +384,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         if served is not None:
             return served
 
-    # A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output.
-    if folder.exists():
-        ctx.backend.prepare(folder)  # nothing left running may write into the fresh folder
-        record_lost_attempt(ctx, spec, folder)
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    _fresh_folder(ctx, spec, folder)
     cache = compile_cache_folder(ctx)
     cache_state = "off" if cache is None else compile_cache.state(cache)
     facts = machine_facts(ctx) if cache is not None else None
@@ -444,13 +439,28 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
                    backend_ids=record.backend_ids, error=error)
     _write_job_json(folder, job_doc)
     record_attempt(ctx, record, job_doc["submitted_at"], job_doc["state"], attempt_id=job_doc["attempt_id"])
-    if error is None:
-        ctx.log(f"{ctx.stage}: job {spec.name}: done in {duration:.1f}s")
-    else:  # say why here, not only in `golfrun explain`: the person watching run-all needs it now
-        shown = "\n".join(f"    {line}" for line in tail.splitlines()[-RUN_ALL_TAIL_LINES:])
-        ctx.log(f"{ctx.stage}: job {spec.name}: FAILED in {duration:.1f}s: {record.reason}\n"
-                f"  last lines of {folder / LOG_NAME}:\n{shown}".rstrip())
+    _say_outcome(ctx, spec, record, folder / LOG_NAME, tail if error is not None else None)
     return JobOutcome(spec, record, result, error)
+
+
+def _fresh_folder(ctx: "StageContext", spec: JobSpec, folder: Path) -> None:
+    """A fresh run starts in a clean folder: nothing of an interrupted attempt can be mistaken for output."""
+    if folder.exists():
+        ctx.backend.prepare(folder)  # nothing left running may write into the fresh folder
+        record_lost_attempt(ctx, spec, folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _say_outcome(ctx: "StageContext", spec: JobSpec, record: JobRecord, log: Path, tail: str | None) -> None:
+    """tail None: the job succeeded. A failure says why here, not only in `golfrun explain`: the person
+    watching run-all needs it now."""
+    if tail is None:
+        ctx.log(f"{ctx.stage}: job {spec.name}: done in {record.duration_s:.1f}s")
+        return
+    shown = "\n".join(f"    {line}" for line in tail.splitlines()[-RUN_ALL_TAIL_LINES:])
+    ctx.log(f"{ctx.stage}: job {spec.name}: FAILED in {record.duration_s:.1f}s: {record.reason}\n"
+            f"  last lines of {log}:\n{shown}".rstrip())
 
 
 def submit_and_wait(ctx: "StageContext", spec: JobSpec, job: "Job", job_doc: dict[str, Any],

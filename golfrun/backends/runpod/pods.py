@@ -14,14 +14,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golfrun.backends.runpod.api import Pod, RunpodClient
 from golfrun.campaign.schema import RunpodBackend
 from golfrun.errors import BackendError, CampaignError
-from golfrun.fileio import now_iso, write_text_atomic
+from golfrun.fileio import epoch_of, now_iso, write_text_atomic
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
@@ -183,7 +182,7 @@ class PodRecord:
             return 0.0
         end = now if now is not None else time.time()
         if self.ended_at:
-            end = min(end, _epoch(self.ended_at) or end)
+            end = min(end, epoch_of(self.ended_at) or end)
         return max(0.0, end - self.running_since_epoch)
 
     def up_gpu_seconds(self, now: float | None = None) -> float:
@@ -229,16 +228,6 @@ def save_record(campaign_dir: Path, record: PodRecord) -> None:
     write_text_atomic(record_path(campaign_dir), json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
 
 
-_now_iso = now_iso  # the name runpod_campaign.py uses
-
-
-def _epoch(iso: str) -> float | None:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 # ---------------------------------------------------------------------------------------- keys
 
 
@@ -272,7 +261,7 @@ def create(client: RunpodClient, settings: RunpodSettings, campaign_dir: Path, r
     _, public_line = new_key_pair(folder)
     known = folder / KNOWN_HOSTS
     known.write_text("")  # a new pod has a new host key: nothing of the last one is trusted
-    record.status, record.created_at = "CREATING", _now_iso()
+    record.status, record.created_at = "CREATING", now_iso()
     save_record(campaign_dir, record)  # the name is on disk even if the laptop dies inside the POST
     body = create_body(settings, record.name, public_line)
     log(f"creating pod {record.name}: {settings.gpu_count}x {settings.gpu_type}, {settings.cloud_type}"
@@ -345,7 +334,7 @@ def wait_running(client: RunpodClient, settings: RunpodSettings, campaign_dir: P
 def _note_running(record: PodRecord, pod: Pod) -> None:
     record.status = pod.status
     record.cost_per_hr = pod.cost_per_hr
-    record.started_at = pod.started_at or record.started_at or _now_iso()
+    record.started_at = pod.started_at or record.started_at or now_iso()
     record.running_since_epoch = record.running_since_epoch or time.time()
     record.data_center_id = pod.data_center_id
     assert pod.ssh_direct is not None
@@ -387,7 +376,7 @@ def terminate(client: RunpodClient, campaign_dir: Path, record: PodRecord, reaso
     if record.pod_id and not record.ended_at:
         gone = client.terminate(record.pod_id)
         log(f"pod {record.pod_id} terminated ({reason})" if gone else f"pod {record.pod_id} was already gone ({reason})")
-    record.ended_at = record.ended_at or _now_iso()
+    record.ended_at = record.ended_at or now_iso()
     record.end_reason = record.end_reason or reason
     record.status = "TERMINATED"
     save_record(campaign_dir, record)
@@ -410,7 +399,7 @@ def refresh(client: RunpodClient, campaign_dir: Path, record: PodRecord) -> Pod 
     pod = client.get_pod(record.pod_id) if record.pod_id else None
     if pod is None:
         if record.live:
-            record.status, record.ended_at = "GONE", _now_iso()
+            record.status, record.ended_at = "GONE", now_iso()
             record.end_reason = record.end_reason or "gone (terminated outside golfrun, or by its deadline)"
             save_record(campaign_dir, record)
         return None
