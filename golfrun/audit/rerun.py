@@ -138,7 +138,8 @@ def _dump_of(folder: Path, label: str) -> Path:
     dump = score_dump_for(folder, label)
     if dump is None:
         raise CausalityError(f"{folder}: no score dump of the final score '{label}' (*.npz): run the trainer "
-                             "with SCORE_DUMP_PATH set")
+                             "with SCORE_DUMP_PATH set (a campaign: `--set trainer_env.SCORE_DUMP_PATH=scores.npz`, "
+                             "which reruns the stage with a dump)")
     return dump
 
 
