@@ -17,7 +17,8 @@ processes (an upper bound). Device-seconds are GPU-seconds, or process-seconds o
 `check_stage` raises BudgetError (exit 4, docs/cli.md) when spent + estimate would pass
 `[budget] gpu_hours` or `[budget] usd`; USD needs a price (`usd_per_gpu_hour`, or the RunPod
 pod's rate): without one only what was already spent is held to the USD budget. `check_spent` refuses
-what spent alone already reaches: the Slurm chain, before its first sbatch.
+what spent alone already reaches: the Slurm chain, before its first sbatch; a RunPod pod, before it is
+created.
 Stdlib only: `golfrun spend` reads this.
 """
 
@@ -277,7 +278,7 @@ def refusal(why: str, used: str, what: str) -> BudgetError:
 def check_spent(campaign: "Campaign", campaign_dir: Path, what: str) -> Spent | None:
     """BudgetError when what the campaign folder has already spent (every attempt, `spent`) reaches
     `[budget]`, before `what` starts anything: the Slurm chain, which is submitted whole at launch (its
-    stage jobs then hold each stage to the budget on the cluster). None when the campaign has no budget."""
+    stage jobs then hold each stage to the budget on the cluster), or a new RunPod pod. None when the campaign has no budget."""
     b = campaign.budget
     if not (b.usd or b.gpu_hours):
         return None

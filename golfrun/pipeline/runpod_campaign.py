@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from golfrun import budget
 from golfrun.backends.runpod import pods
 from golfrun.backends.runpod import remote as rp
 from golfrun.backends.runpod import volumes
@@ -91,6 +92,9 @@ def _run_locked(client: RunpodClient, campaign: "Campaign", settings: pods.Runpo
             raise BudgetReached(f"budget reached: this campaign's pods cost {record.cost_so_far():.2f} USD of "
                                 f"{settings.budget_usd:.2f} ([backend.runpod] budget_usd); no new pod")
         if not record.live:
+            # [budget] counts every attempt and the pods' idle time in this folder: a campaign that has
+            # already spent it gets no new pod (a live one is re-attached: its own golfrun refuses stages)
+            budget.check_spent(campaign, campaign_dir, "a new pod")
             used += 1
             if used > MAX_PODS + rerolls:
                 raise BackendError(f"gave up after {MAX_PODS} pods were lost; see {pods.record_path(campaign_dir)}")

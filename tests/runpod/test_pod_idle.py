@@ -1,7 +1,8 @@
 """What a pod held with no trainer job running (set-up, verify-pod, data, pulls) is in the ledger's
 totals: a campaign run end to end against the loopback RunPod v2 API (tests/fixtures/runpod_server.py
 follows its published spec; its pods are a real sshd on 127.0.0.1) with the pipeline's fake trainer,
-then `status --json`'s ledger and `spend` read from the campaign folder that came home."""
+then `status --json`'s ledger and `spend` read from the campaign folder that came home, and a rerun
+whose [budget] that spend exceeds is refused before a new pod is created."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from golfrun.backends.runpod import pods
 from golfrun.budget import spent
 from golfrun.cli import main
+from golfrun.errors import BudgetError
 from golfrun.pipeline.remote import RemoteOptions
 from golfrun.pipeline.runpod_campaign import run_campaign
 from tests.fixtures.runpod_server import FakeRunpod
@@ -55,6 +57,15 @@ def test_the_pods_gpu_time_with_no_job_running_is_counted(fake_runpod: FakeRunpo
     assert paid.gpu_seconds == pytest.approx(s.gpu_seconds, abs=1e-3) and paid.usd_source == "pods"
     assert f'pods, no job running</td><td></td><td></td><td class="num">{minutes(paid.pod_idle_gpu_seconds)}' \
         in render_html(data, {})
+
+    # a campaign that has spent its [budget] (this folder's pods count) gets no new pod: refused before create
+    created = fake_runpod.count("POST", "/v2/pods")
+    hours = held / 3600 / 2
+    with pytest.raises(BudgetError) as refused:
+        run_campaign(load(pod_workdir, {"budget.gpu_hours": hours}), runs / "tiny", RemoteOptions(), lines.append,
+                     timing=FAST, follow_timing=FAST_FOLLOW)
+    assert fake_runpod.count("POST", "/v2/pods") == created and fake_runpod.live_pods() == []
+    assert f"of [budget] gpu_hours = {hours:g}: a new pod not started" in str(refused.value), str(refused.value)
 
 
 def test_a_retired_pod_keeps_its_gpu_time() -> None:
