@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, run_golfrun, write_campaign
+from tests.fixtures.pipeline_campaign import launches, run_golfrun, start_golfrun, write_campaign
 
 
 def _wait_for(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
@@ -33,8 +32,7 @@ def test_an_interrupted_force_is_completed_by_the_next_run(tmp_path: Path, share
 
     block.touch()
     before = len(launches(tmp_path))
-    proc = subprocess.Popen(golfrun_argv(*args, "--force", "gate-b"), cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_golfrun(tmp_path, *args, "--force", "gate-b")
     try:
         _wait_for(lambda: any(line.startswith("seed1 ") for line in launches(tmp_path)[before:]))
         os.kill(proc.pid, signal.SIGKILL)

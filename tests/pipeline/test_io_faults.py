@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from golfrun.pipeline.lock import CampaignLock
-from tests.fixtures.pipeline_campaign import launches, run_golfrun, write_campaign
+from tests.fixtures.pipeline_campaign import launches, run_golfrun, start_golfrun, write_campaign
 
 
 def _args(tmp_path: Path) -> list[str]:
@@ -42,15 +42,13 @@ def test_a_finished_result_of_a_killed_golfrun_is_adopted_not_retrained(tmp_path
     import signal
     import time
 
-    from tests.fixtures.pipeline_campaign import REPO, golfrun_argv
 
     block = tmp_path / "block"
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "2", "FAKE_BLOCK_FILE": str(block),
                                                         "FAKE_BLOCK_STAGE": "gate-b", "FAKE_BLOCK_AFTER": "1"})
     job = tmp_path / "runs" / "t" / "04-gate-b" / "jobs" / "seed2"
-    proc = subprocess.Popen(golfrun_argv(*_args(tmp_path)), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_golfrun(tmp_path, *_args(tmp_path))
     try:
         end = time.monotonic() + 120
         while not (job / "results.json").is_file() and time.monotonic() < end:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from golfrun.pipeline.lock import CampaignLock
-from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, run_golfrun, write_campaign
+from tests.fixtures.pipeline_campaign import REPO, launches, run_golfrun, start_golfrun, write_campaign
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -27,8 +27,7 @@ def test_sigkill_during_gate_b_then_rerun_redoes_only_the_killed_job(tmp_path: P
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "2", "FAKE_BLOCK_FILE": str(block)})
     args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_golfrun(tmp_path, *args)
     try:
         _wait_for(lambda: any(line.startswith("seed2 seed=2") for line in launches(tmp_path)))
         os.kill(proc.pid, signal.SIGKILL)  # golfrun only; its trainer is left running, blocked
@@ -85,8 +84,7 @@ def test_sigterm_cancels_the_running_trainer_and_releases_the_lock(tmp_path: Pat
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
     args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_golfrun(tmp_path, *args, stdout=subprocess.PIPE)
     job_dir = (tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0").resolve()
     try:
         _wait_for(lambda: bool(launches(tmp_path)))
@@ -110,8 +108,7 @@ def test_job_index_during_run_all_exits_3_and_leaves_run_all_alone(tmp_path: Pat
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "2", "FAKE_BLOCK_FILE": str(block),
                                                         "FAKE_BLOCK_STAGE": "gate-b"})
     args = ["--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.Popen(golfrun_argv("run-all", *args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_golfrun(tmp_path, "run-all", *args)
     try:
         _wait_for(lambda: any(line.startswith("seed2 seed=2") for line in launches(tmp_path)))
         for index in ("2", "0"):

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from golfrun.cli import main
-from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, write_campaign
+from tests.fixtures.pipeline_campaign import launches, start_golfrun, write_campaign
 from tests.fixtures.waiting import wait_for
 
 GPU_ENV = {"FAKE_DEVICE": "NVIDIA H200", "FAKE_TIMINGS": "1"}
@@ -180,8 +180,7 @@ def test_an_attempt_stopped_by_sigterm_is_recorded_as_interrupted(tmp_path: Path
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
     args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_golfrun(tmp_path, *args, stdout=subprocess.PIPE)
     try:
         assert wait_for(lambda: bool(launches(tmp_path)))
         time.sleep(0.5)  # the trainer holds its "GPU" for a while before golfrun is stopped
@@ -242,8 +241,7 @@ def test_a_summary_keeps_the_ttt_evaluations_compile_figures() -> None:
 def _kill_golfrun_when(tmp_path: Path, ready, hold_s: float = 0.0) -> None:  # type: ignore[no-untyped-def]
     """Start run-all as a process and SIGKILL it (nothing of it runs afterwards) `hold_s` after `ready()` holds."""
     args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_golfrun(tmp_path, *args)
     try:
         assert wait_for(ready)
         time.sleep(hold_s)

@@ -14,13 +14,13 @@ from pathlib import Path
 from golfrun.backends.local import MARKER_ENV
 from golfrun.pipeline.lock import CampaignLock
 from golfrun.transport.local import find_processes_with_env, terminate_processes
-from tests.fixtures.pipeline_campaign import REPO, golfrun_argv, launches, write_campaign
+from tests.fixtures.pipeline_campaign import launches, start_golfrun, write_campaign
 from tests.fixtures.waiting import wait_for, snapshot
 
 ORPHAN_DEADLINE_S = 2.0
 
 
-def start(tmp_path: Path, shared_data: Path) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:
+def start(tmp_path: Path, shared_data: Path) -> tuple[subprocess.Popen[str], Path, Path, Path]:
     block = tmp_path / "block"
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block),
@@ -28,8 +28,7 @@ def start(tmp_path: Path, shared_data: Path) -> tuple[subprocess.Popen[bytes], P
     out = tmp_path / "golfrun.out"
     args = ["run-all", "--campaign", str(tmp_path / "campaign.toml"), "--runs-dir", str(tmp_path / "runs")]
     with open(out, "wb") as sink:
-        proc = subprocess.Popen(golfrun_argv(*args), cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+        proc = start_golfrun(tmp_path, *args, stdout=sink, env={"PYTHONUNBUFFERED": "1"})
     job_dir = (tmp_path / "runs" / "t" / "02-gate-a" / "jobs" / "seed0").resolve()
     assert wait_for(lambda: bool(launches(tmp_path)) and (job_dir / "seed0.txt").is_file())
     return proc, job_dir, block, out
