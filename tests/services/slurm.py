@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.services.common import (
     ServiceError,
     all_pids,
-    free_port,
+    free_ports,
     pid_alive,
     proc_environ,
     read_pid,
@@ -30,6 +30,7 @@ from tests.services.common import (
 )
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+PORT_ATTEMPTS = 3  # picked ports are free when picked, not when the daemons bind them
 
 
 @dataclass
@@ -108,8 +109,18 @@ class SlurmCluster:
             link = s / "fakedev" / f"nvidia{i}"
             if not link.is_symlink():
                 link.symlink_to("/dev/null")
-        self._write_conf(sock)
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._start_slurm(sock, timeout_s)
+                return self
+            except ServiceError as e:
+                if attempt + 1 == PORT_ATTEMPTS or not self._lost_port_race():
+                    raise e
+                self._stop_slurm_daemons()  # another process took a picked port: new ports, again
+        return self
 
+    def _start_slurm(self, sock: Path, timeout_s: float) -> None:
+        self._write_conf(sock)
         self._daemon(["slurmctld"], "slurmctld")
         self._daemon(["slurmd", "-N", self.node], "slurmd")
 
@@ -122,7 +133,19 @@ class SlurmCluster:
             return r.stdout.strip() == "idle"
 
         wait_until(idle, timeout_s, "slurm node idle", self._log_paths(), 0.2)
-        return self
+
+    def _lost_port_race(self) -> bool:
+        logs = [self.state_dir / "log" / f"{d}.log" for d in ("slurmctld", "slurmd")]
+        return any("Address already in use" in p.read_text(errors="replace") for p in logs if p.exists())
+
+    def _stop_slurm_daemons(self) -> None:
+        for d in ("slurmd", "slurmctld"):
+            pid = read_pid(self._pidfile(d))
+            if pid:
+                stop_pid(pid, 10)
+            self._pidfile(d).unlink(missing_ok=True)
+        for d in ("slurmd", "slurmctld"):  # the next attempt's race check reads fresh logs
+            (self.state_dir / "log" / f"{d}.log").unlink(missing_ok=True)
 
     def _daemon(self, argv: list[str], name: str) -> None:
         # the daemons fork and write their PID file from the child
@@ -136,6 +159,7 @@ class SlurmCluster:
         s = self.state_dir
         hw = run_quiet(["slurmd", "-C"]).stdout.split("\n")[0]
         mem = int(re.search(r"RealMemory=(\d+)", hw).group(1)) * 9 // 10 if "RealMemory=" in hw else 1024
+        ctld_port, slurmd_port = free_ports(2)  # distinct: the CI run where both got one port failed
         gres_node = ""
         if self.gpus:
             (s / "etc" / "gres.conf").write_text(
@@ -146,8 +170,8 @@ class SlurmCluster:
         lines = [
             "ClusterName=golfruntest",
             "SlurmctldHost=localhost",
-            f"SlurmctldPort={free_port()}",
-            f"SlurmdPort={free_port()}",
+            f"SlurmctldPort={ctld_port}",
+            f"SlurmdPort={slurmd_port}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",

@@ -37,3 +37,39 @@ def test_sshd_rejects_an_unknown_host_key(sshd_server: SshdServer, tmp_path) -> 
     r = subprocess.run([*argv, f"{sshd_server.user}@{sshd_server.host}", "true"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "Host key verification failed" in r.stderr
+
+
+def test_free_ports_are_distinct() -> None:
+    from tests.services.common import free_ports
+
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+
+
+@pytest.mark.slurm
+def test_slurm_starts_on_new_ports_when_a_picked_port_is_taken(tmp_path, monkeypatch) -> None:
+    # a CI run lost a session's cluster to this: slurmctld's port was bound before it started
+    import os
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    import tests.services.slurm as slurm
+
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_ports = slurm.free_ports
+    picks = [[taken, real_free_ports(1)[0]]]
+    monkeypatch.setattr(slurm, "free_ports", lambda n: picks.pop() if picks else real_free_ports(n))
+    state = Path(tempfile.mkdtemp(prefix="golfrun-slurm-"))
+    os.chmod(state, 0o755)
+    cluster = SlurmCluster(state)
+    try:
+        cluster.start()
+        assert f"SlurmctldPort={taken}" not in cluster.conf.read_text()
+        assert cluster.run("sinfo", "-h", "-o", "%T").stdout.strip() == "idle"
+    finally:
+        cluster.stop()
+        squatter.close()
