@@ -220,7 +220,7 @@ class StageSpend:
     cpu_seconds: float = 0.0
     usd: float | None = None
     attempts: int = 0
-    failed: int = 0  # attempts that did not succeed
+    failed: int = 0  # attempts that did not succeed (an ABORTED one, stopped on purpose, is no failure)
     source: str = ""  # "attempts" | "summary" (a stage folder from before attempt records) | ""
     unreadable: tuple[str, ...] = ()
 
@@ -238,5 +238,5 @@ def stage_spend(stage_dir: Path, summary: "Summary | None") -> StageSpend:
         seconds[a.unit] += a.total
     priced = [a.usd for a in attempts if a.usd is not None]
     return StageSpend(round(seconds["gpu"], 3), round(seconds["cpu"], 3), round(sum(priced), 4) if priced else None,
-                      attempts=len(attempts), failed=sum(1 for a in attempts if a.state != "SUCCEEDED"),
+                      attempts=len(attempts), failed=sum(1 for a in attempts if a.state not in ("SUCCEEDED", "ABORTED")),
                       source="attempts", unreadable=tuple(unreadable))

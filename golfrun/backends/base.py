@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from golfrun.errors import BackendError, CampaignError
+from golfrun.trainer.curve_abort import CurveAbort
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
@@ -36,11 +37,12 @@ class JobState(str, enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    ABORTED = "ABORTED"  # stopped on purpose: its training curve trailed the reference (Job.abort)
     UNKNOWN = "UNKNOWN"
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.ABORTED)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class Job:
     stall_s: float | None = None  # no output line and no GPU activity this long → cancelled as STALLED
     outputs: tuple[str, ...] = ("results.json", "final_model.pt", "final_model.int6.ptz")
     log_name: str = "job.log"  # stdout+stderr of the job, in workdir
+    # stop the run when its train loss trails a reference curve (golfrun/trainer/curve_abort.py); the
+    # backend that reads the output watches it, writes abort.json and reports ABORTED
+    abort: CurveAbort | None = None
 
 
 @dataclass

@@ -9,6 +9,11 @@
 - `poll` reports the process's state; a job past its time limit is cancelled with reason
   "TIMEOUT after …s".
 - `cancel` signals the whole process tree (SIGTERM, then SIGKILL after a grace period).
+- A job with `abort` (a learning-curve rule, golfrun/trainer/curve_abort.py) has its output lines
+  fed to a `CurveWatch` as they stream (this is the one place that reads them, for every backend
+  that runs the trainer here: local, srun, a pod's local run); at the first trailing check `poll`
+  writes `abort.json` (schema golfrun.curve-abort/1: the step, observed and reference loss, margin)
+  and stops the job as `cancel` does, reporting ABORTED.
 
 The trainer runs under the job guard (golfrun/transport/guard.py, through `transport.spawn`): if
 golfrun itself is killed, SIGKILL included, the guard kills the job's whole tree (torchrun's
@@ -35,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from golfrun.backends.base import BackendHooks, Job, JobHandle, JobState, JobStatus
 from golfrun.errors import BackendError, TransportError
-from golfrun.fileio import sha256_file, write_json_atomic
+from golfrun.fileio import now_iso, sha256_file, write_json_atomic
 from golfrun.secrets import redact_env
+from golfrun.trainer.curve_abort import ABORT_FILE, ABORT_SCHEMA, Check, CurveWatch
 from golfrun.transport import local as transport
 
 if TYPE_CHECKING:
@@ -59,6 +65,8 @@ class _Running:
     final: JobStatus | None = None
     gpu_busy_at: float = 0.0  # monotonic time nvidia-smi last showed a GPU computing
     next_gpu_probe: float = 0.0
+    watch: CurveWatch | None = None  # the job's learning-curve abort rule, fed by the reader thread
+    aborted: Check | None = None  # the trailing check this backend stopped the job for
 
 
 class LocalBackend:
@@ -137,7 +145,8 @@ class LocalBackend:
                 "started_at": started_at,
             },
         )
-        on_line = None if self.on_line is None else (lambda line, _job=job: self.on_line(_job, line))
+        watch = None if job.abort is None else CurveWatch(job.abort)
+        on_line = self._line_handler(job, watch)
         try:
             process = transport.spawn(argv, cwd=str(workdir), env=env, log_path=workdir / job.log_name, on_line=on_line,
                                       orphan_signal=self.orphan_signal, orphan_grace_s=self.orphan_grace_s,
@@ -155,7 +164,24 @@ class LocalBackend:
             },
         )
         handle = JobHandle(backend=self.name, id=str(process.pid), job=job)
-        self._jobs[handle.id] = _Running(job, process, time.monotonic())
+        self._jobs[handle.id] = _Running(job, process, time.monotonic(), watch=watch)
+        return handle
+
+    def _line_handler(self, job: Job, watch: CurveWatch | None) -> Callable[[str], None] | None:
+        """What the reader thread calls per output line: the curve watch, then the progress display."""
+        if watch is None and self.on_line is None:
+            return None
+        display = [self.on_line]
+
+        def handle(line: str) -> None:
+            if watch is not None:
+                watch.feed(line)
+            if display[0] is not None:
+                try:
+                    display[0](job, line)
+                except Exception:  # a display bug must stop neither the log nor the watch
+                    display[0] = None
+
         return handle
 
     def poll(self, handle: JobHandle) -> JobStatus:
@@ -175,9 +201,14 @@ class LocalBackend:
             if stall and _stalled(running, stall):
                 self._stop(running, f"STALLED: no output and no GPU activity for {stall:g}s")
                 return self.poll(handle)
+            if running.watch is not None and running.watch.abort is not None and running.cancel_reason is None:
+                self._abort(running, running.watch.abort)
+                return self.poll(handle)
             return JobStatus(JobState.RUNNING, exit_code=None, backend_ids=[handle.id])
         tail = "\n".join(process.last_lines(TAIL_LINES))
-        if running.cancel_reason is not None:
+        if running.aborted is not None:
+            status = JobStatus(JobState.ABORTED, running.cancel_reason or "", code, [handle.id])
+        elif running.cancel_reason is not None:
             status = JobStatus(JobState.CANCELLED, running.cancel_reason, code, [handle.id])
         elif code == 0:
             status = JobStatus(JobState.SUCCEEDED, "", 0, [handle.id])
@@ -205,6 +236,18 @@ class LocalBackend:
     def reap_stale(self, workdir: Path | str) -> bool:
         """Stop whatever still runs for `workdir` (see the module function); call before cleaning a folder."""
         return reap_stale(workdir, grace_s=self.grace_s)
+
+    def _abort(self, running: _Running, check: Check) -> None:
+        """Stop a run that trails its reference curve; abort.json first, so the stage can tell an
+        abort from a crash even if the stop itself is interrupted."""
+        rule = running.job.abort
+        write_json_atomic(Path(running.job.workdir) / ABORT_FILE, {
+            "schema": ABORT_SCHEMA, "aborted_at": now_iso(), **check.to_dict(),
+            "reference_source": rule.reference_source if rule is not None else "",
+            "checks": [c.to_dict() for c in running.watch.checks] if running.watch is not None else [],
+        })
+        running.aborted = check
+        self._stop(running, f"ABORTED (learning-curve early abort) at {check.describe()}")
 
     def _stop(self, running: _Running, reason: str) -> None:
         running.cancel_reason = reason

@@ -482,6 +482,10 @@ def _check_consistency(c: Campaign, source: str) -> None:
     if any(not 0 < f < 1 for f in fr) or fr != sorted(set(fr)):
         raise CampaignError(f"{source}: ablation.halving_fractions = {fr}: fractions of the validation documents, "
                             "increasing, each strictly between 0 and 1 (the full set comes last by itself)")
+    steps = list(c.ablation.abort_at_steps)
+    if any(n <= 0 for n in steps) or steps != sorted(set(steps)):
+        raise CampaignError(f"{source}: ablation.abort_at_steps = {steps}: training steps at which to check trained "
+                            "variants, increasing, each > 0 ([] = no early abort)")
     rp = c.backend.runpod
     if 0 < rp.volume_gb < 10:
         raise CampaignError(f"{source}: backend.runpod.volume_gb {rp.volume_gb}: RunPod needs at least 10 (or 0 for none)")

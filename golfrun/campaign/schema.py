@@ -230,6 +230,12 @@ class Ablation:
     halving_keep: float = key(0.5, "the part of the variants that goes on from each rung (at least one)", gt=0, le=1)
     halving_doc_seed: int = key(0, "VAL_DOC_SEED of the rungs: which documents the fractions are (the same for "
                                     "every variant and the baseline)", ge=0)
+    abort_at_steps: list[int] = key([], "learning-curve early abort of trained variants: at each of these training "
+                                        "steps (increasing, > 0) a variant whose train loss is above gate-a's at "
+                                        "that step by more than abort_margin_nats is stopped and recorded ABORTED "
+                                        "(never promoted; its GPU time up to there is in the ledger); [] = off")
+    abort_margin_nats: float = key(0.1, "how far above gate-a's train loss (nats) at a check step counts as "
+                                        "trailing; one batch's loss is noisy, so keep it above that noise", gt=0)
 
 
 @dataclass(frozen=True)

@@ -409,7 +409,7 @@ class Engine:
             budget.check_stage(ctx, lambda: jobs)  # an array task holds to [budget] as the whole stage does
             with job_lock(ctx.stage_dir, jobs[index].name, command=command, wait_s=lock_wait_s):
                 outcome = common.run_job(ctx, jobs[index])
-        return 0 if outcome.ok else EXIT_CODES[Verdict.ERROR]
+        return 0 if outcome.ok or outcome.aborted else EXIT_CODES[Verdict.ERROR]  # an abort is an outcome
 
 
 class _LazyBackend:

@@ -379,7 +379,7 @@ def missing(stages: Sequence[StageInfo], curves: Sequence[Curve], has_provenance
         elif s.verdict == "SKIPPED":
             out.append(f"{s.stage}: SKIPPED — {s.reasons[0] if s.reasons else 'no reason given'}")
         for j in s.jobs:
-            if j.val_bpb is None:
+            if j.val_bpb is None and j.state != "ABORTED":  # stopped on purpose (early abort): nothing is missing
                 out.append(f"{s.stage}/{j.name}: {j.state}, no final score")
     if not any(c.stage in CURVE_STAGES for c in curves):
         out.append("no training curve: no gate-a or gate-b log with train/val lines")

@@ -24,6 +24,16 @@ Successive halving (ablation.halving_fractions, stages/halving.py): eval-only va
 scored on fractions of the validation documents and only the better part goes on; `decision.rungs`
 lists every rung, `decision.dropped` the variants left behind, and `decision.variants` holds the
 full-set figures of those that reached the full set (the promoted one's always come from there).
+
+Learning-curve early abort (ablation.abort_at_steps, ablation.abort_margin_nats;
+golfrun/trainer/curve_abort.py): a trained variant whose train loss at a check step is above the
+reference's by more than the margin is stopped there by the backend running it. The reference is
+gate-a's run: the ablation trains no baseline of its own (trained variants are compared with gate-a's
+result), and gate-a is the same trainer, seed and settings but the variant's env. An aborted variant
+is listed in `decision.aborted` (step, observed and reference loss, margin), gets a failed warning
+check `curve[<name>]`, is never promoted and has no row in `decision.variants`; its attempt is in the
+ledger. Every variant aborted → KILL. Finished trained variants show the checks they passed
+(`curve_checks`).
 """
 
 from __future__ import annotations
@@ -36,18 +46,20 @@ from golfrun.stages import common
 from golfrun.stages.common import JobSpec
 from golfrun.stages.halving import run_rungs, rung_spec
 from golfrun.stages.context import StageContext
-from golfrun.stages.handoff import BASELINE, EVAL_MODES, baseline_job, eval_only_inputs  # noqa: F401
+from golfrun.stages.handoff import BASELINE, EVAL_MODES, baseline_job, eval_only_inputs, gate_a_train_curve  # noqa: F401
 from golfrun.stages.spec import Promotion, SlurmArray, StageSpec
 from golfrun.summary import Check, Summary, Verdict
 
 if TYPE_CHECKING:
     from golfrun.campaign import Campaign
+    from golfrun.trainer.curve_abort import CurveAbort
 
 
 def key_figures(summary: Summary) -> str:
     d = summary.decision
     best = f"best {d.get('best')} Δbpb {d.get('best_delta_bpb'):+.6f}" if isinstance(d.get("best_delta_bpb"), float) else ""
-    return f"{best}; promoted {d.get('promoted') or '-'}".strip("; ")
+    aborted = [f"{a.get('name')}@{a.get('step')}" for a in d.get("aborted") or [] if isinstance(a, dict)]
+    return f"{best}; promoted {d.get('promoted') or '-'}".strip("; ") + (f"; aborted {', '.join(aborted)}" if aborted else "")
 
 
 def array_size(campaign: "Campaign") -> int:
@@ -70,6 +82,10 @@ def check_promotable(campaign: "Campaign", name: str) -> None:
 def promote(summary: Summary, name: str) -> None:
     """A person's pick: `promoted` and its env, which gate-b reads (golfrun/stages/handoff.py)."""
     names = [v.get("name") for v in summary.decision.get("variants", [])]
+    aborted = next((a for a in summary.decision.get("aborted") or [] if a.get("name") == name), None)
+    if aborted is not None:
+        raise UsageError(f"decide ablation --promote {name!r}: it was aborted at step {aborted.get('step')} (its train "
+                         f"loss trailed gate-a's curve) and has no final score; choose one of {names + [BASELINE]}")
     if name != BASELINE and name not in names:
         raise UsageError(f"decide ablation --promote {name!r}: not a variant; choose one of {names + [BASELINE]}")
     env = {} if name == BASELINE else next(v.get("env", {}) for v in summary.decision["variants"] if v.get("name") == name)
@@ -117,6 +133,7 @@ def full_plan(ctx: StageContext) -> list[JobSpec]:
     limit = common.time_limit(ctx, ctx.campaign.timeouts.ablation_s)
     n = common.nproc(ctx)
     vs = variants(ctx)
+    rule = abort_rule(ctx) if any(m == "train" for _, _, m in vs) else None
     specs = []
     for mode in EVAL_MODES:
         if any(m == mode for _, _, m in vs):
@@ -129,8 +146,25 @@ def full_plan(ctx: StageContext) -> list[JobSpec]:
             specs.append(JobSpec(name=name, seed=seed, mode=mode, env={**env, **ev_env}, inputs=inputs,
                                  nproc_per_node=n, time_limit_s=limit))
         else:
-            specs.append(JobSpec(name=name, seed=seed, mode="train", env=dict(env), nproc_per_node=n, time_limit_s=limit))
+            specs.append(JobSpec(name=name, seed=seed, mode="train", env=dict(env), nproc_per_node=n, time_limit_s=limit,
+                                 abort=rule))
     return specs
+
+
+def abort_rule(ctx: StageContext) -> "CurveAbort | None":
+    """The learning-curve abort of trained variants: gate-a's run as the reference; None when
+    ablation.abort_at_steps is empty, or (said in the log) when gate-a's logs have no train loss."""
+    from golfrun.trainer.curve_abort import CurveAbort
+
+    a = ctx.campaign.ablation
+    if not list(a.abort_at_steps):
+        return None
+    points, source = gate_a_train_curve(ctx)
+    if not points:
+        if not ctx.dry_run:
+            ctx.log(f"ablation: no early abort of trained variants: {source}")
+        return None
+    return CurveAbort(tuple(int(s) for s in a.abort_at_steps), float(a.abort_margin_nats), tuple(points), source)
 
 
 def run(ctx: StageContext) -> Summary:
@@ -164,11 +198,60 @@ def run(ctx: StageContext) -> Summary:
     if failed is not None:
         return failed
     by_name = {o.spec.name: o for o in outcomes}
+    abort_checks, abort_reasons = _aborted(outcomes, vs, decision)
+    vs = [v for v in vs if not by_name[v[0]].aborted]
+    jobs = [o.record for o in halving.outcomes + outcomes]
+    if not vs:
+        return common.new_summary(ctx, Verdict.KILL, started, checks=abort_checks, decision=decision, jobs=jobs,
+                                  reasons=["every variant was aborted: none finished to be compared", *abort_reasons])
     decision["baseline"] = baselines = _baselines(by_name, gate_a, vs)
     decision["variants"] = rows = _rows(by_name, baselines, vs, promote, hold)
+    for row in rows:
+        spec = by_name[row["name"]].spec
+        if spec.abort is not None:  # the checks a finished trained variant passed
+            row["curve_checks"] = _curve_checks(ctx, spec)
     verdict, checks, reasons = _decide(rows, promote, hold, decision)
-    return common.new_summary(ctx, verdict, started, checks=checks, decision=decision,
-                              jobs=[o.record for o in halving.outcomes + outcomes], reasons=reasons)
+    return common.new_summary(ctx, verdict, started, checks=checks + abort_checks, decision=decision,
+                              jobs=jobs, reasons=reasons + abort_reasons)
+
+
+def _aborted(outcomes: list[common.JobOutcome], vs: list[tuple[str, dict[str, str], str]],
+             decision: dict[str, Any]) -> tuple[list[Check], list[str]]:
+    """The variants stopped trailing gate-a's curve: `decision.aborted` (and the rule in
+    `decision.early_abort`), a failed warning check and a reason each."""
+    rule = next((o.spec.abort for o in outcomes if o.spec.abort is not None), None)
+    if rule is not None:
+        decision["early_abort"] = {"steps": list(rule.steps), "margin_nats": rule.margin_nats,
+                                   "reference": rule.reference_source}
+    env_of = {name: env for name, env, _ in vs}
+    decision["aborted"] = rows = [
+        {"name": o.spec.name, "env": env_of.get(o.spec.name, {}), "mode": o.spec.mode,
+         **{k: (o.abort or {}).get(k) for k in ("check_step", "step", "iterations", "observed_loss",
+                                                "reference_loss", "margin_nats", "reference_source")}}
+        for o in outcomes if o.aborted]
+    checks, reasons = [], []
+    for r in rows:
+        limit = None if r["reference_loss"] is None else r["reference_loss"] + float(r["margin_nats"] or 0.0)
+        of = f" of {r['iterations']}" if r["iterations"] else ""
+        checks.append(Check(name=f"curve[{r['name']}]", observed=r["observed_loss"], limit=limit, op="<=", passed=False,
+                            severity="warn", detail=f"aborted at step {r['step']}{of}: train_loss above gate-a's "
+                                                    f"{r['reference_loss']:.4f} + margin {r['margin_nats']:g} nats"))
+        obs = "not a number" if r["observed_loss"] is None else f"{r['observed_loss']:.4f}"
+        reasons.append(f"aborted {r['name']} at step {r['step']}{of}: train_loss {obs} > gate-a's "
+                       f"{r['reference_loss']:.4f} + {r['margin_nats']:g} nats (never promoted)")
+    return checks, reasons
+
+
+def _curve_checks(ctx: StageContext, spec: JobSpec) -> list[dict[str, Any]]:
+    """The early-abort checks a finished trained variant went through, from its log."""
+    from golfrun.trainer.curve_abort import watch_log
+
+    assert spec.abort is not None
+    try:
+        lines = (common.job_dir(ctx, spec) / common.LOG_NAME).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    return [c.to_dict() for c in watch_log(spec.abort, lines).checks]
 
 
 def _baselines(by_name: dict[str, Any], gate_a: Summary,

@@ -11,6 +11,11 @@ crash or SIGKILL loses at most the job that was running.
 
 A job that fails, exits non-zero or leaves no final score is an error carrying the last lines of
 its log; it never yields a score, so no gate can read it as PASS.
+
+A job with a learning-curve abort rule (`JobSpec.abort`, golfrun/trainer/curve_abort.py) that the
+backend stopped for trailing its reference is neither: its outcome is ABORTED with the figures of
+the check (`JobOutcome.abort`, from the backend's abort.json), its attempt is in the ledger like any
+other, and a rerun with the same key and the same rule serves the abort from its folder.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from golfrun.backends.base import Job
     from golfrun.campaign import Campaign
     from golfrun.stages.context import StageContext
+    from golfrun.trainer.curve_abort import CurveAbort
     from golfrun.trainer.results import TrainerResult
 
 JOB_SCHEMA = "golfrun.job/1"
@@ -95,6 +101,7 @@ class JobSpec:
     nproc_per_node: int = 1
     time_limit_s: float = 3600.0
     keep: Callable[[Path], None] | None = field(default=None, compare=False)  # runs before parsing
+    abort: "CurveAbort | None" = None  # stop it when its training curve trails a reference (not in its key)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +112,7 @@ class JobSpec:
             "inputs": dict(self.inputs),
             "nproc_per_node": self.nproc_per_node,
             "time_limit_s": self.time_limit_s,
+            "abort_rule": None if self.abort is None else self.abort.to_dict(),
         }
 
 
@@ -240,10 +248,15 @@ class JobOutcome:
     record: JobRecord
     result: "TrainerResult | None"
     error: str | None = None  # one paragraph: what failed and the log's tail
+    abort: dict[str, Any] | None = None  # stopped trailing its reference curve: the check (abort.json)
 
     @property
     def ok(self) -> bool:
         return self.result is not None and self.error is None
+
+    @property
+    def aborted(self) -> bool:
+        return self.abort is not None and self.error is None
 
 
 def _read_job_json(path: Path) -> dict[str, Any] | None:
@@ -349,22 +362,47 @@ def served_from_folder(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str
     """The job's outcome without running it: its cached result, or a finished run adopted; else None."""
     result = cached_result(ctx, spec, env)
     if result is None:
-        return adopt_finished(ctx, spec, env, record)
+        return served_aborted(ctx, spec, env, record) or adopt_finished(ctx, spec, env, record)
     folder = job_dir(ctx, spec)
-    prior = _read_job_json(folder / JOB_FILE) or {}
+    _served_record(record, _read_job_json(folder / JOB_FILE) or {}, "SUCCEEDED")
+    record.result = result.to_dict()
+    ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
+    return JobOutcome(spec, record, result)
+
+
+def _served_record(record: JobRecord, prior: Mapping[str, Any], state: str) -> None:
+    """A job served from its folder: what its run recorded; nothing held this time."""
     record.cached = True
-    record.state = "SUCCEEDED"
+    record.state = state
     record.backend = str(prior.get("backend", record.backend))
     record.backend_ids = list(prior.get("backend_ids", []))
     record.duration_s = prior.get("duration_s")
-    record.result = result.to_dict()
     held = prior.get("ledger") or {}
     record.gpus = int(held.get("gpus", 0))
     record.gpu_seconds = ledger.zero()  # served from its folder: nothing held this time
     record.gpu_seconds_original = held.get("gpu_seconds") or None
     record.compile = dict(held.get("compile") or {})
-    ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
-    return JobOutcome(spec, record, result)
+
+
+def served_aborted(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], record: JobRecord) -> JobOutcome | None:
+    """A job this very rule aborted before (same key, same abort rule): its abort again, not a rerun
+    that would trail the same way (a Slurm array task's abort reaches the aggregating run this way)."""
+    recorded = _recorded(ctx, spec, env, "ABORTED")
+    if recorded is None or spec.abort is None or recorded.get("abort_rule") != spec.abort.to_dict() \
+            or not isinstance(recorded.get("abort"), dict):
+        return None
+    _served_record(record, recorded, "ABORTED")
+    record.reason = str(recorded.get("reason") or "ABORTED")
+    ctx.log(f"{ctx.stage}: job {spec.name}: cached abort ({job_dir(ctx, spec)})")
+    return JobOutcome(spec, record, None, abort=dict(recorded["abort"]))
+
+
+def read_abort(folder: Path) -> dict[str, Any] | None:
+    """The backend's note of why it stopped the run (abort.json), or None when unreadable."""
+    from golfrun.trainer.curve_abort import ABORT_FILE, ABORT_SCHEMA
+
+    note = _read_job_json(folder / ABORT_FILE)
+    return note if note is not None and note.get("schema") == ABORT_SCHEMA else None
 
 
 def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -> JobOutcome:
@@ -414,6 +452,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         time_limit_s=spec.time_limit_s,
         stall_s=float(ctx.campaign.timeouts.stall_s) or None,
         log_name=LOG_NAME,
+        abort=spec.abort,
     )
     ctx.log(f"{ctx.stage}: job {spec.name}: starting ({spec.mode}, seed {spec.seed})")
     t0 = time.monotonic()
@@ -424,7 +463,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         raise
     duration = round(time.monotonic() - t0, 3)
     record.duration_s = duration
-    result, error = collect_result(spec, folder, record, error)
+    result, error, abort = _outcome_of(spec, folder, record, error)
     tail = ""
     if error is not None:
         tail = log_tail(folder, env)
@@ -436,11 +475,22 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         record.compile["facts"] = facts.to_dict()  # later stages key their cache with the same facts
     job_doc["ledger"] = {"gpus": record.gpus, "gpu_seconds": record.gpu_seconds, "compile": record.compile}
     job_doc.update(state=record.state if error is None else "FAILED", finished_at=now_iso(), duration_s=duration,
-                   backend_ids=record.backend_ids, error=error)
+                   backend_ids=record.backend_ids, error=error, abort=abort, reason=record.reason)
     _write_job_json(folder, job_doc)
     record_attempt(ctx, record, job_doc["submitted_at"], job_doc["state"], attempt_id=job_doc["attempt_id"])
     _say_outcome(ctx, spec, record, folder / LOG_NAME, tail if error is not None else None)
-    return JobOutcome(spec, record, result, error)
+    return JobOutcome(spec, record, result, error, abort=abort)
+
+
+def _outcome_of(spec: JobSpec, folder: Path, record: JobRecord,
+                error: str | None) -> tuple["TrainerResult | None", str | None, dict[str, Any] | None]:
+    """(result, error, abort) of a run that ended: an abort's note, else the trainer's result."""
+    if record.state != "ABORTED" or error is not None:
+        return (*collect_result(spec, folder, record, error), None)
+    abort = read_abort(folder)
+    if abort is None:
+        return None, f"job {spec.name} ABORTED but its abort.json is unreadable", None
+    return None, None, abort
 
 
 def _fresh_folder(ctx: "StageContext", spec: JobSpec, folder: Path) -> None:
@@ -456,7 +506,8 @@ def _say_outcome(ctx: "StageContext", spec: JobSpec, record: JobRecord, log: Pat
     """tail None: the job succeeded. A failure says why here, not only in `golfrun explain`: the person
     watching run-all needs it now."""
     if tail is None:
-        ctx.log(f"{ctx.stage}: job {spec.name}: done in {record.duration_s:.1f}s")
+        how = f"{record.reason}" if record.state == "ABORTED" else "done"
+        ctx.log(f"{ctx.stage}: job {spec.name}: {how} in {record.duration_s:.1f}s")
         return
     shown = "\n".join(f"    {line}" for line in tail.splitlines()[-RUN_ALL_TAIL_LINES:])
     ctx.log(f"{ctx.stage}: job {spec.name}: FAILED in {record.duration_s:.1f}s: {record.reason}\n"
@@ -492,7 +543,7 @@ def submit_and_wait(ctx: "StageContext", spec: JobSpec, job: "Job", job_doc: dic
     record.state = status.state.value
     record.backend_ids = list(status.backend_ids or [handle.id])
     record.reason = status.reason
-    if status.state is JobState.SUCCEEDED:
+    if status.state in (JobState.SUCCEEDED, JobState.ABORTED):  # an abort is an outcome, not a failure
         return None
     error = f"job {spec.name} {status.state.value}" + (f" (exit {status.exit_code})" if status.exit_code is not None else "")
     # The backend's reason may carry its own log tail; ours follows below, redacted, once.
@@ -658,7 +709,7 @@ def price_per_gpu_hour(campaign: "Campaign", campaign_dir: Path) -> float | None
 def failed_jobs_summary(ctx: "StageContext", started_at: str, outcomes: Sequence[JobOutcome],
                         decision: dict[str, Any] | None = None) -> Summary | None:
     """An ERROR summary when any job failed (reasons carry each failure and its log tail), else None."""
-    failed = [o for o in outcomes if not o.ok]
+    failed = [o for o in outcomes if not o.ok and not o.aborted]  # an aborted job is a decision, not a failure
     if not failed:
         return None
     reasons = [f"{len(failed)} of {len(outcomes)} job(s) failed; no decision can be made"]

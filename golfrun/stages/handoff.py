@@ -3,6 +3,8 @@ another stage.
 
 - gate-a → ablation, gate-b: its kept checkpoint (`eval_only_inputs`: the file, by the sha256 that
   gate-a's summary lists, so a retrained checkpoint invalidates every cached eval-only job).
+- gate-a → ablation: its run's training curve (`gate_a_train_curve`), the reference of the
+  learning-curve early abort of trained variants.
 - ablation → gate-b: the promoted variant (`promoted_variant(summary)`), from
   `decision.promoted` / `decision.promoted_env` — or a person's `golfrun decide ablation --promote`.
 """
@@ -10,6 +12,7 @@ another stage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from golfrun.summary import Summary
@@ -46,6 +49,28 @@ def eval_only_inputs(ctx: "StageContext", mode: str = "eval_only") -> tuple[dict
                 ckpt = ctx.campaign_dir / a.path
                 sha = a.sha256
     return {var: str(ckpt)}, {"checkpoint_sha256": sha}
+
+
+def gate_a_train_curve(ctx: "StageContext") -> tuple[list[tuple[int, float]], str]:
+    """(step, train loss) of gate-a's run, from the first of its job folder's logs (the trainer's
+    `<RUN_ID>.txt`, then job.log) that has train-loss lines, and where they come from; ([], why not)
+    when gate-a's summary names no job folder or no log of it has any."""
+    from golfrun.trainer.curve_abort import train_losses
+    from golfrun.trainer.results import _default_logs
+
+    gate_a = ctx.upstream.get("gate-a")
+    rel = gate_a.decision.get("job_dir") if gate_a is not None else None
+    if not isinstance(rel, str) or not rel:
+        return [], "gate-a's summary names no job folder"
+    folder = ctx.campaign_dir / rel
+    for log in _default_logs(folder):
+        try:
+            points = train_losses(log.read_text(encoding="utf-8", errors="replace").splitlines())
+        except OSError:
+            continue
+        if points:
+            return points, f"gate-a's run ({Path(rel, log.name).as_posix()})"
+    return [], f"no train_loss line in gate-a's logs ({rel})"
 
 
 @dataclass(frozen=True)
