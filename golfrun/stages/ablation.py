@@ -220,15 +220,21 @@ def _aborted(outcomes: list[common.JobOutcome], vs: list[tuple[str, dict[str, st
     """The variants stopped trailing gate-a's curve: `decision.aborted` (and the rule in
     `decision.early_abort`), a failed warning check and a reason each."""
     rule = next((o.spec.abort for o in outcomes if o.spec.abort is not None), None)
+    # gate-a's last logged step: how long a full run of the same settings trains (a wallclock cap
+    # may stop it long before ITERATIONS), so what an abort saved is measured against it
+    full = rule.reference[-1][0] if rule is not None and rule.reference else None
     if rule is not None:
         decision["early_abort"] = {"steps": list(rule.steps), "margin_nats": rule.margin_nats,
-                                   "reference": rule.reference_source}
+                                   "reference": rule.reference_source, "reference_last_step": full}
     env_of = {name: env for name, env, _ in vs}
     decision["aborted"] = rows = [
         {"name": o.spec.name, "env": env_of.get(o.spec.name, {}), "mode": o.spec.mode,
          **{k: (o.abort or {}).get(k) for k in ("check_step", "step", "iterations", "observed_loss",
                                                 "reference_loss", "margin_nats", "reference_source")}}
         for o in outcomes if o.aborted]
+    for r in rows:
+        step = r["step"]
+        r["steps_not_trained"] = full - step if isinstance(step, int) and full is not None and full > step else 0
     checks, reasons = [], []
     for r in rows:
         limit = None if r["reference_loss"] is None else r["reference_loss"] + float(r["margin_nats"] or 0.0)
@@ -237,8 +243,9 @@ def _aborted(outcomes: list[common.JobOutcome], vs: list[tuple[str, dict[str, st
                             severity="warn", detail=f"aborted at step {r['step']}{of}: train_loss above gate-a's "
                                                     f"{r['reference_loss']:.4f} + margin {r['margin_nats']:g} nats"))
         obs = "not a number" if r["observed_loss"] is None else f"{r['observed_loss']:.4f}"
+        saved = f"; {r['steps_not_trained']} of gate-a's {full} steps not trained" if r["steps_not_trained"] else ""
         reasons.append(f"aborted {r['name']} at step {r['step']}{of}: train_loss {obs} > gate-a's "
-                       f"{r['reference_loss']:.4f} + {r['margin_nats']:g} nats (never promoted)")
+                       f"{r['reference_loss']:.4f} + {r['margin_nats']:g} nats (never promoted{saved})")
     return checks, reasons
 
 

@@ -46,6 +46,7 @@ def test_a_trailing_trained_variant_is_aborted_at_the_step_and_the_other_runs_to
     assert (aborted["name"], aborted["check_step"], aborted["step"], aborted["iterations"]) == ("slow", 8, 8, 12)
     assert aborted["observed_loss"] > aborted["reference_loss"] + 0.5 == aborted["margin_nats"] + aborted["reference_loss"]
     assert d["early_abort"]["reference"].startswith("gate-a's run (02-gate-a/jobs/seed0/")
+    assert (d["early_abort"]["reference_last_step"], aborted["steps_not_trained"]) == (12, 4)
     # the reference is gate-a's logged loss at step 8
     gate_a_log = (tmp_path / "runs" / "tiny" / "02-gate-a" / "jobs" / "seed0" / "job.log").read_text()
     assert f"8/12 train_loss: {aborted['reference_loss']:.4f}" in gate_a_log
@@ -74,6 +75,7 @@ def test_a_trailing_trained_variant_is_aborted_at_the_step_and_the_other_runs_to
     assert "aborted slow@8" in status.output, status.output
     explain = golfrun(tmp_path, "explain", "ablation")
     assert "slow: ABORTED" in explain.output and "aborted slow at step 8 of 12" in explain.output
+    assert "4 of gate-a's 12 steps not trained" in explain.output
     refused = golfrun(tmp_path, "decide", "ablation", "--promote", "slow", "--reason", "try it")
     assert refused.exit_code == 2 and "aborted at step 8" in refused.output
     report = golfrun(tmp_path, "report")
