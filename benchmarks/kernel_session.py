@@ -3,27 +3,30 @@
 Steps, most valuable first (each training configuration = bench_train_phase.train_phase: the record
 configuration on one GPU, stopped once training has reported its throughput):
 
+  baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
+                  throughput and the cold time to the first step
+  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up. Machines are scarce
+                  and one call may be all there is, so it starts even when its estimate overruns the call
+                  (with at least TRY_LEFT_S left); killed at the deadline, its compile stays cached for the next
   checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
-                  K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile
-                  cache, so the baseline's compile below is cold)
-  baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, EQUIV_ITERS steps, compile cache cold
-  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, EQUIV_ITERS steps: throughput, and the loss
-                  equivalence against baseline (per step, with baseline-warm's difference as the noise floor)
+                  K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
-                  kernel_checks.py fa4, FA4 against both varlen paths at the record's shape (cheap, so early)
-  baseline-warm   baseline again: time to first step with a warm compile cache, and the run-to-run noise of
-                  the losses and the throughput
+                  kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
+  baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
+  both-equiv      both, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
   triton, gqa     each change alone, ITERS steps
   fa4             ATTN_BACKEND=fa4, ITERS steps, if its check passed
+  baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
 
 A step starts only if its estimate (from what this machine has measured so far, else conservative H200
 defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call.
-Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried. State lives in STATE (default
-/tmp/kbench), which a warm machine keeps between calls: calling again continues where the last call stopped,
-with the compile caches warm. Each call writes to OUT every result so far: NAME-<step>.json per configuration
-(device, command, date, tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache,
-time_to_first_step_s, attention and MLP kernels, the losses), NAME-checks.json, and NAME-session.tar.gz
-(session.json: every step's status, estimates, the equivalence; and all logs). At most 8 files.
+Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried.
+State lives in STATE (default /tmp/kbench), which a warm machine keeps between calls: calling again continues
+where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (3
+files; a call brings back at most 8): NAME-configs.json, one entry per configuration (device, command, date,
+tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache, time_to_first_step_s,
+attention and MLP kernels, the losses), NAME-checks.json, and NAME-session.tar.gz (session.json: every step's
+status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
   env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2)
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -51,27 +53,33 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0}
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0}  # a hung check must not take the whole call
+TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
-# before measuring; baseline-warm's difference to baseline is recorded beside it as the noise floor.
+# before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
 EQUIV_TOL = {"max_abs": 0.05, "mean_abs_last10": 0.02}
 
 
 def steps(cfg: dict) -> list[dict]:
     n, n_eq = cfg["iters"], cfg["equiv_iters"]
+    plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}
+    both = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     return [
+        {"name": "baseline", "kind": "train", "env": plain, "iters": n},
+        # the one figure a single call must bring home: started even when its estimate is longer than what
+        # is left (at least TRY_LEFT_S); killed at the deadline, it leaves its compile cached for the next call
+        {"name": "both", "kind": "train", "env": both, "iters": n, "try": True},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
-        {"name": "baseline", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}, "iters": n_eq},
-        {"name": "both", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"},
-         "iters": n_eq, "needs": ["mlp", "gqa"]},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
-        {"name": "baseline-warm", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"},
-         "iters": n_eq, "same_graphs_as": "baseline"},
+        {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
+        {"name": "both-equiv", "kind": "train", "env": both, "iters": n_eq, "same_graphs_as": "both",
+         "needs": ["mlp", "gqa"]},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
          "needs": ["mlp"]},
         {"name": "gqa", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen_gqa"}, "iters": n,
          "needs": ["gqa"]},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n,
          "needs": ["fa4"], "needs_fa4": True},
+        {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
     ]
 
 
@@ -186,7 +194,8 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
 
 
 def equivalence(state: dict, cfg: dict) -> dict | None:
-    """Per-step losses of `both` (triton + varlen_gqa) against `baseline`, and baseline-warm's as noise."""
+    """Per-step losses of `both-equiv` (triton + varlen_gqa) against `baseline-equiv` over EQUIV_ITERS steps, and
+    `baseline-noise` (the baseline again) against it as the noise floor."""
     def losses(name):
         path = cfg["state"] / f"{cfg['name']}-{name}.json"
         return json.loads(path.read_text())["losses"] if path.is_file() else {}
@@ -199,9 +208,9 @@ def equivalence(state: dict, cfg: dict) -> dict | None:
         return {"steps": len(common), "max_abs": max(d), "mean_abs": sum(d) / len(d),
                 "mean_abs_last10": sum(d[-10:]) / len(d[-10:]), "last_step": int(common[-1]),
                 "loss_last": {"reference": b[common[-1]], "compared": a[common[-1]]}}
-    base = losses("baseline")
-    res = {"reference": "baseline", "compared": "both", "tolerance": EQUIV_TOL,
-           "diff": diff(losses("both"), base), "noise_floor_baseline_warm": diff(losses("baseline-warm"), base)}
+    base = losses("baseline-equiv")
+    res = {"reference": "baseline-equiv", "compared": "both-equiv", "tolerance": EQUIV_TOL,
+           "diff": diff(losses("both-equiv"), base), "noise_floor_baseline_noise": diff(losses("baseline-noise"), base)}
     if res["diff"] is None:
         return None
     res["within_tolerance"] = (res["diff"]["steps"] == cfg["equiv_iters"]
@@ -221,8 +230,11 @@ def publish(state: dict, cfg: dict) -> None:
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
         (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
-    for path in sorted(st.glob(f"{cfg['name']}-*.json")):
-        shutil.copy(path, out / path.name)
+    # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations
+    configs = {path.stem.removeprefix(f"{cfg['name']}-"): json.loads(path.read_text())
+               for path in sorted(st.glob(f"{cfg['name']}-*.json"))}
+    if configs:
+        (out / f"{cfg['name']}-configs.json").write_text(json.dumps(configs, indent=2))
     with tarfile.open(out / f"{cfg['name']}-session.tar.gz", "w:gz") as tar:
         for path in sorted(st.iterdir()):
             if path.suffix in (".json", ".log"):
@@ -270,7 +282,7 @@ def main() -> None:
             state["steps"].setdefault(name, {"status": "skipped", "kind": step["kind"]})["reason"] = why
             continue
         est = estimate(step, state)
-        if est > left - MARGIN_S:
+        if est > left - MARGIN_S and not (step.get("try") and left - MARGIN_S >= TRY_LEFT_S):
             call["deferred"][name] = f"estimated {est:.0f} s, {left - MARGIN_S:.0f} s left in this call"
             continue
         print(f"[kernel_session] {name}: starting (estimated {est:.0f} s, {left:.0f} s left)", flush=True)
@@ -281,9 +293,9 @@ def main() -> None:
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
                   "attention_backend", "mlp_kernel") if k in r), flush=True)
-        if name == "both" or (name == "baseline-warm" and "both" in state["steps"]):
+        if name in ("both-equiv", "baseline-noise"):
             state["equivalence"] = equivalence(state, cfg)
-            both = cfg["state"] / f"{cfg['name']}-both.json"
+            both = cfg["state"] / f"{cfg['name']}-both-equiv.json"
             if both.is_file() and state["equivalence"]:
                 data = json.loads(both.read_text())
                 both.write_text(json.dumps({**data, "equivalence": state["equivalence"]}, indent=2))
