@@ -156,7 +156,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("CORRECTOR_ORDERS", str, "8"),
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
-    ("MLP_KERNEL", str, "plain"),
+    ("MLP_KERNEL", str, "auto"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -570,9 +570,10 @@ def load_tokenizer(h: Hyperparameters) -> spm.SentencePieceProcessor:
 # forward matmul writes pre and post from its fp32 accumulator, and the backward matmul dOut·W_down
 # multiplies by phi'(pre) in its epilogue. Both are wrapped as torch.library custom ops with fake
 # implementations and an autograd formula, so torch.compile(fullgraph=True) traces through them.
-# MLP_KERNEL: plain (default: plain ops, Inductor fuses them), triton, torch (the same custom ops with torch
-# math inside: the fallback that runs anywhere), auto (triton on CUDA when importable, else plain). The
-# Triton kernels are opt-in until benchmarks/bench_kernels_1gpu.sh has checked and timed them on a GPU.
+# MLP_KERNEL: auto (default: triton on CUDA when importable, else plain), triton, plain (plain ops, Inductor
+# fuses them), torch (the same custom ops with torch math inside: the fallback that runs anywhere). On an H100
+# (benchmarks/results/h100-kernels-1gpu-*.json) the fused pair is 4 % faster than Inductor's MLP (2.36 against
+# 2.46 ms fwd+bwd), with 100 training steps' losses within the run-to-run noise of plain.
 
 try:
     import triton
@@ -864,20 +865,16 @@ _register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
 def select_attention(device: torch.device, requested: str = "auto") -> str:
-    """FA3 when importable (CUDA), else torch's varlen flash kernel (CUDA), else SDPA with a
-    block-diagonal causal mask (CPU / any device). varlen_gqa: the varlen kernel through golf::flash_varlen,
-    K/V not copied for GQA; fa4: flash-attn-4 through golf::fa4_varlen. Both opt-in, never picked by auto,
-    until measured faster on a GPU (benchmarks/bench_kernels_1gpu.sh)."""
+    """The attention kernel, by speed at the record's packed shape (fwd+bwd per layer on an H100,
+    benchmarks/results/h100-kernels-1gpu-checks.json: fa4 2.10 ms, varlen_gqa 3.03, varlen 3.28). auto on
+    CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer
+    when importable, else torch's varlen flash kernel through golf::flash_varlen (varlen_gqa: K/V not copied
+    for GQA); SDPA with a block-diagonal causal mask on the CPU. `varlen` forces the record's path (K/V
+    repeated). Returns the name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
     name = "sdpa"
-    _ATTN["gqa_op"] = requested == "varlen_gqa"
-    requested = "varlen" if requested == "varlen_gqa" else requested
+    _ATTN["gqa_op"] = False
     if device.type == "cuda" and requested == "fa4":
-        try:
-            from flash_attn.cute import interface as fa4
-        except (ImportError, OSError) as e:  # OSError: a CuTe DSL shared library that does not load
-            raise RuntimeError(f"ATTN_BACKEND=fa4 but flash_attn.cute is not importable: {e}") from e
-        _ATTN["fa4"] = fa4
-        name = "fa4"
+        name = _import_fa4(required=True)
     if device.type == "cuda" and requested in ("auto", "fa3"):
         try:
             import flash_attn_interface  # noqa: F401
@@ -886,18 +883,38 @@ def select_attention(device: torch.device, requested: str = "auto") -> str:
         except ImportError:
             if requested == "fa3":
                 raise RuntimeError("ATTN_BACKEND=fa3 but flash_attn_interface is not importable")
-    if name == "sdpa" and device.type == "cuda" and requested in ("auto", "varlen"):
+    if name == "sdpa" and device.type == "cuda" and requested == "auto" and _sm90_or_newer(device):
+        name = _import_fa4(required=False)
+    if name == "sdpa" and device.type == "cuda" and requested in ("auto", "varlen", "varlen_gqa"):
         try:
             from torch.nn.attention.varlen import varlen_attn
             import inspect
             _ATTN["varlen"] = varlen_attn
             _ATTN["varlen_gqa"] = "enable_gqa" in inspect.signature(varlen_attn).parameters
+            _ATTN["gqa_op"] = requested != "varlen"
             name = "varlen"
         except ImportError:
-            if requested == "varlen":
-                raise RuntimeError("ATTN_BACKEND=varlen but torch.nn.attention.varlen is missing")
+            if requested != "auto":
+                raise RuntimeError(f"ATTN_BACKEND={requested} but torch.nn.attention.varlen is missing")
     _ATTN["name"] = name
-    return name
+    return "varlen_gqa" if name == "varlen" and (_ATTN["gqa_op"] or _ATTN["varlen_gqa"]) else name
+
+
+def _import_fa4(required: bool) -> str:
+    """"fa4" with flash_attn.cute imported into _ATTN, else "sdpa" (or an error when it was asked for)."""
+    try:
+        from flash_attn.cute import interface as fa4
+    except (ImportError, OSError) as e:  # OSError: a CuTe DSL shared library that does not load
+        if required:
+            raise RuntimeError(f"ATTN_BACKEND=fa4 but flash_attn.cute is not importable: {e}") from e
+        return "sdpa"
+    _ATTN["fa4"] = fa4
+    return "fa4"
+
+
+def _sm90_or_newer(device: torch.device) -> bool:
+    # flash-attn-4 was checked and timed on Hopper (sm_90); older GPUs keep torch's kernel under auto
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def attention_backend_label() -> str:

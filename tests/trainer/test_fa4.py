@@ -148,10 +148,10 @@ def test_fa4_tiny_model_trains_compiled_like_sdpa(tg, fa4):
     assert ref[-1] < ref[0]
 
 
-def test_fa4_is_opt_in(tg, monkeypatch):
-    """ATTN_BACKEND=fa4 is a valid choice; auto never picks FA4 (not measured faster yet), even importable;
-    without CUDA fa4 falls back to SDPA like the other GPU kernels; asked for on CUDA without the package, a
-    clear error."""
+def test_fa4_is_what_auto_picks_on_hopper(tg, monkeypatch):
+    """ATTN_BACKEND=fa4 is a valid choice; auto picks FA4 when it imports on Hopper or newer (measured faster
+    there), never on an older GPU, and falls back to the varlen path when it does not import; without CUDA fa4
+    falls back to SDPA like the other GPU kernels; asked for on CUDA without the package, a clear error."""
     assert tg.Hyperparameters({**TINY, "ATTN_BACKEND": "fa4"}).attn_backend == "fa4"
     with pytest.raises(ValueError, match="ATTN_BACKEND='fa5' must be auto, fa3, fa4, varlen, varlen_gqa or sdpa"):
         tg.Hyperparameters({**TINY, "ATTN_BACKEND": "fa5"})
@@ -161,9 +161,13 @@ def test_fa4_is_opt_in(tg, monkeypatch):
         monkeypatch.setitem(sys.modules, "flash_attn", None)  # as if not installed
         with pytest.raises(RuntimeError, match="ATTN_BACKEND=fa4 but flash_attn.cute is not importable"):
             tg.select_attention(torch.device("cuda"), "fa4")
+        monkeypatch.setattr(tg, "_sm90_or_newer", lambda device: True)
+        assert tg.select_attention(torch.device("cuda"), "auto") != "fa4"  # not importable: the varlen path
         monkeypatch.delitem(sys.modules, "flash_attn")
         monkeypatch.syspath_prepend(str(STANDIN))
         _forget_flash_attn(monkeypatch)
+        assert tg.select_attention(torch.device("cuda"), "auto") == "fa4"
+        monkeypatch.setattr(tg, "_sm90_or_newer", lambda device: False)  # an A100
         assert tg.select_attention(torch.device("cuda"), "auto") != "fa4"
     finally:
         tg.select_attention(torch.device("cpu"))
