@@ -149,13 +149,22 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
     """Why a step cannot run at all (this call), or None."""
     if step.get("needs_fa4") and not fa4_ready(cfg):
         return f"flash-attn-4 is not unpacked in {cfg['fa4_site']} (carry the .fa4 parts: benchmarks/README.md)"
-    if cfg["smoke"]:
+    if cfg["smoke"] or waiting_for(step, state):  # a check not run yet defers the step instead
         return None
     for need in step.get("needs", []):
         source = "fa4-checks" if need == "fa4" else "checks"
         res = state["steps"].get(source, {}).get("result", {})
         if not res.get(need, {}).get("ok"):
             return f"the {need} check did not pass ({source}: {res.get(need, {}).get('error', 'not run or failed')})"[:300]
+    return None
+
+
+def waiting_for(step: dict, state: dict) -> str | None:
+    """The check a step needs that has not run yet (deferred with it, not a failed check), or None."""
+    for need in step.get("needs", []):
+        source = "fa4-checks" if need == "fa4" else "checks"
+        if state["steps"].get(source, {}).get("status") not in ("done", "failed", "timed_out"):
+            return source
     return None
 
 
@@ -281,8 +290,12 @@ def main() -> None:
             call["skipped"][name] = why
             state["steps"].setdefault(name, {"status": "skipped", "kind": step["kind"]})["reason"] = why
             continue
+        if source := waiting_for(step, state):
+            call["deferred"][name] = f"waits for {source}"
+            continue
         est = estimate(step, state)
-        if est > left - MARGIN_S and not (step.get("try") and left - MARGIN_S >= TRY_LEFT_S):
+        tried = step.get("try") and left - MARGIN_S >= TRY_LEFT_S and state["steps"].get("baseline", {}).get("status") == "done"
+        if est > left - MARGIN_S and not tried:  # a speed-up without its baseline beside it is worth nothing
             call["deferred"][name] = f"estimated {est:.0f} s, {left - MARGIN_S:.0f} s left in this call"
             continue
         print(f"[kernel_session] {name}: starting (estimated {est:.0f} s, {left:.0f} s left)", flush=True)
