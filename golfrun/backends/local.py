@@ -202,7 +202,7 @@ class LocalBackend:
                 self._stop(running, f"STALLED: no output and no GPU activity for {stall:g}s")
                 return self.poll(handle)
             if running.watch is not None and running.watch.abort is not None and running.cancel_reason is None:
-                self._abort(running, running.watch.abort)
+                self._abort(running, running.watch, running.watch.abort)
                 return self.poll(handle)
             return JobStatus(JobState.RUNNING, exit_code=None, backend_ids=[handle.id])
         tail = "\n".join(process.last_lines(TAIL_LINES))
@@ -237,14 +237,12 @@ class LocalBackend:
         """Stop whatever still runs for `workdir` (see the module function); call before cleaning a folder."""
         return reap_stale(workdir, grace_s=self.grace_s)
 
-    def _abort(self, running: _Running, check: Check) -> None:
+    def _abort(self, running: _Running, watch: CurveWatch, check: Check) -> None:
         """Stop a run that trails its reference curve; abort.json first, so the stage can tell an
         abort from a crash even if the stop itself is interrupted."""
-        rule = running.job.abort
         write_json_atomic(Path(running.job.workdir) / ABORT_FILE, {
             "schema": ABORT_SCHEMA, "aborted_at": now_iso(), **check.to_dict(),
-            "reference_source": rule.reference_source if rule is not None else "",
-            "checks": [c.to_dict() for c in running.watch.checks] if running.watch is not None else [],
+            "reference_source": watch.rule.reference_source, "checks": [c.to_dict() for c in watch.checks],
         })
         running.aborted = check
         self._stop(running, f"ABORTED (learning-curve early abort) at {check.describe()}")

@@ -23,7 +23,7 @@ from golfrun.report.data import (
 )
 from golfrun.summary import STAGE_DIRS, STAGES
 from golfrun.trainer.progress import parse_progress_line
-from golfrun.trainer.results import _default_logs as default_logs
+from golfrun.trainer.results import trainer_logs
 
 CURVE_STAGES = ("gate-a", "gate-b")
 LEDGER_PHASES = ("startup", "train", "serialize", "eval", "other")
@@ -128,7 +128,7 @@ def _log_curve(path: Path, label: str, stage: str, root: Path) -> Curve | None:
 
 def job_curve(job_dir: Path, label: str, stage: str, root: Path) -> Curve | None:
     """The first of the job's logs (its `<RUN_ID>.txt`, then job.log) that holds a curve."""
-    for path in default_logs(job_dir):
+    for path in trainer_logs(job_dir):
         if path.is_file():
             curve = _log_curve(path, label, stage, root)
             if curve is not None:

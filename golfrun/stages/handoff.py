@@ -56,14 +56,14 @@ def gate_a_train_curve(ctx: "StageContext") -> tuple[list[tuple[int, float]], st
     `<RUN_ID>.txt`, then job.log) that has train-loss lines, and where they come from; ([], why not)
     when gate-a's summary names no job folder or no log of it has any."""
     from golfrun.trainer.curve_abort import train_losses
-    from golfrun.trainer.results import _default_logs
+    from golfrun.trainer.results import trainer_logs
 
     gate_a = ctx.upstream.get("gate-a")
     rel = gate_a.decision.get("job_dir") if gate_a is not None else None
     if not isinstance(rel, str) or not rel:
         return [], "gate-a's summary names no job folder"
     folder = ctx.campaign_dir / rel
-    for log in _default_logs(folder):
+    for log in trainer_logs(folder):
         try:
             points = train_losses(log.read_text(encoding="utf-8", errors="replace").splitlines())
         except OSError:

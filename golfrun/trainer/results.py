@@ -181,7 +181,7 @@ def load_results(job_dir: Path | str, log_names: Sequence[str] = ()) -> TrainerR
     if results_path.is_file():
         return read_results_json(results_path)
 
-    candidates = [job_dir / n for n in log_names] if log_names else _default_logs(job_dir)
+    candidates = [job_dir / n for n in log_names] if log_names else trainer_logs(job_dir)
     existing = [p for p in candidates if p.is_file()]
     if not existing:
         names = ", ".join(p.name for p in candidates) or "*.txt, job.log"
@@ -229,7 +229,8 @@ def log_tail(path: Path | str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
-def _default_logs(job_dir: Path) -> list[Path]:
+def trainer_logs(job_dir: Path) -> list[Path]:
+    """A job folder's logs, most telling first: the trainer's `<RUN_ID>.txt` files (newest first), then job.log."""
     txt = sorted(job_dir.glob("*.txt"), key=lambda p: (-p.stat().st_mtime, p.name)) if job_dir.is_dir() else []
     return [*txt, job_dir / "job.log"]
 

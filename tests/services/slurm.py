@@ -109,14 +109,15 @@ class SlurmCluster:
             link = s / "fakedev" / f"nvidia{i}"
             if not link.is_symlink():
                 link.symlink_to("/dev/null")
-        for attempt in range(PORT_ATTEMPTS):
+        for _ in range(PORT_ATTEMPTS - 1):
             try:
                 self._start_slurm(sock, timeout_s)
                 return self
-            except ServiceError as e:
-                if attempt + 1 == PORT_ATTEMPTS or not self._lost_port_race():
-                    raise e
+            except ServiceError:
+                if not self._lost_port_race():
+                    raise
                 self._stop_slurm_daemons()  # another process took a picked port: new ports, again
+        self._start_slurm(sock, timeout_s)
         return self
 
     def _start_slurm(self, sock: Path, timeout_s: float) -> None:
