@@ -5,27 +5,32 @@ configuration on one GPU, stopped once training has reported its throughput):
 
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
                   throughput and the cold time to the first step
-  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up. Machines are scarce
-                  and one call may be all there is, so it starts even when its estimate overruns the call
-                  (with at least TRY_LEFT_S left); killed at the deadline, its compile stays cached for the next
-  checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
-                  K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
+  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up without flash-attn-4 (what
+                  `auto` picks where it is absent). Machines are scarce and one call may be all there is, so it
+                  starts even when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the
+                  deadline, its compile stays cached for the next call
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
+  default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
+                  if its check passed; tried past its estimate like `both`
+  profile         profile_step.py with the default's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
-  both-equiv      both, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
+  default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
+  fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4, ITERS steps: flash-attn-4 alone
+  checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
+                  K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
   triton, gqa     each change alone, ITERS steps
-  fa4             ATTN_BACKEND=fa4, ITERS steps, if its check passed
+  both-equiv      both, EQUIV_ITERS steps: its loss equivalence
   baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
 
 A step starts only if its estimate (from what this machine has measured so far, else conservative H200
 defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call.
 Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried.
 State lives in STATE (default /tmp/kbench), which a warm machine keeps between calls: calling again continues
-where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (3
+where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (4
 files; a call brings back at most 8): NAME-configs.json, one entry per configuration (device, command, date,
 tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache, time_to_first_step_s,
-attention and MLP kernels, the losses), NAME-checks.json, and NAME-session.tar.gz (session.json: every step's
+attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json and NAME-session.tar.gz (session.json: every step's
 status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
@@ -51,8 +56,9 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # graphs ≈ 204 s in the gpu1 campaign, 302 s from launch to the first step in the issue's run; a step ≈ 0.69 s
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
-            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0}
-CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0}  # a hung check must not take the whole call
+            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "profile_s": 150.0}
+# a hung check or profile must not take the whole call
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "profile": 240.0}
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -63,22 +69,26 @@ def steps(cfg: dict) -> list[dict]:
     n, n_eq = cfg["iters"], cfg["equiv_iters"]
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}
     both = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4"}  # what `auto` picks on Hopper with flash-attn-4
+    fa4 = {"needs": ["fa4"], "needs_fa4": True}
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
         # the one figure a single call must bring home: started even when its estimate is longer than what
         # is left (at least TRY_LEFT_S); killed at the deadline, it leaves its compile cached for the next call
         {"name": "both", "kind": "train", "env": both, "iters": n, "try": True},
-        {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
+        {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
+        {"name": "profile", "kind": "profile", "env": default, **fa4},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
-        {"name": "both-equiv", "kind": "train", "env": both, "iters": n_eq, "same_graphs_as": "both",
-         "needs": ["mlp", "gqa"]},
+        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
+        {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
+        {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
          "needs": ["mlp"]},
         {"name": "gqa", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen_gqa"}, "iters": n,
          "needs": ["gqa"]},
-        {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n,
-         "needs": ["fa4"], "needs_fa4": True},
+        {"name": "both-equiv", "kind": "train", "env": both, "iters": n_eq, "same_graphs_as": "both",
+         "needs": ["mlp", "gqa"]},
         {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
     ]
 
@@ -126,6 +136,8 @@ def estimate(step: dict, state: dict) -> float:
     m = {**DEFAULTS, **state["measured"]}
     if step["kind"] == "checks":
         return m["fa4_checks_s"] if step["only"] == "fa4" else m["checks_s"]
+    if step["kind"] == "profile":
+        return m["profile_s"]
     warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
     # new graphs after other configurations share many Triton kernels with them: the last such compile, once known
     compile_s = m["warm_compile_s"] if warm else m.get("shared_compile_s", m["cold_compile_s"])
@@ -188,6 +200,27 @@ def run_checks(step: dict, cfg: dict, timeout_s: float) -> dict:
     return res
 
 
+def run_profile(step: dict, cfg: dict, timeout_s: float) -> dict:
+    """profile_step.py for the step's kernels: where one optimizer step's GPU time goes, before and with looping.
+    It compiles as the trainer does, into the same Inductor cache, so the training step before it made it warm."""
+    path = cfg["state"] / "profile.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA_DIR": cfg["data"], **step["env"]}
+    if step["env"].get("ATTN_BACKEND") == "fa4":
+        env.update(fa4_env(cfg))
+    rc = None
+    path.unlink(missing_ok=True)
+    with open(cfg["state"] / "profile.log", "w") as log:
+        try:
+            rc = subprocess.run([sys.executable, str(HERE / "profile_step.py"), str(path)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, timeout=timeout_s, start_new_session=True).returncode
+        except subprocess.TimeoutExpired:
+            pass
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    res["returncode"] = rc
+    res["complete"] = "loop" in res.get("phases", {})
+    return res
+
+
 def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
     extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step["env"]}
     if cfg["smoke"]:
@@ -202,8 +235,11 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
                        timeout_s=timeout_s, cache_state=cache, echo=False)
 
 
-def equivalence(state: dict, cfg: dict) -> dict | None:
-    """Per-step losses of `both-equiv` (triton + varlen_gqa) against `baseline-equiv` over EQUIV_ITERS steps, and
+EQUIV_COMPARED = ("default-equiv", "both-equiv")  # each against baseline-equiv, step by step
+
+
+def equivalence(cfg: dict, compared: str) -> dict | None:
+    """Per-step losses of `compared` (the new kernels, EQUIV_ITERS steps) against `baseline-equiv`, and
     `baseline-noise` (the baseline again) against it as the noise floor."""
     def losses(name):
         path = cfg["state"] / f"{cfg['name']}-{name}.json"
@@ -218,14 +254,26 @@ def equivalence(state: dict, cfg: dict) -> dict | None:
                 "mean_abs_last10": sum(d[-10:]) / len(d[-10:]), "last_step": int(common[-1]),
                 "loss_last": {"reference": b[common[-1]], "compared": a[common[-1]]}}
     base = losses("baseline-equiv")
-    res = {"reference": "baseline-equiv", "compared": "both-equiv", "tolerance": EQUIV_TOL,
-           "diff": diff(losses("both-equiv"), base), "noise_floor_baseline_noise": diff(losses("baseline-noise"), base)}
+    res = {"reference": "baseline-equiv", "compared": compared, "tolerance": EQUIV_TOL,
+           "diff": diff(losses(compared), base), "noise_floor_baseline_noise": diff(losses("baseline-noise"), base)}
     if res["diff"] is None:
         return None
     res["within_tolerance"] = (res["diff"]["steps"] == cfg["equiv_iters"]
                                and res["diff"]["max_abs"] <= EQUIV_TOL["max_abs"]
                                and res["diff"]["mean_abs_last10"] <= EQUIV_TOL["mean_abs_last10"])
     return res
+
+
+def record_equivalence(state: dict, cfg: dict) -> None:
+    """Each compared configuration's equivalence, into the session state and its own result file."""
+    state["equivalence"] = {}
+    for compared in EQUIV_COMPARED:
+        eq = equivalence(cfg, compared)
+        if eq is None:
+            continue
+        state["equivalence"][compared] = eq
+        path = cfg["state"] / f"{cfg['name']}-{compared}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "equivalence": eq}, indent=2))
 
 
 def publish(state: dict, cfg: dict) -> None:
@@ -239,6 +287,8 @@ def publish(state: dict, cfg: dict) -> None:
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
         (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
+    if (st / "profile.json").is_file():
+        (out / f"{cfg['name']}-profile.json").write_text((st / "profile.json").read_text())
     # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations
     configs = {path.stem.removeprefix(f"{cfg['name']}-"): json.loads(path.read_text())
                for path in sorted(st.glob(f"{cfg['name']}-*.json"))}
@@ -255,12 +305,14 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
     t0 = time.perf_counter()
     if step["kind"] == "checks":
         res = run_checks(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
+    elif step["kind"] == "profile":
+        res = run_profile(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
     else:
         res = run_train(step, cfg, state, timeout_s)
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
     wall = time.perf_counter() - t0
-    if step["kind"] == "checks":
-        key = "fa4_checks_s" if step["only"] == "fa4" else "checks_s"
+    if step["kind"] in ("checks", "profile"):
+        key = "profile_s" if step["kind"] == "profile" else "fa4_checks_s" if step["only"] == "fa4" else "checks_s"
         state["measured"][key] = max(wall, 30.0)
         timeout_s = min(timeout_s, CHECKS_CAP_S[step["name"]])
     status = "done" if res.get("complete") else ("timed_out" if wall >= timeout_s - 1 else "failed")
@@ -306,12 +358,8 @@ def main() -> None:
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
                   "attention_backend", "mlp_kernel") if k in r), flush=True)
-        if name in ("both-equiv", "baseline-noise"):
-            state["equivalence"] = equivalence(state, cfg)
-            both = cfg["state"] / f"{cfg['name']}-both-equiv.json"
-            if both.is_file() and state["equivalence"]:
-                data = json.loads(both.read_text())
-                both.write_text(json.dumps({**data, "equivalence": state["equivalence"]}, indent=2))
+        if name in (*EQUIV_COMPARED, "baseline-noise"):
+            record_equivalence(state, cfg)
         publish(state, cfg)
     call["wall_s"] = round(time.monotonic() - t_start, 1)
     publish(state, cfg)

@@ -70,14 +70,14 @@ def main():
             if us <= 0:
                 continue
             groups[kind(e.key)] += us / 1000
-            top.append((us / 1000, e.key[:90]))
+            top.append((us / 1000, e.key[:120]))
         total = sum(groups.values())
         top.sort(reverse=True)
         out["phases"]["loop" if looping else "preloop"] = {
             "first_two_steps_s (includes compilation)": warm, "step_ms": step_ms,
             "tokens_per_s": h.train_batch_tokens / (step_ms / 1000),
             "gpu_kernel_ms": total, "by_kind_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-            "top_kernels_ms": [[round(ms, 2), k] for ms, k in top[:15]],
+            "top_kernels_ms": [[round(ms, 2), k] for ms, k in top[:40]],
         }
     text = json.dumps(out, indent=2)
     print(text)
