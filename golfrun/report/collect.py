@@ -22,7 +22,7 @@ from golfrun.report.data import (
     StageInfo, StageSpendRow, TestStats, Thresholds,
 )
 from golfrun.summary import STAGE_DIRS, STAGES
-from golfrun.trainer.progress import parse_progress_line
+from golfrun.trainer.progress import train_progress
 from golfrun.trainer.results import trainer_logs
 
 CURVE_STAGES = ("gate-a", "gate-b")
@@ -85,10 +85,7 @@ def parse_curve(lines: Iterable[str]) -> list[CurvePoint]:
     """
     points: list[CurvePoint] = []
     anchors: dict[int, float] = {0: 0.0}  # before the first step no training time has passed
-    for line in lines:
-        p = parse_progress_line(line)
-        if p is None or p.phase != "train" or p.step is None:
-            continue
+    for p in train_progress(lines):
         time_s = None if p.train_time_min is None else p.train_time_min * 60.0
         if time_s is not None:
             anchors[p.step] = time_s

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from golfrun.trainer.progress import parse_progress_line
+from golfrun.trainer.progress import train_progress
 
 ABORT_FILE = "abort.json"  # in the job folder, written by the backend that stopped the run
 ABORT_SCHEMA = "golfrun.curve-abort/1"
@@ -97,11 +97,7 @@ def decide(rule: CurveAbort, check_step: int, step: int, loss: float, iterations
 
 def train_losses(lines: Iterable[str]) -> list[tuple[int, float]]:
     """(step, train loss) of a trainer log, by step (a later line for a step replaces an earlier one)."""
-    points: dict[int, float] = {}
-    for line in lines:
-        p = parse_progress_line(line)
-        if p is not None and p.phase == "train" and p.step is not None and p.train_loss is not None:
-            points[p.step] = p.train_loss
+    points = {p.step: p.train_loss for p in train_progress(lines) if p.train_loss is not None}
     return sorted(points.items())
 
 
@@ -117,8 +113,8 @@ class CurveWatch:
         """The trailing check this line completes, else None (cheap: called for every output line)."""
         if self.abort is not None or len(self.checks) == len(self.rule.steps) or "train_loss" not in line:
             return None
-        p = parse_progress_line(line)
-        if p is None or p.phase != "train" or p.step is None or p.train_loss is None:
+        p = next(train_progress((line,)), None)
+        if p is None or p.train_loss is None:
             return None
         for check_step in self.rule.steps[len(self.checks):]:
             if p.step < check_step:

@@ -8,6 +8,7 @@ epoch-seconds prefix.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from golfrun.trainer.logformats import match_score, strip_prefix
@@ -95,3 +96,11 @@ def _f(value: str) -> float | None:
         return float(value)
     except ValueError:
         return None
+
+
+def train_progress(lines: Iterable[str]) -> Iterator[Progress]:
+    """The training lines of a log that carry a step, parsed, in order: what every curve is read from."""
+    for line in lines:
+        p = parse_progress_line(line)
+        if p is not None and p.phase == "train" and p.step is not None:
+            yield p
