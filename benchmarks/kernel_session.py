@@ -16,6 +16,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   profile         profile_step.py with the default's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
+  tuned           default with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
+                  and reduction kernels), ITERS steps; tried past its estimate
   fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4, ITERS steps: flash-attn-4 alone
   checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
                   K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
@@ -81,6 +83,10 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "profile", "kind": "profile", "env": default, **fa4},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
+        # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
+        # profile's largest share after the matmuls, at the price of a longer compile
+        {"name": "tuned", "kind": "train", "env": {**default, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
+         "try": True, "learn_compile": False, **fa4},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
@@ -154,7 +160,8 @@ def learn(step: dict, res: dict, state: dict, cache: str) -> None:
     m["step_pre_s"] = res["step_ms_preloop"] / 1000
     m["step_loop_s"] = res["step_ms_loop"] / 1000
     m["overhead_s"] = max(10.0, res["wall_s"] - res["priming_s"] - step["iters"] / 2 * (m["step_pre_s"] + m["step_loop_s"]))
-    m[f"{cache}_compile_s"] = res["compile_s"]
+    if step.get("learn_compile", True):  # an autotuned compile says nothing about the others'
+        m[f"{cache}_compile_s"] = res["compile_s"]
 
 
 def blocked(step: dict, state: dict, cfg: dict) -> str | None:
