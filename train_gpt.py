@@ -157,6 +157,8 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
     ("MLP_KERNEL", str, "auto"),
+    ("MLP_TILE_UP", str, ""),
+    ("MLP_TILE_GRAD", str, ""),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -276,6 +278,8 @@ class Hyperparameters:
             bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, fa4, varlen, varlen_gqa or sdpa")
         if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
+        parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
+        parse_mlp_tile(self.mlp_tile_grad, "MLP_TILE_GRAD")
         per_rank = self.world_size * self.grad_accum_steps
         if self.train_batch_tokens % per_rank or self.train_batch_tokens // per_rank < 2:
             bad(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a positive multiple of "
@@ -584,7 +588,30 @@ except ImportError:  # CPU-only installs: the torch fallback and the plain path 
 # TRITON_INTERPRET=1 (read by triton.jit when it decorates, so here too at import): the kernels run on CPU
 # tensors in Triton's interpreter, which is how the tests and benchmarks/mlp_equivalence_cpu.py check them.
 _TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
-_MLP = {"kernel": "plain"}
+# Launch configuration of each kernel ("up": forward, "grad": backward): the record's tiles (128×256×64, 8 warps;
+# §10.3) with 3 pipeline stages, smaller where the widths are. MLP_TILE_UP / MLP_TILE_GRAD set another; BK kept,
+# it changes only how the work is cut and scheduled, not the sums (each output element still accumulates K in
+# BK-wide dots). benchmarks/kernel_checks.py's mlp-tiles step times candidates on a GPU.
+MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages")
+_MLP_TILE = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 3)))
+_MLP = {"kernel": "plain", "up": _MLP_TILE, "grad": _MLP_TILE}
+
+
+def parse_mlp_tile(text: str, name: str) -> dict:
+    """'' (the record's tiles) or 'BM,BN,BK,GROUP_M,num_warps,num_stages' (MLP_TILE_UP, MLP_TILE_GRAD)."""
+    if not text:
+        return dict(_MLP_TILE)
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    pow2 = lambda v: v > 0 and v & (v - 1) == 0
+    if not (len(vals) == 6 and all(v >= 16 and pow2(v) for v in vals[:3]) and vals[3] >= 1
+            and pow2(vals[4]) and vals[4] <= 16 and 1 <= vals[5] <= 8):
+        raise ValueError(f"{name}={text!r} must be BM,BN,BK,GROUP_M,num_warps,num_stages: BM, BN, BK powers of two "
+                         ">= 16, GROUP_M >= 1, num_warps a power of two <= 16, num_stages 1-8 (e.g. 128,256,64,8,8,3)")
+    return dict(zip(MLP_TILE_KEYS, vals))
+
 
 if triton is not None:
     @triton.jit
@@ -650,24 +677,21 @@ if triton is not None:
         dpre = acc * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
         tl.store(dpre_ptr + out, dpre.to(dpre_ptr.dtype.element_ty), mask=row_ok)
 
-# Tile sizes of the record's kernel where they fit (128×256×64, 8 warps; §10.3); smaller for small widths.
-_MLP_TILE = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
-
-
-def _mlp_tiles(N: int, K: int) -> dict | None:
-    """The launch configuration for hidden width N and model width K, or None where the tiles do not fit
-    (Triton tiles are powers of two >= 16 that must divide the widths): those shapes use the torch math."""
-    cfg = dict(_MLP_TILE, BN=min(_MLP_TILE["BN"], N), BK=min(_MLP_TILE["BK"], K))
+def _mlp_tiles(N: int, K: int, which: str = "up") -> dict | None:
+    """The launch configuration of kernel `which` (up, grad) for hidden width N and model width K, or None where
+    the tiles do not fit (Triton tiles are powers of two >= 16 that must divide the widths): the torch math then."""
+    tile = _MLP[which]
+    cfg = dict(tile, BN=min(tile["BN"], N), BK=min(tile["BK"], K))
     for size, width in ((cfg["BN"], N), (cfg["BK"], K)):
         if size < 16 or size & (size - 1) or width % size:
             return None
     return cfg
 
 
-def _mlp_launch(kernel, a: torch.Tensor, b: torch.Tensor, b_stride: int, extra: list[torch.Tensor],
+def _mlp_launch(kernel, which: str, a: torch.Tensor, b: torch.Tensor, b_stride: int, extra: list[torch.Tensor],
                 outs: list[torch.Tensor], N: int) -> None:
     M, K = a.shape
-    cfg = _mlp_tiles(N, K)
+    cfg = _mlp_tiles(N, K, which)
     grid = (triton.cdiv(M, cfg["BM"]) * (N // cfg["BN"]),)
     # Triton's interpreter multiplies bf16 operands of tl.dot as their raw uint16 bit patterns (triton#11584,
     # 3.6 to 3.8), so there the operands are widened first; exact, as on the GPU (bf16 products, fp32 sums).
@@ -681,14 +705,14 @@ def _up_act_triton(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, t
     N = w_up.size(0)
     pre = x.new_empty(x.size(0), N)
     post = torch.empty_like(pre)
-    _mlp_launch(_mlp_up_act_kernel, x, w_up, w_up.stride(0), [], [pre, post], N)
+    _mlp_launch(_mlp_up_act_kernel, "up", x, w_up, w_up.stride(0), [], [pre, post], N)
     return pre, post
 
 
 def _act_grad_triton(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     g, w_down = g.contiguous(), w_down.contiguous()
     dpre = torch.empty_like(pre)
-    _mlp_launch(_mlp_act_grad_kernel, g, w_down, w_down.stride(0), [pre], [dpre], pre.size(1))
+    _mlp_launch(_mlp_act_grad_kernel, "grad", g, w_down, w_down.stride(0), [pre], [dpre], pre.size(1))
     return dpre
 
 
@@ -722,7 +746,7 @@ def _register_mlp_ops() -> None:
 
     @torch.library.custom_op("golf::mlp_act_grad", mutates_args=())
     def mlp_act_grad(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor, use_triton: bool) -> torch.Tensor:
-        use_triton = use_triton and _mlp_tiles(pre.size(1), g.size(1)) is not None
+        use_triton = use_triton and _mlp_tiles(pre.size(1), g.size(1), "grad") is not None
         return (_act_grad_triton if use_triton else _act_grad_torch)(g, w_down, pre)
 
     @mlp_act_grad.register_fake
@@ -745,8 +769,10 @@ def _register_mlp_ops() -> None:
 _register_mlp_ops()
 
 
-def select_mlp_kernel(device: torch.device, requested: str = "auto") -> str:
-    """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops)."""
+def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: str = "", tile_grad: str = "") -> str:
+    """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops); tile_up, tile_grad:
+    the kernels' launch configurations (parse_mlp_tile; '' = the record's)."""
+    _MLP["up"], _MLP["grad"] = parse_mlp_tile(tile_up, "MLP_TILE_UP"), parse_mlp_tile(tile_grad, "MLP_TILE_GRAD")
     if requested == "triton" and (triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED)):
         raise RuntimeError("MLP_KERNEL=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
     name = requested
@@ -2847,7 +2873,8 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
-            "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"]}
+            "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"],
+            "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}}
 
 
 def finite_or_null(data):
@@ -3091,7 +3118,9 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.manual_seed_all(h.seed)
     log0(f"attention_backend:{select_attention(device, h.attn_backend)}")
-    log0(f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel)}")
+    log0(f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}")
+    if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
+        log0("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}" for w in ("up", "grad")))
 
     eval_only = bool(h.eval_only_path)
     quant_only = bool(h.eval_only_quantized_path) and not eval_only

@@ -9,7 +9,9 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
    compiled with fullgraph=True, against the varlen path at a smaller shape (the stand-in's mask is dense).
 4. flash-attn-4 (CuTe DSL) through the trainer's golf::fa4_varlen, eager and compiled fullgraph, when
    importable: output and gradients against golf::flash_varlen, and time against both varlen paths.
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4]   (default: all four)"""
+5. mlp-tiles: each fused MLP kernel alone under every launch configuration of MLP_TILE_CANDIDATES: ms per call,
+   whether its outputs equal the default configuration's bit for bit, and the fastest (MLP_TILE_UP / _GRAD).
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles]   (default: all five)"""
 from __future__ import annotations
 
 import json
@@ -58,6 +60,59 @@ def check_mlp() -> dict:
     ms = {"plain_inductor": bench(lambda: fwd_bwd(plain, (x, w_up, w_down), g)),
           "fused_triton": bench(lambda: fwd_bwd(fused, (x, w_up, w_down), g))}
     return {"rel_err": errs, "ok": max(errs.values()) < 2e-2, "ms_fwd_bwd": ms}
+
+
+# Launch configurations tried for the fused MLP kernels: BM, BN, BK, GROUP_M, num_warps, num_stages (train_gpt's
+# MLP_TILE_UP / MLP_TILE_GRAD). The first is the trainer's default (the record's tiles, 3 stages). BK stays 64, so
+# every output element sums the same products in the same order; what changes is how many tiles an SM holds and
+# how loads overlap stores (the kernels ran at 0.56 ms a call on an H100, slower than cuBLAS for the same GEMM).
+# tests/trainer/test_kernels.py compiles each one for sm_90 on the CPU: wgmma, and the shared memory fits.
+MLP_TILE_CANDIDATES = (
+    (128, 256, 64, 8, 8, 3),
+    (128, 256, 64, 8, 8, 4),  # the record's forward (4 stages)
+    (128, 128, 64, 8, 4, 3),
+    (128, 128, 64, 8, 4, 4),
+    (128, 128, 64, 8, 8, 3),
+    (128, 128, 64, 8, 8, 4),
+    (64, 256, 64, 8, 4, 3),
+    (64, 128, 64, 8, 4, 4),
+    (256, 128, 64, 8, 8, 3),
+)
+
+
+def check_mlp_tiles() -> dict:
+    """Each fused MLP kernel alone at the record's shape (up: X·W_upᵀ → pre, post; grad: (G·W_down) ⊙ φ'(pre))
+    under every candidate launch configuration: ms per call, and its outputs against the default's."""
+    torch.manual_seed(0)
+    x = torch.randn(M, D, device="cuda", dtype=BF)
+    w_up = (torch.randn(HID, D, device="cuda") / D ** 0.5).to(BF)
+    w_down = (torch.randn(D, HID, device="cuda") / HID ** 0.5).to(BF)
+    g = torch.randn(M, D, device="cuda", dtype=BF)
+    pre = T._up_act_triton(x, w_up)[0]
+    kernels = {"up": lambda: T._up_act_triton(x, w_up), "grad": lambda: (T._act_grad_triton(g, w_down, pre),)}
+    res = {"shape": {"M": M, "N": HID, "K": D}, "candidates": {}, "best": {}}
+    for which, fn in kernels.items():
+        rows, ref = {}, None
+        for cand in MLP_TILE_CANDIDATES:
+            key = ",".join(map(str, cand))
+            T._MLP[which] = T.parse_mlp_tile(key, which)
+            try:
+                out = fn()
+                ref = out if ref is None else ref  # the first candidate is the default
+                diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(out, ref))
+                rows[key] = {"ms": bench(fn), "bitwise_equal": all(torch.equal(a, b) for a, b in zip(out, ref)),
+                             "max_abs_diff": diff}
+            except Exception as e:  # a configuration Triton cannot build here is a finding, not a failed sweep
+                rows[key] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        T._MLP[which] = dict(T._MLP_TILE)
+        timed = {k: r["ms"] for k, r in rows.items() if "ms" in r and r["bitwise_equal"]}
+        default = ",".join(map(str, MLP_TILE_CANDIDATES[0]))
+        best = min(timed, key=timed.get)
+        res["candidates"][which] = rows
+        res["best"][which] = {"tile": best, "ms": timed[best], "default_ms": timed[default],
+                              "speedup": timed[default] / timed[best]}
+    res["ok"] = True
+    return res
 
 
 def varlen_repeat(q, k, v, cu, max_seqlen=SEQ):
@@ -136,7 +191,7 @@ def check_fa4() -> dict:
 
 def main() -> None:
     path = sys.argv[1]
-    only = sys.argv[2].split(",") if len(sys.argv) > 2 else ["mlp", "gqa", "fa3", "fa4"]
+    only = sys.argv[2].split(",") if len(sys.argv) > 2 else ["mlp", "gqa", "fa3", "fa4", "mlp-tiles"]
     res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device",
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "command": " ".join(sys.argv)}
@@ -146,7 +201,8 @@ def main() -> None:
         res["triton"] = triton.__version__
     except ImportError:
         res["triton"] = None
-    checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4}
+    checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
+              "mlp-tiles": check_mlp_tiles}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:

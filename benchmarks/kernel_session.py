@@ -9,10 +9,13 @@ configuration on one GPU, stopped once training has reported its throughput):
                   `auto` picks where it is absent). Machines are scarce and one call may be all there is, so it
                   starts even when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the
                   deadline, its compile stays cached for the next call
+  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
                   if its check passed; tried past its estimate like `both`
+  tiled           default with the sweep's fastest configurations that keep the default's bits (MLP_TILE_UP,
+                  MLP_TILE_GRAD), ITERS steps on the default's compiled graphs; skipped if the default was fastest
   profile         profile_step.py with the default's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
@@ -58,13 +61,14 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # graphs ≈ 204 s in the gpu1 campaign, 302 s from launch to the first step in the issue's run; a step ≈ 0.69 s
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
-            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "profile_s": 150.0}
+            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "profile_s": 150.0}
 # a hung check or profile must not take the whole call
-CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "profile": 240.0}
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "profile": 240.0}
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
 EQUIV_TOL = {"max_abs": 0.05, "mean_abs_last10": 0.02}
+DEFAULT_TILE = (128, 256, 64, 8, 8, 3)  # train_gpt's _MLP_TILE, the first of kernel_checks.MLP_TILE_CANDIDATES
 
 
 def steps(cfg: dict) -> list[dict]:
@@ -78,8 +82,12 @@ def steps(cfg: dict) -> list[dict]:
         # the one figure a single call must bring home: started even when its estimate is longer than what
         # is left (at least TRY_LEFT_S); killed at the deadline, it leaves its compile cached for the next call
         {"name": "both", "kind": "train", "env": both, "iters": n, "try": True},
+        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
+        # the default's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
+        {"name": "tiled", "kind": "train", "env": default, "iters": n, "same_graphs_as": "default", "tiles": True,
+         "needs": ["fa4", "mlp-tiles"], "needs_fa4": True},
         {"name": "profile", "kind": "profile", "env": default, **fa4},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
@@ -141,7 +149,7 @@ def load_state(cfg: dict) -> dict:
 def estimate(step: dict, state: dict) -> float:
     m = {**DEFAULTS, **state["measured"]}
     if step["kind"] == "checks":
-        return m["fa4_checks_s"] if step["only"] == "fa4" else m["checks_s"]
+        return m[check_time_key(step)]
     if step["kind"] == "profile":
         return m["profile_s"]
     warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
@@ -171,17 +179,34 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
     if cfg["smoke"] or waiting_for(step, state):  # a check not run yet defers the step instead
         return None
     for need in step.get("needs", []):
-        source = "fa4-checks" if need == "fa4" else "checks"
+        source = check_source(need)
         res = state["steps"].get(source, {}).get("result", {})
         if not res.get(need, {}).get("ok"):
             return f"the {need} check did not pass ({source}: {res.get(need, {}).get('error', 'not run or failed')})"[:300]
+    if step.get("tiles") and set(best_tiles(state).values()) <= {",".join(map(str, DEFAULT_TILE))}:
+        return "the mlp-tiles sweep found the default launch configurations fastest: `default` is this run"
     return None
+
+
+def check_time_key(step: dict) -> str:
+    return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s"}.get(step["only"], "checks_s")
+
+
+def check_source(need: str) -> str:
+    """The checks step whose result a configuration's `needs` entry reads."""
+    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles"}.get(need, "checks")
+
+
+def best_tiles(state: dict) -> dict:
+    """MLP_TILE_UP / MLP_TILE_GRAD from the mlp-tiles sweep: its fastest configurations with the default's bits."""
+    best = state["steps"].get("mlp-tiles", {}).get("result", {}).get("mlp-tiles", {}).get("best", {})
+    return {f"MLP_TILE_{w.upper()}": best[w]["tile"] for w in ("up", "grad") if w in best}
 
 
 def waiting_for(step: dict, state: dict) -> str | None:
     """The check a step needs that has not run yet (deferred with it, not a failed check), or None."""
     for need in step.get("needs", []):
-        source = "fa4-checks" if need == "fa4" else "checks"
+        source = check_source(need)
         if state["steps"].get(source, {}).get("status") not in ("done", "failed", "timed_out"):
             return source
     return None
@@ -229,7 +254,8 @@ def run_profile(step: dict, cfg: dict, timeout_s: float) -> dict:
 
 
 def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
-    extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step["env"]}
+    extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step["env"],
+             **(best_tiles(state) if step.get("tiles") else {})}
     if cfg["smoke"]:
         extra.update(smoke_env())
     if step["env"].get("ATTN_BACKEND") == "fa4":
@@ -289,7 +315,7 @@ def publish(state: dict, cfg: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (st / "session.json").write_text(json.dumps(state, indent=2))
     checks = {}
-    for name in ("checks", "fa4-checks"):
+    for name in ("checks", "fa4-checks", "mlp-tiles"):
         if (st / f"{name}.json").is_file():
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
@@ -319,7 +345,7 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
     wall = time.perf_counter() - t0
     if step["kind"] in ("checks", "profile"):
-        key = "profile_s" if step["kind"] == "profile" else "fa4_checks_s" if step["only"] == "fa4" else "checks_s"
+        key = "profile_s" if step["kind"] == "profile" else check_time_key(step)
         state["measured"][key] = max(wall, 30.0)
         timeout_s = min(timeout_s, CHECKS_CAP_S[step["name"]])
     status = "done" if res.get("complete") else ("timed_out" if wall >= timeout_s - 1 else "failed")
@@ -330,6 +356,14 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
                 if p.is_file()]
         out["log_tail"] = logs[0].read_text(errors="replace")[-1500:] if logs else ""
     return out
+
+
+def defer(state: dict, call: dict, step: dict, why: str) -> None:
+    """Leave a step for the next call; one skipped by an earlier call (flash-attn-4 not there yet) says so now."""
+    call["deferred"][step["name"]] = why
+    entry = state["steps"].get(step["name"])
+    if entry is None or entry["status"] == "skipped":
+        state["steps"][step["name"]] = {"status": "deferred", "kind": step["kind"], "reason": why}
 
 
 def main() -> None:
@@ -350,12 +384,12 @@ def main() -> None:
             state["steps"].setdefault(name, {"status": "skipped", "kind": step["kind"]})["reason"] = why
             continue
         if source := waiting_for(step, state):
-            call["deferred"][name] = f"waits for {source}"
+            defer(state, call, step, f"waits for {source}")
             continue
         est = estimate(step, state)
         tried = step.get("try") and left - MARGIN_S >= TRY_LEFT_S and state["steps"].get("baseline", {}).get("status") == "done"
         if est > left - MARGIN_S and not tried:  # a speed-up without its baseline beside it is worth nothing
-            call["deferred"][name] = f"estimated {est:.0f} s, {left - MARGIN_S:.0f} s left in this call"
+            defer(state, call, step, f"estimated {est:.0f} s, {left - MARGIN_S:.0f} s left in this call")
             continue
         print(f"[kernel_session] {name}: starting (estimated {est:.0f} s, {left:.0f} s left)", flush=True)
         state["steps"][name] = {**run_step(step, cfg, state, left), "estimated_s": round(est, 1)}
