@@ -5,11 +5,11 @@ configuration on one GPU, stopped once training has reported its throughput):
 
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
                   throughput and the cold time to the first step
+  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up without flash-attn-4 (what
                   `auto` picks where it is absent). Machines are scarce and one call may be all there is, so it
                   starts even when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the
                   deadline, its compile stays cached for the next call
-  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
@@ -81,8 +81,8 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
         # the one figure a single call must bring home: started even when its estimate is longer than what
         # is left (at least TRY_LEFT_S); killed at the deadline, it leaves its compile cached for the next call
+        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # a minute, and no flash-attn-4 needed
         {"name": "both", "kind": "train", "env": both, "iters": n, "try": True},
-        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
         # the default's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
