@@ -159,6 +159,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
+    ("FA4_BWD_KV", str, "native"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -278,6 +279,8 @@ class Hyperparameters:
             bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, fa4, varlen, varlen_gqa or sdpa")
         if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
+        if self.fa4_bwd_kv not in ("native", "repeat"):
+            bad(f"FA4_BWD_KV={self.fa4_bwd_kv!r} must be native or repeat")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
         parse_mlp_tile(self.mlp_tile_grad, "MLP_TILE_GRAD")
         per_rank = self.world_size * self.grad_accum_steps
@@ -810,7 +813,8 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 # Attention kernels. Chosen once per process by select_attention(); `packed` calls carry cu_seqlens.
-_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False}
+_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False,
+         "fa4_bwd_kv": "native"}
 
 
 def _register_varlen_op(name: str, forward, backward) -> None:
@@ -880,9 +884,18 @@ def _fa4_varlen_fwd(q, k, v, cu, max_seqlen):
 
 
 def _fa4_varlen_bwd(g, q, k, v, out, lse, cu, max_seqlen):
+    # FA4_BWD_KV=repeat: on sm_90 FA4's GQA backward sums the query heads' dK/dV into zero-filled fp32 buffers and
+    # converts them in two more kernels (benchmarks/README.md: 57 ms of a 706 ms step with dQ's); with K/V repeated
+    # per query head it writes them directly, and each group is summed here (query head h reads K/V head h // r)
+    r = q.size(1) // k.size(1) if _ATTN["fa4_bwd_kv"] == "repeat" else 1
+    if r > 1:
+        k, v = k.repeat_interleave(r, 1), v.repeat_interleave(r, 1)
     dq, dk, dv = _ATTN["fa4"]._flash_attn_bwd(q, k, v, out, g.contiguous(), lse, causal=True, cu_seqlens_q=cu,
                                               cu_seqlens_k=cu, max_seqlen_q=max_seqlen,
                                               max_seqlen_k=max_seqlen)[:3]
+    if r > 1:
+        T, H, D = dk.shape
+        dk, dv = dk.view(T, H // r, r, D).sum(2), dv.view(T, H // r, r, D).sum(2)
     return dq, dk, dv
 
 
@@ -890,15 +903,17 @@ _register_varlen_op("flash_varlen", _flash2_varlen_fwd, _flash2_varlen_bwd)
 _register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
-def select_attention(device: torch.device, requested: str = "auto") -> str:
+def select_attention(device: torch.device, requested: str = "auto", fa4_bwd_kv: str = "native") -> str:
     """The attention kernel, by speed at the record's packed shape (fwd+bwd per layer on an H100,
     benchmarks/results/h100-kernels-1gpu-checks.json: fa4 2.10 ms, varlen_gqa 3.03, varlen 3.28). auto on
     CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer
     when importable, else torch's varlen flash kernel through golf::flash_varlen (varlen_gqa: K/V not copied
     for GQA); SDPA with a block-diagonal causal mask on the CPU. `varlen` forces the record's path (K/V
-    repeated). Returns the name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
+    repeated). fa4_bwd_kv: native or repeat (FA4_BWD_KV, see _fa4_varlen_bwd). Returns the name chosen: fa3, fa4,
+    varlen_gqa, varlen or sdpa."""
     name = "sdpa"
     _ATTN["gqa_op"] = False
+    _ATTN["fa4_bwd_kv"] = fa4_bwd_kv
     if device.type == "cuda" and requested == "fa4":
         name = _import_fa4(required=True)
     if device.type == "cuda" and requested in ("auto", "fa3"):
@@ -946,7 +961,9 @@ def _sm90_or_newer(device: torch.device) -> bool:
 def attention_backend_label() -> str:
     native = _ATTN["gqa_op"] or _ATTN["varlen_gqa"]
     varlen = "torch flash varlen, native GQA" if native else "torch flash varlen, K/V repeated for GQA"
-    return {"fa3": "fa3 (flash_attn_interface)", "fa4": "fa4 (flash_attn.cute varlen, native GQA)",
+    fa4 = "fa4 (flash_attn.cute varlen, native GQA" + ("" if _ATTN["fa4_bwd_kv"] == "native" else
+                                                        "; K/V repeated in the backward") + ")"
+    return {"fa3": "fa3 (flash_attn_interface)", "fa4": fa4,
             "varlen": varlen, "sdpa": "sdpa (block-diagonal causal mask)"}[_ATTN["name"]]
 
 
@@ -3117,7 +3134,7 @@ def main() -> None:
     torch.manual_seed(h.seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(h.seed)
-    log0(f"attention_backend:{select_attention(device, h.attn_backend)}")
+    log0(f"attention_backend:{select_attention(device, h.attn_backend, h.fa4_bwd_kv)}")
     log0(f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}")
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         log0("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}" for w in ("up", "grad")))

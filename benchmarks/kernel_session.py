@@ -16,6 +16,8 @@ configuration on one GPU, stopped once training has reported its throughput):
                   if its check passed; tried past its estimate like `both`
   tiled           default with the sweep's fastest configurations that keep the default's bits (MLP_TILE_UP,
                   MLP_TILE_GRAD), ITERS steps on the default's compiled graphs; skipped if the default was fastest
+  kvrep           default with FA4_BWD_KV=repeat (FA4's backward on K/V repeated per query head, dK/dV summed per
+                  group after it), ITERS steps on the default's compiled graphs
   profile         profile_step.py with the default's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
@@ -88,6 +90,10 @@ def steps(cfg: dict) -> list[dict]:
         # the default's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
         {"name": "tiled", "kind": "train", "env": default, "iters": n, "same_graphs_as": "default", "tiles": True,
          "needs": ["fa4", "mlp-tiles"], "needs_fa4": True},
+        # FA4's backward with K/V repeated per query head: no fp32 dK/dV accumulators on sm_90 (the op is opaque to
+        # Inductor, so again the default's graphs)
+        {"name": "kvrep", "kind": "train", "env": {**default, "FA4_BWD_KV": "repeat"}, "iters": n,
+         "same_graphs_as": "default", **fa4},
         {"name": "profile", "kind": "profile", "env": default, **fa4},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},

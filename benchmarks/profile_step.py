@@ -35,7 +35,7 @@ def main():
     dev = torch.device("cuda", 0)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.set_float32_matmul_precision("high")
-    T.select_attention(dev, h.attn_backend)
+    T.select_attention(dev, h.attn_backend, h.fa4_bwd_kv)
     T.select_mlp_kernel(dev, h.mlp_kernel)
     torch.manual_seed(0)
     model = T.build_model(h, dev)
