@@ -160,6 +160,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
     ("FA4_BWD_KV", str, "native"),
+    ("LOSS_KERNEL", str, "plain"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -279,6 +280,8 @@ class Hyperparameters:
             bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, fa4, varlen, varlen_gqa or sdpa")
         if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
+        if self.loss_kernel not in ("plain", "triton", "torch"):
+            bad(f"LOSS_KERNEL={self.loss_kernel!r} must be plain, triton or torch")
         if self.fa4_bwd_kv not in ("native", "repeat"):
             bad(f"FA4_BWD_KV={self.fa4_bwd_kv!r} must be native or repeat")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
@@ -793,6 +796,140 @@ def fused_mlp(a: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torc
 
 
 # ==================================================================================================
+# FUSED SOFT-CAPPED LOSS
+# ==================================================================================================
+# The training loss is cross-entropy over z = c·tanh(logits / c) (LOGIT_SOFTCAP, §4.8). Inductor compiles it
+# into reductions that loop over each 8192-wide row and evaluate the fp32 tanh in each pass: 25 ms of a 706 ms
+# step on an H100 (13.4 forward, 12.1 backward; benchmarks/README.md), at about 1 TB/s. Here one program holds
+# a row in registers, so the forward reads the bf16 logits once and computes each tanh once (lse and the
+# target's nll out), and the backward reads them once more and writes dlogits = g·(softmax(z) − onehot)·(1 − t²).
+# LOSS_KERNEL: plain (default: Inductor's), triton, torch (the same custom ops with torch math inside).
+
+_LOSS = {"kernel": "plain"}
+
+if triton is not None:
+    @triton.jit
+    def _softcap(x, cap):
+        """(z, t) with t = tanh(x / cap), z = cap·t; tanh through exp (to ~1e-7 absolute, in every Triton)."""
+        e = tl.exp(-2.0 * tl.abs(x / cap))
+        t = (1.0 - e) / (1.0 + e)
+        t = tl.where(x < 0, -t, t)
+        return cap * t, t
+
+    @triton.jit
+    def _softcap_ce_fwd_kernel(x_ptr, y_ptr, nll_ptr, lse_ptr, V, sx, cap, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        ok = cols < V
+        x = tl.load(x_ptr + row * sx + cols, mask=ok, other=0.0).to(tl.float32)
+        z, _ = _softcap(x, cap)
+        z = tl.where(ok, z, float("-inf"))
+        m = tl.max(z, 0)
+        lse = m + tl.log(tl.sum(tl.exp(z - m), 0))
+        y = tl.load(y_ptr + row)
+        zy = tl.sum(tl.where(cols == y, z, 0.0), 0)
+        tl.store(nll_ptr + row, lse - zy)
+        tl.store(lse_ptr + row, lse)
+
+    @triton.jit
+    def _softcap_ce_bwd_kernel(g_ptr, x_ptr, y_ptr, lse_ptr, dx_ptr, V, sx, sdx, cap, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        ok = cols < V
+        x = tl.load(x_ptr + row * sx + cols, mask=ok, other=0.0).to(tl.float32)
+        z, t = _softcap(x, cap)
+        p = tl.exp(z - tl.load(lse_ptr + row))
+        dz = p - tl.where(cols == tl.load(y_ptr + row), 1.0, 0.0)
+        dx = tl.load(g_ptr + row) * dz * (1.0 - t * t)
+        tl.store(dx_ptr + row * sdx + cols, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
+def _loss_launch(V: int) -> dict:
+    block = triton.next_power_of_2(V)
+    return {"BLOCK": block, "num_warps": 16 if block >= 8192 else 8 if block >= 2048 else 4}
+
+
+def _softcap_ce_triton(x: torch.Tensor, y: torch.Tensor, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    N, V = x.shape
+    nll = x.new_empty(N, dtype=torch.float32)
+    lse = torch.empty_like(nll)
+    _softcap_ce_fwd_kernel[(N,)](x, y, nll, lse, V, x.stride(0), cap, **_loss_launch(V))
+    return nll, lse
+
+
+def _softcap_ce_bwd_triton(g, x, y, lse, cap: float) -> torch.Tensor:
+    N, V = x.shape
+    dx = torch.empty_like(x)
+    _softcap_ce_bwd_kernel[(N,)](g.contiguous(), x, y, lse, dx, V, x.stride(0), dx.stride(0), cap, **_loss_launch(V))
+    return dx
+
+
+def _softcap_ce_torch(x: torch.Tensor, y: torch.Tensor, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    z = cap * torch.tanh(x.float() / cap)
+    lse = torch.logsumexp(z, -1)
+    return lse - z.gather(1, y[:, None]).squeeze(1), lse
+
+
+def _softcap_ce_bwd_torch(g, x, y, lse, cap: float) -> torch.Tensor:
+    t = torch.tanh(x.float() / cap)
+    dz = torch.exp(cap * t - lse[:, None]) - F.one_hot(y, x.size(1)).float()
+    return (g[:, None] * dz * (1 - t * t)).to(x.dtype)
+
+
+def _register_loss_ops() -> None:
+    """golf::softcap_ce(logits (N, V), targets (N,), cap, use_triton) -> (nll (N,), lse (N,)) fp32, and its
+    backward op, with fake impls and autograd, so torch.compile(fullgraph=True) calls them."""
+    if hasattr(torch.ops.golf, "softcap_ce"):
+        return
+
+    @torch.library.custom_op("golf::softcap_ce", mutates_args=())
+    def softcap_ce(x: torch.Tensor, y: torch.Tensor, cap: float, use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return (_softcap_ce_triton if use_triton else _softcap_ce_torch)(x.contiguous(), y.contiguous(), cap)
+
+    @softcap_ce.register_fake
+    def _(x, y, cap, use_triton):
+        return x.new_empty(x.size(0), dtype=torch.float32), x.new_empty(x.size(0), dtype=torch.float32)
+
+    @torch.library.custom_op("golf::softcap_ce_bwd", mutates_args=())
+    def softcap_ce_bwd(g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lse: torch.Tensor, cap: float,
+                       use_triton: bool) -> torch.Tensor:
+        return (_softcap_ce_bwd_triton if use_triton else _softcap_ce_bwd_torch)(g, x.contiguous(), y.contiguous(), lse, cap)
+
+    @softcap_ce_bwd.register_fake
+    def _(g, x, y, lse, cap, use_triton):
+        return torch.empty_like(x)
+
+    def setup_context(ctx, inputs, output):
+        x, y, cap, use_triton = inputs
+        ctx.cap, ctx.use_triton = cap, use_triton
+        ctx.save_for_backward(x, y, output[1])
+
+    def backward(ctx, g_nll, _g_lse):  # lse is saved for the backward, never used downstream
+        x, y, lse = ctx.saved_tensors
+        return torch.ops.golf.softcap_ce_bwd(g_nll, x, y, lse, ctx.cap, ctx.use_triton), None, None, None
+
+    softcap_ce.register_autograd(backward, setup_context=setup_context)
+
+
+_register_loss_ops()
+
+
+def select_loss_kernel(device: torch.device, requested: str = "plain") -> str:
+    """plain (Inductor's), triton or torch (the fused custom ops, Triton or torch math inside)."""
+    if requested == "triton" and (triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED)):
+        raise RuntimeError("LOSS_KERNEL=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
+    _LOSS["kernel"] = requested
+    return requested
+
+
+def softcap_ce_mean(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
+    """Mean cross-entropy of the soft-capped logits (bf16 (..., V)) through golf::softcap_ce."""
+    nll, _ = torch.ops.golf.softcap_ce(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), cap,
+                                       _LOSS["kernel"] == "triton")
+    return nll.mean()
+
+
+# ==================================================================================================
 # MODEL
 # ==================================================================================================
 
@@ -1251,6 +1388,9 @@ class GPT(nn.Module):
     def forward(self, input_ids, target_ids, cu_seqlens=None, max_seqlen: int = 0, reduction: str = "mean"):
         """reduction: "mean" (training), "none" (flat per-target NLL) or "prob_sum" (score dumps: flat per-target
         (NLL, sum p), see target_scores)."""
+        if _LOSS["kernel"] != "plain" and reduction == "mean" and self.training:  # training steps (FUSED LOSS)
+            x = self.hidden_states(input_ids, cu_seqlens, max_seqlen)
+            return softcap_ce_mean(F.linear(x, self.tok_emb.weight.to(x.dtype)), target_ids, self.h.logit_softcap)
         logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen)
         if reduction == "prob_sum":
             return target_scores(logits, target_ids.reshape(-1), prob_sum=True)
@@ -2891,7 +3031,7 @@ def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
             "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"],
-            "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}}
+            "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"]}
 
 
 def finite_or_null(data):
@@ -3136,6 +3276,7 @@ def main() -> None:
         torch.cuda.manual_seed_all(h.seed)
     log0(f"attention_backend:{select_attention(device, h.attn_backend, h.fa4_bwd_kv)}")
     log0(f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}")
+    log0(f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}")
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         log0("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}" for w in ("up", "grad")))
 

@@ -41,7 +41,7 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
                 "ITERATIONS": iters, "MAX_WALLCLOCK_SECONDS": "0", "ENABLE_LOOPING_AT": "0.5",
                 "WARMUP_STEPS": warmup, "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "1",
                 "GPTQ_CALIBRATION_BATCHES": "4", "COMPRESSOR": "lzma", "TTT_ENABLED": "0"}
-    kernels = {k: penv[k] for k in ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "ATTN_BACKEND", "FA4_BWD_KV",
+    kernels = {k: penv[k] for k in ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "LOSS_KERNEL", "ATTN_BACKEND", "FA4_BWD_KV",
                                     "TRITON_INTERPRET", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE") if penv.get(k)}
     cmd = [sys.executable, str(HERE.parent / "train_gpt.py")]
     env = {**penv, **settings, "PYTHONUNBUFFERED": "1"}

@@ -11,7 +11,9 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
    importable: output and gradients against golf::flash_varlen, and time against both varlen paths.
 5. mlp-tiles: each fused MLP kernel alone under every launch configuration of MLP_TILE_CANDIDATES: ms per call,
    whether its outputs equal the default configuration's bit for bit, and the fastest (MLP_TILE_UP / _GRAD).
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles]   (default: all five)"""
+6. loss: the fused soft-capped cross-entropy (golf::softcap_ce, Triton) against Inductor's compiled plain loss on
+   the record's logits (98,304 × 8192 bf16): the loss, dlogits, and time forward + backward.
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss]   (default: all six)"""
 from __future__ import annotations
 
 import json
@@ -115,6 +117,26 @@ def check_mlp_tiles() -> dict:
     return res
 
 
+def check_loss() -> dict:
+    torch.manual_seed(0)
+    x = (4 * torch.randn(M, 8192, device="cuda")).to(BF).requires_grad_()
+    y = torch.randint(0, 8192, (M,), device="cuda")
+    plain = torch.compile(lambda a, b: F.cross_entropy(30.0 * torch.tanh(a.float() / 30.0), b), fullgraph=True)
+    T.select_loss_kernel(torch.device("cuda"), "triton")
+    fused = torch.compile(lambda a, b: T.softcap_ce_mean(a, b, 30.0), fullgraph=True)
+
+    def run(fn):
+        x.grad = None
+        loss = fn(x, y)
+        loss.backward()
+        return loss.detach(), x.grad.detach().clone()
+    ref, got = run(plain), run(fused)
+    T.select_loss_kernel(torch.device("cuda"), "plain")
+    errs = {"loss": rel_err(got[0], ref[0]), "dlogits": rel_err(got[1], ref[1])}
+    return {"rel_err": errs, "ok": errs["loss"] < 1e-4 and errs["dlogits"] < 2e-2,
+            "ms_fwd_bwd": {"plain_inductor": bench(lambda: run(plain)), "fused_triton": bench(lambda: run(fused))}}
+
+
 def varlen_repeat(q, k, v, cu, max_seqlen=SEQ):
     from torch.nn.attention.varlen import varlen_attn
     r = q.size(1) // k.size(1)
@@ -196,7 +218,7 @@ def check_fa4() -> dict:
 
 def main() -> None:
     path = sys.argv[1]
-    only = sys.argv[2].split(",") if len(sys.argv) > 2 else ["mlp", "gqa", "fa3", "fa4", "mlp-tiles"]
+    only = sys.argv[2].split(",") if len(sys.argv) > 2 else ["mlp", "gqa", "fa3", "fa4", "mlp-tiles", "loss"]
     res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device",
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "command": " ".join(sys.argv)}
@@ -207,7 +229,7 @@ def main() -> None:
     except ImportError:
         res["triton"] = None
     checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
-              "mlp-tiles": check_mlp_tiles}
+              "mlp-tiles": check_mlp_tiles, "loss": check_loss}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:

@@ -5,7 +5,8 @@ configuration on one GPU, stopped once training has reported its throughput):
 
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
                   throughput and the cold time to the first step
-  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration
+  mlp-tiles       kernel_checks.py mlp-tiles,loss: each fused MLP kernel under every candidate launch configuration,
+                  and the fused soft-capped loss against Inductor's
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up without flash-attn-4 (what
                   `auto` picks where it is absent). Machines are scarce and one call may be all there is, so it
                   starts even when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the
@@ -23,6 +24,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
   tuned           default with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
                   and reduction kernels), ITERS steps; tried past its estimate
+  loss            default with LOSS_KERNEL=triton (the fused soft-capped loss), ITERS steps; new graphs, tried past
+                  its estimate
   fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4, ITERS steps: flash-attn-4 alone
   checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
                   K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
@@ -83,7 +86,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
         # the one figure a single call must bring home: started even when its estimate is longer than what
         # is left (at least TRY_LEFT_S); killed at the deadline, it leaves its compile cached for the next call
-        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # a minute, and no flash-attn-4 needed
+        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles,loss"},  # a minute, and no flash-attn-4 needed
         {"name": "both", "kind": "train", "env": both, "iters": n, "try": True},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
@@ -101,6 +104,9 @@ def steps(cfg: dict) -> list[dict]:
         # profile's largest share after the matmuls, at the price of a longer compile
         {"name": "tuned", "kind": "train", "env": {**default, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
          "try": True, "learn_compile": False, **fa4},
+        # the fused soft-capped loss: new graphs (the loss leaves Inductor's), so a compile; tried like `both`
+        {"name": "loss", "kind": "train", "env": {**default, "LOSS_KERNEL": "triton"}, "iters": n, "try": True,
+         "needs": ["fa4", "loss"], "needs_fa4": True},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
@@ -195,12 +201,12 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
 
 
 def check_time_key(step: dict) -> str:
-    return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s"}.get(step["only"], "checks_s")
+    return {"fa4": "fa4_checks_s", "mlp-tiles,loss": "mlp_tiles_s"}.get(step["only"], "checks_s")
 
 
 def check_source(need: str) -> str:
     """The checks step whose result a configuration's `needs` entry reads."""
-    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles"}.get(need, "checks")
+    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "mlp-tiles"}.get(need, "checks")
 
 
 def best_tiles(state: dict) -> dict:

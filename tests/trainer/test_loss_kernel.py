@@ -1,0 +1,161 @@
+"""The fused soft-capped cross-entropy of train_gpt.py (LOSS_KERNEL, section FUSED SOFT-CAPPED LOSS) on the CPU:
+the custom ops with torch math against F.cross_entropy of c·tanh(logits / c), the Triton kernels under Triton's
+interpreter against that math, both kernels compiled for sm_90 at the record's vocabulary without a GPU, a
+fullgraph compile through the ops, and the tiny model's training loss and gradients against the plain path.
+Its speed is the GPU's to show (benchmarks/README.md)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.trainer.conftest import TRAINER
+from tests.trainer.test_kernels import needs_triton
+from tests.trainer.test_model import TINY
+
+CAP = 30.0
+
+
+@pytest.fixture
+def loss_kernel(tg):
+    """Select a loss kernel for one test and restore the plain path after it."""
+    yield lambda name: tg.select_loss_kernel(torch.device("cpu"), name)
+    tg.select_loss_kernel(torch.device("cpu"), "plain")
+
+
+def _reference(x, y):
+    return F.cross_entropy(CAP * torch.tanh(x.float() / CAP), y)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-6)])
+def test_softcap_ce_torch_ops_match_cross_entropy(tg, loss_kernel, dtype, tol):
+    """golf::softcap_ce and its backward (torch math inside) give F.cross_entropy's mean loss over the
+    soft-capped logits and its gradient, in the logits' dtype; logits large enough for the cap to bite."""
+    loss_kernel("torch")
+    g = torch.Generator().manual_seed(0)
+    x = (40 * torch.randn(37, 500, generator=g)).to(dtype).requires_grad_()
+    y = torch.randint(0, 500, (37,), generator=g)
+    got = tg.softcap_ce_mean(x, y, CAP)
+    (dx,) = torch.autograd.grad(got, x)
+    ref = _reference(x, y)
+    (dref,) = torch.autograd.grad(ref, x)
+    assert dx.dtype == dtype and got.dtype == torch.float32
+    assert abs(got.item() - ref.item()) <= tol * abs(ref.item())
+    assert (dx.float() - dref.float()).abs().max() <= 1e-2 * dref.float().abs().max()
+
+
+def test_softcap_ce_traces_under_fullgraph_compile(tg, loss_kernel):
+    """torch.compile(fullgraph=True) calls the custom ops (fake impls, autograd formula) without a graph break."""
+    loss_kernel("torch")
+    x = torch.randn(24, 64, requires_grad=True)
+    y = torch.randint(0, 64, (24,))
+    fn = torch.compile(lambda a, b: tg.softcap_ce_mean(a[None], b[None], CAP), fullgraph=True, backend="aot_eager")
+    (dx,) = torch.autograd.grad(fn(x, y), x)
+    (dref,) = torch.autograd.grad(_reference(x, y), x)
+    assert torch.allclose(dx, dref, atol=1e-7)
+
+
+def test_model_training_loss_same_with_fused_loss(tg, loss_kernel):
+    """The tiny model's training loss and gradients (the tied embedding, which the loss reaches first, and an
+    attention bank) are the same through the fused ops as through the plain path; eval keeps the plain path."""
+    h = tg.Hyperparameters(TINY)
+    torch.manual_seed(0)
+    m = tg.build_model(h, torch.device("cpu"))
+    ids = torch.randint(0, 512, (1, 48))
+    cu = torch.tensor([0, 20, 48, 48], dtype=torch.int32)
+
+    def loss_and_grads():
+        m.zero_grad(set_to_none=True)
+        loss = m(ids, torch.roll(ids, -1, 1), cu, 32)
+        loss.backward()
+        return loss.detach(), m.tok_emb.weight.grad.clone(), m.qo_bank.grad.clone()
+    m.train()
+    ref = loss_and_grads()
+    loss_kernel("torch")
+    calls = []
+    real = tg._softcap_ce_torch
+    tg._softcap_ce_torch = lambda *a: (calls.append(1), real(*a))[1]
+    try:
+        got = loss_and_grads()
+        m.eval()
+        with torch.no_grad():
+            m(ids, torch.roll(ids, -1, 1), cu, 32)
+    finally:
+        tg._softcap_ce_torch = real
+    assert calls == [1]  # the training forward only
+    assert torch.allclose(got[0], ref[0], atol=1e-6)
+    for a, b in zip(got[1:], ref[1:]):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=1e-3)
+
+
+def test_loss_kernel_settings(tg, loss_kernel):
+    assert tg.Hyperparameters(TINY).loss_kernel == "plain"
+    with pytest.raises(ValueError, match="LOSS_KERNEL='fast' must be plain, triton or torch"):
+        tg.Hyperparameters({**TINY, "LOSS_KERNEL": "fast"})
+    if not tg._TRITON_INTERPRETED:
+        with pytest.raises(RuntimeError, match="LOSS_KERNEL=triton needs"):
+            loss_kernel("triton")
+
+
+_INTERPRET = """
+import importlib.util, json, sys, torch
+spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
+tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.loader.exec_module(tg)
+assert tg._TRITON_INTERPRETED
+torch.manual_seed(0)
+res = []
+for dtype in (torch.float32, torch.bfloat16):
+    for N, V in ((37, 512), (5, 500), (3, 8192)):
+        x = (40 * torch.randn(N, V)).to(dtype); y = torch.randint(0, V, (N,)); g = torch.rand(N)
+        nll, lse = tg._softcap_ce_triton(x, y, 30.0)
+        nll_r, lse_r = tg._softcap_ce_torch(x, y, 30.0)
+        dx, dx_r = tg._softcap_ce_bwd_triton(g, x, y, lse_r, 30.0), tg._softcap_ce_bwd_torch(g, x, y, lse_r, 30.0)
+        assert dx.dtype == dtype
+        res.append([str(dtype), V, float((nll - nll_r).abs().max()), float((lse - lse_r).abs().max()),
+                    float((dx.float() - dx_r.float()).abs().max() / dx_r.float().abs().max())])
+print(json.dumps(res))
+"""
+
+
+@needs_triton
+def test_softcap_ce_triton_kernels_under_interpreter():
+    """Both Triton kernels (rows held whole, masked tails of a vocabulary that is no power of two, the target's
+    logit, bf16 loads and stores) against the torch math, run by Triton's CPU interpreter in a fresh process:
+    nll and lse to 1e-4 (the kernel's tanh goes through exp), dlogits to rounding of the logits' dtype."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for dtype, V, nll_err, lse_err, dx_err in json.loads(out.stdout.strip().splitlines()[-1]):
+        assert nll_err < 1e-4 and lse_err < 1e-4, (dtype, V, nll_err, lse_err)
+        assert dx_err < (1e-5 if dtype == "torch.float32" else 2 ** -7), (dtype, V, dx_err)
+
+
+@needs_triton
+def test_softcap_ce_kernels_compile_for_hopper(tg, tmp_path):
+    """Both kernels compile for sm_90 at the record's vocabulary (8192, a row per program, 16 warps) without a
+    GPU, and keep the row in registers: Triton's own ptxas, asked for its resource report, spills nothing."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    launch = tg._loss_launch(8192)
+    for fn in (tg._softcap_ce_fwd_kernel, tg._softcap_ce_bwd_kernel):
+        consts = {"BLOCK": launch["BLOCK"]}
+        sig = {a: ("*i64" if a == "y_ptr" else "*fp32" if a in ("nll_ptr", "lse_ptr", "g_ptr") else "*bf16")
+               if a.endswith("_ptr") else "constexpr" if a in consts else "fp32" if a == "cap" else "i32"
+               for a in fn.arg_names}
+        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
+        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": launch["num_warps"]})
+        assert "ex2.approx" in k.asm["ptx"], fn.__name__  # tl.exp: the SFU's exp2, once per element and pass
+        ptx = tmp_path / f"{fn.__name__}.ptx"
+        ptx.write_text(k.asm["ptx"])
+        report = subprocess.run([get_ptxas(90).path, "-arch=sm_90a", "-v", str(ptx), "-o", os.devnull],
+                                capture_output=True, text=True, timeout=120)
+        assert report.returncode == 0, report.stderr[-1000:]
+        assert "0 bytes spill stores, 0 bytes spill loads" in report.stdout + report.stderr, (fn.__name__, report.stderr)
