@@ -1374,11 +1374,13 @@ class GPT(nn.Module):
         self._tap("tok_emb", x)
         return x
 
-    def logits_from_hidden(self, x: torch.Tensor, lora=None) -> torch.Tensor:
+    def head(self, x: torch.Tensor, lora=None) -> torch.Tensor:
+        """Logits before the soft cap, in x's dtype (the tied embedding as the output projection)."""
         logits = F.linear(x, self.tok_emb.weight.to(x.dtype))
-        if lora is not None:
-            logits = lora.add(0, "head", x, logits)
-        logits = logits.float()
+        return logits if lora is None else lora.add(0, "head", x, logits)
+
+    def logits_from_hidden(self, x: torch.Tensor, lora=None) -> torch.Tensor:
+        logits = self.head(x, lora).float()
         c = self.h.logit_softcap
         return c * torch.tanh(logits / c)
 
@@ -1389,8 +1391,8 @@ class GPT(nn.Module):
         """reduction: "mean" (training), "none" (flat per-target NLL) or "prob_sum" (score dumps: flat per-target
         (NLL, sum p), see target_scores)."""
         if _LOSS["kernel"] != "plain" and reduction == "mean" and self.training:  # training steps (FUSED LOSS)
-            x = self.hidden_states(input_ids, cu_seqlens, max_seqlen)
-            return softcap_ce_mean(F.linear(x, self.tok_emb.weight.to(x.dtype)), target_ids, self.h.logit_softcap)
+            logits = self.head(self.hidden_states(input_ids, cu_seqlens, max_seqlen))
+            return softcap_ce_mean(logits, target_ids, self.h.logit_softcap)
         logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen)
         if reduction == "prob_sum":
             return target_scores(logits, target_ids.reshape(-1), prob_sum=True)
@@ -3027,6 +3029,17 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
     return model, False
 
 
+def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
+    """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
+    lines = [f"attention_backend:{select_attention(device, h.attn_backend, h.fa4_bwd_kv)}",
+             f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
+             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}"]
+    if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
+        lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
+                                             for w in ("up", "grad")))
+    return lines
+
+
 def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
@@ -3274,11 +3287,8 @@ def main() -> None:
     torch.manual_seed(h.seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(h.seed)
-    log0(f"attention_backend:{select_attention(device, h.attn_backend, h.fa4_bwd_kv)}")
-    log0(f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}")
-    log0(f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}")
-    if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
-        log0("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}" for w in ("up", "grad")))
+    for line in select_kernels(h, device):
+        log0(line)
 
     eval_only = bool(h.eval_only_path)
     quant_only = bool(h.eval_only_quantized_path) and not eval_only

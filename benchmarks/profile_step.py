@@ -35,8 +35,7 @@ def main():
     dev = torch.device("cuda", 0)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.set_float32_matmul_precision("high")
-    T.select_attention(dev, h.attn_backend, h.fa4_bwd_kv)
-    T.select_mlp_kernel(dev, h.mlp_kernel)
+    T.select_kernels(h, dev)  # as the trainer does: MLP tiles, loss kernel, FA4's backward included
     torch.manual_seed(0)
     model = T.build_model(h, dev)
     fn, _ = T.compile_model(h, model, dev)
@@ -45,7 +44,7 @@ def main():
     loader = T.DocumentPackingLoader(files, h.train_batch_tokens // 8, h.train_seq_len, 0, 1, dev, T.CU_PAD_COMPILED)
     ema = T.EMA(model, h.ema_decay)
     out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(),
-           "mlp_kernel": T._MLP["kernel"], "phases": {}}
+           "mlp_kernel": T._MLP["kernel"], "loss_kernel": T._LOSS["kernel"], "phases": {}}
     for looping in (False, True):
         model.looping = looping
         t = time.perf_counter()

@@ -49,6 +49,23 @@ TINY_ENV = {
 }
 
 
+def tiny_batch():
+    """(ids (1, 48), cu_seqlens) of two packed documents for the tiny model (vocabulary 512)."""
+    import torch
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 512, (1, 48), generator=g), torch.tensor([0, 20, 48, 48], dtype=torch.int32)
+
+
+def loss_and_grads(model, params) -> tuple:
+    """One training-mode forward and backward of the tiny model on tiny_batch(): (loss, grads of params)."""
+    import torch
+    ids, cu = tiny_batch()
+    model.zero_grad(set_to_none=True)
+    loss = model(ids, torch.roll(ids, -1, 1), cu, 32)
+    loss.backward()
+    return (loss.detach(), *(p.grad.clone() for p in params))
+
+
 def load_trainer():
     spec = importlib.util.spec_from_file_location("train_gpt", TRAINER)
     mod = importlib.util.module_from_spec(spec)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.conftest import TRAINER, train_losses_until
+from tests.trainer.conftest import TRAINER, loss_and_grads, tiny_batch, train_losses_until
 from tests.trainer.test_model import TINY
 
 STANDIN = Path(__file__).resolve().parent / "fa3_standin"
@@ -78,19 +78,11 @@ def test_model_training_step_same_with_fused_mlp(tg, mlp_kernel):
     m = tg.build_model(h, torch.device("cpu"))
     with torch.no_grad():
         m.mlp_down_bank.normal_(0, 0.02)  # zero at init: make the MLP's gradients non-trivial
-    ids = torch.randint(0, 512, (1, 48))
-    cu = torch.tensor([0, 20, 48, 48], dtype=torch.int32)
-
-    def loss_and_grads():
-        m.zero_grad(set_to_none=True)
-        loss = m(ids, torch.roll(ids, -1, 1), cu, 32)
-        loss.backward()
-        return loss.detach(), m.mlp_up_bank.grad.clone(), m.qo_bank.grad.clone()
     m.train()
     mlp_kernel("plain")
-    ref = loss_and_grads()
+    ref = loss_and_grads(m, (m.mlp_up_bank, m.qo_bank))
     mlp_kernel("torch")
-    got = loss_and_grads()
+    got = loss_and_grads(m, (m.mlp_up_bank, m.qo_bank))
     assert torch.allclose(got[0], ref[0], atol=1e-5)
     for a, b in zip(got[1:], ref[1:]):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-3)
@@ -98,7 +90,7 @@ def test_model_training_step_same_with_fused_mlp(tg, mlp_kernel):
     calls = []
     m.hessian_tap = lambda name, x: calls.append(name)
     with torch.no_grad():
-        m.forward_logits(ids)
+        m.forward_logits(tiny_batch()[0])
     assert "blocks.0.mlp.proj" in calls
 
 
@@ -279,6 +271,7 @@ def fa3(tg, monkeypatch):
     assert tg._ATTN["fa3"] is flash_attn_interface
     yield flash_attn_interface
     tg.select_attention(torch.device("cpu"))
+    sys.modules.pop("flash_attn_interface", None)  # a later test must not find FA3 importable
 
 
 @pytest.mark.parametrize("returns_tuple", [True, False])

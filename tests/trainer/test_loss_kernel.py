@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.conftest import TRAINER
+from tests.trainer.conftest import TRAINER, loss_and_grads, tiny_batch
 from tests.trainer.test_kernels import needs_triton
 from tests.trainer.test_model import TINY
 
@@ -67,23 +67,17 @@ def test_model_training_loss_same_with_fused_loss(tg, loss_kernel):
     h = tg.Hyperparameters(TINY)
     torch.manual_seed(0)
     m = tg.build_model(h, torch.device("cpu"))
-    ids = torch.randint(0, 512, (1, 48))
-    cu = torch.tensor([0, 20, 48, 48], dtype=torch.int32)
-
-    def loss_and_grads():
-        m.zero_grad(set_to_none=True)
-        loss = m(ids, torch.roll(ids, -1, 1), cu, 32)
-        loss.backward()
-        return loss.detach(), m.tok_emb.weight.grad.clone(), m.qo_bank.grad.clone()
+    params = (m.tok_emb.weight, m.qo_bank)
     m.train()
-    ref = loss_and_grads()
+    ref = loss_and_grads(m, params)
     loss_kernel("torch")
     calls = []
     real = tg._softcap_ce_torch
     tg._softcap_ce_torch = lambda *a: (calls.append(1), real(*a))[1]
     try:
-        got = loss_and_grads()
+        got = loss_and_grads(m, params)
         m.eval()
+        ids, cu = tiny_batch()
         with torch.no_grad():
             m(ids, torch.roll(ids, -1, 1), cu, 32)
     finally:
