@@ -159,7 +159,6 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
-    ("FA4_BWD_KV", str, "native"),
     ("LOSS_KERNEL", str, "plain"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
@@ -282,8 +281,6 @@ class Hyperparameters:
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
         if self.loss_kernel not in ("plain", "triton", "torch"):
             bad(f"LOSS_KERNEL={self.loss_kernel!r} must be plain, triton or torch")
-        if self.fa4_bwd_kv not in ("native", "repeat"):
-            bad(f"FA4_BWD_KV={self.fa4_bwd_kv!r} must be native or repeat")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
         parse_mlp_tile(self.mlp_tile_grad, "MLP_TILE_GRAD")
         per_rank = self.world_size * self.grad_accum_steps
@@ -594,12 +591,13 @@ except ImportError:  # CPU-only installs: the torch fallback and the plain path 
 # TRITON_INTERPRET=1 (read by triton.jit when it decorates, so here too at import): the kernels run on CPU
 # tensors in Triton's interpreter, which is how the tests and benchmarks/mlp_equivalence_cpu.py check them.
 _TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
-# Launch configuration of each kernel ("up": forward, "grad": backward): the record's tiles (128×256×64, 8 warps;
-# §10.3) with 3 pipeline stages, smaller where the widths are. MLP_TILE_UP / MLP_TILE_GRAD set another; BK kept,
-# it changes only how the work is cut and scheduled, not the sums (each output element still accumulates K in
-# BK-wide dots). benchmarks/kernel_checks.py's mlp-tiles step times candidates on a GPU.
+# Launch configuration of each kernel ("up": forward, "grad": backward): the record's tiles (128×256×64, 8 warps,
+# 4 pipeline stages; §10.3), smaller where the widths are. benchmarks/kernel_checks.py's mlp-tiles sweep on an H100
+# found them the fastest of nine for both kernels (1.076× and 1.033× the 3-stage tiles, bit-equal outputs).
+# MLP_TILE_UP / MLP_TILE_GRAD set another; with BK kept, only how the work is cut and scheduled changes, not the
+# sums (each output element still accumulates K in BK-wide dots).
 MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages")
-_MLP_TILE = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 3)))
+_MLP_TILE = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4)))
 _MLP = {"kernel": "plain", "up": _MLP_TILE, "grad": _MLP_TILE}
 
 
@@ -615,7 +613,7 @@ def parse_mlp_tile(text: str, name: str) -> dict:
     if not (len(vals) == 6 and all(v >= 16 and pow2(v) for v in vals[:3]) and vals[3] >= 1
             and pow2(vals[4]) and vals[4] <= 16 and 1 <= vals[5] <= 8):
         raise ValueError(f"{name}={text!r} must be BM,BN,BK,GROUP_M,num_warps,num_stages: BM, BN, BK powers of two "
-                         ">= 16, GROUP_M >= 1, num_warps a power of two <= 16, num_stages 1-8 (e.g. 128,256,64,8,8,3)")
+                         ">= 16, GROUP_M >= 1, num_warps a power of two <= 16, num_stages 1-8 (e.g. 128,256,64,8,8,4)")
     return dict(zip(MLP_TILE_KEYS, vals))
 
 
@@ -872,7 +870,8 @@ def _softcap_ce_torch(x: torch.Tensor, y: torch.Tensor, cap: float) -> tuple[tor
 
 def _softcap_ce_bwd_torch(g, x, y, lse, cap: float) -> torch.Tensor:
     t = torch.tanh(x.float() / cap)
-    dz = torch.exp(cap * t - lse[:, None]) - F.one_hot(y, x.size(1)).float()
+    p = torch.exp(cap * t - lse[:, None])
+    dz = p.scatter_add(1, y[:, None], p.new_full((y.numel(), 1), -1.0))  # softmax − onehot, no (N, V) one-hot
     return (g[:, None] * dz * (1 - t * t)).to(x.dtype)
 
 
@@ -950,8 +949,7 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 # Attention kernels. Chosen once per process by select_attention(); `packed` calls carry cu_seqlens.
-_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False,
-         "fa4_bwd_kv": "native"}
+_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False}
 
 
 def _register_varlen_op(name: str, forward, backward) -> None:
@@ -1021,36 +1019,26 @@ def _fa4_varlen_fwd(q, k, v, cu, max_seqlen):
 
 
 def _fa4_varlen_bwd(g, q, k, v, out, lse, cu, max_seqlen):
-    # FA4_BWD_KV=repeat: on sm_90 FA4's GQA backward sums the query heads' dK/dV into zero-filled fp32 buffers and
-    # converts them in two more kernels (benchmarks/README.md: 57 ms of a 706 ms step with dQ's); with K/V repeated
-    # per query head it writes them directly, and each group is summed here (query head h reads K/V head h // r)
-    r = q.size(1) // k.size(1) if _ATTN["fa4_bwd_kv"] == "repeat" else 1
-    if r > 1:
-        k, v = k.repeat_interleave(r, 1), v.repeat_interleave(r, 1)
-    dq, dk, dv = _ATTN["fa4"]._flash_attn_bwd(q, k, v, out, g.contiguous(), lse, causal=True, cu_seqlens_q=cu,
-                                              cu_seqlens_k=cu, max_seqlen_q=max_seqlen,
-                                              max_seqlen_k=max_seqlen)[:3]
-    if r > 1:
-        T, H, D = dk.shape
-        dk, dv = dk.view(T, H // r, r, D).sum(2), dv.view(T, H // r, r, D).sum(2)
-    return dq, dk, dv
+    # On sm_90 FA4's GQA backward sums the query heads' dK/dV in zero-filled fp32 buffers and converts them in
+    # extra kernels. Giving it K/V repeated per query head avoids them but was slower on an H100 (2.34 ms against
+    # 2.12 per layer; benchmarks/README.md), so K/V go in as they are.
+    return _ATTN["fa4"]._flash_attn_bwd(q, k, v, out, g.contiguous(), lse, causal=True, cu_seqlens_q=cu,
+                                        cu_seqlens_k=cu, max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen)[:3]
 
 
 _register_varlen_op("flash_varlen", _flash2_varlen_fwd, _flash2_varlen_bwd)
 _register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
-def select_attention(device: torch.device, requested: str = "auto", fa4_bwd_kv: str = "native") -> str:
+def select_attention(device: torch.device, requested: str = "auto") -> str:
     """The attention kernel, by speed at the record's packed shape (fwd+bwd per layer on an H100,
     benchmarks/results/h100-kernels-1gpu-checks.json: fa4 2.10 ms, varlen_gqa 3.03, varlen 3.28). auto on
     CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer
     when importable, else torch's varlen flash kernel through golf::flash_varlen (varlen_gqa: K/V not copied
     for GQA); SDPA with a block-diagonal causal mask on the CPU. `varlen` forces the record's path (K/V
-    repeated). fa4_bwd_kv: native or repeat (FA4_BWD_KV, see _fa4_varlen_bwd). Returns the name chosen: fa3, fa4,
-    varlen_gqa, varlen or sdpa."""
+    repeated). Returns the name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
     name = "sdpa"
     _ATTN["gqa_op"] = False
-    _ATTN["fa4_bwd_kv"] = fa4_bwd_kv
     if device.type == "cuda" and requested == "fa4":
         name = _import_fa4(required=True)
     if device.type == "cuda" and requested in ("auto", "fa3"):
@@ -1098,9 +1086,7 @@ def _sm90_or_newer(device: torch.device) -> bool:
 def attention_backend_label() -> str:
     native = _ATTN["gqa_op"] or _ATTN["varlen_gqa"]
     varlen = "torch flash varlen, native GQA" if native else "torch flash varlen, K/V repeated for GQA"
-    fa4 = "fa4 (flash_attn.cute varlen, native GQA" + ("" if _ATTN["fa4_bwd_kv"] == "native" else
-                                                        "; K/V repeated in the backward") + ")"
-    return {"fa3": "fa3 (flash_attn_interface)", "fa4": fa4,
+    return {"fa3": "fa3 (flash_attn_interface)", "fa4": "fa4 (flash_attn.cute varlen, native GQA)",
             "varlen": varlen, "sdpa": "sdpa (block-diagonal causal mask)"}[_ATTN["name"]]
 
 
@@ -3031,7 +3017,7 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 
 def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
-    lines = [f"attention_backend:{select_attention(device, h.attn_backend, h.fa4_bwd_kv)}",
+    lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
              f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel

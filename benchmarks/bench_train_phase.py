@@ -41,7 +41,7 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
                 "ITERATIONS": iters, "MAX_WALLCLOCK_SECONDS": "0", "ENABLE_LOOPING_AT": "0.5",
                 "WARMUP_STEPS": warmup, "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "1",
                 "GPTQ_CALIBRATION_BATCHES": "4", "COMPRESSOR": "lzma", "TTT_ENABLED": "0"}
-    kernels = {k: penv[k] for k in ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "LOSS_KERNEL", "ATTN_BACKEND", "FA4_BWD_KV",
+    kernels = {k: penv[k] for k in ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "LOSS_KERNEL", "ATTN_BACKEND",
                                     "TRITON_INTERPRET", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE") if penv.get(k)}
     cmd = [sys.executable, str(HERE.parent / "train_gpt.py")]
     env = {**penv, **settings, "PYTHONUNBUFFERED": "1"}
@@ -93,7 +93,7 @@ def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
     if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)", line):
         res["losses"][m.group(1)] = float(m.group(2))
         res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
-    elif m := re.match(r"(attention_backend|mlp_kernel):(\S+)", line):
+    elif m := re.match(r"(attention_backend|mlp_kernel|loss_kernel):(\S+)", line):
         res[m.group(1)] = m.group(2)
     elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):
         res["peak_mem_mib"], res["peak_mem_reserved_mib"] = int(m.group(1)), int(m.group(2))

@@ -7,25 +7,24 @@ configuration on one GPU, stopped once training has reported its throughput):
                   throughput and the cold time to the first step
   mlp-tiles       kernel_checks.py mlp-tiles,loss: each fused MLP kernel under every candidate launch configuration,
                   and the fused soft-capped loss against Inductor's
-  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up without flash-attn-4 (what
-                  `auto` picks where it is absent). Machines are scarce and one call may be all there is, so it
-                  starts even when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the
-                  deadline, its compile stays cached for the next call
+  plain-loss      baseline with LOSS_KERNEL=triton (the fused soft-capped loss), ITERS steps, if its check passed:
+                  new graphs, so a compile. Machines are scarce and one call may be all there is, so it starts even
+                  when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the deadline, its
+                  compile stays cached for the next call
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
-                  if its check passed; tried past its estimate like `both`
+                  if its check passed; tried past its estimate like `plain-loss`
+  loss            default with LOSS_KERNEL=triton, ITERS steps; new graphs, tried past its estimate
   tiled           default with the sweep's fastest configurations that keep the default's bits (MLP_TILE_UP,
                   MLP_TILE_GRAD), ITERS steps on the default's compiled graphs; skipped if the default was fastest
-  kvrep           default with FA4_BWD_KV=repeat (FA4's backward on K/V repeated per query head, dK/dV summed per
-                  group after it), ITERS steps on the default's compiled graphs
   profile         profile_step.py with the default's kernels: where a step's GPU time goes now
-  baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
-  default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
   tuned           default with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
                   and reduction kernels), ITERS steps; tried past its estimate
-  loss            default with LOSS_KERNEL=triton (the fused soft-capped loss), ITERS steps; new graphs, tried past
-                  its estimate
+  baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
+  default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
+  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up without flash-attn-4 (what
+                  `auto` picks where it is absent; 1.01× on the H100 twice)
   fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4, ITERS steps: flash-attn-4 alone
   checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
                   K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
@@ -73,7 +72,7 @@ TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of 
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
 EQUIV_TOL = {"max_abs": 0.05, "mean_abs_last10": 0.02}
-DEFAULT_TILE = (128, 256, 64, 8, 8, 3)  # train_gpt's _MLP_TILE, the first of kernel_checks.MLP_TILE_CANDIDATES
+DEFAULT_TILE = (128, 256, 64, 8, 8, 4)  # train_gpt's _MLP_TILE, the first of kernel_checks.MLP_TILE_CANDIDATES
 
 
 def steps(cfg: dict) -> list[dict]:
@@ -84,29 +83,28 @@ def steps(cfg: dict) -> list[dict]:
     fa4 = {"needs": ["fa4"], "needs_fa4": True}
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
-        # the one figure a single call must bring home: started even when its estimate is longer than what
-        # is left (at least TRY_LEFT_S); killed at the deadline, it leaves its compile cached for the next call
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles,loss"},  # a minute, and no flash-attn-4 needed
-        {"name": "both", "kind": "train", "env": both, "iters": n, "try": True},
+        # the fused loss needs no flash-attn-4, so the first call (which carries only one .fa4 part) can time it;
+        # started even when its estimate is longer than what is left (at least TRY_LEFT_S): killed at the deadline,
+        # it leaves its compile cached for the next call
+        {"name": "plain-loss", "kind": "train", "env": {**plain, "LOSS_KERNEL": "triton"}, "iters": n, "try": True,
+         "needs": ["loss"]},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
+        # new graphs (the loss leaves Inductor's), so a compile
+        {"name": "loss", "kind": "train", "env": {**default, "LOSS_KERNEL": "triton"}, "iters": n, "try": True,
+         "needs": ["fa4", "loss"], "needs_fa4": True},
         # the default's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
         {"name": "tiled", "kind": "train", "env": default, "iters": n, "same_graphs_as": "default", "tiles": True,
          "needs": ["fa4", "mlp-tiles"], "needs_fa4": True},
-        # FA4's backward with K/V repeated per query head: no fp32 dK/dV accumulators on sm_90 (the op is opaque to
-        # Inductor, so again the default's graphs)
-        {"name": "kvrep", "kind": "train", "env": {**default, "FA4_BWD_KV": "repeat"}, "iters": n,
-         "same_graphs_as": "default", **fa4},
         {"name": "profile", "kind": "profile", "env": default, **fa4},
-        {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
-        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # profile's largest share after the matmuls, at the price of a longer compile
         {"name": "tuned", "kind": "train", "env": {**default, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
          "try": True, "learn_compile": False, **fa4},
-        # the fused soft-capped loss: new graphs (the loss leaves Inductor's), so a compile; tried like `both`
-        {"name": "loss", "kind": "train", "env": {**default, "LOSS_KERNEL": "triton"}, "iters": n, "try": True,
-         "needs": ["fa4", "loss"], "needs_fa4": True},
+        {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
+        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
+        {"name": "both", "kind": "train", "env": both, "iters": n},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
@@ -410,7 +408,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel") if k in r), flush=True)
+                  "attention_backend", "mlp_kernel", "loss_kernel") if k in r), flush=True)
         if name in (*EQUIV_COMPARED, "baseline-noise"):
             record_equivalence(state, cfg)
         publish(state, cfg)

@@ -69,27 +69,6 @@ def test_fa4_branch_matches_sdpa_path(tg, fa4, dtype, tol):
     assert fa4.CALLS["fwd"] == before["fwd"] + 1
 
 
-def test_fa4_backward_with_kv_repeated(tg, fa4, monkeypatch):
-    """FA4_BWD_KV=repeat: FA4's backward gets K/V with one head per query head (no GQA accumulators on sm_90),
-    and the op sums each group's dK/dV back to the K/V heads, so output and gradients still equal the SDPA
-    path's; the label says so. A setting other than native or repeat is refused at start."""
-    seen = []
-    real = fa4._flash_attn_bwd
-    monkeypatch.setattr(fa4, "_flash_attn_bwd", lambda q, k, *a, **kw: (seen.append(k.shape), real(q, k, *a, **kw))[1])
-    q, k, v, cu = _packed_qkv()
-    native = _attend_and_grads(tg, "fa4", q, k, v, cu)
-    tg.select_attention(torch.device("cuda"), "fa4", "repeat")
-    assert tg.attention_backend_label() == "fa4 (flash_attn.cute varlen, native GQA; K/V repeated in the backward)"
-    repeated = _attend_and_grads(tg, "fa4", q, k, v, cu)
-    ref = _attend_and_grads(tg, "sdpa", q, k, v, cu)
-    assert seen == [torch.Size([40, 2, 16]), torch.Size([40, 4, 16])]  # native: 2 K/V heads; repeat: 4
-    for a, b, c in zip(repeated, native, ref):
-        assert a.shape == b.shape == c.shape
-        assert (a - c).abs().max() <= 1e-5 * c.abs().max() and (a - b).abs().max() <= 1e-5 * b.abs().max()
-    with pytest.raises(ValueError, match="FA4_BWD_KV='copy' must be native or repeat"):
-        tg.Hyperparameters({**TINY, "FA4_BWD_KV": "copy"})
-
-
 def test_fa4_op_registration_checks(tg, fa4):
     """torch.library.opcheck: the schema, the fake (meta) impl's shapes and dtypes against the real call, the
     autograd registration and AOT dispatch, for golf::fa4_varlen and its backward op."""

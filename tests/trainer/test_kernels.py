@@ -106,7 +106,7 @@ def test_mlp_tile_settings(tg, mlp_kernel):
     """MLP_TILE_UP / MLP_TILE_GRAD: '' is the record's tiles; a value sets that kernel's launch configuration
     (kept within the widths); a malformed one is refused at start, naming the variable and the format."""
     assert tg.parse_mlp_tile("", "MLP_TILE_UP") == {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8,
-                                                   "num_stages": 3}
+                                                   "num_stages": 4}
     tg.select_mlp_kernel(torch.device("cpu"), "torch", "", "64,128,64,4,4,4")
     assert tg._mlp_tiles(2048, 512, "up")["BM"] == 128
     assert tg._mlp_tiles(2048, 512, "grad") == {"BM": 64, "BN": 128, "BK": 64, "GROUP_M": 4, "num_warps": 4,
