@@ -2,7 +2,8 @@
 `[budget]` check that refuses to start a stage the campaign cannot pay for.
 
 Spent (per campaign folder, any backend): every attempt of every job, failed and interrupted ones
-included (golfrun/ledger.py `stage_spend`: the stages' attempt records; a stage without any counts
+included, and jobs not recorded yet as held so far (golfrun/ledger.py `stage_spend`: the stages' attempt
+records and `unrecorded_attempts`; a stage without any counts
 its summary's `gpu_seconds_total`, `cpu_seconds_total`, `usd`; a summary without those — written
 before the ledger — its jobs' `duration_s` × their GPUs) and, on RunPod, the pods' own cost from `pod.json`
 (every pod of the campaign, the re-rolled and lost ones too: it is what the account pays), whose GPU
@@ -55,6 +56,7 @@ class Spent:
     stages: list[str] = field(default_factory=list)
     attempts: int = 0  # job runs recorded in the stages' attempt records (golfrun/ledger.py)
     attempts_failed: int = 0  # of which did not succeed: their time is in the figures above
+    attempts_unrecorded: int = 0  # jobs without a record yet (running, or left by a killed golfrun): so far, in too
     pod_idle_gpu_seconds: float = 0.0  # RunPod: pod GPU time no job held (in gpu_seconds too)
     pod_gpu_seconds: float | None = None  # RunPod: the pods' up time × GPUs, busy or idle; None off RunPod
     budget_usd: float = 0.0
@@ -96,6 +98,7 @@ def _add_stage(spent: Spent, stage: str, s: Summary | None, spend: ledger.StageS
     """One stage's spending: its attempt records (failed attempts too), else its summary's ledger."""
     spent.attempts += spend.attempts
     spent.attempts_failed += spend.failed
+    spent.attempts_unrecorded += spend.unrecorded
     if spend.source:
         spent.gpu_seconds += spend.gpu_seconds
         spent.cpu_seconds += spend.cpu_seconds
@@ -187,7 +190,9 @@ def render_spend(rows: Sequence[Spent]) -> str:
                                        f"{r.budget_gpu_hours:g} GPU-h" if r.budget_gpu_hours else "") if x) or "-"
         lines.append(f"{r.campaign:<24} {r.gpu_seconds / 3600:>8.3f} {r.cpu_seconds / 3600:>8.3f} {usd:>9} "
                      f"{r.pods:>4}  {budget:<18} {len(r.stages)}"
-                     + (f"  ({r.attempts_failed} failed attempt(s) included)" if r.attempts_failed else ""))
+                     + (f"  ({r.attempts_failed} failed attempt(s) included)" if r.attempts_failed else "")
+                     + (f"  ({r.attempts_unrecorded} job(s) not recorded yet included, so far)"
+                        if r.attempts_unrecorded else ""))
     total_usd = sum(r.usd for r in rows if r.usd is not None)
     lines.append(f"{'total':<24} {sum(r.gpu_seconds for r in rows) / 3600:>8.3f} "
                  f"{sum(r.cpu_seconds for r in rows) / 3600:>8.3f} {total_usd:>9.2f}")

@@ -22,7 +22,9 @@ replaces the job folder and the stage summary, but the GPU time a failed attempt
 What a stage has spent is the sum of its attempts (`stage_spend`); a stage folder without any (written
 before attempts were recorded) counts its summary. A run golfrun never saw end (it was killed) is
 recorded by the next run that reaches the job's folder: adopted from its results.json, or rebuilt
-from its job.json and the folder's last write (golfrun/stages/common.py, docs/cost.md).
+from its job.json and the folder's last write (golfrun/stages/common.py, docs/cost.md). Until then, and
+while a job runs, its job.json is SUBMITTED with no record: `stage_spend` counts it as held so far
+(`unrecorded_attempts`), so that a status, a spend or a budget check in the meantime misses nothing.
 Stdlib only: `golfrun status` reads this.
 """
 
@@ -36,7 +38,8 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golfrun.fileio import write_json_atomic
+from golfrun import jobfolder
+from golfrun.fileio import epoch_of, iso_at, write_json_atomic
 
 if TYPE_CHECKING:
     from golfrun.summary import JobRecord, Summary
@@ -212,6 +215,41 @@ def read_attempts(stage_dir: Path) -> tuple[list[Attempt], list[str]]:
     return sorted(attempts, key=lambda a: a.finished_at), unreadable
 
 
+def unrecorded_start(stage_dir: Path, job: str, doc: Mapping[str, Any]) -> float | None:
+    """The start (epoch) of the attempt a job's job.json describes, when that attempt has no record yet:
+    SUBMITTED (running, or left so by a golfrun that was killed) with an attempt id; else None (a
+    job.json from before attempt ids too)."""
+    attempt_id, started = str(doc.get("attempt_id") or ""), epoch_of(str(doc.get("submitted_at") or ""))
+    if doc.get("state") != "SUBMITTED" or not attempt_id or started is None or is_recorded(stage_dir, job, attempt_id):
+        return None
+    return started
+
+
+def unrecorded_attempts(stage_dir: Path) -> list[Attempt]:
+    """The stage's jobs that started and have no attempt record yet — running now, or left by a golfrun
+    that was killed (the next run that reaches the folder records them) — each as held from its start to
+    the job guard's note or its folder's last write: so far, at least. What it holds is job.json's `held`
+    (written at submission); a job.json without it (from before) is left out."""
+    out = []
+    jobs = Path(stage_dir) / jobfolder.JOBS_DIR
+    for path in sorted(jobs.glob(f"*/{jobfolder.JOB_FILE}")) if jobs.is_dir() else []:
+        doc, job = jobfolder.read_json(path) or {}, path.parent.name
+        held = doc.get("held")
+        started = unrecorded_start(stage_dir, job, doc)
+        if started is None or not isinstance(held, Mapping):
+            continue
+        end, _ = jobfolder.held_until(path.parent, started)
+        gpus, processes = int(_num(held.get("gpus"))), max(1, int(_num(held.get("processes"))))
+        seconds = job_gpu_seconds(None, round(end - started, 3), processes)
+        price = held.get("usd_per_gpu_hour")
+        out.append(Attempt(
+            stage=Path(stage_dir).name.split("-", 1)[-1], job=job, state="UNRECORDED", started_at=str(doc["submitted_at"]),
+            finished_at=iso_at(end), duration_s=round(end - started, 3), backend=str(doc.get("backend") or ""),
+            gpus=gpus, gpu_seconds=seconds, usd=usd(seconds["total"], _num(price) or None) if gpus else None,
+            source="unrecorded"))
+    return out
+
+
 @dataclass
 class StageSpend:
     """What one stage has spent: every attempt of its jobs, failed ones included."""
@@ -223,20 +261,23 @@ class StageSpend:
     failed: int = 0  # attempts that did not succeed (an ABORTED one, stopped on purpose, is no failure)
     source: str = ""  # "attempts" | "summary" (a stage folder from before attempt records) | ""
     unreadable: tuple[str, ...] = ()
+    unrecorded: int = 0  # jobs running, or left by a killed golfrun, without a record yet: counted so far
 
 
 def stage_spend(stage_dir: Path, summary: "Summary | None") -> StageSpend:
-    """The stage's attempts summed; without any, its summary's new GPU/CPU-seconds and USD."""
+    """The stage's attempts summed, with those not recorded yet (`unrecorded_attempts`); without any,
+    its summary's new GPU/CPU-seconds and USD."""
     attempts, unreadable = read_attempts(stage_dir)
-    if not attempts:
+    pending = unrecorded_attempts(stage_dir)
+    if not attempts and not pending:
         if summary is None or not (summary.gpu_seconds_total or summary.cpu_seconds_total):
             return StageSpend(unreadable=tuple(unreadable))
         return StageSpend(summary.gpu_seconds_total, summary.cpu_seconds_total, summary.usd,
                           source="summary", unreadable=tuple(unreadable))
     seconds = {"gpu": 0.0, "cpu": 0.0}
-    for a in attempts:
+    for a in attempts + pending:
         seconds[a.unit] += a.total
-    priced = [a.usd for a in attempts if a.usd is not None]
+    priced = [a.usd for a in attempts + pending if a.usd is not None]
     return StageSpend(round(seconds["gpu"], 3), round(seconds["cpu"], 3), round(sum(priced), 4) if priced else None,
                       attempts=len(attempts), failed=sum(1 for a in attempts if a.state not in ("SUCCEEDED", "ABORTED")),
-                      source="attempts", unreadable=tuple(unreadable))
+                      source="attempts", unreadable=tuple(unreadable), unrecorded=len(pending))

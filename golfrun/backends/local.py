@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from golfrun.backends.base import BackendHooks, Job, JobHandle, JobState, JobStatus
 from golfrun.errors import BackendError, TransportError
 from golfrun.fileio import now_iso, sha256_file, write_json_atomic
+from golfrun.jobfolder import ORPHAN_FILE
 from golfrun.secrets import redact_env
 from golfrun.trainer.curve_abort import ABORT_FILE, ABORT_SCHEMA, Check, CurveWatch
 from golfrun.transport import local as transport
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 LAUNCH_FILE = "launch.json"  # job.json belongs to the stage (its cache key)
 PID_FILE = "job.pid"
-ORPHAN_FILE = "job.orphaned.json"  # the guard's note: when it ended the job of a vanished golfrun
 JOB_SCHEMA = "golfrun.local-job/1"
 MARKER_ENV = "GOLFRUN_JOB_DIR"  # set in every job's environment: finds its processes later
 TAIL_LINES = 20

@@ -119,7 +119,8 @@ def status_rows(engine: Engine) -> list[dict[str, Any]]:
 
 def spend_fields(engine: Engine, stage: str) -> dict[str, Any]:
     """A status row's spending (golfrun/ledger.py): every attempt of the stage's jobs, failed ones
-    included (`gpu_seconds`/`cpu_seconds` are its latest run's new seconds only)."""
+    included, and jobs without a record yet (running, or left by a killed golfrun) so far
+    (`gpu_seconds`/`cpu_seconds` are its latest run's new seconds only)."""
     from golfrun import ledger
 
     try:
@@ -128,7 +129,8 @@ def spend_fields(engine: Engine, stage: str) -> dict[str, Any]:
         summary = None
     spend = ledger.stage_spend(engine.campaign_dir / STAGE_DIRS[stage], summary)
     return {"spent_gpu_seconds": spend.gpu_seconds, "spent_cpu_seconds": spend.cpu_seconds,
-            "attempts": spend.attempts, "attempts_failed": spend.failed, "attempts_unreadable": list(spend.unreadable)}
+            "attempts": spend.attempts, "attempts_failed": spend.failed, "attempts_unreadable": list(spend.unreadable),
+            "attempts_unrecorded": spend.unrecorded}
 
 
 def ledger_totals(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,6 +146,7 @@ def ledger_totals(engine: Engine, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_minutes_total": round(cpu / 60.0, 3), "usd_per_gpu_hour": price, "usd": ledger.usd(gpu, price),
             "attempts": sum(int(r.get("attempts") or 0) for r in rows),
             "attempts_failed": sum(int(r.get("attempts_failed") or 0) for r in rows),
+            "attempts_unrecorded": sum(int(r.get("attempts_unrecorded") or 0) for r in rows),
             "unreadable": [u for r in rows for u in r.get("attempts_unreadable") or []],
             "pod_gpu_seconds": None if pod is None else round(pod.up_gpu_seconds(), 3),
             "pod_idle_gpu_seconds": None if pod is None else budget.pod_idle_gpu_seconds(pod, gpu)}
@@ -155,6 +158,10 @@ def ledger_line(totals: dict[str, Any]) -> str:
     money = f", {usd:.2f} USD at {totals['usd_per_gpu_hour']:.2f} USD/GPU-hour" if usd is not None else ", price unknown"
     failed = totals.get("attempts_failed") or 0
     which = f"{failed} failed attempt(s) included" if failed else "every attempt"
+    pending = totals.get("attempts_unrecorded") or 0
+    if pending:  # golfrun/ledger.py unrecorded_attempts
+        which += (f"; {pending} job(s) not recorded yet, running or left by a killed golfrun, counted to their last "
+                  "write")
     unreadable = totals.get("unreadable") or []
     lost = f"; NOT counted: {len(unreadable)} unreadable attempt record(s), first {unreadable[0]}" if unreadable else ""
     pods = totals.get("pod_gpu_seconds")

@@ -306,8 +306,10 @@ def spend(campaign_dir: Path) -> Spend:
     spent = budget.spent(campaign_dir)
     rows = [StageSpendRow(stage, s.attempts, s.failed, s.gpu_seconds, s.cpu_seconds, s.usd, s.source)
             for stage, s in spent.by_stage.items()]
+    # with the jobs not recorded yet (state UNRECORDED: running, or left by a killed golfrun), which spent counts
     attempts = [AttemptRow(a.stage, a.job, a.state, a.started_at, a.finished_at, a.duration_s, a.gpus, a.total, a.usd)
-                for stage in STAGES for a in ledger.read_attempts(campaign_dir / STAGE_DIRS[stage])[0]]
+                for stage in STAGES for folder in [campaign_dir / STAGE_DIRS[stage]]
+                for a in ledger.read_attempts(folder)[0] + ledger.unrecorded_attempts(folder)]
     on_pods = spent.pod_gpu_seconds is not None
     return Spend(stages=rows, attempts=attempts, gpu_seconds=spent.gpu_seconds, cpu_seconds=spent.cpu_seconds,
                  usd=spent.usd, usd_source=spent.usd_source, attempts_total=spent.attempts,

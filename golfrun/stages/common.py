@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golfrun.fileio import copy_file_atomic, epoch_of, iso_at, now_iso, sha256_file, sha256_text, write_json_atomic
+from golfrun.jobfolder import JOB_FILE, JOBS_DIR, guard_ended, held_until, read_json
 from golfrun.machine import campaign_result_key
 from golfrun.errors import BackendError, CampaignError, GolfrunError, TrainerResultError
 from golfrun.secrets import redact_env, redact_text, secret_values_from_env
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from golfrun.trainer.results import TrainerResult
 
 JOB_SCHEMA = "golfrun.job/1"
-JOB_FILE = "job.json"
 LOG_NAME = "job.log"
 TAIL_LINES = 20
 RUN_ALL_TAIL_LINES = 8  # of a failed job's log, printed by run-all under the failure
@@ -156,7 +156,7 @@ def base_env(ctx: "StageContext") -> dict[str, str]:
 
 
 def job_dir(ctx: "StageContext", spec: JobSpec) -> Path:
-    return ctx.stage_dir / "jobs" / spec.name
+    return ctx.stage_dir / JOBS_DIR / spec.name
 
 
 def job_env(ctx: "StageContext", spec: JobSpec) -> dict[str, str]:
@@ -259,18 +259,10 @@ class JobOutcome:
         return self.abort is not None and self.error is None
 
 
-def _read_job_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _recorded(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str], state: str) -> dict[str, Any] | None:
     """The job folder's job.json when it records this very job (same key) in `state`, and is not
     older than an unfinished --force of this stage (golfrun/pipeline/forced.py); else None."""
-    recorded = _read_job_json(job_dir(ctx, spec) / JOB_FILE)
+    recorded = read_json(job_dir(ctx, spec) / JOB_FILE)
     if not recorded or recorded.get("key") != job_key(ctx, spec, env) or recorded.get("state") != state:
         return None
     if ctx.force_token and recorded.get("force_token") != ctx.force_token:
@@ -364,7 +356,7 @@ def served_from_folder(ctx: "StageContext", spec: JobSpec, env: Mapping[str, str
     if result is None:
         return served_aborted(ctx, spec, env, record) or adopt_finished(ctx, spec, env, record)
     folder = job_dir(ctx, spec)
-    _served_record(record, _read_job_json(folder / JOB_FILE) or {}, "SUCCEEDED")
+    _served_record(record, read_json(folder / JOB_FILE) or {}, "SUCCEEDED")
     record.result = result.to_dict()
     ctx.log(f"{ctx.stage}: job {spec.name}: cached ({folder})")
     return JobOutcome(spec, record, result)
@@ -401,7 +393,7 @@ def read_abort(folder: Path) -> dict[str, Any] | None:
     """The backend's note of why it stopped the run (abort.json), or None when unreadable."""
     from golfrun.trainer.curve_abort import ABORT_FILE, ABORT_SCHEMA
 
-    note = _read_job_json(folder / ABORT_FILE)
+    note = read_json(folder / ABORT_FILE)
     return note if note is not None and note.get("schema") == ABORT_SCHEMA else None
 
 
@@ -441,6 +433,7 @@ def run_job(ctx: "StageContext", spec: JobSpec, use_cache: bool | None = None) -
         "force_token": ctx.force_token,
         "attempt_id": ledger.new_attempt_id(),  # its attempt record's (a later run checks it was written)
         "compile_cache": cache_state,  # for the ledger of a run adopted after golfrun was killed
+        "held": held_devices(ctx, spec),  # counted by `status` until the attempt's record is written
     }
     _write_job_json(folder, job_doc)
     job = Job(
@@ -587,11 +580,27 @@ def fill_ledger(ctx: "StageContext", spec: JobSpec, record: JobRecord, cache_sta
     """A finished run's GPU-seconds and compile figures (golfrun/ledger.py). GPUs held: the trainer's
     world size on a GPU; a failed job without results counts verify_pod.gpu_count > 0 as GPUs."""
     result = record.result or {}
-    processes = int(result.get("world_size") or spec.nproc_per_node * max(1, spec_nodes(ctx)))
-    on_gpu = (result.get("device") not in (None, "cpu")) if result else ctx.campaign.verify_pod.gpu_count > 0
+    planned, gpus = _held_processes(ctx, spec)
+    processes = int(result.get("world_size") or planned)
+    on_gpu = (result.get("device") not in (None, "cpu")) if result else gpus > 0
     record.gpus = processes if on_gpu else 0
     record.gpu_seconds = ledger.job_gpu_seconds(result or None, record.duration_s, processes)
     record.compile = {"cache": cache_state if on_gpu else "off", "seconds": ledger.compile_seconds(result or None)}
+
+
+def _held_processes(ctx: "StageContext", spec: JobSpec) -> tuple[int, int]:
+    """(processes, GPUs) a job holds as far as its plan tells (a run without results is counted so): its
+    processes on every node, as GPUs when verify_pod.gpu_count > 0."""
+    processes = spec.nproc_per_node * max(1, spec_nodes(ctx))
+    return processes, processes if ctx.campaign.verify_pod.gpu_count > 0 else 0
+
+
+def held_devices(ctx: "StageContext", spec: JobSpec) -> dict[str, Any]:
+    """job.json's `held`: what the job holds while it runs and the price per GPU-hour at its start, so that
+    `status`, `spend` and the budget check count it before its attempt record exists (golfrun/ledger.py)."""
+    processes, gpus = _held_processes(ctx, spec)
+    return {"processes": processes, "gpus": gpus,
+            "usd_per_gpu_hour": price_per_gpu_hour(ctx.campaign, ctx.campaign_dir)}
 
 
 def record_attempt(ctx: "StageContext", record: JobRecord, started_at: str, state: str, *, attempt_id: str | None,
@@ -627,36 +636,24 @@ def record_lost_attempt(ctx: "StageContext", spec: JobSpec, folder: Path) -> Non
     (the guard itself killed, the machine lost). A job.json from before attempt ids is left alone."""
     from golfrun.trainer.results import load_results
 
-    doc = _read_job_json(folder / JOB_FILE) or {}
-    attempt_id, started_at = str(doc.get("attempt_id") or ""), str(doc.get("submitted_at") or "")
-    started = epoch_of(started_at)
-    if doc.get("state") != "SUBMITTED" or not attempt_id or started is None \
-            or ledger.is_recorded(ctx.stage_dir, spec.name, attempt_id):  # recorded: stopped by a signal
+    doc = read_json(folder / JOB_FILE) or {}
+    started = ledger.unrecorded_start(ctx.stage_dir, spec.name, doc)
+    if started is None:  # finished, recorded when stopped by a signal, or from before attempt ids
         return
-    noted = guard_ended(folder)
-    last = noted if noted is not None else max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()),
-                                                default=started)
+    last, noted = held_until(folder, started)
     record = JobRecord(name=spec.name, env=redact_env(dict(spec.env)), backend=str(doc.get("backend") or ctx.backend.name))
-    record.duration_s = round(max(0.0, last - started), 3)
+    record.duration_s = round(last - started, 3)
     try:
         record.result = load_results(folder).to_dict()  # finished, but not adoptable (another key)
     except (TrainerResultError, OSError):
         pass  # the usual case: it never finished; its wall time counts as held
     held = dataclasses.replace(spec, nproc_per_node=int(doc.get("nproc_per_node") or spec.nproc_per_node))
     fill_ledger(ctx, held, record, "off")
-    record_attempt(ctx, record, started_at, "INTERRUPTED", attempt_id=attempt_id, finished_at=iso_at(max(last, started)),
-                   source="reconstructed")
-    end = "the end its guard noted" if noted is not None else "the last write in its folder, at least"
+    record_attempt(ctx, record, str(doc["submitted_at"]), "INTERRUPTED", attempt_id=str(doc["attempt_id"]),
+                   finished_at=iso_at(last), source="reconstructed")
+    end = "the end its guard noted" if noted else "the last write in its folder, at least"
     ctx.log(f"{ctx.stage}: job {spec.name}: recorded the attempt a killed golfrun left unrecorded "
             f"({record.duration_s:.1f}s from its start to {end})")
-
-
-def guard_ended(folder: Path) -> float | None:
-    """When the job guard ended the job of a vanished golfrun (epoch; its note in the folder), or None."""
-    from golfrun.backends.local import ORPHAN_FILE
-
-    noted = (_read_job_json(folder / ORPHAN_FILE) or {}).get("ended_epoch")
-    return float(noted) if isinstance(noted, (int, float)) and not isinstance(noted, bool) else None
 
 
 def spec_nodes(ctx: "StageContext") -> int:
@@ -702,7 +699,7 @@ def new_summary(ctx: "StageContext", verdict: Verdict, started_at: str, **fields
 
 def price_per_gpu_hour(campaign: "Campaign", campaign_dir: Path) -> float | None:
     """usd_per_gpu_hour, else the RunPod pod's rate / its GPUs (runs/<campaign>/pod.json), else None."""
-    pod = _read_job_json(Path(campaign_dir) / "pod.json")
+    pod = read_json(Path(campaign_dir) / "pod.json")
     return ledger.price_per_gpu_hour(float(campaign.usd_per_gpu_hour), pod)
 
 

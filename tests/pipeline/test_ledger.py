@@ -293,10 +293,12 @@ def test_a_run_adopted_after_golfrun_was_killed_writes_its_attempt_record(tmp_pa
 def test_an_attempt_golfrun_was_sigkilled_under_is_reconstructed_by_the_next_run(tmp_path: Path,
                                                                                   shared_data: Path) -> None:
     """golfrun is SIGKILLed 2 s into gate-a's training (its job guard then ends the trainer and notes
-    when): no attempt record. The next run finds the job folder SUBMITTED without one and records it
-    before cleaning the folder, INTERRUPTED: from job.json's start to the end the guard noted, not to the
-    trainer's last log line (written at its start); without the note (the guard killed too), the
-    folder's last write would be the end, a lower bound."""
+    when): no attempt record. Until a run reaches the job again, `status` counts it from job.json (its
+    `held`) as held to the guard's note, one job not recorded yet. The next run finds the job folder
+    SUBMITTED without a record and records it before cleaning the folder, INTERRUPTED: from job.json's
+    start to the end the guard noted, not to the trainer's last log line (written at its start); without
+    the note (the guard killed too), the folder's last write would be the end, a lower bound. It is then
+    counted once, as that record."""
     block = tmp_path / "block"
     block.touch()
     write_campaign(tmp_path, shared_data, trainer_env={"FAKE_BLOCK_SEED": "0", "FAKE_BLOCK_FILE": str(block)})
@@ -307,6 +309,15 @@ def test_an_attempt_golfrun_was_sigkilled_under_is_reconstructed_by_the_next_run
     doc = json.loads((job / "job.json").read_text())
     assert doc["state"] == "SUBMITTED" and not (job.parents[1] / "attempts").exists()
     ended = json.loads((job / "job.orphaned.json").read_text())["ended_epoch"]
+    assert doc["held"] == {"processes": 1, "gpus": 0, "usd_per_gpu_hour": None}  # a CPU campaign, no price
+    status = golfrun(tmp_path, "status", "--json")
+    (gate_a,) = [r for r in json.loads(status.output)["stages"] if r["stage"] == "gate-a"]
+    assert (gate_a["attempts"], gate_a["attempts_unrecorded"]) == (0, 1)
+    assert gate_a["spent_cpu_seconds"] == pytest.approx(ended - _epoch(doc["submitted_at"]), abs=0.002)
+    assert json.loads(status.output)["ledger"]["attempts_unrecorded"] == 1
+    assert "1 job(s) not recorded yet, running or left by a killed golfrun" in golfrun(tmp_path, "status").output
+    spend = CliRunner().invoke(main, ["spend", "--runs-dir", str(tmp_path / "runs")])
+    assert "(1 job(s) not recorded yet included, so far)" in spend.output, spend.output
     rerun = golfrun(tmp_path, "run-all")
     assert rerun.exit_code == 0, rerun.output
     assert "gate-a: job seed0: recorded the attempt a killed golfrun left unrecorded" in rerun.output
@@ -320,7 +331,58 @@ def test_an_attempt_golfrun_was_sigkilled_under_is_reconstructed_by_the_next_run
     assert [r["state"] for r in records if r is not lost] == ["SUCCEEDED"]
     assert (job.parents[1] / "attempts" / f"seed0--{lost['finished_at'].replace('-', '').replace(':', '')}--"
             f"{doc['attempt_id']}.json").is_file()  # the id its job.json named
-    ledger = json.loads(golfrun(tmp_path, "status", "--json").output)["ledger"]
+    after = json.loads(golfrun(tmp_path, "status", "--json").output)
+    ledger = after["ledger"]
     assert ledger["attempts"] == 2 + 3 + 2 and ledger["attempts_failed"] == 1  # gate-a twice, 3 ablation jobs, 2 new gate-b seeds
+    (gate_a,) = [r for r in after["stages"] if r["stage"] == "gate-a"]
+    assert gate_a["attempts_unrecorded"] == 0 and ledger["attempts_unrecorded"] == 0  # counted once: as its record
+    assert gate_a["spent_cpu_seconds"] == pytest.approx(sum(r["gpu_seconds"]["total"] for r in records), abs=0.002)
     assert golfrun(tmp_path, "run-all").exit_code == 0  # a third run records nothing more
     assert len(list((job.parents[1] / "attempts").glob("*.json"))) == 2
+
+
+def test_jobs_without_a_record_yet_are_counted_as_held_so_far(tmp_path: Path) -> None:
+    """ledger.unrecorded_attempts over a stage folder: a SUBMITTED job.json with `held` (8 GPUs at 3 USD per
+    GPU-hour) counts from its start to its folder's last write, priced; one from before `held`, one whose
+    attempt is recorded and one that finished are left out. stage_spend adds it to the recorded attempts,
+    not to their count or the failed ones."""
+    from golfrun import ledger
+    from golfrun.fileio import epoch_of
+
+    stage = tmp_path / "02-gate-a"
+    start = time.time() - 100.0
+
+    def job(name: str, **doc: object) -> Path:
+        folder = stage / "jobs" / name
+        folder.mkdir(parents=True)
+        base = {"state": "SUBMITTED", "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                "attempt_id": f"id-{name}", "backend": "local",
+                "held": {"processes": 8, "gpus": 8, "usd_per_gpu_hour": 3.0}}
+        (folder / "job.json").write_text(json.dumps({**base, **doc}))
+        os.utime(folder / "job.json", (start, start))
+        return folder
+
+    log = job("running") / "job.log"
+    log.write_text("step 1\n")
+    os.utime(log, (start + 40.0, start + 40.0))  # its last write: 40 s after its start
+    os.utime(log.parent / "job.json", (start, start))
+    job("old", held=None)
+    job("done", state="SUCCEEDED")
+    job("recorded")
+    os.utime(stage / "jobs" / "recorded" / "job.json", (start, start))
+    ledger.record_attempt(stage, ledger.Attempt(
+        stage="gate-a", job="recorded", state="FAILED", started_at="x", finished_at="2026-12-05T00:00:00Z",
+        duration_s=10.0, backend="local", gpus=8, gpu_seconds={"total": 80.0}, usd=0.0667), "id-recorded")
+
+    (pending,) = ledger.unrecorded_attempts(stage)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+    assert (pending.job, pending.state, pending.source, pending.stage, pending.gpus) == (
+        "running", "UNRECORDED", "unrecorded", "gate-a", 8)
+    held_s = 40.0 + start - epoch_of(started_at)  # job.json's start has whole seconds
+    assert pending.duration_s == pytest.approx(held_s, abs=0.01)
+    assert pending.total == pytest.approx(8 * held_s, abs=0.1)
+    assert pending.usd == pytest.approx(8 * held_s / 3600 * 3.0, abs=1e-3)
+    spend = ledger.stage_spend(stage, None)
+    assert (spend.attempts, spend.failed, spend.unrecorded) == (1, 1, 1)
+    assert spend.gpu_seconds == pytest.approx(80.0 + 8 * held_s, abs=0.1)
+    assert spend.usd == pytest.approx(0.0667 + 8 * held_s / 3600 * 3.0, abs=1e-3)
