@@ -8,7 +8,8 @@
 # usage: benchmarks/bench_kernels_1gpu.sh DATA_DIR NAME
 #   env: CALL_S (585: seconds this call may take, under the device's 600 s), OUT, STATE, ITERS, EQUIV_ITERS,
 #        WARMUP, FA4_ROOT (/tmp: the .fa4 parts unpack to FA4_ROOT/fa4site), SMOKE=1 (a CPU run of the whole
-#        chain at tiny sizes; see kernel_session.py)
+#        chain at tiny sizes; see kernel_session.py), PACK_CACHE=1 (the session's last call: keep PACK_S, 60 s,
+#        to pack the compile cache into OUT for the next session's .kcache; benchmarks/kcache.py)
 set -uo pipefail
 T0=$(date +%s)
 DATA_DIR=${1:?usage: bench_kernels_1gpu.sh DATA_DIR NAME}
@@ -18,6 +19,14 @@ PY=${PYTHON:-python3}
 FA4_ROOT=${FA4_ROOT:-/tmp}
 export OUT=${OUT:-/tmp/bench} STATE=${STATE:-/tmp/kbench} FA4_SITE=$FA4_ROOT/fa4site PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$STATE"
+# One compile cache for the training runs, Triton's kernels inside Inductor's folder, so that one folder
+# travels between sessions (benchmarks/kcache.py); carried parts (.kcache) are unpacked once per machine.
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/torchinductor_$(whoami)}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$TORCHINDUCTOR_CACHE_DIR/triton}
+if [ ! -f "$STATE/kcache-carried" ] && "$PY" "$HERE/kcache.py" unpack .kcache "$(dirname "$TORCHINDUCTOR_CACHE_DIR")" \
+    | grep -q unpacked; then
+  touch "$STATE/kcache-carried"
+fi
 # Wheels the image lacks (.whl, for CPython 3.12: the training phase itself needs none of them), installed
 # once per machine; a warm machine keeps /tmp/site.
 if [ "${SMOKE:-0}" != 1 ] && compgen -G ".whl/*.whl" >/dev/null && [ ! -f /tmp/site/.installed ]; then
@@ -40,4 +49,8 @@ if [ ! -f "$DATA_DIR/manifest.json" ]; then
   "$PY" -m golfrun.data.synthetic "$DATA_DIR" --vocab-size 8192 --train-docs 30000 --val-docs 600 \
     --train-shards 2 --seed 7 || exit 1
 fi
-DEADLINE_S=$(( ${CALL_S:-585} - ($(date +%s) - T0) )) "$PY" "$HERE/kernel_session.py" "$DATA_DIR" "$NAME"
+PACK_S=$([ "${PACK_CACHE:-0}" = 1 ] && echo "${PACK_S:-60}" || echo 0)
+DEADLINE_S=$(( ${CALL_S:-585} - PACK_S - ($(date +%s) - T0) )) "$PY" "$HERE/kernel_session.py" "$DATA_DIR" "$NAME"
+if [ "$PACK_S" != 0 ] && [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
+  timeout "$PACK_S" "$PY" "$HERE/kcache.py" pack "$TORCHINDUCTOR_CACHE_DIR" "$OUT"
+fi

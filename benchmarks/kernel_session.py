@@ -124,7 +124,9 @@ def config() -> dict:
             "iters": int(os.environ.get("ITERS", "4" if smoke else "24")),
             "equiv_iters": int(os.environ.get("EQUIV_ITERS", "6" if smoke else "100")),
             "warmup": int(os.environ.get("WARMUP", "1" if smoke else "2")),
-            "fa4_site": Path(os.environ.get("FA4_SITE", "/tmp/fa4site")), "smoke": smoke}
+            "fa4_site": Path(os.environ.get("FA4_SITE", "/tmp/fa4site")), "smoke": smoke,
+            # bench_kernels_1gpu.sh unpacked an earlier session's compile cache (.kcache, benchmarks/kcache.py)
+            "carried": (Path(os.environ.get("STATE", "/tmp/kbench")) / "kcache-carried").is_file()}
 
 
 def smoke_env() -> dict:
@@ -273,6 +275,8 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
     before = [n for n, s in state["steps"].items() if s.get("kind") == "train" and s["status"] in ("done", "timed_out")]
     same = step.get("same_graphs_as")
     cache = ("warm (this configuration's graphs compiled before)" if same in before
+             else "carried (an earlier session's compile cache, .kcache" + (f"; after {', '.join(before)})" if before else ")")
+             if cfg["carried"]
              else "cold" if not before else f"shared (after {', '.join(before)}: kernels in common are cached)")
     return train_phase(cfg["data"], str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"), extra,
                        timeout_s=timeout_s, cache_state=cache, echo=False)
