@@ -119,14 +119,15 @@ def steps(cfg: dict) -> list[dict]:
 
 def config() -> dict:
     smoke = os.environ.get("SMOKE") == "1"
+    state = Path(os.environ.get("STATE", "/tmp/kbench"))
     return {"data": sys.argv[1], "name": sys.argv[2], "out": Path(os.environ.get("OUT", "/tmp/bench")),
-            "state": Path(os.environ.get("STATE", "/tmp/kbench")), "deadline_s": float(os.environ.get("DEADLINE_S", "560")),
+            "state": state, "deadline_s": float(os.environ.get("DEADLINE_S", "560")),
             "iters": int(os.environ.get("ITERS", "4" if smoke else "24")),
             "equiv_iters": int(os.environ.get("EQUIV_ITERS", "6" if smoke else "100")),
             "warmup": int(os.environ.get("WARMUP", "1" if smoke else "2")),
             "fa4_site": Path(os.environ.get("FA4_SITE", "/tmp/fa4site")), "smoke": smoke,
             # bench_kernels_1gpu.sh unpacked an earlier session's compile cache (.kcache, benchmarks/kcache.py)
-            "carried": (Path(os.environ.get("STATE", "/tmp/kbench")) / "kcache-carried").is_file()}
+            "carried": (state / "kcache-carried").is_file()}
 
 
 def smoke_env() -> dict:
