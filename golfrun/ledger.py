@@ -243,10 +243,10 @@ def unrecorded_attempts(stage_dir: Path) -> list[Attempt]:
         seconds = job_gpu_seconds(None, round(end - started, 3), processes)
         price = held.get("usd_per_gpu_hour")
         out.append(Attempt(
-            stage=Path(stage_dir).name.split("-", 1)[-1], job=job, state="UNRECORDED", started_at=str(doc["submitted_at"]),
-            finished_at=iso_at(end), duration_s=round(end - started, 3), backend=str(doc.get("backend") or ""),
-            gpus=gpus, gpu_seconds=seconds, usd=usd(seconds["total"], _num(price) or None) if gpus else None,
-            source="unrecorded"))
+            stage=Path(stage_dir).name.split("-", 1)[-1], job=job, state="UNRECORDED",
+            started_at=str(doc["submitted_at"]), finished_at=iso_at(end), duration_s=round(end - started, 3),
+            backend=str(doc.get("backend") or ""), gpus=gpus, gpu_seconds=seconds,
+            usd=usd(seconds["total"], _num(price) or None) if gpus else None, source="unrecorded"))
     return out
 
 
