@@ -130,7 +130,10 @@ class SlurmCluster:
                 pid = read_pid(self._pidfile(d))
                 if pid is None or not pid_alive(pid):
                     raise self._fail(f"{d} died")
-            r = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T", timeout_s=10)
+            try:
+                r = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T", timeout_s=10)
+            except subprocess.TimeoutExpired:  # it reached a port another process holds, which never answers:
+                return False  # not up yet; slurmctld's death or its log's bind error says which (start retries)
             return r.stdout.strip() == "idle"
 
         wait_until(idle, timeout_s, "slurm node idle", self._log_paths(), 0.2)

@@ -74,3 +74,33 @@ def test_slurm_starts_on_new_ports_when_a_picked_port_is_taken(tmp_path, monkeyp
     finally:
         cluster.stop()
         squatter.close()
+
+
+@pytest.mark.slurm
+def test_slurm_start_waits_out_a_client_that_hangs(monkeypatch) -> None:
+    """A Slurm client that reaches a port another process holds (listening, never answering: the case
+    above, when slurmctld has not yet died of its bind error) times out; start() takes that as "not up
+    yet" and goes on polling, instead of failing with the client's TimeoutExpired (a CI run did)."""
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    real_run = SlurmCluster.run
+    hung = []
+
+    def run(self, *argv, timeout_s=30):
+        if argv[0] == "sinfo" and not hung:
+            hung.append(argv)
+            raise subprocess.TimeoutExpired(list(argv), timeout_s)
+        return real_run(self, *argv, timeout_s=timeout_s)
+
+    monkeypatch.setattr(SlurmCluster, "run", run)
+    state = Path(tempfile.mkdtemp(prefix="golfrun-slurm-"))
+    os.chmod(state, 0o755)
+    cluster = SlurmCluster(state)
+    try:
+        cluster.start()
+        assert hung and cluster.run("sinfo", "-h", "-o", "%T").stdout.strip() == "idle"
+    finally:
+        cluster.stop()
