@@ -773,12 +773,18 @@ def _register_mlp_ops() -> None:
 _register_mlp_ops()
 
 
+def _require_triton(device: torch.device, setting: str) -> None:
+    """`setting`=triton runs Triton kernels: on a CUDA device, or on CPU tensors under the interpreter."""
+    if triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED):
+        raise RuntimeError(f"{setting}=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
+
+
 def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: str = "", tile_grad: str = "") -> str:
     """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops); tile_up, tile_grad:
     the kernels' launch configurations (parse_mlp_tile; '' = the record's)."""
     _MLP["up"], _MLP["grad"] = parse_mlp_tile(tile_up, "MLP_TILE_UP"), parse_mlp_tile(tile_grad, "MLP_TILE_GRAD")
-    if requested == "triton" and (triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED)):
-        raise RuntimeError("MLP_KERNEL=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
+    if requested == "triton":
+        _require_triton(device, "MLP_KERNEL")
     name = requested
     if requested == "auto":
         name = "triton" if device.type == "cuda" and triton is not None else "plain"
@@ -915,8 +921,8 @@ _register_loss_ops()
 
 def select_loss_kernel(device: torch.device, requested: str = "plain") -> str:
     """plain (Inductor's), triton or torch (the fused custom ops, Triton or torch math inside)."""
-    if requested == "triton" and (triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED)):
-        raise RuntimeError("LOSS_KERNEL=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
+    if requested == "triton":
+        _require_triton(device, "LOSS_KERNEL")
     _LOSS["kernel"] = requested
     return requested
 

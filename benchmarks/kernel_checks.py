@@ -111,7 +111,7 @@ def check_mlp_tiles() -> dict:
         default = ",".join(map(str, MLP_TILE_CANDIDATES[0]))
         best = min(timed, key=timed.get)
         res["candidates"][which] = rows
-        res["best"][which] = {"tile": best, "ms": timed[best], "default_ms": timed[default],
+        res["best"][which] = {"tile": best, "ms": timed[best], "default_tile": default, "default_ms": timed[default],
                               "speedup": timed[default] / timed[best]}
     res["ok"] = True
     return res

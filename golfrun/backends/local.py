@@ -27,7 +27,6 @@ is gone), so two trainers never write one folder.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -36,12 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from golfrun.backends.base import BackendHooks, Job, JobHandle, JobState, JobStatus
 from golfrun.errors import BackendError, TransportError
 from golfrun.fileio import now_iso, sha256_file, write_json_atomic
-from golfrun.jobfolder import ORPHAN_FILE
+from golfrun.jobfolder import ORPHAN_FILE, read_json
 from golfrun.secrets import redact_env
 from golfrun.trainer.curve_abort import ABORT_FILE, ABORT_SCHEMA, Check, CurveWatch
 from golfrun.transport import local as transport
@@ -265,7 +264,7 @@ def reap_stale(workdir: Path | str, grace_s: float = 10.0) -> bool:
     """
     workdir = Path(workdir)
     procs: set[tuple[int, int]] = set()
-    pid_info = _read_json(workdir / PID_FILE)
+    pid_info = read_json(workdir / PID_FILE)
     if isinstance(pid_info, dict) and isinstance(pid_info.get("pid"), int) and isinstance(pid_info.get("start_time"), int):
         pid, start = pid_info["pid"], pid_info["start_time"]
         if transport.process_start_time(pid) == start:
@@ -311,18 +310,11 @@ def gpu_busy() -> bool:
 def _poll_foreign(handle: JobHandle) -> JobStatus:
     """A job this backend object did not start (golfrun was restarted): only its liveness is known."""
     workdir = Path(handle.job.workdir)
-    pid_info = _read_json(workdir / PID_FILE)
+    pid_info = read_json(workdir / PID_FILE)
     if isinstance(pid_info, dict) and str(pid_info.get("pid")) == handle.id:
         if transport.process_start_time(int(handle.id)) == pid_info.get("start_time"):
             return JobStatus(JobState.RUNNING, "started by an earlier golfrun process", None, [handle.id])
     return JobStatus(JobState.UNKNOWN, f"process {handle.id} was not started by this golfrun process and is gone", None, [handle.id])
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _remove(path: Path) -> None:

@@ -365,11 +365,9 @@ def test_jobs_without_a_record_yet_are_counted_as_held_so_far(tmp_path: Path) ->
     log = job("running") / "job.log"
     log.write_text("step 1\n")
     os.utime(log, (start + 40.0, start + 40.0))  # its last write: 40 s after its start
-    os.utime(log.parent / "job.json", (start, start))
     job("old", held=None)
     job("done", state="SUCCEEDED")
     job("recorded")
-    os.utime(stage / "jobs" / "recorded" / "job.json", (start, start))
     ledger.record_attempt(stage, ledger.Attempt(
         stage="gate-a", job="recorded", state="FAILED", started_at="x", finished_at="2026-12-05T00:00:00Z",
         duration_s=10.0, backend="local", gpus=8, gpu_seconds={"total": 80.0}, usd=0.0667), "id-recorded")
