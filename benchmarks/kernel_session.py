@@ -5,32 +5,36 @@ configuration on one GPU, stopped once training has reported its throughput):
 
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
                   throughput and the cold time to the first step
-  mlp-tiles       kernel_checks.py mlp-tiles,loss: each fused MLP kernel under every candidate launch configuration,
-                  and the fused soft-capped loss against Inductor's
-  plain-loss      baseline with LOSS_KERNEL=triton (the fused soft-capped loss), ITERS steps, if its check passed:
-                  new graphs, so a compile. Machines are scarce and one call may be all there is, so it starts even
-                  when its estimate overruns the call (with at least TRY_LEFT_S left); killed at the deadline, its
-                  compile stays cached for the next call
+  loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time
+  plain-qkv       baseline with ATTN_QKV=fused (one QKV matmul), ITERS steps: new graphs, so a compile. It needs no
+                  flash-attn-4, so the first call (one .fa4 part) can time it. Machines are scarce and one call may
+                  be all there is, so this "try" step starts even when its estimate overruns the call (with at least
+                  TRY_LEFT_S left); killed at the deadline, its compile stays cached for the next call
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
-                  if its check passed; tried past its estimate like `plain-loss`
-  loss            default with LOSS_KERNEL=triton, ITERS steps; new graphs, tried past its estimate
-  tiled           default with the sweep's fastest configurations that keep the default's bits (MLP_TILE_UP,
-                  MLP_TILE_GRAD), ITERS steps on the default's compiled graphs; skipped if the default was fastest
-  profile         profile_step.py with the default's kernels: where a step's GPU time goes now
-  tuned           default with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
-                  and reduction kernels), ITERS steps; tried past its estimate
+                  if its check passed; tried past its estimate like `plain-qkv`
+  qkv             default with ATTN_QKV=fused; tried past its estimate
+  loss            default with LOSS_KERNEL=triton, if its check passed; tried past its estimate
+  next            default with every candidate not yet a default (ATTN_QKV=fused LOSS_KERNEL=triton)
+  profile         profile_step.py with next's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
-  default-equiv   default, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
-  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa, ITERS steps: the speed-up without flash-attn-4 (what
-                  `auto` picks where it is absent; 1.01× on the H100 twice)
-  fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4, ITERS steps: flash-attn-4 alone
+  next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
+  tuned           next with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
+                  and reduction kernels), ITERS steps; tried past its estimate
+  plain-loss      baseline with LOSS_KERNEL=triton: the fused loss without flash-attn-4
+  baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
+  then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
+  default-equiv   default, EQUIV_ITERS steps: its loss equivalence
+  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration
+  tiled           default with the sweep's fastest configurations where they are not the default's
+  both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa: the speed-up without flash-attn-4 (what `auto` picks
+                  where it is absent)
+  fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4: flash-attn-4 alone
   checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
                   K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
-  triton, gqa     each change alone, ITERS steps
+  triton, gqa     each change alone
   both-equiv      both, EQUIV_ITERS steps: its loss equivalence
-  baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
 
 A step starts only if its estimate (from what this machine has measured so far, else conservative H200
 defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call.
@@ -65,9 +69,10 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # graphs ≈ 204 s in the gpu1 campaign, 302 s from launch to the first step in the issue's run; a step ≈ 0.69 s
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
-            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "profile_s": 150.0}
+            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 60.0,
+            "profile_s": 150.0}
 # a hung check or profile must not take the whole call
-CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "profile": 240.0}
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 120.0, "profile": 240.0}
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -79,30 +84,39 @@ def steps(cfg: dict) -> list[dict]:
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}
     both = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4"}  # what `auto` picks on Hopper with flash-attn-4
+    qkv, loss = {"ATTN_QKV": "fused"}, {"LOSS_KERNEL": "triton"}
+    nxt = {**default, **qkv, **loss}  # every candidate not yet a default
     fa4 = {"needs": ["fa4"], "needs_fa4": True}
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
-        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles,loss"},  # a minute, and no flash-attn-4 needed
-        # the fused loss needs no flash-attn-4, so the first call (which carries only one .fa4 part) can time it;
-        # started even when its estimate is longer than what is left (at least TRY_LEFT_S): killed at the deadline,
-        # it leaves its compile cached for the next call
-        {"name": "plain-loss", "kind": "train", "env": {**plain, "LOSS_KERNEL": "triton"}, "iters": n, "try": True,
-         "needs": ["loss"]},
+        {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
+        # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
+        # Machines are scarce and one call may be all there is: started even when its estimate overruns the call
+        # (with TRY_LEFT_S left); killed at the deadline, it leaves its compile cached for the next call
+        {"name": "plain-qkv", "kind": "train", "env": {**plain, **qkv}, "iters": n, "try": True},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
-        # new graphs (the loss leaves Inductor's), so a compile
-        {"name": "loss", "kind": "train", "env": {**default, "LOSS_KERNEL": "triton"}, "iters": n, "try": True,
+        {"name": "qkv", "kind": "train", "env": {**default, **qkv}, "iters": n, "try": True, **fa4},
+        {"name": "loss", "kind": "train", "env": {**default, **loss}, "iters": n, "try": True,
          "needs": ["fa4", "loss"], "needs_fa4": True},
+        {"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, "needs": ["fa4", "loss"],
+         "needs_fa4": True},
+        {"name": "profile", "kind": "profile", "env": nxt, "needs": ["fa4", "loss"], "needs_fa4": True},
+        {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
+        {"name": "next-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": "next",
+         "needs": ["fa4", "loss"], "needs_fa4": True},
+        # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
+        # profile's largest share after the matmuls, at the price of a longer compile
+        {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
+         "try": True, "learn_compile": False, "needs": ["fa4", "loss"], "needs_fa4": True},
+        {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "needs": ["loss"]},
+        {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
+        # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
+        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
+        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},
         # the default's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
         {"name": "tiled", "kind": "train", "env": default, "iters": n, "same_graphs_as": "default", "tiles": True,
          "needs": ["fa4", "mlp-tiles"], "needs_fa4": True},
-        {"name": "profile", "kind": "profile", "env": default, **fa4},
-        # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
-        # profile's largest share after the matmuls, at the price of a longer compile
-        {"name": "tuned", "kind": "train", "env": {**default, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
-         "try": True, "learn_compile": False, **fa4},
-        {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
-        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
         {"name": "both", "kind": "train", "env": both, "iters": n},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
@@ -112,7 +126,6 @@ def steps(cfg: dict) -> list[dict]:
          "needs": ["gqa"]},
         {"name": "both-equiv", "kind": "train", "env": both, "iters": n_eq, "same_graphs_as": "both",
          "needs": ["mlp", "gqa"]},
-        {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
     ]
 
 
@@ -201,12 +214,12 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
 
 
 def check_time_key(step: dict) -> str:
-    return {"fa4": "fa4_checks_s", "mlp-tiles,loss": "mlp_tiles_s"}.get(step["only"], "checks_s")
+    return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s", "loss": "loss_check_s"}.get(step["only"], "checks_s")
 
 
 def check_source(need: str) -> str:
     """The checks step whose result a configuration's `needs` entry reads."""
-    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "mlp-tiles"}.get(need, "checks")
+    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check"}.get(need, "checks")
 
 
 def best_tiles(state: dict) -> dict:
@@ -284,7 +297,7 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
                        timeout_s=timeout_s, cache_state=cache, echo=False)
 
 
-EQUIV_COMPARED = ("default-equiv", "both-equiv")  # each against baseline-equiv, step by step
+EQUIV_COMPARED = ("next-equiv", "default-equiv", "both-equiv")  # each against baseline-equiv, step by step
 
 
 def equivalence(cfg: dict, compared: str) -> dict | None:
@@ -331,7 +344,7 @@ def publish(state: dict, cfg: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (st / "session.json").write_text(json.dumps(state, indent=2))
     checks = {}
-    for name in ("checks", "fa4-checks", "mlp-tiles"):
+    for name in ("checks", "fa4-checks", "mlp-tiles", "loss-check"):
         if (st / f"{name}.json").is_file():
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
@@ -414,7 +427,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "loss_kernel") if k in r), flush=True)
+                  "attention_backend", "mlp_kernel", "loss_kernel", "attn_qkv") if k in r), flush=True)
         if name in (*EQUIV_COMPARED, "baseline-noise"):
             record_equivalence(state, cfg)
         publish(state, cfg)
