@@ -156,7 +156,6 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("CORRECTOR_ORDERS", str, "8"),
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
-    ("ATTN_QKV", str, "split"),
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
@@ -278,8 +277,6 @@ class Hyperparameters:
             bad(f"COMPRESSOR={self.compressor!r} must be brotli or lzma")
         if self.attn_backend not in ("auto", "fa3", "fa4", "varlen", "varlen_gqa", "sdpa"):
             bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, fa4, varlen, varlen_gqa or sdpa")
-        if self.attn_qkv not in ("split", "fused"):
-            bad(f"ATTN_QKV={self.attn_qkv!r} must be split or fused")
         if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
         if self.loss_kernel not in ("plain", "triton", "torch"):
@@ -1277,13 +1274,9 @@ class GPT(nn.Module):
         B, T, _ = a.shape
         self._tap(f"blocks.{l}.attn.qkv_in", a)
         dt = a.dtype
-        if self.h.attn_qkv == "fused":  # one matmul reads `a` once, and its backward writes one dA, not three to add
-            w = torch.cat((self.qo_bank[l], self.kv_bank[l], self.kv_bank[L + l])).to(dt)
-            q, k, v = F.linear(a, w).split((self.qo_bank.size(1), self.kv_bank.size(1), self.kv_bank.size(1)), -1)
-        else:
-            q, k, v = (F.linear(a, w.to(dt)) for w in (self.qo_bank[l], self.kv_bank[l], self.kv_bank[L + l]))
-        q = q.view(B, T, at.num_heads, at.head_dim)
-        k, v = k.view(B, T, at.num_kv_heads, at.head_dim), v.view(B, T, at.num_kv_heads, at.head_dim)
+        q = F.linear(a, self.qo_bank[l].to(dt)).view(B, T, at.num_heads, at.head_dim)
+        k = F.linear(a, self.kv_bank[l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
+        v = F.linear(a, self.kv_bank[L + l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
         if lora is not None:  # test-time-training adapters (TTT section); None in training and plain eval
             q, k, v = lora.add_qkv(slot, a, q, k, v)
         q, k = rms_norm(q), rms_norm(k)
@@ -3032,7 +3025,7 @@ def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
     lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
-             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}", f"attn_qkv:{h.attn_qkv}"]
+             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
                                              for w in ("up", "grad")))

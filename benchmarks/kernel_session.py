@@ -6,23 +6,20 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
                   throughput and the cold time to the first step
   loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time
-  plain-qkv       baseline with ATTN_QKV=fused (one QKV matmul), ITERS steps: new graphs, so a compile. It needs no
+  plain-loss      baseline with LOSS_KERNEL=triton, if its check passed: new graphs, so a compile. It needs no
                   flash-attn-4, so the first call (one .fa4 part) can time it. Machines are scarce and one call may
                   be all there is, so this "try" step starts even when its estimate overruns the call (with at least
                   TRY_LEFT_S left); killed at the deadline, its compile stays cached for the next call
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
-                  if its check passed; tried past its estimate like `plain-qkv`
-  qkv             default with ATTN_QKV=fused; tried past its estimate
-  loss            default with LOSS_KERNEL=triton, if its check passed; tried past its estimate
-  next            default with every candidate not yet a default (ATTN_QKV=fused LOSS_KERNEL=triton)
+                  if its check passed; tried past its estimate like `plain-loss`
+  next            default with every candidate not yet a default (LOSS_KERNEL=triton); tried past its estimate
   profile         profile_step.py with next's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
   tuned           next with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
                   and reduction kernels), ITERS steps; tried past its estimate
-  plain-loss      baseline with LOSS_KERNEL=triton: the fused loss without flash-attn-4
   baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   default-equiv   default, EQUIV_ITERS steps: its loss equivalence
@@ -84,8 +81,8 @@ def steps(cfg: dict) -> list[dict]:
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen"}
     both = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4"}  # what `auto` picks on Hopper with flash-attn-4
-    qkv, loss = {"ATTN_QKV": "fused"}, {"LOSS_KERNEL": "triton"}
-    nxt = {**default, **qkv, **loss}  # every candidate not yet a default
+    loss = {"LOSS_KERNEL": "triton"}
+    nxt = {**default, **loss}  # every candidate not yet a default
     fa4 = {"needs": ["fa4"], "needs_fa4": True}
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
@@ -93,12 +90,9 @@ def steps(cfg: dict) -> list[dict]:
         # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
         # Machines are scarce and one call may be all there is: started even when its estimate overruns the call
         # (with TRY_LEFT_S left); killed at the deadline, it leaves its compile cached for the next call
-        {"name": "plain-qkv", "kind": "train", "env": {**plain, **qkv}, "iters": n, "try": True},
+        {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "try": True, "needs": ["loss"]},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
-        {"name": "qkv", "kind": "train", "env": {**default, **qkv}, "iters": n, "try": True, **fa4},
-        {"name": "loss", "kind": "train", "env": {**default, **loss}, "iters": n, "try": True,
-         "needs": ["fa4", "loss"], "needs_fa4": True},
         {"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, "needs": ["fa4", "loss"],
          "needs_fa4": True},
         {"name": "profile", "kind": "profile", "env": nxt, "needs": ["fa4", "loss"], "needs_fa4": True},
@@ -109,7 +103,6 @@ def steps(cfg: dict) -> list[dict]:
         # profile's largest share after the matmuls, at the price of a longer compile
         {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
          "try": True, "learn_compile": False, "needs": ["fa4", "loss"], "needs_fa4": True},
-        {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "needs": ["loss"]},
         {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
         {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
@@ -427,7 +420,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "loss_kernel", "attn_qkv") if k in r), flush=True)
+                  "attention_backend", "mlp_kernel", "loss_kernel") if k in r), flush=True)
         if name in (*EQUIV_COMPARED, "baseline-noise"):
             record_equivalence(state, cfg)
         publish(state, cfg)

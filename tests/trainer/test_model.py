@@ -115,33 +115,3 @@ def test_local_block_attention_equals_full_mask(tg):
     blocked = tg._local_block_attention(q, k, v, cu, M)
     full = tg.attend(q, k, v, cu, 0)  # max_seqlen 0 forces the full mask
     assert torch.allclose(blocked, full, atol=1e-5)
-
-
-def test_fused_qkv_projection_matches_split(tg):
-    """ATTN_QKV=fused (one matmul against the three bank slices concatenated) gives the split path's training
-    loss, bank gradients and evaluation scores, looping on; the attention banks' layout is unchanged, so
-    checkpoints and quantization do not see the setting."""
-    from tests.trainer.conftest import loss_and_grads, tiny_batch
-    runs = {}
-    for form in ("split", "fused"):
-        m = _trained_like(tg, tg.Hyperparameters({**TINY, "ATTN_QKV": form}))
-        m.looping = True
-        m.train()
-        got = loss_and_grads(m, (m.qo_bank, m.kv_bank, m.tok_emb.weight))
-        m.eval()
-        ids, cu = tiny_batch()
-        with torch.no_grad():
-            scores = m(ids, torch.roll(ids, -1, 1), cu, 32, reduction="none")
-        runs[form] = (*got, scores, m.state_dict()["kv_bank"].shape)
-    split, fused = runs["split"], runs["fused"]
-    assert fused[-1] == split[-1]
-    assert split[1].abs().sum() > 0 and split[2].abs().sum() > 0  # the checked gradients are not trivially zero
-    for a, b in zip(fused[:-1], split[:-1]):
-        assert torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4)
-
-
-def test_attn_qkv_setting(tg):
-    import pytest
-    assert tg.Hyperparameters(TINY).attn_qkv == "split"
-    with pytest.raises(ValueError, match="ATTN_QKV='joint' must be split or fused"):
-        tg.Hyperparameters({**TINY, "ATTN_QKV": "joint"})
