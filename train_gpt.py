@@ -589,7 +589,7 @@ except ImportError:  # CPU-only installs: the torch fallback and the plain path 
     triton = None
 
 # TRITON_INTERPRET=1 (read by triton.jit when it decorates, so here too at import): the kernels run on CPU
-# tensors in Triton's interpreter, which is how the tests and benchmarks/mlp_equivalence_cpu.py check them.
+# tensors in Triton's interpreter, which is how the tests and benchmarks/kernel_equivalence_cpu.py check them.
 _TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
 # Launch configuration of each kernel ("up": forward, "grad": backward): the record's tiles (128×256×64, 8 warps,
 # 4 pipeline stages; §10.3), smaller where the widths are. benchmarks/kernel_checks.py's mlp-tiles sweep on an H100

@@ -8,7 +8,7 @@
 # usage: benchmarks/bench_kernels_1gpu.sh DATA_DIR NAME
 #   env: CALL_S (585: seconds this call may take, under the device's 600 s), OUT, STATE, ITERS, EQUIV_ITERS,
 #        WARMUP, FA4_ROOT (/tmp: the .fa4 parts unpack to FA4_ROOT/fa4site), SMOKE=1 (a CPU run of the whole
-#        chain at tiny sizes; see kernel_session.py), PACK_CACHE=1 (the session's last call: keep PACK_S, 30 s,
+#        chain at tiny sizes; see kernel_session.py), PACK_CACHE=1 (the session's last call: keep PACK_S, 60 s,
 #        to pack the compile cache into OUT for the next session's .kcache; benchmarks/kcache.py)
 set -uo pipefail
 T0=$(date +%s)
@@ -49,7 +49,7 @@ if [ ! -f "$DATA_DIR/manifest.json" ]; then
   "$PY" -m golfrun.data.synthetic "$DATA_DIR" --vocab-size 8192 --train-docs 30000 --val-docs 600 \
     --train-shards 2 --seed 7 || exit 1
 fi
-PACK_S=$([ "${PACK_CACHE:-0}" = 1 ] && echo "${PACK_S:-30}" || echo 0)
+PACK_S=$([ "${PACK_CACHE:-0}" = 1 ] && echo "${PACK_S:-60}" || echo 0)
 DEADLINE_S=$(( ${CALL_S:-585} - PACK_S - ($(date +%s) - T0) )) "$PY" "$HERE/kernel_session.py" "$DATA_DIR" "$NAME"
 if [ "$PACK_S" != 0 ] && [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
   timeout "$PACK_S" "$PY" "$HERE/kcache.py" pack "$TORCHINDUCTOR_CACHE_DIR" "$OUT"

@@ -248,7 +248,7 @@ def test_tiny_model_gradients_same_with_triton_mlp_under_interpreter(tg):
 def test_trainer_losses_same_with_triton_mlp_under_interpreter(tg, tiny_data, tmp_path):
     """train_gpt.py on the tiny configuration, MLP_KERNEL=triton under Triton's interpreter against
     MLP_KERNEL=plain: the same training loss at every step (priming steps with and without looping included,
-    so both graphs use the kernels). A longer run is benchmarks/mlp_equivalence_cpu.py."""
+    so both graphs use the kernels). A longer run is benchmarks/kernel_equivalence_cpu.py."""
     h = tg.Hyperparameters(TINY)
     assert tg._mlp_tiles(int(h.mlp_mult * h.model_dim), h.model_dim) is not None  # the kernels, not the fallback
     run = {"ITERATIONS": "3", "WARMUP_STEPS": "1", "TRAIN_BATCH_TOKENS": "1024"}
