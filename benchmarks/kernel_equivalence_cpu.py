@@ -1,5 +1,5 @@
 """Loss equivalence of a fused Triton kernel on the CPU: train_gpt.py on the tests' tiny configuration, run to
-the end twice on one dataset, the kernel's setting at `plain` and at `triton` under Triton's interpreter
+the end three times on one dataset, the kernel's setting at `plain` and at `triton` under Triton's interpreter
 (TRITON_INTERPRET=1), and at `torch` (the same custom ops with torch math: the same formulas rounded another
 way, the noise floor), compared on what a kernel error would move: the training loss of every step (logged to
 4 decimals), the diagnostic validation losses (8 decimals) and the final weights (final_model.pt, EMA applied).
@@ -66,11 +66,11 @@ def weight_error(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max() / b[k].float().abs().max().clamp_min(1e-30)) for k in b)
 
 
-def differences(run: dict, ref: dict) -> dict:
-    """Largest |run - ref| of the training losses, the validation losses and (relative) the final weights."""
-    return {"train_loss": max(abs(a - b) for a, b in zip(run["train_losses"], ref["train_losses"])),
-            "val_loss": max(abs(run["evals"][k] - v) for k, v in ref["evals"].items()),
-            "weights_rel": weight_error(run["state"], ref["state"])}
+def differences(got: dict, ref: dict) -> dict:
+    """Largest |got - ref| of the training losses, the validation losses and (relative) the final weights."""
+    return {"train_loss": max(abs(a - b) for a, b in zip(got["train_losses"], ref["train_losses"])),
+            "val_loss": max(abs(got["evals"][k] - v) for k, v in ref["evals"].items()),
+            "weights_rel": weight_error(got["state"], ref["state"])}
 
 
 def main() -> None:
