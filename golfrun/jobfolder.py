@@ -20,7 +20,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8 (a torn write)
         return None
     return data if isinstance(data, dict) else None
 

@@ -344,7 +344,7 @@ def test_an_attempt_golfrun_was_sigkilled_under_is_reconstructed_by_the_next_run
 def test_jobs_without_a_record_yet_are_counted_as_held_so_far(tmp_path: Path) -> None:
     """ledger.unrecorded_attempts over a stage folder: a SUBMITTED job.json with `held` (8 GPUs at 3 USD per
     GPU-hour) counts from its start to its folder's last write, priced; one from before `held`, one whose
-    attempt is recorded and one that finished are left out. stage_spend adds it to the recorded attempts,
+    attempt is recorded, one torn mid-write and one that finished are left out. stage_spend adds it to the recorded attempts,
     not to their count or the failed ones."""
     from golfrun import ledger
     from golfrun.fileio import epoch_of
@@ -366,6 +366,7 @@ def test_jobs_without_a_record_yet_are_counted_as_held_so_far(tmp_path: Path) ->
     log.write_text("step 1\n")
     os.utime(log, (start + 40.0, start + 40.0))  # its last write: 40 s after its start
     job("old", held=None)
+    (job("torn") / "job.json").write_bytes(b'{"state": "SUBM\xff')  # a write cut short: not even UTF-8
     job("done", state="SUCCEEDED")
     job("recorded")
     ledger.record_attempt(stage, ledger.Attempt(
