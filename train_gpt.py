@@ -595,39 +595,46 @@ _TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") 
 # 4 pipeline stages; §10.3), smaller where the widths are. benchmarks/kernel_checks.py's mlp-tiles sweep on an H100
 # found them the fastest of nine for both kernels (1.076× and 1.033× the 3-stage tiles, bit-equal outputs).
 # MLP_TILE_UP / MLP_TILE_GRAD set another; with BK kept, only how the work is cut and scheduled changes, not the
-# sums (each output element still accumulates K in BK-wide dots).
-MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages")
-_MLP_TILE = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4)))
+# sums (each output element still accumulates K in BK-wide dots). An optional seventh value, 1, picks the
+# persistent form of the kernels (below).
+MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages", "persistent")
+_MLP_TILE = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4, 0)))
 _MLP = {"kernel": "plain", "up": _MLP_TILE, "grad": _MLP_TILE}
 
 
 def parse_mlp_tile(text: str, name: str) -> dict:
-    """'' (the record's tiles) or 'BM,BN,BK,GROUP_M,num_warps,num_stages' (MLP_TILE_UP, MLP_TILE_GRAD)."""
+    """'' (the record's tiles) or 'BM,BN,BK,GROUP_M,num_warps,num_stages[,persistent]' (MLP_TILE_UP,
+    MLP_TILE_GRAD); persistent is 0 (the default) or 1."""
     if not text:
         return dict(_MLP_TILE)
     try:
         vals = [int(v) for v in text.split(",")]
     except ValueError:
         vals = []
+    vals += [0] if len(vals) == 6 else []
     pow2 = lambda v: v > 0 and v & (v - 1) == 0
-    if not (len(vals) == 6 and all(v >= 16 and pow2(v) for v in vals[:3]) and vals[3] >= 1
-            and pow2(vals[4]) and vals[4] <= 16 and 1 <= vals[5] <= 8):
-        raise ValueError(f"{name}={text!r} must be BM,BN,BK,GROUP_M,num_warps,num_stages: BM, BN, BK powers of two "
-                         ">= 16, GROUP_M >= 1, num_warps a power of two <= 16, num_stages 1-8 (e.g. 128,256,64,8,8,4)")
+    if not (len(vals) == 7 and all(v >= 16 and pow2(v) for v in vals[:3]) and vals[3] >= 1
+            and pow2(vals[4]) and vals[4] <= 16 and 1 <= vals[5] <= 8 and vals[6] in (0, 1)):
+        raise ValueError(f"{name}={text!r} must be BM,BN,BK,GROUP_M,num_warps,num_stages[,persistent]: BM, BN, BK "
+                         "powers of two >= 16, GROUP_M >= 1, num_warps a power of two <= 16, num_stages 1-8, "
+                         "persistent 0 or 1 (e.g. 128,256,64,8,8,4 or 128,256,64,8,8,3,1)")
     return dict(zip(MLP_TILE_KEYS, vals))
 
 
 if triton is not None:
     @triton.jit
-    def _mlp_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
+    def _mlp_tile_ids(tile, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
         # grouped tile order: GROUP_M row-tiles share each column sweep, so weight tiles stay in L2
         num_m = tl.cdiv(M, BM)
         num_n = tl.cdiv(N, BN)
         per_group = GROUP_M * num_n
-        first_m = (pid // per_group) * GROUP_M
+        first_m = (tile // per_group) * GROUP_M
         size_m = min(num_m - first_m, GROUP_M)
-        pid_m = first_m + ((pid % per_group) % size_m)
-        pid_n = (pid % per_group) // size_m
+        return first_m + ((tile % per_group) % size_m), (tile % per_group) // size_m
+
+    @triton.jit
+    def _mlp_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
+        pid_m, pid_n = _mlp_tile_ids(pid, M, N, BM, BN, GROUP_M)
         return pid_m * BM + tl.arange(0, BM), pid_n * BN + tl.arange(0, BN)
 
     @triton.jit
@@ -681,42 +688,140 @@ if triton is not None:
         dpre = acc * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
         tl.store(dpre_ptr + out, dpre.to(dpre_ptr.dtype.element_ty), mask=row_ok)
 
+    # Persistent forms (tile spec ...,1). In the H100 profile each kernel above takes 0.49-0.53 ms a call where
+    # its matmul alone would take about 0.30 at cuBLAS's rate: with K = 512 a tile's main loop is 8 steps, and
+    # then the SM stalls while it writes 128 KiB (pre and post) because 4 pipeline stages leave no room for a
+    # second block on the SM. Here one program per SM walks the tiles; the flattened loop lets the pipeliner load
+    # the next tile's operands (TMA) while this tile's epilogue stores, and the epilogue goes out in two halves
+    # through TMA stores so that 3-4 stages still fit. The dots and their K order are those of the kernels above.
+    @triton.jit
+    def _mlp_halves(acc, BM: tl.constexpr, BN: tl.constexpr):
+        return tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+
+    @triton.jit
+    def _leaky_sq(z):
+        a = tl.where(z > 0, z, 0.5 * z)
+        return a * a
+
+    @triton.jit
+    def _mlp_up_act_persistent(x_desc, w_desc, pre_desc, post_desc, M, N, K: tl.constexpr,
+                               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                               PROGRAMS: tl.constexpr, UPCAST: tl.constexpr):
+        """_mlp_up_act_kernel over tiles PROGRAMS apart; descriptors: X [BM, BK], W [BN, BK], pre/post [BM, BN/2]."""
+        num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
+        for tile in tl.range(tl.program_id(0), num_tiles, PROGRAMS, flatten=True):
+            pid_m, pid_n = _mlp_tile_ids(tile, M, N, BM, BN, GROUP_M)
+            om = pid_m * BM
+            on = pid_n * BN
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for k in range(0, K, BK):
+                a = x_desc.load([om, k])
+                b = w_desc.load([on, k])
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b.T, acc)
+            h0, h1 = _mlp_halves(acc, BM, BN)
+            pre_desc.store([om, on], h0.to(pre_desc.dtype))
+            post_desc.store([om, on], _leaky_sq(h0).to(post_desc.dtype))
+            pre_desc.store([om, on + BN // 2], h1.to(pre_desc.dtype))
+            post_desc.store([om, on + BN // 2], _leaky_sq(h1).to(post_desc.dtype))
+
+    @triton.jit
+    def _act_grad_half(h, pre_desc, om, on):
+        pre = pre_desc.load([om, on]).to(tl.float32)
+        return h * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
+
+    @triton.jit
+    def _mlp_act_grad_persistent(g_desc, w_desc, pre_desc, dpre_desc, M, N, K: tl.constexpr,
+                                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                                 PROGRAMS: tl.constexpr, UPCAST: tl.constexpr):
+        """_mlp_act_grad_kernel over tiles PROGRAMS apart; descriptors: G [BM, BK], W_down [BK, BN], pre and dPre
+        [BM, BN/2] (pre through TMA too: read by pointers, the pipeliner gave it num_stages buffers of its own)."""
+        num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
+        for tile in tl.range(tl.program_id(0), num_tiles, PROGRAMS, flatten=True):
+            pid_m, pid_n = _mlp_tile_ids(tile, M, N, BM, BN, GROUP_M)
+            om = pid_m * BM
+            on = pid_n * BN
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for k in range(0, K, BK):
+                a = g_desc.load([om, k])
+                b = w_desc.load([k, on])
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc)
+            h0, h1 = _mlp_halves(acc, BM, BN)
+            dpre_desc.store([om, on], _act_grad_half(h0, pre_desc, om, on).to(dpre_desc.dtype))
+            dpre_desc.store([om, on + BN // 2], _act_grad_half(h1, pre_desc, om, on + BN // 2).to(dpre_desc.dtype))
+
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
 def _mlp_tiles(N: int, K: int, which: str = "up") -> dict | None:
     """The launch configuration of kernel `which` (up, grad) for hidden width N and model width K, or None where
-    the tiles do not fit (Triton tiles are powers of two >= 16 that must divide the widths): the torch math then."""
+    the tiles do not fit (Triton tiles are powers of two >= 16 that must divide the widths): the torch math then.
+    The persistent kernels store half tiles, so below BN = 32 the pointer kernels run instead."""
     tile = _MLP[which]
     cfg = dict(tile, BN=min(tile["BN"], N), BK=min(tile["BK"], K))
     for size, width in ((cfg["BN"], N), (cfg["BK"], K)):
         if size < 16 or size & (size - 1) or width % size:
             return None
+    cfg["persistent"] = int(cfg["persistent"] and cfg["BN"] >= 32)
     return cfg
 
 
-def _mlp_launch(kernel, which: str, a: torch.Tensor, b: torch.Tensor, b_stride: int, extra: list[torch.Tensor],
-                outs: list[torch.Tensor], N: int) -> None:
+def mlp_descriptor_blocks(which: str, cfg: dict) -> list[list[int]]:
+    """Block shapes of the persistent kernel's TMA descriptors, in argument order (the A operand, the B operand,
+    the outputs): one place for the launch and for the test that compiles the kernels for sm_90."""
+    BM, BN, BK = cfg["BM"], cfg["BN"], cfg["BK"]
+    if which == "up":  # X (M, K), W_up (N, K), pre, post
+        return [[BM, BK], [BN, BK], [BM, BN // 2], [BM, BN // 2]]
+    return [[BM, BK], [BK, BN], [BM, BN // 2], [BM, BN // 2]]  # dOut (M, K), W_down (K, N), pre, dPre
+
+
+def _mlp_programs(device: torch.device, tiles: int) -> int:
+    """One program per SM (a few under the interpreter, enough to walk several tiles each), at most one per tile."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 3
+    return min(sms, tiles)
+
+
+def _tma_ok(t: torch.Tensor) -> bool:
+    """A TMA descriptor needs a 16-byte aligned base and row stride; views that are not take the pointer kernels."""
+    return t.data_ptr() % 16 == 0 and t.stride(0) * t.element_size() % 16 == 0
+
+
+def _mlp_launch(which: str, a: torch.Tensor, b: torch.Tensor, extra: list[torch.Tensor], outs: list[torch.Tensor],
+                N: int) -> None:
     M, K = a.shape
-    cfg = _mlp_tiles(N, K, which)
-    grid = (triton.cdiv(M, cfg["BM"]) * (N // cfg["BN"]),)
+    cfg = dict(_mlp_tiles(N, K, which))
+    tiles = triton.cdiv(M, cfg["BM"]) * (N // cfg["BN"])
     # Triton's interpreter multiplies bf16 operands of tl.dot as their raw uint16 bit patterns (triton#11584,
     # 3.6 to 3.8), so there the operands are widened first; exact, as on the GPU (bf16 products, fp32 sums).
     # On a GPU UPCAST is False and the branch is compiled out.
-    kernel[grid](a, b, *extra, *outs, M, N, K, a.stride(0), b_stride, outs[0].stride(0),
-                 UPCAST=_TRITON_INTERPRETED, **cfg)
+    if cfg.pop("persistent") and all(_tma_ok(t) for t in (a, b, *extra, *outs)):
+        blocks = mlp_descriptor_blocks(which, cfg)
+        descs = [TensorDescriptor.from_tensor(t, blk) for t, blk in zip([a, b, *extra, *outs], blocks)]
+        programs = _mlp_programs(a.device, tiles)
+        kernel = _mlp_up_act_persistent if which == "up" else _mlp_act_grad_persistent
+        kernel[(programs,)](*descs, M, N, K, PROGRAMS=programs, UPCAST=_TRITON_INTERPRETED, **cfg)
+        return
+    kernel = _mlp_up_act_kernel if which == "up" else _mlp_act_grad_kernel
+    kernel[(tiles,)](a, b, *extra, *outs, M, N, K, a.stride(0), b.stride(0), outs[0].stride(0),
+                     UPCAST=_TRITON_INTERPRETED, **cfg)
 
 
 def _up_act_triton(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x, w_up = x.contiguous(), w_up.contiguous()
-    N = w_up.size(0)
-    pre = x.new_empty(x.size(0), N)
+    pre = x.new_empty(x.size(0), w_up.size(0))
     post = torch.empty_like(pre)
-    _mlp_launch(_mlp_up_act_kernel, "up", x, w_up, w_up.stride(0), [], [pre, post], N)
+    _mlp_launch("up", x, w_up, [], [pre, post], w_up.size(0))
     return pre, post
 
 
 def _act_grad_triton(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    g, w_down = g.contiguous(), w_down.contiguous()
+    g, w_down, pre = g.contiguous(), w_down.contiguous(), pre.contiguous()
     dpre = torch.empty_like(pre)
-    _mlp_launch(_mlp_act_grad_kernel, "grad", g, w_down, w_down.stride(0), [pre], [dpre], pre.size(1))
+    _mlp_launch("grad", g, w_down, [pre], [dpre], pre.size(1))
     return dpre
 
 

@@ -79,6 +79,11 @@ MLP_TILE_CANDIDATES = (
     (64, 256, 64, 8, 4, 3),
     (64, 128, 64, 8, 4, 4),
     (256, 128, 64, 8, 8, 3),
+    # the persistent kernels (TMA loads and half-tile TMA stores; one program per SM walks the tiles)
+    (128, 256, 64, 8, 8, 3, 1),  # 4 stages would need 256 KiB of shared memory in the backward kernel
+    (128, 128, 64, 8, 8, 4, 1),
+    (128, 128, 64, 8, 4, 4, 1),
+    (128, 128, 64, 8, 8, 6, 1),
 )
 
 

@@ -6,6 +6,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen, ITERS steps, compile cache cold: the reference
                   throughput and the cold time to the first step
   loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time
+  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration,
+                  the persistent TMA kernels among them (seconds, no flash-attn-4 needed)
   plain-loss      baseline with LOSS_KERNEL=triton, if its check passed: new graphs, so a compile. It needs no
                   flash-attn-4, so the first call (one .fa4 part) can time it. Machines are scarce and one call may
                   be all there is, so this "try" step starts even when its estimate overruns the call (with at least
@@ -15,6 +17,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 (what `auto` picks on Hopper with flash-attn-4), ITERS steps,
                   if its check passed; tried past its estimate like `plain-loss`
   next            default with every candidate not yet a default (LOSS_KERNEL=triton); tried past its estimate
+  tiled           next with the sweep's fastest launch configurations where they are not the default's (the
+                  tiles live inside the custom ops: next's graphs, a warm compile)
   profile         profile_step.py with next's kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
@@ -23,8 +27,6 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   default-equiv   default, EQUIV_ITERS steps: its loss equivalence
-  mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration
-  tiled           default with the sweep's fastest configurations where they are not the default's
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa: the speed-up without flash-attn-4 (what `auto` picks
                   where it is absent)
   fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4: flash-attn-4 alone
@@ -87,6 +89,7 @@ def steps(cfg: dict) -> list[dict]:
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
+        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
         # Machines are scarce and one call may be all there is: started even when its estimate overruns the call
         # (with TRY_LEFT_S left); killed at the deadline, it leaves its compile cached for the next call
@@ -95,6 +98,9 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
         {"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, "needs": ["fa4", "loss"],
          "needs_fa4": True},
+        # next's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
+        {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": "next", "tiles": True,
+         "needs": ["fa4", "loss", "mlp-tiles"], "needs_fa4": True},
         {"name": "profile", "kind": "profile", "env": nxt, "needs": ["fa4", "loss"], "needs_fa4": True},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         {"name": "next-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": "next",
@@ -106,10 +112,6 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
         {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
-        {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},
-        # the default's graphs (the tiles live inside the custom ops) with the sweep's fastest launch configurations
-        {"name": "tiled", "kind": "train", "env": default, "iters": n, "same_graphs_as": "default", "tiles": True,
-         "needs": ["fa4", "mlp-tiles"], "needs_fa4": True},
         {"name": "both", "kind": "train", "env": both, "iters": n},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
@@ -202,7 +204,7 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
         if not res.get(need, {}).get("ok"):
             return f"the {need} check did not pass ({source}: {res.get(need, {}).get('error', 'not run or failed')})"[:300]
     if step.get("tiles") and not best_tiles(state):
-        return "the mlp-tiles sweep found the default launch configurations fastest: `default` is this run"
+        return "the mlp-tiles sweep found the default launch configurations fastest: `next` is this run"
     return None
 
 

@@ -8,6 +8,7 @@ import ast
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,13 +107,17 @@ def test_mlp_tile_settings(tg, mlp_kernel):
     """MLP_TILE_UP / MLP_TILE_GRAD: '' is the record's tiles; a value sets that kernel's launch configuration
     (kept within the widths); a malformed one is refused at start, naming the variable and the format."""
     assert tg.parse_mlp_tile("", "MLP_TILE_UP") == {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8,
-                                                   "num_stages": 4}
+                                                   "num_stages": 4, "persistent": 0}
     tg.select_mlp_kernel(torch.device("cpu"), "torch", "", "64,128,64,4,4,4")
     assert tg._mlp_tiles(2048, 512, "up")["BM"] == 128
     assert tg._mlp_tiles(2048, 512, "grad") == {"BM": 64, "BN": 128, "BK": 64, "GROUP_M": 4, "num_warps": 4,
-                                                "num_stages": 4}
+                                                "num_stages": 4, "persistent": 0}
     assert tg._mlp_tiles(96, 512, "grad") is None  # BN 96 is no power of two: that width takes the torch math
-    for bad in ("128,256,64", "128,100,64,8,8,3", "128,256,64,8,3,3", "128,256,64,0,8,3", "a,b,c,d,e,f"):
+    tg.select_mlp_kernel(torch.device("cpu"), "torch", "128,256,64,8,8,3,1", "")
+    assert tg._mlp_tiles(2048, 512, "up")["persistent"] == 1 and tg._mlp_tiles(2048, 512, "grad")["persistent"] == 0
+    assert tg._mlp_tiles(16, 512, "up")["persistent"] == 0  # half tiles of 8 columns: the pointer kernel instead
+    for bad in ("128,256,64", "128,100,64,8,8,3", "128,256,64,8,3,3", "128,256,64,0,8,3", "a,b,c,d,e,f",
+                "128,256,64,8,8,3,2", "128,256,64,8,8,3,1,1"):
         with pytest.raises(ValueError, match=r"MLP_TILE_GRAD=.* must be BM,BN,BK,GROUP_M,num_warps,num_stages"):
             tg.Hyperparameters({**TINY, "MLP_TILE_GRAD": bad})
     h = tg.Hyperparameters({**TINY, "MLP_TILE_UP": "64,256,64,8,4,3"})
@@ -137,14 +142,23 @@ for dtype in (torch.float32, torch.bfloat16):
         assert pre.dtype == post.dtype == d.dtype == dtype
         res.setdefault(str(dtype), []).append(
             [float((a.float() - b.float()).abs().max() / b.float().abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
-# MLP_TILE_UP / MLP_TILE_GRAD: other tiles, warps and stages for each kernel, on a ragged M that spans two row tiles
-tg.select_mlp_kernel(torch.device("cpu"), "triton", "64,128,32,2,4,4", "32,64,64,1,4,2")
-assert (tg._mlp_tiles(256, 128, "up")["BM"], tg._mlp_tiles(256, 128, "grad")["BN"]) == (64, 64)
-x = torch.randn(100, 128); w = torch.randn(256, 128) / 128 ** 0.5; wd = torch.randn(128, 256) / 16; g = torch.randn(100, 128)
-pre, post = tg._up_act_triton(x, w)
-pre_r, post_r = tg._up_act_torch(x, w)
-d, d_r = tg._act_grad_triton(g, wd, pre_r), tg._act_grad_torch(g, wd, pre_r)
-res["torch.float32"].append([float((a - b).abs().max() / b.abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
+# MLP_TILE_UP / MLP_TILE_GRAD: other tiles, warps and stages for each kernel, on a ragged M that spans two row tiles;
+# then the persistent kernels, where 3 programs walk 16 tiles (ragged last row tile, two K tiles, half-tile stores)
+for up, grad in (("64,128,32,2,4,4", "32,64,64,1,4,2"), ("32,64,32,2,4,2,1", "32,64,64,1,4,3,1")):
+    tg.select_mlp_kernel(torch.device("cpu"), "triton", up, grad)
+    assert (tg._mlp_tiles(256, 128, "up")["BN"], tg._mlp_tiles(256, 128, "grad")["BN"]) == (int(up.split(",")[1]), 64)
+    persistent = int(up.count(",") == 6)
+    assert tg._mlp_tiles(256, 128, "up")["persistent"] == tg._mlp_tiles(256, 128, "grad")["persistent"] == persistent
+    x = torch.randn(100, 128); w = torch.randn(256, 128) / 128 ** 0.5; wd = torch.randn(128, 256) / 16; g = torch.randn(100, 128)
+    pre, post = tg._up_act_triton(x, w)
+    pre_r, post_r = tg._up_act_torch(x, w)
+    d, d_r = tg._act_grad_triton(g, wd, pre_r), tg._act_grad_torch(g, wd, pre_r)
+    res["torch.float32"].append([float((a - b).abs().max() / b.abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
+    xb, wb, wdb, gb = (t.bfloat16() for t in (x, w, wd, g))
+    pre, post = tg._up_act_triton(xb, wb)
+    pre_r, post_r = tg._up_act_torch(xb, wb)
+    d, d_r = tg._act_grad_triton(gb, wdb, pre_r), tg._act_grad_torch(gb, wdb, pre_r)
+    res["torch.bfloat16"].append([float((a.float() - b.float()).abs().max() / b.float().abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
 print(json.dumps(res))
 """
 # Triton's interpreter is what CI runs these kernels with (scripts/ci/setup.sh installs triton); elsewhere it is
@@ -186,23 +200,34 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile):
     and every candidate the GPU sweep tries, on a machine without a GPU (Triton ships its own ptxas), which the
     interpreter cannot show: Triton's code generator accepts them, the dots become wgmma, the K loop is pipelined
     (cp.async into num_stages copies of the A and B tiles) and the shared memory fits an H100's, given 16-byte
-    aligned pointers and strides as a launch from torch has them. A candidate that failed here would cost the
-    sweep a compile error on the lent GPU instead."""
+    aligned pointers and strides as a launch from torch has them. The persistent kernels (seventh value 1) take
+    TMA descriptors of the blocks the launch builds (mlp_descriptor_blocks): their loads and stores must be bulk
+    tensor copies. A candidate that failed here would cost the sweep a compile error on the lent GPU instead."""
     import triton
     from triton.backends.compiler import GPUTarget
 
-    assert _tile_candidates()[0] == tuple(tg._MLP_TILE.values())  # the sweep starts from the trainer's default
-    cfg = dict(zip(tg.MLP_TILE_KEYS, tile))
+    default = tg.parse_mlp_tile(",".join(map(str, _tile_candidates()[0])), "MLP_TILE_UP")
+    assert default == tg._MLP_TILE  # the sweep starts from the trainer's default
+    cfg = tg.parse_mlp_tile(",".join(map(str, tile)), "MLP_TILE_UP")
     stage_bytes = 2 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"])  # bf16 A and B tiles
-    for fn in (tg._mlp_up_act_kernel, tg._mlp_act_grad_kernel):
-        consts = {"K": 512, "UPCAST": False, **{k: cfg[k] for k in ("BM", "BN", "BK", "GROUP_M")}}
-        sig = {a: "*bf16" if a.endswith("_ptr") else "constexpr" if a in consts else "i32" for a in fn.arg_names}
+    kernels = {"up": tg._mlp_up_act_persistent, "grad": tg._mlp_act_grad_persistent} if cfg["persistent"] else \
+        {"up": tg._mlp_up_act_kernel, "grad": tg._mlp_act_grad_kernel}
+    for which, fn in kernels.items():
+        consts = {"K": 512, "UPCAST": False, "PROGRAMS": 132, **{k: cfg[k] for k in ("BM", "BN", "BK", "GROUP_M")}}
+        consts = {k: v for k, v in consts.items() if k in fn.arg_names}
+        blocks = iter(tg.mlp_descriptor_blocks(which, cfg))
+        sig = {a: f"tensordesc<bf16{next(blocks)}>".replace(" ", "") if a.endswith("_desc") else "*bf16"
+               if a.endswith("_ptr") else "constexpr" if a in consts else "i32" for a in fn.arg_names}
         aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
-                   if sig[a] != "constexpr" and a not in ("M", "N")}
+                   if sig[a] in ("*bf16", "i32") and a not in ("M", "N")}
         src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=aligned)
         k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
-        assert "wgmma.mma_async" in k.asm["ptx"] and "cp.async" in k.asm["ptx"], fn.__name__
+        ptx = k.asm["ptx"]
+        assert "wgmma.mma_async" in ptx and "cp.async" in ptx, fn.__name__
+        if cfg["persistent"]:  # TMA loads (Triton 3.6 says shared::cluster, 3.7 shared::cta) and TMA stores
+            assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::(cta|cluster)\.global", ptx), fn.__name__
+            assert "cp.async.bulk.tensor.2d.global.shared::cta" in ptx, fn.__name__
         assert cfg["num_stages"] * stage_bytes <= k.metadata.shared <= H100_SHARED_BYTES, (fn.__name__, k.metadata.shared)
 
 
