@@ -704,6 +704,24 @@ if triton is not None:
         return a * a
 
     @triton.jit
+    def _mlp_tile_acc(a_desc, b_desc, om, on, K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                      BK: tl.constexpr, B_ROWS_N: tl.constexpr, UPCAST: tl.constexpr):
+        """One output tile's fp32 sum of A[om:om+BM, :]·B[:, on:on+BN] through TMA; B_ROWS_N: b_desc holds B
+        transposed, one row per output column (W_up, N×K), else as is (W_down, K×N)."""
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K, BK):
+            a = a_desc.load([om, k])
+            if B_ROWS_N:
+                b = b_desc.load([on, k]).T
+            else:
+                b = b_desc.load([k, on])
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc)
+        return acc
+
+    @triton.jit
     def _mlp_up_act_persistent(x_desc, w_desc, pre_desc, post_desc, M, N, K: tl.constexpr,
                                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
                                PROGRAMS: tl.constexpr, UPCAST: tl.constexpr):
@@ -713,14 +731,7 @@ if triton is not None:
             pid_m, pid_n = _mlp_tile_ids(tile, M, N, BM, BN, GROUP_M)
             om = pid_m * BM
             on = pid_n * BN
-            acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for k in range(0, K, BK):
-                a = x_desc.load([om, k])
-                b = w_desc.load([on, k])
-                if UPCAST:
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b.T, acc)
+            acc = _mlp_tile_acc(x_desc, w_desc, om, on, K, BM, BN, BK, True, UPCAST)
             h0, h1 = _mlp_halves(acc, BM, BN)
             pre_desc.store([om, on], h0.to(pre_desc.dtype))
             post_desc.store([om, on], _leaky_sq(h0).to(post_desc.dtype))
@@ -743,14 +754,7 @@ if triton is not None:
             pid_m, pid_n = _mlp_tile_ids(tile, M, N, BM, BN, GROUP_M)
             om = pid_m * BM
             on = pid_n * BN
-            acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for k in range(0, K, BK):
-                a = g_desc.load([om, k])
-                b = w_desc.load([k, on])
-                if UPCAST:
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc)
+            acc = _mlp_tile_acc(g_desc, w_desc, om, on, K, BM, BN, BK, False, UPCAST)
             h0, h1 = _mlp_halves(acc, BM, BN)
             dpre_desc.store([om, on], _act_grad_half(h0, pre_desc, om, on).to(dpre_desc.dtype))
             dpre_desc.store([om, on + BN // 2], _act_grad_half(h1, pre_desc, om, on + BN // 2).to(dpre_desc.dtype))
