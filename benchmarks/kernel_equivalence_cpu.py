@@ -4,11 +4,12 @@ the end three times on one dataset, the kernel's setting at `plain` and at `trit
 way, the noise floor), compared on what a kernel error would move: the training loss of every step (logged to
 4 decimals), the diagnostic validation losses (8 decimals) and the final weights (final_model.pt, EMA applied).
 --kernel mlp: MLP_KERNEL (the fused up-projection + LeakyReLU²); --kernel loss: LOSS_KERNEL (the fused
-soft-capped cross-entropy). Too slow for the test suite (the interpreter runs a step about ten times slower
+soft-capped cross-entropy); --tiles SPEC runs the MLP kernels under that launch configuration
+(MLP_TILE_UP and MLP_TILE_GRAD, e.g. a persistent one ending in ,1). Too slow for the test suite (the interpreter runs a step about ten times slower
 than plain); the suite keeps short runs (tests/trainer/test_kernels.py, test_loss_kernel.py). Writes one JSON
 with machine, command and date.
 
-Usage: .venv/bin/python benchmarks/kernel_equivalence_cpu.py [--kernel mlp|loss] [--steps 40]
+Usage: .venv/bin/python benchmarks/kernel_equivalence_cpu.py [--kernel mlp|loss] [--steps 40] [--tiles SPEC]
                                                             [--out benchmarks/results/cpu-KERNEL-equivalence.json]
 """
 from __future__ import annotations
@@ -49,14 +50,17 @@ def machine() -> dict:
 SETTINGS = {"mlp": "MLP_KERNEL", "loss": "LOSS_KERNEL"}
 
 
-def run(which: str, kernel: str, data: Path, out: Path, steps: int) -> dict:
-    extra = {"ITERATIONS": str(steps), "TRAIN_LOG_EVERY": "1", SETTINGS[which]: kernel}
+def run(which: str, kernel: str, data: Path, out: Path, steps: int, tiles: str = "") -> dict:
+    extra = {"ITERATIONS": str(steps), "TRAIN_LOG_EVERY": "1", SETTINGS[which]: kernel,
+             "MLP_TILE_UP": tiles, "MLP_TILE_GRAD": tiles}
     if kernel == "triton":
         extra["TRITON_INTERPRET"] = "1"
     t0 = time.perf_counter()
     proc = run_trainer(data, out, extra, timeout=3600)
     res = read_results(out)
     assert res["versions"][SETTINGS[which].lower()] == kernel, res["versions"]
+    if tiles:  # the launch configuration the kernels ran under, as the trainer resolved it
+        assert all(",".join(map(str, t.values())) == tiles for t in res["versions"]["mlp_tiles"].values()), res["versions"]
     return {"wall_s": round(time.perf_counter() - t0, 1), "train_losses": train_losses(proc.stdout),
             "evals": {e["label"]: e["val_loss"] for e in res["evals"]}, "tokens_per_s": res["tokens_per_s"],
             "state": torch.load(out / "final_model.pt", map_location="cpu")}
@@ -77,20 +81,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", choices=sorted(SETTINGS), default="mlp")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--tiles", default="", help="MLP_TILE_UP and MLP_TILE_GRAD of the runs ('' = the default)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    out = args.out or REPO / f"benchmarks/results/cpu-{args.kernel}-equivalence.json"
+    name = f"cpu-{args.kernel}{'-persistent' if args.tiles.endswith(',1') else ''}-equivalence"
+    out = args.out or REPO / f"benchmarks/results/{name}.json"
     about = machine()  # the load average before our own runs add to it
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         build_dataset(data, vocab_size=512, train_docs=2000, val_docs=200, train_shards=2, seed=1234)  # the tests' set
         # torch: the same custom ops with torch math, the same formulas rounded another way: the noise floor
-        runs = {k: run(args.kernel, k, data, Path(tmp) / k, args.steps) for k in ("plain", "triton", "torch")}
+        runs = {k: run(args.kernel, k, data, Path(tmp) / k, args.steps, args.tiles) for k in ("plain", "triton", "torch")}
     assert all(len(r["train_losses"]) == args.steps for r in runs.values())
     diff, floor = differences(runs["triton"], runs["plain"]), differences(runs["torch"], runs["plain"])
     for r in runs.values():
         del r["state"]
-    res = {"name": f"cpu-{args.kernel}-equivalence", "date": now_iso(), "machine": about, "setting": SETTINGS[args.kernel],
+    res = {"name": name, "date": now_iso(), "machine": about, "setting": SETTINGS[args.kernel], "tiles": args.tiles,
            "command": " ".join([Path(sys.executable).name, *sys.argv]),
            "config": "tests/trainer/conftest.py TINY_ENV (4 layers, d 64, hidden 256, vocab 512, 2,048 tokens "
                      "per step in 8 micro-steps), ITERATIONS=" + str(args.steps),

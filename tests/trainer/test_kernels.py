@@ -159,6 +159,15 @@ for up, grad in (("64,128,32,2,4,4", "32,64,64,1,4,2"), ("32,64,32,2,4,2,1", "32
     pre_r, post_r = tg._up_act_torch(xb, wb)
     d, d_r = tg._act_grad_triton(gb, wdb, pre_r), tg._act_grad_torch(gb, wdb, pre_r)
     res["torch.bfloat16"].append([float((a.float() - b.float()).abs().max() / b.float().abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
+# the persistent kernels against the pointer kernels at the same tiles: the same dots in the same order, bit for bit
+for dtype in (torch.float32, torch.bfloat16):
+    x, w, wd, g = (t.to(dtype) for t in (x, w, wd, g))
+    outs = []
+    for spec in ("32,64,32,2,4,3", "32,64,32,2,4,3,1"):
+        tg.select_mlp_kernel(torch.device("cpu"), "triton", spec, spec)
+        pre, post = tg._up_act_triton(x, w)
+        outs.append((pre, post, tg._act_grad_triton(g, wd, pre)))
+    assert all(torch.equal(a, b) for a, b in zip(*outs)), dtype
 print(json.dumps(res))
 """
 # Triton's interpreter is what CI runs these kernels with (scripts/ci/setup.sh installs triton); elsewhere it is
@@ -171,7 +180,7 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None and
 def test_triton_mlp_kernels_under_interpreter():
     """The Triton kernels themselves (tile order, masks on ragged M, a K loop of two tiles, two column tiles,
     bf16 loads and stores, epilogues) against the torch math, run by Triton's CPU interpreter
-    (TRITON_INTERPRET=1) in a fresh process. fp32 agrees to rounding; bf16 to one bf16 unit in the last place
+    (TRITON_INTERPRET=1) in a fresh process; the persistent forms also bit for bit against the pointer kernels. fp32 agrees to rounding; bf16 to one bf16 unit in the last place
     (the interpreter truncates fp32 -> bf16 where the GPU rounds to nearest)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
