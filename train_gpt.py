@@ -163,6 +163,9 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
+    # ours: every evaluation's NLL and bytes summed over this many chunks of the validation documents, in
+    # results.json (TTT section); golfrun's paired halving compares variants chunk by chunk. 0 = off
+    ("VAL_CHUNKS", int, 0),
 ]
 KNOWN_ENV = {name for name, _, _ in _ENV_SPEC} | {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
 # Families of the trainer's own names. A variable in one of these families that is not a known name
@@ -290,6 +293,8 @@ class Hyperparameters:
         if self.val_batch_tokens // per_rank < self.eval_seq_len:
             bad(f"VAL_BATCH_TOKENS={self.val_batch_tokens} gives less than one EVAL_SEQ_LEN="
                 f"{self.eval_seq_len} sequence per rank and micro-step ({per_rank} of them)")
+        if self.val_chunks < 0:
+            bad(f"VAL_CHUNKS={self.val_chunks} must be >= 0 (0 = no chunk sums)")
         if self.ttt_only_eval and not (self.eval_only_path or self.eval_only_quantized_path):
             bad("TTT_ONLY_EVAL=1 needs EVAL_ONLY_PATH or EVAL_ONLY_QUANTIZED_PATH")
         if self.ttt_enabled:
@@ -2316,18 +2321,18 @@ def _reduce_sums(sums: torch.Tensor, world: int) -> torch.Tensor:
     return sums
 
 
-def score_batch(model_fn, x, y, cu, max_seqlen: int, dump) -> tuple[torch.Tensor, torch.Tensor | None]:
+def score_batch(model_fn, x, y, cu, max_seqlen: int, sinks) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flat per-target NLL of one packed batch; with a score dump also each target's sum p (target_scores)."""
-    if dump is None:
+    if sinks is None or not sinks.prob_sum:
         return model_fn(x, y, cu, max_seqlen, "none"), None
     return model_fn(x, y, cu, max_seqlen, "prob_sum")
 
 
 @torch.no_grad()
 def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: int, world: int, device,
-               dump=None) -> tuple[float, float]:
+               sinks=None) -> tuple[float, float]:
     """Plain evaluation (§7.3): each rank scores whole batches of EVAL_SEQ_LEN sequences from its contiguous
-    range; attention restarts at every BOS, every EVAL_SEQ_LEN piece and every batch start."""
+    range; attention restarts at every BOS, every EVAL_SEQ_LEN piece and every batch start. sinks: ScoreSinks."""
     seq = h.eval_seq_len
     n_seqs = (val_tokens.numel() - 1) // seq
     lo, hi = n_seqs * rank // world, n_seqs * (rank + 1) // world
@@ -2341,12 +2346,13 @@ def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: 
         x = chunk[:-1].to(device).view(1, -1)
         y = chunk[1:].to(device).view(1, -1)
         cu_t = torch.from_numpy(cu).to(device)
-        loss, psum = score_batch(model_fn, x, y, cu_t, seq, dump)
+        loss, psum = score_batch(model_fn, x, y, cu_t, seq, sinks)
+        nbytes = tables.bytes_for(x.view(-1), y.view(-1))
         sums[0] += loss.double().sum()
-        if dump is not None:  # SCORE_DUMP_PATH (TTT section): entry i scores token i+1
-            dump.add(torch.arange(b * seq, b * seq + y.numel(), device=device), loss, psum)
+        if sinks is not None:  # SCORE_DUMP_PATH, VAL_CHUNKS (TTT section): entry i scores token i+1
+            sinks.add(torch.arange(b * seq, b * seq + y.numel(), device=device), loss, psum, nbytes)
         sums[1] += y.numel()
-        sums[2] += tables.bytes_for(x.view(-1), y.view(-1)).sum()
+        sums[2] += nbytes.sum()
     _reduce_sums(sums, world)
     if sums[1] == 0:
         raise ValueError(f"plain eval scored no tokens: the validation set has {n_seqs} sequences of "
@@ -2357,7 +2363,7 @@ def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: 
 
 
 @torch.no_grad()
-def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, dump=None) -> tuple[float, float]:
+def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, sinks=None) -> tuple[float, float]:
     """Sliding-window evaluation (§7.4): windows of EVAL_SEQ_LEN every EVAL_STRIDE tokens, 32 per packed
     batch; each window scores only its last EVAL_STRIDE targets (the first window scores all)."""
     W, s = h.eval_seq_len, h.eval_stride
@@ -2389,13 +2395,14 @@ def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, dum
         y = torch.cat(ys).to(device).view(1, -1)
         m = torch.cat(masks).to(device)
         cu_t = torch.tensor(cu, dtype=torch.int32, device=device)
-        loss, psum = score_batch(model_fn, x, y, cu_t, W, dump)
+        loss, psum = score_batch(model_fn, x, y, cu_t, W, sinks)
+        nbytes = tables.bytes_for(x.view(-1)[m], y.view(-1)[m])
         sums[0] += loss[m].double().sum()
-        if dump is not None:  # SCORE_DUMP_PATH (TTT section)
+        if sinks is not None:  # SCORE_DUMP_PATH, VAL_CHUNKS (TTT section)
             pos = torch.cat([torch.arange(st, st + min(W, N - st)) for st in group]).to(device)
-            dump.add(pos[m], loss[m], psum[m])
+            sinks.add(pos[m], loss[m], None if psum is None else psum[m], nbytes)
         sums[1] += m.sum()
-        sums[2] += tables.bytes_for(x.view(-1)[m], y.view(-1)[m]).sum()
+        sums[2] += nbytes.sum()
         if log0 is not None and (bi + 1) % 50 == 0:
             rl = (sums[0] / sums[1]).item()
             rb = (sums[0] / (math.log(2) * sums[2])).item()
@@ -2410,8 +2417,8 @@ def eval_sliding(h, model_fn, val_tokens, tables, rank, world, device, log0, dum
 # ==================================================================================================
 
 # >>> TTT SECTION BEGIN
-# Story: score dumps (every evaluation) -> documents of the validation stream (§3.6) -> length-sorted
-# batches and the longest-first queue (§7.5) -> static cost-balanced assignment of queue batches to
+# Story: score dumps and chunk sums (every evaluation) -> documents of the validation stream (§3.6) ->
+# length-sorted batches and the longest-first queue (§7.5) -> static cost-balanced assignment of queue batches to
 # ranks -> batched per-document LoRA adapters -> the n-gram corrector (§7.8) -> the TTT forward ->
 # one batch's chunk loop (score, then update) -> phased global SGD (§7.6) -> compile warm-up on
 # synthetic tokens (§7.7) -> the timed evaluator run_ttt_eval. docs/trainer.md "Test-time training"
@@ -2466,6 +2473,71 @@ class ScoreDump:
             os.makedirs(d, exist_ok=True)
         with open(path, "wb") as f:
             np.savez(f, nll=nll, prob_sum=prob_sum, bytes=nbytes, count=count, step=self.step.cpu().numpy())
+
+
+class ChunkScores:
+    """VAL_CHUNKS=C: one evaluation's NLL (nats), scored targets and bytes summed over C chunks of the validation
+    documents. Chunk c holds documents [c·D/C, (c+1)·D/C) of the D in the (subset) stream, by position, so two
+    evaluations of the same documents (a variant and its baseline on one VAL_DOC_SEED) have the same chunks
+    whatever order they score them in; target i (scoring token i+1) belongs to the document it lies in, as in
+    ScoreDump. The sums over chunks are the evaluation's own totals. Kept on the device: C numbers per sum."""
+
+    def __init__(self, val_tokens: torch.Tensor, n_chunks: int, device):
+        starts = find_documents(val_tokens.numpy())[:, 0]
+        n = min(n_chunks, len(starts))
+        bounds = starts[np.arange(n) * len(starts) // n]
+        bounds[0] = 0  # a stream that starts mid-document: its first targets go to chunk 0
+        self.bounds = torch.as_tensor(bounds, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(3, n, dtype=torch.float64, device=device)  # nll, targets, bytes
+
+    @classmethod
+    def maybe(cls, h, val_tokens: torch.Tensor, device):
+        return cls(val_tokens, h.val_chunks, device) if h.val_chunks > 0 else None
+
+    def add(self, pos: torch.Tensor, nll: torch.Tensor, nbytes: torch.Tensor) -> None:
+        pos = pos.reshape(-1).to(self.bounds.device)
+        c = torch.searchsorted(self.bounds, pos, right=True) - 1
+        for row, vals in enumerate((nll.detach().reshape(-1).double(), torch.ones_like(c, dtype=torch.float64),
+                                    nbytes.reshape(-1).double())):
+            self.sums[row].index_add_(0, c, vals)
+
+    def entry(self, world: int) -> dict:
+        """{"nll": [...], "targets": [...], "bytes": [...]}: results.json's `chunks` of the evaluation."""
+        if world > 1:
+            dist.all_reduce(self.sums, op=dist.ReduceOp.SUM)
+        nll, targets, nbytes = self.sums.cpu().tolist()
+        return {"nll": nll, "targets": [int(t) for t in targets], "bytes": [int(b) for b in nbytes]}
+
+
+class ScoreSinks:
+    """Where an evaluation sends its per-target scores besides its totals: the score dump (SCORE_DUMP_PATH) and
+    the chunk sums (VAL_CHUNKS). None of the evaluators' `sinks` when neither is asked for."""
+
+    def __init__(self, dump: ScoreDump | None, chunks: ChunkScores | None):
+        self.dump, self.chunks = dump, chunks
+
+    @classmethod
+    def maybe(cls, h, val_tokens: torch.Tensor, device):
+        dump, chunks = ScoreDump.maybe(h, val_tokens, device), ChunkScores.maybe(h, val_tokens, device)
+        return None if dump is None and chunks is None else cls(dump, chunks)
+
+    @property
+    def prob_sum(self) -> bool:
+        """The dump also records each target's sum p, which takes another reduction of the log-probabilities."""
+        return self.dump is not None
+
+    def add(self, pos: torch.Tensor, nll: torch.Tensor, psum, nbytes: torch.Tensor, step: int = -1) -> None:
+        if self.dump is not None:
+            self.dump.add(pos, nll, psum, step)
+        if self.chunks is not None:
+            self.chunks.add(pos, nll, nbytes)
+
+    def finish(self, h, label: str, val_tokens, tables, rank: int, world: int, entry: dict) -> None:
+        """Writes the dump of evaluation `label` and puts the chunk sums into its results.json entry."""
+        if self.dump is not None:
+            self.dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
+        if self.chunks is not None:
+            entry["chunks"] = self.chunks.entry(world)
 
 
 def find_documents(tokens: np.ndarray) -> np.ndarray:
@@ -2733,9 +2805,9 @@ def ttt_token_nll(model: GPT, lora: BatchedLora | None, x: torch.Tensor, y: torc
 class TTTContext:
     """Everything one rank's chunk loop needs, built once per evaluation."""
 
-    def __init__(self, h, model, fwd, tokens, tables, device, corrector, dump):
+    def __init__(self, h, model, fwd, tokens, tables, device, corrector, sinks):
         self.h, self.model, self.fwd, self.tokens, self.tables = h, model, fwd, tokens, tables
-        self.device, self.corrector, self.dump = device, corrector, dump
+        self.device, self.corrector, self.sinks = device, corrector, sinks
         enc, dec = model.schedule()
         self.n_slots = len(enc) + len(dec)
         self.loras: dict[int, BatchedLora] = {}
@@ -2787,9 +2859,10 @@ def ttt_run_batch(ctx: TTTContext, batch: np.ndarray, batch_index: int) -> torch
         nd = nll.detach()
         sums[0] += torch.where(score, nd.double(), 0.0).sum()
         sums[1] += score.sum()
-        sums[2] += torch.where(score, target_bytes(ctx.tables, x, y), 0.0).sum()
-        if ctx.dump is not None:
-            ctx.dump.add(idx[score], nd[score], psum[score], ctx.step)
+        nbytes = target_bytes(ctx.tables, x, y)
+        sums[2] += torch.where(score, nbytes, 0.0).sum()
+        if ctx.sinks is not None:
+            ctx.sinks.add(idx[score], nd[score], None if psum is None else psum[score], nbytes[score], ctx.step)
         if ctx.corrector is not None:
             cols = (off_t + torch.arange(C, device=dev)[None, :]).clamp(max=W - 1)
             pushed = torch.gather(y, 1, cols)
@@ -3014,8 +3087,8 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
     if backend is None and device.type == "cuda" and h.compile_enabled:
         backend = "inductor"
     compiled = backend is not None and not h.ttt_debug_bypass
-    dump = ScoreDump.maybe(h, val_tokens, device)
-    with_psum = dump is not None
+    sinks = ScoreSinks.maybe(h, val_tokens, device)
+    with_psum = sinks is not None and sinks.prob_sum
     fwd = compile_ttt_forward(backend, with_psum) if compiled else functools.partial(ttt_token_nll, prob_sum=with_psum)
     warmup_s = ttt_warmup(h, model, fwd, sorted({len(batches[q]) for q in queue}, reverse=True), device, log0)
 
@@ -3027,7 +3100,7 @@ def run_ttt_eval(h, model, val_tokens, tables, rank, world, device, log0, backen
     if use_corrector:
         corrector = NgramCorrector(h.ttt_batch_size, h.vocab_size, h.corrector_alpha, orders, device)
         log0(f"corrector: alpha={h.corrector_alpha} orders={orders}")
-    ctx = TTTContext(h, model, fwd, tokens, tables, device, corrector, dump)
+    ctx = TTTContext(h, model, fwd, tokens, tables, device, corrector, sinks)
     phased = h.phased_ttt_enabled
     n_docs = len(docs)
     parts = ttt_phases(h, batches, queue, n_docs, log0)
@@ -3058,8 +3131,8 @@ def ttt_result(h, ctx: TTTContext, sums: torch.Tensor, eval_ms: float, graphs_be
                warmup_s: float, info: dict, n_docs: int, n_batches: int, orders: list[int], val_tokens,
                rank: int, world: int, log0) -> dict:
     """The TTT score line, the score dump, the worst rank's corrector time and in-timer compiles, and the
-    results.json entry."""
-    device, corrector, dump, tables = ctx.device, ctx.corrector, ctx.dump, ctx.tables
+    results.json entry (with the chunk sums under VAL_CHUNKS)."""
+    device, corrector, sinks, tables = ctx.device, ctx.corrector, ctx.sinks, ctx.tables
     phased = h.phased_ttt_enabled
     n_tok, n_bytes = sums[1].item(), sums[2].item()
     if n_tok == 0:
@@ -3069,8 +3142,9 @@ def ttt_result(h, ctx: TTTContext, sums: torch.Tensor, eval_ms: float, graphs_be
     label = "quantized_ttt_phased" if phased else "quantized_ttt_lora"
     log0(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{eval_ms:.0f}ms")
     log0(f"total_eval_time:{eval_ms / 1000.0:.1f}s")
-    if dump is not None:
-        dump.write(score_dump_path(h, label), val_tokens, tables, rank, world)
+    entry = {"label": label, "val_loss": val_loss, "val_bpb": val_bpb, "eval_time_ms": eval_ms}
+    if sinks is not None:
+        sinks.finish(h, label, val_tokens, tables, rank, world, entry)
     # both figures are the worst rank's: the corrector's own seconds, and graphs compiled inside the timer
     # (anything but 0 means a shape the warm-up missed was compiled on the clock)
     worst = torch.tensor([corrector.seconds if corrector is not None else 0.0, graphs_compiled() - graphs_before],
@@ -3087,7 +3161,7 @@ def ttt_result(h, ctx: TTTContext, sums: torch.Tensor, eval_ms: float, graphs_be
            {"alpha": h.corrector_alpha, "orders": orders, "seconds_max_rank": corr_s}}
     if phased:
         ttt.update(info)
-    return {"label": label, "val_loss": val_loss, "val_bpb": val_bpb, "eval_time_ms": eval_ms, "ttt": ttt}
+    return {**entry, "ttt": ttt}
 # <<< TTT SECTION END
 
 
@@ -3244,15 +3318,15 @@ def diagnostic(run: RunContext, label: str, model: GPT) -> dict:
     model.eval()
     sync(device)
     t = time.perf_counter()
-    dump = ScoreDump.maybe(h, run.val_tokens, device)
-    vl, vb = eval_plain(h, model, run.val_tokens, run.tables, run.rank, run.world, device, dump)
+    sinks = ScoreSinks.maybe(h, run.val_tokens, device)
+    vl, vb = eval_plain(h, model, run.val_tokens, run.tables, run.rank, run.world, device, sinks)
     sync(device)
     ms = 1000.0 * (time.perf_counter() - t)
     run.phases["eval"] += ms / 1000.0
     run.log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
-    if dump is not None:
-        dump.write(score_dump_path(h, label), run.val_tokens, run.tables, run.rank, run.world)
     entry = {"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms}
+    if sinks is not None:
+        sinks.finish(h, label, run.val_tokens, run.tables, run.rank, run.world, entry)
     run.evals.append(entry)
     return entry
 
@@ -3262,14 +3336,15 @@ def sliding_diagnostic(run: RunContext, model: GPT) -> None:
     model.eval()
     sync(device)
     t = time.perf_counter()
-    dump = ScoreDump.maybe(h, run.val_tokens, device)
-    vl, vb = eval_sliding(h, model, run.val_tokens, run.tables, run.rank, run.world, device, run.log0, dump)
+    sinks = ScoreSinks.maybe(h, run.val_tokens, device)
+    vl, vb = eval_sliding(h, model, run.val_tokens, run.tables, run.rank, run.world, device, run.log0, sinks)
     ms = 1000.0 * (time.perf_counter() - t)
     label = "diagnostic quantized_sliding_window"
     run.log0(f"{label} val_loss:{vl:.8f} val_bpb:{vb:.8f} eval_time:{ms:.0f}ms")
-    if dump is not None:
-        dump.write(score_dump_path(h, label), run.val_tokens, run.tables, run.rank, run.world)
-    run.evals.append({"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms})
+    entry = {"label": label, "val_loss": vl, "val_bpb": vb, "eval_time_ms": ms}
+    if sinks is not None:
+        sinks.finish(h, label, run.val_tokens, run.tables, run.rank, run.world, entry)
+    run.evals.append(entry)
 
 
 def calibration(run: RunContext):

@@ -230,6 +230,15 @@ class Ablation:
     halving_keep: float = key(0.5, "the part of the variants that goes on from each rung (at least one)", gt=0, le=1)
     halving_doc_seed: int = key(0, "VAL_DOC_SEED of the rungs: which documents the fractions are (the same for "
                                     "every variant and the baseline)", ge=0)
+    halving_rule: str = key("rank", "who goes on from a rung: rank = the halving_keep part with the lowest deltas; "
+                                    "paired = every variant not confidently worse than the rung's best, by a "
+                                    "one-sided Wilcoxon signed-rank test on their per-chunk deltas (the trainer's "
+                                    "VAL_CHUNKS sums, halving_chunks of them) at halving_alpha",
+                            choices=("rank", "paired"))
+    halving_alpha: float = key(0.05, "paired rule: a variant is dropped when the test's p-value that it is worse "
+                                     "than the rung's best is below this", gt=0, le=0.5)
+    halving_chunks: int = key(32, "paired rule: VAL_CHUNKS of the rungs, the chunks of documents compared pair by "
+                                   "pair (at least 6: with n chunks the smallest one-sided p-value is 2^-n)", ge=6)
     abort_at_steps: list[int] = key([], "learning-curve early abort of trained variants: at each of these training "
                                         "steps (increasing, > 0) a variant whose train loss is above gate-a's at "
                                         "that step by more than abort_margin_nats is stopped and recorded ABORTED "

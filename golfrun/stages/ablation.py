@@ -123,7 +123,7 @@ def plan(ctx: StageContext) -> list[JobSpec]:
         return full
     a = ctx.campaign.ablation
     halved = set(evals) | {baseline_job(m) for m in EVAL_MODES}
-    return ([rung_spec(s, 1, fractions[0], int(a.halving_doc_seed)) for s in full if s.name in halved]
+    return ([rung_spec(s, 1, a) for s in full if s.name in halved]
             + [s for s in full if s.name not in halved])
 
 

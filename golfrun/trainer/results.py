@@ -39,6 +39,35 @@ TAIL_LINES = 20
 
 
 @dataclass
+class ChunkSums:
+    """VAL_CHUNKS (docs/trainer.md): an evaluation's NLL (nats), scored targets and bytes summed over chunks of
+    the validation documents, in stream order. Two evaluations of the same documents have the same chunks, so
+    they can be compared chunk by chunk (the paired halving rule, golfrun/stages/halving.py)."""
+
+    nll: list[float]
+    targets: list[int]
+    bytes: list[int]
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "chunks") -> "ChunkSums":
+        if not isinstance(data, Mapping):
+            raise TrainerResultError(f"{where}: expected an object, got {type(data).__name__}")
+        lists = {k: _req(data, k, list, where) for k in ("nll", "targets", "bytes")}
+        if len({len(v) for v in lists.values()}) != 1:
+            raise TrainerResultError(f"{where}: nll, targets and bytes must have one entry per chunk "
+                                     f"(got {', '.join(f'{k} {len(v)}' for k, v in lists.items())})")
+        nll = [math.nan if v is None else _number(v, f"nll[{i}]", where) for i, v in enumerate(lists["nll"])]
+        counts = {k: [_as_int(v, f"{k}[{i}]", where) for i, v in enumerate(lists[k])] for k in ("targets", "bytes")}
+        if any(v < 0 for c in counts.values() for v in c):
+            raise TrainerResultError(f"{where}: targets and bytes must be >= 0")
+        return cls(nll=nll, targets=counts["targets"], bytes=counts["bytes"])
+
+    def bpb(self) -> list[float | None]:
+        """Bits per byte of each chunk; None where the evaluation scored none of its bytes."""
+        return [n / (math.log(2) * b) if b > 0 else None for n, b in zip(self.nll, self.bytes)]
+
+
+@dataclass
 class EvalScore:
     label: str
     val_loss: float  # nats per token
@@ -46,6 +75,7 @@ class EvalScore:
     eval_time_ms: float | None = None
     # the TTT evaluation's own figures as the trainer wrote them (warmup_s, graphs_compiled_in_timer, …)
     ttt: dict[str, Any] | None = None
+    chunks: ChunkSums | None = None  # VAL_CHUNKS: the score summed per chunk of documents
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "eval") -> "EvalScore":
@@ -57,6 +87,7 @@ class EvalScore:
             val_bpb=_score(data, "val_bpb", where),
             eval_time_ms=_opt_float(data, "eval_time_ms", where),
             ttt=dict(data["ttt"]) if isinstance(data.get("ttt"), Mapping) else None,
+            chunks=None if data.get("chunks") is None else ChunkSums.from_dict(data["chunks"], f"{where}: chunks"),
         )
 
 
@@ -509,6 +540,12 @@ def _as_int(value: Any, key: str, where: str) -> int:
         return int(value)
     except ValueError as exc:
         raise TrainerResultError(f"{where}: key {key!r} must be an integer, got {value!r}") from exc
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TrainerResultError(f"{where}: key {key!r} must be a number, got {value!r}")
+    return float(value)
 
 
 def _req(data: Mapping[str, Any], key: str, types: Any, where: str) -> Any:

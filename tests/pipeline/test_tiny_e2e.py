@@ -4,6 +4,7 @@ real train_gpt.py on the CPU (synthetic data, every stage), then a rerun starts 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -42,3 +43,25 @@ def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
     rows = json.loads(status.stdout)["stages"]
     assert all(r["verdict"] == "PASS" and r["up_to_date"] for r in rows)
     assert [r["last_run"] for r in rows] == ["ran"] + ["cached"] * (len(STAGES) - 1)
+
+    # The paired halving rule with the real trainer, on gate-a's checkpoint: the rung jobs score half the
+    # validation documents with VAL_CHUNKS=8, each reports chunk sums that add up to its score, and a
+    # variant is dropped exactly when its p-value of being worse than the rung's best is under 0.05. The
+    # survivors' full-set jobs are the ones above, served from the job cache.
+    paired = run_golfrun(["ablation", "--set", "ablation.halving_fractions=[0.5]", "--set",
+                          'ablation.halving_rule="paired"', "--set", "ablation.halving_chunks=8"], cwd=tmp_path,
+                         timeout=1800)
+    assert paired.returncode == 0, paired.stdout[-4000:] + paired.stderr[-4000:]
+    decision = json.loads(next(runs.glob("*-ablation/summary.json")).read_text())["decision"]
+    [rung] = decision["rungs"]
+    assert (rung["rule"], rung["chunks"], len(rung["variants"])) == ("paired", 8, len(variants))
+    best, *others = rung["variants"]
+    assert best["p_worse_than_best"] is None and best["kept"]
+    assert all(v["kept"] == (v["p_worse_than_best"] >= 0.05) for v in others)
+    assert decision["dropped"] == [v["name"] for v in others if not v["kept"]]
+    for job in ["baseline", *variants]:
+        final = json.loads((runs / "03-ablation" / "jobs" / f"r1-{job}" / "results.json").read_text())["final"]
+        chunks = final["chunks"]
+        assert len(chunks["nll"]) == 8 and all(t > 0 for t in chunks["targets"])
+        assert sum(chunks["nll"]) / (math.log(2) * sum(chunks["bytes"])) == pytest.approx(final["val_bpb"], rel=1e-9)
+    assert "starting (eval_only" in paired.stdout and "job baseline: starting" not in paired.stdout

@@ -195,7 +195,7 @@ def ttt_one(tiny_data, tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("ttt_one")
     art = tiny_run[0]
     extra = dict(TTT_ENV, EVAL_ONLY_QUANTIZED_PATH=str(art / "final_model.int6.ptz"),
-                 SCORE_DUMP_PATH=str(out / "dump" / "scores.npz"))
+                 SCORE_DUMP_PATH=str(out / "dump" / "scores.npz"), VAL_CHUNKS="8")
     return out, run_trainer(tiny_data, out, extra)
 
 
@@ -221,6 +221,15 @@ def test_ttt_run_log_lines_results_and_dumps(ttt_one):
         loss, bpb, count = _dump_bpb(out / "dump" / f"scores.{label.replace(' ', '_')}.npz")
         assert bpb == pytest.approx(e["val_bpb"], rel=1e-10) and loss == pytest.approx(e["val_loss"], rel=1e-10)
         assert count.max() == 1
+        # VAL_CHUNKS=8: the chunk sums add up to the score and to the dump's scored targets
+        chunks = e["chunks"]
+        assert len(chunks["nll"]) == len(chunks["targets"]) == len(chunks["bytes"]) == 8
+        assert sum(chunks["targets"]) == count.sum()
+        assert sum(chunks["nll"]) / (math.log(2) * sum(chunks["bytes"])) == pytest.approx(e["val_bpb"], rel=1e-10)
+    # the diagnostics score every document, so every chunk; TTT_DOC_LIMIT=64 scores a prefix of the stream
+    assert all(t > 0 for t in labels["diagnostic quantized_sliding_window"]["chunks"]["targets"])
+    ttt_targets = labels["quantized_ttt_phased"]["chunks"]["targets"]
+    assert ttt_targets[0] > 0 and ttt_targets[-1] == 0
     # and golfrun's audit passes each on the recomputed score and on every scored distribution summing to 1
     # (TTT's with the n-gram corrector on)
     for label, e in labels.items():
@@ -244,7 +253,7 @@ def test_two_process_ttt_matches_one_process(tiny_data, tiny_run, ttt_one, tmp_p
     (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES=0) and one micro-batch per chunk. What is left is float rounding of
     the gradient all-reduce. Stated tolerance: val_bpb within 1e-5 relative."""
     art = tiny_run[0]
-    base = dict(TTT_ENV, CORRECTOR_ALPHA="0", SLIDING_WINDOW_ENABLED="0", TTT_ONLY_EVAL="1",
+    base = dict(TTT_ENV, CORRECTOR_ALPHA="0", SLIDING_WINDOW_ENABLED="0", TTT_ONLY_EVAL="1", VAL_CHUNKS="8",
                 GLOBAL_TTT_RESPECT_DOC_BOUNDARIES="0", GLOBAL_TTT_BATCH_SEQS="4",
                 EVAL_ONLY_QUANTIZED_PATH=str(art / "final_model.int6.ptz"))
     one, two = tmp_path / "one", tmp_path / "two"
@@ -260,6 +269,9 @@ def test_two_process_ttt_matches_one_process(tiny_data, tiny_run, ttt_one, tmp_p
     assert r2["final"]["ttt"]["scored_tokens"] == k
     assert np.all(c1[:k] == 1) and np.all(c2[:k] == 1) and c2[k:].sum() == 0
     assert bpb2 == pytest.approx(r2["final"]["val_bpb"], rel=1e-10)
+    ch1, ch2 = r1["final"]["chunks"], r2["final"]["chunks"]  # summed over ranks: the same chunks either way
+    assert (ch2["targets"], ch2["bytes"]) == (ch1["targets"], ch1["bytes"]) and sum(ch1["targets"]) == k
+    assert ch2["nll"] == pytest.approx(ch1["nll"], rel=1e-5)
     with np.load(two / "s.npz") as z:  # sum p is reduced over ranks like nll: 1 per target scored, NaN elsewhere
         psum = z["prob_sum"]
     assert np.abs(psum[:k] - 1.0).max() <= PROB_SUM_TOLERANCE and np.isnan(psum[k:]).all()

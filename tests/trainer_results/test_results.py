@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from golfrun.errors import TrainerResultError
 from golfrun.trainer.results import (
     RESULTS_SCHEMA,
     ArtifactInfo,
+    ChunkSums,
     EvalScore,
     TrainerResult,
     load_results,
@@ -168,7 +170,8 @@ def full_result() -> TrainerResult:
             EvalScore("diagnostic quantized", 2.79852399, 1.08336093, 55851.0),
             EvalScore("quantized_ttt_phased", 2.76951521, 1.07216564, 500104.0),
         ],
-        final=EvalScore("quantized_ttt_phased", 2.76951521, 1.07216564, 500104.0),
+        final=EvalScore("quantized_ttt_phased", 2.76951521, 1.07216564, 500104.0,
+                        chunks=ChunkSums(nll=[10.5, 12.25], targets=[4, 5], bytes=[14, 16])),
         artifact=ArtifactInfo("final_model.int6.ptz", 15968098, 28599, 15996697, "brotli"),
         hyperparameters={"SEED": 0, "RUN_ID": "train0"},
         versions={"python": "3.11.9", "torch": "2.9.1+cu128", "cuda": "12.8", "attention": "fa3"},
@@ -210,6 +213,17 @@ def test_results_json_malformed_is_an_error_not_a_log_fallback(tmp_path: Path) -
         ({"mode": "sometimes"}, r"mode 'sometimes' is not one of"),
         ({"artifact": {"total_bytes": 1.5}}, r"artifact: key 'total_bytes' must be an integer"),
         ({"steps": "many"}, r"key 'steps' has the wrong type"),
+        ({"final": {"label": "x", "val_loss": 2.7, "val_bpb": 1.07, "chunks": {"nll": [1.0], "targets": [1],
+                                                                               "bytes": [1, 2]}}},
+         r"final: chunks: nll, targets and bytes must have one entry per chunk \(got nll 1, targets 1, bytes 2\)"),
+        ({"final": {"label": "x", "val_loss": 2.7, "val_bpb": 1.07, "chunks": {"nll": ["a"], "targets": [1],
+                                                                               "bytes": [1]}}},
+         r"final: chunks: key 'nll\[0\]' must be a number"),
+        ({"final": {"label": "x", "val_loss": 2.7, "val_bpb": 1.07, "chunks": {"nll": [1.0], "targets": [-1],
+                                                                               "bytes": [1]}}},
+         r"final: chunks: targets and bytes must be >= 0"),
+        ({"final": {"label": "x", "val_loss": 2.7, "val_bpb": 1.07, "chunks": {"nll": [1.0], "targets": [1]}}},
+         r"final: chunks: missing key 'bytes'"),
     ],
 )
 def test_results_json_bad_values_name_the_key(tmp_path: Path, patch: dict, message: str) -> None:
@@ -218,6 +232,14 @@ def test_results_json_bad_values_name_the_key(tmp_path: Path, patch: dict, messa
     (tmp_path / "results.json").write_text(json.dumps(data))
     with pytest.raises(TrainerResultError, match=message):
         load_results(tmp_path)
+
+
+def test_chunk_sums_bpb_and_a_diverged_chunk() -> None:
+    """A chunk's bits per byte; a chunk the evaluation scored nothing of has none; a non-finite NLL, which the
+    trainer writes as null, reads back as NaN."""
+    chunks = ChunkSums.from_dict({"nll": [math.log(2) * 8.0, None, 0.0], "targets": [3, 2, 0], "bytes": [4, 5, 0]})
+    bpb = chunks.bpb()
+    assert bpb[0] == pytest.approx(2.0) and math.isnan(bpb[1]) and bpb[2] is None
 
 
 def test_missing_artifact_sizes_stay_none_in_results_json(tmp_path: Path) -> None:
