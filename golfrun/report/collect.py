@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from golfrun.report.data import (
-    AttemptRow, CheckRow, Curve, CurvePoint, GpuTime, JobInfo, Look, Provenance, ReportData, Scalar, Score, Spend,
-    StageInfo, StageSpendRow, TestStats, Thresholds,
+    AttemptRow, CheckRow, Curve, CurvePoint, GpuTime, JobInfo, Look, Provenance, ReportData, Rung, RungVariant, Scalar,
+    Score, Spend, StageInfo, StageSpendRow, TestStats, Thresholds,
 )
 from golfrun.summary import STAGE_DIRS, STAGES
 from golfrun.trainer.progress import train_progress
@@ -277,6 +277,20 @@ def scores(decisions: Mapping[str, dict[str, Any]], gate_a: StageInfo | None, re
     return out
 
 
+def halving(ablation: Mapping[str, Any]) -> list[Rung]:
+    """The ablation's rungs of successive halving, as `decision.rungs` has them (a summary written before the
+    paired rule has no `rule`: it was the rank rule)."""
+    out = []
+    for r in ablation.get("rungs") or []:
+        r = obj(r)
+        variants = [RungVariant(text(v.get("name")) or "?", num(v.get("val_bpb")), num(v.get("delta_bpb")),
+                                v.get("kept") is True, num(v.get("p_worse_than_best")))
+                    for v in map(obj, r.get("variants") or [])]
+        out.append(Rung(integer(r.get("rung")), num(r.get("fraction")), text(r.get("rule")) or "rank",
+                        num(r.get("keep")), num(r.get("alpha")), integer(r.get("chunks")), variants))
+    return out
+
+
 def thresholds(decisions: Mapping[str, dict[str, Any]], gate_b: StageInfo | None, reference: list[Score]) -> Thresholds:
     gb, ga, abl = decisions.get("gate-b", {}), decisions.get("gate-a", {}), decisions.get("ablation", {})
     ref_mean = num(gb.get("reference_mean_val_bpb"))
@@ -418,6 +432,7 @@ def collect(campaign_dir: Path, reference_logs: Sequence[Path] = (),
         campaign=name, campaign_dir=str(campaign_dir), stages=stages, curves=curves,
         scores=scores(decisions, read["gate-a"][0], reference),
         thresholds=thresholds(decisions, read["gate-b"][0], reference),
+        halving=halving(decisions["ablation"]),
         promoted=text(decisions["ablation"].get("promoted")), gate_b_variant=text(decisions["gate-b"].get("variant")),
         provenance=provenance(prov, decisions["verify-pod"], jobs, _result_versions(campaign_dir, jobs)),
         missing=missing(stages, curves, bool(prov)) + [f"attempt record not counted: {u}" for u in paid.unreadable],

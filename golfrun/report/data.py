@@ -173,6 +173,30 @@ class Score:
 
 
 @dataclass(frozen=True)
+class RungVariant:
+    """One eval-only variant at one rung of the ablation's successive halving."""
+
+    name: str
+    val_bpb: float | None
+    delta_bpb: float | None
+    kept: bool
+    p_worse_than_best: float | None = None  # paired rule; None for the rung's best
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A rung of the ablation's successive halving (`decision.rungs`): who went on, and by which rule."""
+
+    rung: int | None
+    fraction: float | None
+    rule: str  # rank | paired
+    keep: float | None = None  # rank: the part that goes on
+    alpha: float | None = None  # paired: dropped below this p-value
+    chunks: int | None = None  # paired: VAL_CHUNKS of the rung jobs
+    variants: list[RungVariant] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Thresholds:
     """The lines drawn across the BPB chart; each None when its stage did not say."""
 
@@ -206,6 +230,7 @@ class ReportData:
     curves: list[Curve] = field(default_factory=list)
     scores: list[Score] = field(default_factory=list)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    halving: list[Rung] = field(default_factory=list)
     promoted: str | None = None
     gate_b_variant: str | None = None
     provenance: Provenance = field(default_factory=Provenance)

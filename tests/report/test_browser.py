@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.pipeline_campaign import run_golfrun
+from tests.fixtures.pipeline_campaign import run_golfrun, write_campaign
 
 STAGES = ("verify-pod", "download-data", "gate-a", "ablation", "gate-b", "preserve")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -145,3 +145,28 @@ def test_report_shows_the_failed_attempt_of_a_stage_that_passed_on_its_rerun(tmp
     assert "Spent: every attempt" in text
     assert re.search(r"gate-a/seed0\s+FAILED\s+\S+\s+\S+", text) and re.search(r"gate-a/seed0\s+SUCCEEDED\s+\d{4}-", text)
     assert re.search(r"gate-a\s+2\s+1\s+[\d.]+\s+[\d.]+", text), text  # stage, attempts, failed, GPU-, CPU-minutes
+
+
+TWIN = '''
+[[ablation.variants]]
+name = "twin"
+env = { FAKE_DELTA = "-0.01", FAKE_CHUNK_SD = "0.002", FAKE_CHUNK_SEED = "3" }
+'''
+
+
+def test_report_shows_the_rungs_of_paired_halving(tmp_path: Path, shared_data: Path) -> None:
+    """An ablation halved by the paired rule (tests/stages/test_ablation_halving.py's variants): the page has a
+    table per rung with every variant's p-value and whether it went on, as the browser draws it."""
+    campaign = write_campaign(tmp_path, shared_data, extra=TWIN)
+    paired = ["--set", "ablation.halving_fractions=[0.25]", "--set", 'ablation.halving_rule="paired"',
+              "--set", "ablation.halving_chunks=16"]
+    ran = run_golfrun(["run-all", "--campaign", str(campaign), *paired], cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    made = run_golfrun(["report", "--campaign", str(campaign), *paired], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    text = _render(tmp_path, tmp_path / "runs" / "t" / "report" / "report.html")
+    assert "Successive halving" in text and "Rung 1: 0.25 of the validation documents." in text
+    assert "p (worse than best)" in text and "over 16 chunks of documents" in text
+    rows = re.findall(r"(good|twin|bad)\s+(\d\.\d+)\s+(-?\d\.\d+(?:e-?\d+)?)\s+(best|\d\.\d+(?:e-?\d+)?)\s+(yes|dropped)", text)
+    assert sorted((name, kept) for name, *_, kept in rows) == [("bad", "dropped"), ("good", "yes"), ("twin", "yes")]
+    assert [p for name, _, _, p, _ in rows if name == "bad"][0] != "best"
