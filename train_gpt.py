@@ -698,7 +698,7 @@ if triton is not None:
     # then the SM stalls while it writes 128 KiB (pre and post) because 4 pipeline stages leave no room for a
     # second block on the SM. Here one program per SM walks the tiles; the flattened loop lets the pipeliner load
     # the next tile's operands (TMA) while this tile's epilogue stores, and the epilogue goes out in two halves
-    # through TMA stores so that 3-4 stages still fit. The dots and their K order are those of the kernels above.
+    # through TMA stores so that 3 to 6 stages still fit. The dots and their K order are those of the kernels above.
     @triton.jit
     def _mlp_halves(acc, BM: tl.constexpr, BN: tl.constexpr):
         return tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
