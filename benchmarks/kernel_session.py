@@ -24,6 +24,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step
   tuned           next with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
                   and reduction kernels), ITERS steps; tried past its estimate
+  gemm            next with TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 (Inductor's Triton GEMM templates against cuBLAS, with
+                  the pointwise work around a winning template fused into it), ITERS steps; tried past its estimate
   baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   default-equiv   default, EQUIV_ITERS steps: its loss equivalence
@@ -108,6 +110,11 @@ def steps(cfg: dict) -> list[dict]:
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # profile's largest share after the matmuls, at the price of a longer compile
         {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
+         "try": True, "learn_compile": False, "needs": ["fa4", "loss"], "needs_fa4": True},
+        # Inductor benchmarks its Triton GEMM templates against cuBLAS for every matmul; where a template wins,
+        # the norms and residual updates around it can fuse into its prologue and epilogue, which is where the
+        # profile's memory-bound 216 ms are. A long compile (every matmul shape timed), so tried late
+        {"name": "gemm", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM": "1"}, "iters": n,
          "try": True, "learn_compile": False, "needs": ["fa4", "loss"], "needs_fa4": True},
         {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
