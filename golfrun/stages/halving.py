@@ -11,8 +11,9 @@ validation set saves nothing on a training run).
 ablation.halving_rule = "paired" keeps instead every variant that is not confidently worse than the
 rung's best: the rung jobs run with VAL_CHUNKS = ablation.halving_chunks, so each reports its score
 summed per chunk of the (same) documents; chunk by chunk, a variant's delta against its baseline is
-compared with the best variant's, and a one-sided Wilcoxon signed-rank test (scipy) drops the variant
-when its p-value for "worse" is below ablation.halving_alpha. A real difference is seen on a small
+compared with the best variant's (over the chunks where each scored the same targets as its baseline),
+and a one-sided Wilcoxon signed-rank test (scipy) drops the variant when its p-value for "worse" is
+below ablation.halving_alpha. A real difference is seen on a small
 fraction; a tie is never dropped, however many variants share it. The comparison is against the
 rung's observed best, as racing does: a pruning rule, not the decision, which the full set makes.
 
@@ -32,6 +33,7 @@ from golfrun.errors import TrainerResultError
 from golfrun.stages import common
 from golfrun.stages.common import JobOutcome, JobSpec
 from golfrun.stages.context import StageContext
+from golfrun.trainer.results import ChunkSums
 
 
 @dataclass
@@ -82,21 +84,30 @@ def worse_than_best(chunk_deltas: Mapping[str, Sequence[float | None]],
     return out
 
 
-def chunk_deltas(outcomes: Mapping[str, JobOutcome], baseline_of: Mapping[str, str]) -> dict[str, list[float | None]]:
-    """Each variant's per-chunk delta bpb against its baseline's, from the rung jobs' chunk sums."""
-    bpb = {}
+def rung_chunks(outcomes: Mapping[str, JobOutcome]) -> dict[str, ChunkSums]:
+    """The chunk sums of each rung job's final score; a job without them stops the stage, naming it."""
+    out = {}
     for name, o in outcomes.items():
         chunks = None if o.result is None or o.result.final is None else o.result.final.chunks
         if chunks is None:
             raise TrainerResultError(f"{o.spec.name}: its final score has no chunk sums; ablation.halving_rule = "
                                      "\"paired\" needs a trainer that writes them for VAL_CHUNKS (docs/trainer.md)")
-        bpb[name] = chunks.bpb()
+        out[name] = chunks
+    return out
+
+
+def chunk_deltas(chunks: Mapping[str, ChunkSums], baseline_of: Mapping[str, str]) -> dict[str, list[float | None]]:
+    """Each variant's per-chunk delta bpb against its baseline. A chunk counts (else None) only where the variant
+    scored the same targets of it as its baseline: the plain evaluator leaves the stream's last partial batch
+    unscored where TTT scores it, and a delta over different tokens is not a paired difference."""
     out = {}
     for name, base in baseline_of.items():
-        if len(bpb[name]) != len(bpb[base]):
-            raise TrainerResultError(f"{outcomes[name].spec.name} and {outcomes[base].spec.name}: different chunk "
-                                     f"counts ({len(bpb[name])}, {len(bpb[base])}): not the same documents")
-        out[name] = [None if v is None or b is None else v - b for v, b in zip(bpb[name], bpb[base])]
+        v, b = chunks[name], chunks[base]
+        if len(v.targets) != len(b.targets):
+            raise TrainerResultError(f"{name} and {base}: different chunk counts ({len(v.targets)}, "
+                                     f"{len(b.targets)}): not the same documents")
+        out[name] = [None if x is None or y is None or tx != ty else x - y
+                     for x, y, tx, ty in zip(v.bpb(), b.bpb(), v.targets, b.targets)]
     return out
 
 
@@ -137,7 +148,7 @@ def decide_rung(a: Ablation, i: int, outcomes: Mapping[str, JobOutcome],
     deltas = {n: bpb[n] - bpb[base] for n, base in baseline_of.items()}
     p: dict[str, float | None] = {}
     if a.halving_rule == "paired":
-        p = worse_than_best(chunk_deltas(outcomes, baseline_of), deltas)
+        p = worse_than_best(chunk_deltas(rung_chunks(outcomes), baseline_of), deltas)
         kept = [n for n in deltas if p[n] is None or p[n] >= a.halving_alpha]  # type: ignore[operator]
     else:
         kept = survivors_of(deltas, float(a.halving_keep))

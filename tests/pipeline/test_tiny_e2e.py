@@ -47,7 +47,8 @@ def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
     # The paired halving rule with the real trainer, on gate-a's checkpoint: the rung jobs score half the
     # validation documents with VAL_CHUNKS=8, each reports chunk sums that add up to its score, and a
     # variant is dropped exactly when its p-value of being worse than the rung's best is under 0.05. The
-    # survivors' full-set jobs are the ones above, served from the job cache.
+    # survivors' full-set jobs are the ones above, served from the job cache. (The plain evaluator leaves
+    # the stream's last partial batch unscored, so its last chunks may hold no targets; TTT scores them.)
     paired = run_golfrun(["ablation", "--set", "ablation.halving_fractions=[0.5]", "--set",
                           'ablation.halving_rule="paired"', "--set", "ablation.halving_chunks=8"], cwd=tmp_path,
                          timeout=1800)
@@ -62,6 +63,6 @@ def test_tiny_campaign_passes_and_reruns_from_cache(tmp_path: Path) -> None:
     for job in ["baseline", *variants]:
         final = json.loads((runs / "03-ablation" / "jobs" / f"r1-{job}" / "results.json").read_text())["final"]
         chunks = final["chunks"]
-        assert len(chunks["nll"]) == 8 and all(t > 0 for t in chunks["targets"])
+        assert len(chunks["nll"]) == 8 and chunks["targets"][0] > 0
         assert sum(chunks["nll"]) / (math.log(2) * sum(chunks["bytes"])) == pytest.approx(final["val_bpb"], rel=1e-9)
     assert "starting (eval_only" in paired.stdout and "job baseline: starting" not in paired.stdout

@@ -6,13 +6,16 @@ which jobs run on which documents, who goes on, and where the promoted figures c
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from golfrun.cli import main
-from golfrun.stages.halving import survivors_of, worse_than_best
+from golfrun.errors import TrainerResultError
+from golfrun.stages.halving import chunk_deltas, survivors_of, worse_than_best
+from golfrun.trainer.results import ChunkSums
 from tests.fixtures.pipeline_campaign import launches, write_campaign
 
 HALVING = ["--set", "ablation.halving_fractions=[0.25]", "--set", "ablation.halving_doc_seed=7"]
@@ -147,3 +150,15 @@ def test_paired_settings_are_checked(tmp_path: Path, campaign: Path) -> None:
                           ("ablation.halving_chunks=4", "ablation.halving_chunks")):
         result = golfrun(tmp_path, "plan", "ablation", "--set", setting)
         assert result.exit_code != 0 and name in result.output, result.output
+
+
+def test_chunk_deltas_pair_only_chunks_scored_alike() -> None:
+    """A chunk's delta counts only where the variant scored the same targets of it as its baseline: here the
+    plain evaluator (baseline) left the last chunk's tail unscored and TTT (variant) did not."""
+    ln2 = math.log(2)
+    base = ChunkSums(nll=[2 * ln2 * 100, 2 * ln2 * 100, 2 * ln2 * 40], targets=[25, 25, 10], bytes=[100, 100, 40])
+    ttt = ChunkSums(nll=[1.5 * ln2 * 100, 1.75 * ln2 * 100, 1.5 * ln2 * 100], targets=[25, 25, 25], bytes=[100, 100, 100])
+    assert chunk_deltas({"baseline": base, "ttt": ttt}, {"ttt": "baseline"}) == {"ttt": [-0.5, -0.25, None]}
+    short = ChunkSums(nll=[0.0], targets=[1], bytes=[1])
+    with pytest.raises(TrainerResultError, match="different chunk counts"):
+        chunk_deltas({"baseline": base, "x": short}, {"x": "baseline"})
