@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.pipeline_campaign import run_golfrun, write_campaign
+from tests.fixtures.pipeline_campaign import TWIN_VARIANT, run_golfrun, write_campaign
 
 STAGES = ("verify-pod", "download-data", "gate-a", "ablation", "gate-b", "preserve")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -147,17 +147,10 @@ def test_report_shows_the_failed_attempt_of_a_stage_that_passed_on_its_rerun(tmp
     assert re.search(r"gate-a\s+2\s+1\s+[\d.]+\s+[\d.]+", text), text  # stage, attempts, failed, GPU-, CPU-minutes
 
 
-TWIN = '''
-[[ablation.variants]]
-name = "twin"
-env = { FAKE_DELTA = "-0.01", FAKE_CHUNK_SD = "0.002", FAKE_CHUNK_SEED = "3" }
-'''
-
-
 def test_report_shows_the_rungs_of_paired_halving(tmp_path: Path, shared_data: Path) -> None:
     """An ablation halved by the paired rule (tests/stages/test_ablation_halving.py's variants): the page has a
     table per rung with every variant's p-value and whether it went on, as the browser draws it."""
-    campaign = write_campaign(tmp_path, shared_data, extra=TWIN)
+    campaign = write_campaign(tmp_path, shared_data, extra=TWIN_VARIANT)
     paired = ["--set", "ablation.halving_fractions=[0.25]", "--set", 'ablation.halving_rule="paired"',
               "--set", "ablation.halving_chunks=16"]
     ran = run_golfrun(["run-all", "--campaign", str(campaign), *paired], cwd=tmp_path)

@@ -16,6 +16,7 @@ from golfrun.cli import main
 from golfrun.errors import TrainerResultError
 from golfrun.stages.halving import chunk_deltas, survivors_of, worse_than_best
 from golfrun.trainer.results import ChunkSums
+from tests.fixtures.pipeline_campaign import TWIN_VARIANT as TWIN
 from tests.fixtures.pipeline_campaign import launches, write_campaign
 
 HALVING = ["--set", "ablation.halving_fractions=[0.25]", "--set", "ablation.halving_doc_seed=7"]
@@ -75,11 +76,6 @@ def test_bad_fractions_are_refused(tmp_path: Path, campaign: Path, value: str) -
 # The paired rule. A third variant, "twin", has good's delta and per-chunk noise of its own (sd 0.002 BPB,
 # against good's 0.02 gap to bad): nothing says it is worse than good, so it goes on with it, where the rank
 # rule with halving_keep = 0.3 (ceil(0.9) = 1 of 3) would keep one of the two.
-TWIN = '''
-[[ablation.variants]]
-name = "twin"
-env = { FAKE_DELTA = "-0.01", FAKE_CHUNK_SD = "0.002", FAKE_CHUNK_SEED = "3" }
-'''
 KEEP_ONE = [*HALVING, "--set", "ablation.halving_keep=0.3"]
 PAIRED = [*KEEP_ONE, "--set", 'ablation.halving_rule="paired"', "--set", "ablation.halving_chunks=16"]
 
