@@ -10,6 +10,7 @@
 #        WARMUP, FA4_ROOT (/tmp: the .fa4 parts unpack to FA4_ROOT/fa4site), SMOKE=1 (a CPU run of the whole
 #        chain at tiny sizes; see kernel_session.py), PACK_CACHE=1 (the session's last call: keep PACK_S, 60 s,
 #        to pack the compile cache into OUT for the next session's .kcache; benchmarks/kcache.py)
+#        FIRST (steps to run first, in order: kernel_session.py)
 set -uo pipefail
 T0=$(date +%s)
 DATA_DIR=${1:?usage: bench_kernels_1gpu.sh DATA_DIR NAME}

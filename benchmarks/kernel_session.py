@@ -31,6 +31,7 @@ configuration on one GPU, stopped once training has reported its throughput):
   default-equiv   default, EQUIV_ITERS steps: its loss equivalence
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa: the speed-up without flash-attn-4 (what `auto` picks
                   where it is absent)
+  both-tiled      both with the sweep's fastest launch configurations (both's graphs, a warm compile)
   fa4             MLP_KERNEL=plain ATTN_BACKEND=fa4: flash-attn-4 alone
   checks          kernel_checks.py mlp,gqa,fa3: fused MLP vs plain Inductor, golf::flash_varlen vs varlen with
                   K/V repeated, the FA3 branch through its stand-in compiled fullgraph vs varlen (own compile cache)
@@ -50,6 +51,8 @@ status, estimates, the equivalence; and all logs).
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
   env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2)
        FA4_SITE (/tmp/fa4site) SMOKE=1 (CPU: the tests' tiny model, few steps, requirements not enforced)
+       FIRST (step names, comma-separated: run these first, in this order; e.g. mlp-tiles,both,both-tiled when
+       a session may get one call, which cannot carry flash-attn-4 whole)
 """
 from __future__ import annotations
 
@@ -120,6 +123,10 @@ def steps(cfg: dict) -> list[dict]:
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
         {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
         {"name": "both", "kind": "train", "env": both, "iters": n},
+        # both's graphs with the sweep's fastest tiles: the tiles' gain in training without flash-attn-4, so that
+        # one call can measure it (FIRST=mlp-tiles,both,both-tiled: a sweep, a cold compile, a warm one)
+        {"name": "both-tiled", "kind": "train", "env": both, "iters": n, "same_graphs_as": "both", "tiles": True,
+         "needs": ["mlp-tiles"]},
         {"name": "fa4", "kind": "train", "env": {"MLP_KERNEL": "plain", "ATTN_BACKEND": "fa4"}, "iters": n, **fa4},
         {"name": "checks", "kind": "checks", "only": "mlp,gqa,fa3"},
         {"name": "triton", "kind": "train", "env": {"MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen"}, "iters": n,
@@ -131,6 +138,16 @@ def steps(cfg: dict) -> list[dict]:
     ]
 
 
+def ordered(plan: list[dict], first: str) -> list[dict]:
+    """The plan with the steps named in FIRST (comma-separated) moved to its front, in that order: a session
+    that may get one call puts there what that call can finish."""
+    names = [n for n in first.split(",") if n]
+    known = {s["name"]: s for s in plan}
+    if unknown := [n for n in names if n not in known]:
+        raise SystemExit(f"FIRST names unknown steps {unknown}; the steps are {list(known)}")
+    return [known[n] for n in names] + [s for s in plan if s["name"] not in names]
+
+
 def config() -> dict:
     smoke = os.environ.get("SMOKE") == "1"
     state = Path(os.environ.get("STATE", "/tmp/kbench"))
@@ -140,6 +157,7 @@ def config() -> dict:
             "equiv_iters": int(os.environ.get("EQUIV_ITERS", "6" if smoke else "100")),
             "warmup": int(os.environ.get("WARMUP", "1" if smoke else "2")),
             "fa4_site": Path(os.environ.get("FA4_SITE", "/tmp/fa4site")), "smoke": smoke,
+            "first": os.environ.get("FIRST", ""),
             # bench_kernels_1gpu.sh unpacked an earlier session's compile cache (.kcache, benchmarks/kcache.py)
             "carried": (state / "kcache-carried").is_file()}
 
@@ -211,7 +229,7 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
         if not res.get(need, {}).get("ok"):
             return f"the {need} check did not pass ({source}: {res.get(need, {}).get('error', 'not run or failed')})"[:300]
     if step.get("tiles") and not best_tiles(state):
-        return "the mlp-tiles sweep found the default launch configurations fastest: `next` is this run"
+        return f"the mlp-tiles sweep found the default launch configurations fastest: `{step['same_graphs_as']}` is this run"
     return None
 
 
@@ -405,7 +423,7 @@ def main() -> None:
     call = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "deadline_s": cfg["deadline_s"], "ran": [],
             "deferred": {}, "skipped": {}}
     state["calls"].append(call)
-    for step in steps(cfg):
+    for step in ordered(steps(cfg), cfg["first"]):
         name = step["name"]
         if state["steps"].get(name, {}).get("status") in ("done", "failed"):
             continue
