@@ -596,22 +596,32 @@ except ImportError:  # CPU-only installs: the torch fallback and the plain path 
 # TRITON_INTERPRET=1 (read by triton.jit when it decorates, so here too at import): the kernels run on CPU
 # tensors in Triton's interpreter, which is how the tests and benchmarks/kernel_equivalence_cpu.py check them.
 _TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
-# Launch configuration of each kernel ("up": forward, "grad": backward): the record's tiles (128×256×64, 8 warps,
-# 4 pipeline stages; §10.3), smaller where the widths are. benchmarks/kernel_checks.py's mlp-tiles sweep on an H100
-# found them the fastest of nine for both kernels (1.076× and 1.033× the 3-stage tiles, bit-equal outputs).
-# MLP_TILE_UP / MLP_TILE_GRAD set another; with BK kept, only how the work is cut and scheduled changes, not the
-# sums (each output element still accumulates K in BK-wide dots). An optional seventh value, 1, picks the
-# persistent form of the kernels (below).
+# Launch configuration of each kernel ("up": forward, "grad": backward), smaller where the widths are. On Hopper
+# (sm_90: H100, H200) the persistent forms of the kernels (below), which benchmarks/kernel_checks.py's mlp-tiles
+# sweep on an H100 found the fastest of thirteen (2026-12-06: up 128×128×64 with 6 stages 1.073×, grad 128×256×64
+# with 3 stages 1.116× the record's tiles, outputs bit-equal; in training 1.015× before looping, 1.019× with it).
+# Elsewhere the record's tiles (128×256×64, 8 warps, 4 stages; §10.3) and the pointer kernels: TMA and the
+# shared memory these need were timed on Hopper only. MLP_TILE_UP / MLP_TILE_GRAD set another; with BK kept,
+# only how the work is cut and scheduled changes, not the sums (each output element still accumulates K in
+# BK-wide dots). A seventh value, 1, picks the persistent form, 0 the pointer kernels.
 MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages", "persistent")
-_MLP_TILE = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4, 0)))
-_MLP = {"kernel": "plain", "up": _MLP_TILE, "grad": _MLP_TILE}
+_MLP_TILE_RECORD = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4, 0)))
+_MLP_TILE_HOPPER = {"up": dict(zip(MLP_TILE_KEYS, (128, 128, 64, 8, 8, 6, 1))),
+                    "grad": dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 3, 1)))}
+_MLP = {"kernel": "plain", "up": _MLP_TILE_RECORD, "grad": _MLP_TILE_RECORD}
 
 
-def parse_mlp_tile(text: str, name: str) -> dict:
-    """'' (the record's tiles) or 'BM,BN,BK,GROUP_M,num_warps,num_stages[,persistent]' (MLP_TILE_UP,
-    MLP_TILE_GRAD); persistent is 0 (the default) or 1."""
+def default_mlp_tile(which: str, capability: tuple[int, int] | None) -> dict:
+    """The launch configuration of kernel `which` when its MLP_TILE_* is empty, for a GPU of compute capability
+    `capability` (None: no GPU, the interpreter)."""
+    return dict(_MLP_TILE_HOPPER[which] if capability is not None and capability[0] == 9 else _MLP_TILE_RECORD)
+
+
+def parse_mlp_tile(text: str, name: str, default: dict | None = None) -> dict:
+    """'' (`default`, else the record's tiles) or 'BM,BN,BK,GROUP_M,num_warps,num_stages[,persistent]'
+    (MLP_TILE_UP, MLP_TILE_GRAD); persistent is 0 (when left out) or 1."""
     if not text:
-        return dict(_MLP_TILE)
+        return dict(default or _MLP_TILE_RECORD)
     try:
         vals = [int(v) for v in text.split(",")]
     except ValueError:
@@ -901,8 +911,10 @@ def _require_triton(device: torch.device, setting: str) -> None:
 
 def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: str = "", tile_grad: str = "") -> str:
     """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops); tile_up, tile_grad:
-    the kernels' launch configurations (parse_mlp_tile; '' = the record's)."""
-    _MLP["up"], _MLP["grad"] = parse_mlp_tile(tile_up, "MLP_TILE_UP"), parse_mlp_tile(tile_grad, "MLP_TILE_GRAD")
+    the kernels' launch configurations (parse_mlp_tile; '' = default_mlp_tile for this device)."""
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    for which, text in (("up", tile_up), ("grad", tile_grad)):
+        _MLP[which] = parse_mlp_tile(text, f"MLP_TILE_{which.upper()}", default_mlp_tile(which, cap))
     if requested == "triton":
         _require_triton(device, "MLP_KERNEL")
     name = requested

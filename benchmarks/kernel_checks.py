@@ -65,12 +65,13 @@ def check_mlp() -> dict:
 
 
 # Launch configurations tried for the fused MLP kernels: BM, BN, BK, GROUP_M, num_warps, num_stages (train_gpt's
-# MLP_TILE_UP / MLP_TILE_GRAD). The first is the trainer's default (the record's tiles, 4 stages). BK stays 64, so
-# every output element sums the same products in the same order; what changes is how many tiles an SM holds and
-# how loads overlap stores (the kernels ran at 0.56 ms a call on an H100, slower than cuBLAS for the same GEMM).
+# MLP_TILE_UP / MLP_TILE_GRAD; a seventh value 1: the persistent form). Each kernel's sweep starts from the
+# trainer's default for this GPU (train_gpt.default_mlp_tile), which is among these. BK stays 64, so every output
+# element sums the same products in the same order; what changes is how many tiles an SM holds and how loads
+# overlap stores (the kernels ran at 0.56 ms a call on an H100, slower than cuBLAS for the same GEMM).
 # tests/trainer/test_kernels.py compiles each one for sm_90 on the CPU: wgmma, and the shared memory fits.
 MLP_TILE_CANDIDATES = (
-    (128, 256, 64, 8, 8, 4),  # the record's forward (4 stages)
+    (128, 256, 64, 8, 8, 4),  # the record's forward (4 stages); the default where the GPU is not Hopper
     (128, 256, 64, 8, 8, 3),  # the trainer's default until the sweep of 2026-12-05
     (128, 128, 64, 8, 4, 3),
     (128, 128, 64, 8, 4, 4),
@@ -79,12 +80,19 @@ MLP_TILE_CANDIDATES = (
     (64, 256, 64, 8, 4, 3),
     (64, 128, 64, 8, 4, 4),
     (256, 128, 64, 8, 8, 3),
+    (128, 128, 64, 8, 8, 6),  # the pointer form of the Hopper default up tile (its fallback for unaligned views)
     # the persistent kernels (TMA loads and half-tile TMA stores; one program per SM walks the tiles)
-    (128, 256, 64, 8, 8, 3, 1),  # 4 stages would need 256 KiB of shared memory in the backward kernel
+    (128, 256, 64, 8, 8, 3, 1),  # the Hopper default grad tile; 4 stages would need 256 KiB in the backward kernel
     (128, 128, 64, 8, 8, 4, 1),
     (128, 128, 64, 8, 4, 4, 1),
-    (128, 128, 64, 8, 8, 6, 1),
+    (128, 128, 64, 8, 8, 6, 1),  # the Hopper default up tile
 )
+
+
+def tile_text(cfg: dict) -> str:
+    """A launch configuration as MLP_TILE_* spells it: six values, or seven for the persistent form."""
+    vals = [cfg[k] for k in T.MLP_TILE_KEYS]
+    return ",".join(map(str, vals if vals[-1] else vals[:-1]))
 
 
 def check_mlp_tiles() -> dict:
@@ -98,10 +106,11 @@ def check_mlp_tiles() -> dict:
     pre = T._up_act_triton(x, w_up)[0]
     kernels = {"up": lambda: T._up_act_triton(x, w_up), "grad": lambda: (T._act_grad_triton(g, w_down, pre),)}
     res = {"shape": {"M": M, "N": HID, "K": D}, "candidates": {}, "best": {}}
+    cap = torch.cuda.get_device_capability()
     for which, fn in kernels.items():
         rows, ref = {}, None
-        for cand in MLP_TILE_CANDIDATES:
-            key = ",".join(map(str, cand))
+        default = tile_text(T.default_mlp_tile(which, cap))
+        for key in [default] + [k for k in (",".join(map(str, c)) for c in MLP_TILE_CANDIDATES) if k != default]:
             T._MLP[which] = T.parse_mlp_tile(key, which)
             try:
                 out = fn()
@@ -111,9 +120,8 @@ def check_mlp_tiles() -> dict:
                              "max_abs_diff": diff}
             except Exception as e:  # a configuration Triton cannot build here is a finding, not a failed sweep
                 rows[key] = {"error": f"{type(e).__name__}: {e}"[:300]}
-        T._MLP[which] = dict(T._MLP_TILE)
+        T._MLP[which] = T.default_mlp_tile(which, cap)
         timed = {k: r["ms"] for k, r in rows.items() if "ms" in r and r["bitwise_equal"]}
-        default = ",".join(map(str, MLP_TILE_CANDIDATES[0]))
         best = min(timed, key=timed.get)
         res["candidates"][which] = rows
         res["best"][which] = {"tile": best, "ms": timed[best], "default_tile": default, "default_ms": timed[default],

@@ -104,10 +104,18 @@ def test_mlp_kernel_selection(tg, mlp_kernel):
 
 
 def test_mlp_tile_settings(tg, mlp_kernel):
-    """MLP_TILE_UP / MLP_TILE_GRAD: '' is the record's tiles; a value sets that kernel's launch configuration
-    (kept within the widths); a malformed one is refused at start, naming the variable and the format."""
-    assert tg.parse_mlp_tile("", "MLP_TILE_UP") == {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8,
-                                                   "num_stages": 4, "persistent": 0}
+    """MLP_TILE_UP / MLP_TILE_GRAD: '' is the device's default (Hopper: each kernel's persistent form as the H100
+    sweep timed it; elsewhere the record's tiles); a value sets that kernel's launch configuration (kept within
+    the widths); a malformed one is refused at start, naming the variable and the format."""
+    record = {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4, "persistent": 0}
+    assert tg.parse_mlp_tile("", "MLP_TILE_UP") == record
+    for cap in (None, (8, 0), (10, 0), (12, 0)):  # no GPU, A100, B200, consumer Blackwell: not timed there
+        assert tg.default_mlp_tile("up", cap) == tg.default_mlp_tile("grad", cap) == record
+    assert tg.default_mlp_tile("up", (9, 0)) == {**record, "BN": 128, "num_stages": 6, "persistent": 1}
+    assert tg.default_mlp_tile("grad", (9, 0)) == {**record, "num_stages": 3, "persistent": 1}
+    assert tg.parse_mlp_tile("", "MLP_TILE_GRAD", tg.default_mlp_tile("grad", (9, 0)))["persistent"] == 1
+    tg.select_mlp_kernel(torch.device("cpu"), "torch", "", "")
+    assert tg._mlp_tiles(2048, 512, "up") == tg._mlp_tiles(2048, 512, "grad") == record
     tg.select_mlp_kernel(torch.device("cpu"), "torch", "", "64,128,64,4,4,4")
     assert tg._mlp_tiles(2048, 512, "up")["BM"] == 128
     assert tg._mlp_tiles(2048, 512, "grad") == {"BM": 64, "BN": 128, "BK": 64, "GROUP_M": 4, "num_warps": 4,
@@ -215,8 +223,11 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile):
     import triton
     from triton.backends.compiler import GPUTarget
 
-    default = tg.parse_mlp_tile(",".join(map(str, _tile_candidates()[0])), "MLP_TILE_UP")
-    assert default == tg._MLP_TILE  # the sweep starts from the trainer's default
+    spelled = [tg.parse_mlp_tile(",".join(map(str, c)), "MLP_TILE_UP") for c in _tile_candidates()]
+    for default in (tg.default_mlp_tile(w, cap) for w in ("up", "grad") for cap in (None, (9, 0))):
+        assert default in spelled  # every default is compiled here, and is where the GPU sweep starts
+        # and its pointer form, what an unaligned view falls back to
+        assert {**default, "persistent": 0} in spelled, default
     cfg = tg.parse_mlp_tile(",".join(map(str, tile)), "MLP_TILE_UP")
     stage_bytes = 2 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"])  # bf16 A and B tiles
     kernels = {"up": tg._mlp_up_act_persistent, "grad": tg._mlp_act_grad_persistent} if cfg["persistent"] else \
