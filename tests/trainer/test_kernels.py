@@ -207,6 +207,14 @@ def _tile_candidates() -> list[tuple[int, ...]]:
                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "MLP_TILE_CANDIDATES")
 
 
+def test_every_default_tile_is_a_sweep_candidate(tg):
+    """Each kernel's default, on Hopper and elsewhere, and its pointer form (what an unaligned view falls back to)
+    are among the GPU sweep's candidates: so the sweep can start from it and the test below compiles it."""
+    spelled = [tg.parse_mlp_tile(",".join(map(str, c)), "MLP_TILE_UP") for c in _tile_candidates()]
+    for default in (tg.default_mlp_tile(w, cap) for w in ("up", "grad") for cap in (None, (9, 0))):
+        assert default in spelled and {**default, "persistent": 0} in spelled, default
+
+
 H100_SHARED_BYTES = 232448  # the most dynamic shared memory one block may use on sm_90 (227 KiB)
 
 
@@ -223,11 +231,6 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile):
     import triton
     from triton.backends.compiler import GPUTarget
 
-    spelled = [tg.parse_mlp_tile(",".join(map(str, c)), "MLP_TILE_UP") for c in _tile_candidates()]
-    for default in (tg.default_mlp_tile(w, cap) for w in ("up", "grad") for cap in (None, (9, 0))):
-        assert default in spelled  # every default is compiled here, and is where the GPU sweep starts
-        # and its pointer form, what an unaligned view falls back to
-        assert {**default, "persistent": 0} in spelled, default
     cfg = tg.parse_mlp_tile(",".join(map(str, tile)), "MLP_TILE_UP")
     stage_bytes = 2 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"])  # bf16 A and B tiles
     kernels = {"up": tg._mlp_up_act_persistent, "grad": tg._mlp_act_grad_persistent} if cfg["persistent"] else \
