@@ -89,8 +89,11 @@ def test_model_training_loss_same_with_fused_loss(tg, loss_kernel):
 
 
 def test_loss_kernel_settings(tg, loss_kernel):
-    assert tg.Hyperparameters(TINY).loss_kernel == "plain"
-    with pytest.raises(ValueError, match="LOSS_KERNEL='fast' must be plain, triton or torch"):
+    assert tg.Hyperparameters(TINY).loss_kernel == "auto"
+    assert loss_kernel("auto") == "plain" and tg._LOSS["kernel"] == "plain"  # the CPU
+    if tg.triton is not None:  # the choice reads only the device's type: no CUDA call, so it is checked here
+        assert tg.select_loss_kernel(torch.device("cuda"), "auto") == "triton" and tg._LOSS["kernel"] == "triton"
+    with pytest.raises(ValueError, match="LOSS_KERNEL='fast' must be auto, plain, triton or torch"):
         tg.Hyperparameters({**TINY, "LOSS_KERNEL": "fast"})
     if not tg._TRITON_INTERPRETED:
         with pytest.raises(RuntimeError, match="LOSS_KERNEL=triton needs"):
