@@ -17,6 +17,8 @@ import train_gpt as T  # noqa: E402
 
 def kind(name: str) -> str:
     n = name.lower()
+    if n.startswith(("_mlp_", "_softcap_")):  # train_gpt.py's own Triton kernels (their names say no "triton")
+        return "ours (fused MLP and loss, Triton)"
     if "flash" in n or "fmha" in n or "attn" in n:
         return "attention"
     if any(k in n for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "matmul")):
@@ -64,12 +66,14 @@ def main():
             torch.cuda.synchronize()
         groups = defaultdict(float)
         top = []
+        by_kind = defaultdict(list)
         for e in prof.key_averages():
             us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
             if us <= 0:
                 continue
             groups[kind(e.key)] += us / 1000
             top.append((us / 1000, e.key[:120]))
+            by_kind[kind(e.key)].append((us / 1000, e.key[:120]))
         total = sum(groups.values())
         top.sort(reverse=True)
         out["phases"]["loop" if looping else "preloop"] = {
@@ -77,6 +81,8 @@ def main():
             "tokens_per_s": h.train_batch_tokens / (step_ms / 1000),
             "gpu_kernel_ms": total, "by_kind_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
             "top_kernels_ms": [[round(ms, 2), k] for ms, k in top[:40]],
+            # what each kind is made of, "other" included (the 40 largest overall can hide a kind's many small ones)
+            "top_by_kind_ms": {g: [[round(ms, 2), k] for ms, k in sorted(v, reverse=True)[:8]] for g, v in by_kind.items()},
         }
     text = json.dumps(out, indent=2)
     print(text)
