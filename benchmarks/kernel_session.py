@@ -24,10 +24,11 @@ configuration on one GPU, stopped once training has reported its throughput):
   next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step; without
                   candidates, default-equiv (default, EQUIV_ITERS steps) stands here
   plain-loss-equiv  plain-loss, EQUIV_ITERS steps: the fused loss's equivalence alone, without flash-attn-4
-  tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes for its pointwise
-                  and reduction kernels), ITERS steps; tried past its estimate
-  gemm            next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 (Inductor's Triton GEMM templates against cuBLAS, with
-                  the pointwise work around a winning template fused into it), ITERS steps; tried past its estimate
+  tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
+                  for its pointwise and reduction kernels), ITERS steps; tried past its estimate
+  gemm            next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 (Inductor's Triton GEMM templates
+                  against cuBLAS, with the pointwise work around a winning template fused into it), ITERS steps;
+                  tried past its estimate
   baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa LOSS_KERNEL=plain: the speed-up without flash-attn-4
@@ -91,7 +92,8 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them. None
-# now (LOSS_KERNEL=triton became the default after the sixth session), so `next` runs `default`'s graphs.
+# now (LOSS_KERNEL=triton became the default after the sixth session), so the plan has no `next` and builds the
+# tiles, the profile and the autotuning on `default`.
 PENDING: dict[str, str] = {}
 
 
@@ -106,12 +108,12 @@ def steps(cfg: dict) -> list[dict]:
     default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
-    fa4 = {"needs": ["fa4", "loss"], "needs_fa4": True}
+    fast = {"needs": ["fa4", "loss"], "needs_fa4": True}  # the configurations with flash-attn-4 and the fused loss
     pending = [  # default with the candidates, and its equivalence; without candidates, default's equivalence
-        {"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **fa4},
-        {"name": "next-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": "next", **fa4},
+        {"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **fast},
+        {"name": "next-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": "next", **fast},
     ] if PENDING else [
-        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fa4},
+        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fast},
     ]
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
@@ -122,12 +124,12 @@ def steps(cfg: dict) -> list[dict]:
         # (with TRY_LEFT_S left); killed at the deadline, it leaves its compile cached for the next call
         {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "try": True, "needs": ["loss"]},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
-        {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fa4},
+        {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fast},
         *pending[:-1],
         # the top configuration's graphs (the tiles live inside the custom ops) with the sweep's fastest tiles
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
          "needs": ["fa4", "loss", "mlp-tiles"], "needs_fa4": True},
-        {"name": "profile", "kind": "profile", "env": nxt, **fa4},
+        {"name": "profile", "kind": "profile", "env": nxt, **fast},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         *pending[-1:],
         # the fused loss's equivalence without flash-attn-4: plain-loss differs from baseline by that kernel alone
@@ -136,12 +138,12 @@ def steps(cfg: dict) -> list[dict]:
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # profile's largest share after the matmuls, at the price of a longer compile
         {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
-         "try": True, "learn_compile": False, **fa4},
+         "try": True, "learn_compile": False, **fast},
         # Inductor benchmarks its Triton GEMM templates against cuBLAS for every matmul; where a template wins,
         # the norms and residual updates around it can fuse into its prologue and epilogue, which is where the
         # profile's memory-bound 216 ms are. A long compile (every matmul shape timed), so tried late
         {"name": "gemm", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM": "1"}, "iters": n,
-         "try": True, "learn_compile": False, **fa4},
+         "try": True, "learn_compile": False, **fast},
         {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
         {"name": "both", "kind": "train", "env": both, "iters": n},
@@ -345,7 +347,8 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
                        timeout_s=timeout_s, cache_state=cache, echo=False)
 
 
-EQUIV_COMPARED = ("next-equiv", "plain-loss-equiv", "default-equiv", "both-equiv")  # each against baseline-equiv, step by step
+# each against baseline-equiv, step by step
+EQUIV_COMPARED = ("next-equiv", "plain-loss-equiv", "default-equiv", "both-equiv")
 
 
 def equivalence(cfg: dict, compared: str) -> dict | None:

@@ -82,7 +82,8 @@ def main():
             "gpu_kernel_ms": total, "by_kind_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
             "top_kernels_ms": [[round(ms, 2), k] for ms, k in top[:40]],
             # what each kind is made of, "other" included (the 40 largest overall can hide a kind's many small ones)
-            "top_by_kind_ms": {g: [[round(ms, 2), k] for ms, k in sorted(v, reverse=True)[:8]] for g, v in by_kind.items()},
+            "top_by_kind_ms": {g: [[round(ms, 2), k] for ms, k in sorted(v, reverse=True)[:8]]
+                               for g, v in by_kind.items()},
         }
     text = json.dumps(out, indent=2)
     print(text)
