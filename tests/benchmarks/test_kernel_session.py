@@ -1,0 +1,82 @@
+"""benchmarks/kernel_session.py's planning and verdicts, the parts a GPU session relies on and that run here: which
+steps come first (FIRST), what each configuration sets, and the loss-equivalence verdicts."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import kernel_session as ks  # noqa: E402
+
+CFG = {"iters": 24, "equiv_iters": 100}
+
+
+def names(first: str) -> list[str]:
+    return [s["name"] for s in ks.ordered(ks.steps(CFG), first)]
+
+
+def test_first_puts_the_checks_a_step_needs_just_before_it():
+    # the plan is one pass: without this, plain-loss would wait a whole call for loss-check (sixth session)
+    assert names("baseline,plain-loss")[:3] == ["baseline", "loss-check", "plain-loss"]
+    assert names("default")[:3] == ["fa4-checks", "loss-check", "default"]
+    assert names("loss-check,baseline,plain-loss")[:3] == ["loss-check", "baseline", "plain-loss"]
+    assert names("both-tiled")[:2] == ["mlp-tiles", "both-tiled"]
+    for first in ("", "baseline,plain-loss", "default,fa4-checks"):
+        got = names(first)
+        assert sorted(got) == sorted(s["name"] for s in ks.steps(CFG))  # each step once, none lost
+
+
+def test_first_refuses_an_unknown_step():
+    with pytest.raises(SystemExit, match=r"FIRST names unknown steps \['next'\]"):  # no candidate is pending
+        names("baseline,next")
+
+
+def test_every_training_configuration_names_each_kernel_setting():
+    """So that a change of the trainer's defaults (auto) leaves the reference and the single changes as measured."""
+    for step in ks.steps(CFG):
+        if step["kind"] == "train":
+            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL"} <= step["env"].keys(), step["name"]
+    env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
+    assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain"}
+    assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton"}
+
+
+def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert "next" not in plan and "next-equiv" not in plan and plan["tiled"]["same_graphs_as"] == "default"
+    monkeypatch.setattr(ks, "PENDING", {"MLP_TILE_UP": "128,128,64,8,8,6,1"})
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["next"]["env"]["MLP_TILE_UP"] == "128,128,64,8,8,6,1"
+    assert plan["next-equiv"]["same_graphs_as"] == "next" and plan["tiled"]["same_graphs_as"] == "next"
+    assert plan["gemm"]["env"]["MLP_TILE_UP"] == "128,128,64,8,8,6,1" and "default-equiv" not in plan
+
+
+def write_losses(state: Path, name: str, losses: list[float]) -> None:
+    (state / f"s-{name}.json").write_text(json.dumps({"losses": {str(i + 1): x for i, x in enumerate(losses)}}))
+
+
+@pytest.mark.parametrize("deltas, tolerance, noise", [
+    ([0.0] * 30 + [0.0568] + [0.005, -0.005] * 34 + [0.0], False, True),  # one large step, as the sixth session's
+    ([0.03] * 100, False, False),  # a steady drift: the mean is three times plain's noise
+    ([0.001] * 100, True, True),
+])
+def test_equivalence_judges_the_mean_against_plains_noise(tmp_path, deltas, tolerance, noise):
+    base = [4.0 - 0.03 * i for i in range(100)]
+    write_losses(tmp_path, "baseline-equiv", base)
+    write_losses(tmp_path, "next-equiv", [b + d for b, d in zip(base, deltas)])
+    res = ks.equivalence({"state": tmp_path, "name": "s", "equiv_iters": 100}, "next-equiv")
+    assert (res["within_tolerance"], res["within_noise"]) == (tolerance, noise)
+    assert res["noise_floor"]["source"] == ks.NOISE_FLOOR["source"]  # no baseline-noise in this session
+
+
+def test_equivalence_needs_every_step_and_prefers_this_sessions_noise(tmp_path):
+    base = [4.0 - 0.03 * i for i in range(100)]
+    write_losses(tmp_path, "baseline-equiv", base)
+    write_losses(tmp_path, "next-equiv", base[:60])  # killed at step 60
+    cfg = {"state": tmp_path, "name": "s", "equiv_iters": 100}
+    assert ks.equivalence(cfg, "next-equiv")["within_noise"] is False
+    write_losses(tmp_path, "next-equiv", [b + 0.004 for b in base])
+    write_losses(tmp_path, "baseline-noise", [b + 0.002 for b in base])  # a quieter machine than the first session's
+    res = ks.equivalence(cfg, "next-equiv")
+    assert res["noise_floor"]["source"] == "baseline-noise (this session)" and res["within_noise"] is False
