@@ -903,6 +903,11 @@ def _register_mlp_ops() -> None:
 _register_mlp_ops()
 
 
+def _auto_kernel(device: torch.device) -> str:
+    """What MLP_KERNEL=auto and LOSS_KERNEL=auto pick: the Triton kernels on CUDA when Triton imports, else plain."""
+    return "triton" if device.type == "cuda" and triton is not None else "plain"
+
+
 def _require_triton(device: torch.device, setting: str) -> None:
     """`setting`=triton runs Triton kernels: on a CUDA device, or on CPU tensors under the interpreter."""
     if triton is None or (device.type != "cuda" and not _TRITON_INTERPRETED):
@@ -917,9 +922,7 @@ def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: st
         _MLP[which] = parse_mlp_tile(text, f"MLP_TILE_{which.upper()}", default_mlp_tile(which, cap))
     if requested == "triton":
         _require_triton(device, "MLP_KERNEL")
-    name = requested
-    if requested == "auto":
-        name = "triton" if device.type == "cuda" and triton is not None else "plain"
+    name = _auto_kernel(device) if requested == "auto" else requested
     _MLP["kernel"] = name
     return name
 
@@ -1059,9 +1062,7 @@ def select_loss_kernel(device: torch.device, requested: str = "auto") -> str:
     CUDA when Triton is importable, else plain."""
     if requested == "triton":
         _require_triton(device, "LOSS_KERNEL")
-    name = requested
-    if requested == "auto":
-        name = "triton" if device.type == "cuda" and triton is not None else "plain"
+    name = _auto_kernel(device) if requested == "auto" else requested
     _LOSS["kernel"] = name
     return name
 

@@ -109,12 +109,9 @@ def steps(cfg: dict) -> list[dict]:
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss"], "needs_fa4": True}  # the configurations with flash-attn-4 and the fused loss
-    pending = [  # default with the candidates, and its equivalence; without candidates, default's equivalence
-        {"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **fast},
-        {"name": "next-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": "next", **fast},
-    ] if PENDING else [
-        {"name": "default-equiv", "kind": "train", "env": default, "iters": n_eq, "same_graphs_as": "default", **fast},
-    ]
+    # default with the candidates and their equivalence; without candidates, default's own equivalence
+    top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **fast}] if PENDING else []
+    top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top, **fast}
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
@@ -125,13 +122,13 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "try": True, "needs": ["loss"]},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fast},
-        *pending[:-1],
+        *top_run,
         # the top configuration's graphs (the tiles live inside the custom ops) with the sweep's fastest tiles
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
          "needs": ["fa4", "loss", "mlp-tiles"], "needs_fa4": True},
         {"name": "profile", "kind": "profile", "env": nxt, **fast},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
-        *pending[-1:],
+        top_equiv,
         # the fused loss's equivalence without flash-attn-4: plain-loss differs from baseline by that kernel alone
         {"name": "plain-loss-equiv", "kind": "train", "env": {**plain, **loss}, "iters": n_eq,
          "same_graphs_as": "plain-loss", "needs": ["loss"]},
