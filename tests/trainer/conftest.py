@@ -67,6 +67,11 @@ def loss_and_grads(model, params) -> tuple:
 
 
 def load_trainer():
+    # One module per process: the trainer registers its torch.library ops once, bound to the module that did, so a
+    # second copy (benchmarks/kernel_checks.py imports train_gpt too) would select kernels the ops never see.
+    loaded = sys.modules.get("train_gpt")
+    if loaded is not None and Path(loaded.__file__).resolve() == Path(TRAINER).resolve():
+        return loaded
     spec = importlib.util.spec_from_file_location("train_gpt", TRAINER)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["train_gpt"] = mod
