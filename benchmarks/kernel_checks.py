@@ -13,7 +13,14 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
    whether its outputs equal the default configuration's bit for bit, and the fastest (MLP_TILE_UP / _GRAD).
 6. loss: the fused soft-capped cross-entropy (golf::softcap_ce, Triton) against Inductor's compiled plain loss on
    the record's logits (98,304 × 8192 bf16): the loss, dlogits, and time forward + backward.
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss]   (default: all six)"""
+   head: LOSS_KERNEL=head (the head's matmul and the loss in one op) against the matmul followed by either loss.
+7. fa4-tiles: flash-attn-4's backward alone under each launch configuration of FA4_BWD_CANDIDATES (train_gpt's
+   FA4_BWD_TILE): ms per call, its gradients against FA4's own choice, and the fastest.
+8. fp8: what FP8 matmuls would save. Every matmul of a micro-step that cuBLAS runs (forward, input gradient and
+   weight gradient of the attention projections, the MLP down projection and the head) timed in bf16 and as
+   torch._scaled_mm in float8_e4m3 (per-tensor and per-row scales), with the casts to FP8 that feed it; per step.
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,head,fa4-tiles,fp8]
+       (default: the first six)"""
 from __future__ import annotations
 
 import json
@@ -155,6 +162,148 @@ def check_loss() -> dict:
     return {"rel_err": errs, "ok": errs["loss"] < 1e-4 and errs["dlogits"] < 2e-2, "ms_fwd_bwd": ms}
 
 
+def check_head_loss() -> dict:
+    """LOSS_KERNEL=head (golf::head_softcap_ce: the head's matmul and the loss in one op, one pass over the logits)
+    against the head's matmul followed by the fused loss (triton) and by Inductor's (plain), forward and backward
+    from the final hidden state: the loss, dx and dw, and time."""
+    torch.manual_seed(0)
+    x = torch.randn(M, D, device="cuda", dtype=BF, requires_grad=True)
+    w = (0.1 * torch.randn(8192, D, device="cuda")).to(BF).requires_grad_()
+    y = torch.randint(0, 8192, (M,), device="cuda")
+    paths = {"plain": lambda a, b: F.cross_entropy(30.0 * torch.tanh(F.linear(a, b).float() / 30.0), y),
+             "triton": lambda a, b: T.softcap_ce_mean(F.linear(a, b), y, 30.0),
+             "head": lambda a, b: T.head_softcap_ce_mean(a, b, y, 30.0)}
+
+    def run(fn):
+        x.grad = w.grad = None
+        loss = fn(x, w)
+        loss.backward()
+        return loss.detach(), x.grad.detach().clone(), w.grad.detach().clone()
+    res, ms = {}, {}
+    for name, fn in paths.items():  # each inside its selection: the selection is read while tracing
+        T.select_loss_kernel(torch.device("cuda"), "plain" if name == "plain" else name)
+        try:
+            compiled = torch.compile(fn, fullgraph=True)
+            res[name] = run(compiled)
+            ms[name] = bench(lambda: run(compiled))
+        finally:
+            T.select_loss_kernel(torch.device("cuda"), "plain")
+        torch._dynamo.reset()
+    errs = {other: {n: rel_err(a, b) for n, a, b in zip(("loss", "dx", "dw"), res[other], res["plain"])}
+            for other in ("triton", "head")}
+    ok = all(e["loss"] < 1e-4 and e["dx"] < 2e-2 and e["dw"] < 2e-2 for e in errs.values())
+    return {"rel_err_vs_plain": errs, "ok": ok, "ms_fwd_bwd": ms, "speedup_head_vs_triton": ms["triton"] / ms["head"]}
+
+
+# The linear maps of one micro-step that cuBLAS runs, as F.linear(x (M, K), W (N, K)): N, K, calls per micro-step
+# before looping. The MLP's up projection and the down projection's input gradient are the fused Triton kernels; the
+# down projection's forward stands for the up projection's input gradient too (dPre (M, 2048) · W_up: the same shape).
+FP8_LINEARS = {"q": (512, 512, 11), "k": (256, 512, 11), "v": (256, 512, 11), "out": (512, 512, 11),
+               "mlp_down": (512, 2048, 11), "head": (8192, 512, 1)}
+E4M3 = torch.float8_e4m3fn
+
+
+def fp8_rowwise(t: torch.Tensor):
+    """t (rows, cols) → float8 and the per-row scale that undoes it (rows, 1)."""
+    amax = t.abs().amax(-1, keepdim=True).float().clamp_min(1e-12)
+    return (t.float() * (448.0 / amax)).to(E4M3), amax / 448.0
+
+
+def fp8_tensorwise_t(t: torch.Tensor):
+    """tᵀ as a row-major float8 copy and its scale: _scaled_mm takes its first operand row-major and its second
+    column-major only, so a weight gradient (Gᵀ · X, summed over the tokens) needs both operands transposed."""
+    amax = t.abs().amax().float().clamp_min(1e-12)
+    return (t.float() * (448.0 / amax)).to(E4M3).t().contiguous(), amax / 448.0
+
+
+def fp8_gemms(m: int, device: str, timer) -> dict:
+    """Per linear map of FP8_LINEARS at m tokens: ms of the forward, input and weight gradient in bf16 and in FP8
+    (rowwise scales for the forward and the input gradient, whose sums run over features; per-tensor for the weight
+    gradient, whose sum runs over the tokens), the casts of the activation-sized operands, and the FP8 results'
+    error against bf16. The casts are timed as separate compiled kernels: fused into the kernels that produce those
+    tensors they would cost about the FP8 write alone (a third of this)."""
+    torch.manual_seed(0)
+    rows = {}
+    q_row = torch.compile(fp8_rowwise, fullgraph=True)
+    q_t = torch.compile(fp8_tensorwise_t, fullgraph=True)
+    mm = lambda a, b, sa, sb: torch._scaled_mm(a, b, sa, sb, out_dtype=BF, use_fast_accum=True)
+    for name, (n, k, calls) in FP8_LINEARS.items():
+        x = torch.randn(m, k, device=device, dtype=BF)
+        w = (torch.randn(n, k, device=device) / k ** 0.5).to(BF)
+        g = torch.randn(m, n, device=device, dtype=BF)
+        (x8, sx), (g8, sg) = q_row(x), q_row(g)
+        w8, sw = q_row(w)  # rows of W are output features: the forward's column scales
+        wt8, swt = q_row(w.t().contiguous())  # the input gradient sums over W's rows: scales per input feature
+        (gt8, sgt), (xt8, sxt) = q_t(g), q_t(x)
+        bf16 = {"fwd": lambda: x @ w.t(), "dgrad": lambda: g @ w, "wgrad": lambda: g.t() @ x}
+        fp8 = {"fwd": lambda: mm(x8, w8.t(), sx, sw.t()), "dgrad": lambda: mm(g8, wt8.t(), sg, swt.t()),
+               "wgrad": lambda: mm(gt8, xt8.t(), sgt, sxt)}
+        casts = {"fwd": lambda: q_row(x), "dgrad": lambda: q_row(g), "wgrad": lambda: (q_t(g), q_t(x))}
+        row = {"n": n, "k": k, "calls_per_microstep": calls}
+        for part in bf16:
+            ref, got = bf16[part](), fp8[part]()
+            row[part] = {"bf16_ms": timer(bf16[part]), "fp8_ms": timer(fp8[part]), "cast_ms": timer(casts[part]),
+                         "rel_err": rel_err(got, ref)}
+        rows[name] = row
+    return rows
+
+
+def check_fp8(m: int = M, device: str = "cuda", timer=bench, microsteps: int = 8) -> dict:
+    rows = fp8_gemms(m, device, timer)
+    total = {"bf16_ms": 0.0, "fp8_ms": 0.0, "cast_ms": 0.0}
+    for row in rows.values():
+        for part in ("fwd", "dgrad", "wgrad"):
+            for key in total:
+                total[key] += row[part][key] * row["calls_per_microstep"] * microsteps
+    total["saved_ms"] = total["bf16_ms"] - total["fp8_ms"] - total["cast_ms"]
+    total["saved_ms_casts_fused"] = total["bf16_ms"] - total["fp8_ms"] - total["cast_ms"] / 3
+    return {"matmuls": rows, "per_step_preloop": total, "shape": {"M": m, "microsteps": microsteps},
+            "ok": all(r[p]["rel_err"] < 0.1 for r in rows.values() for p in ("fwd", "dgrad", "wgrad"))}
+
+
+# flash-attn-4 backward launch configurations tried at the record's shape (train_gpt's FA4_BWD_TILE, over FA4's own
+# choice for hdim 64 on sm_90: FA3's 128 x 128 tiles, 2 stages, SdP_swapAB, AtomLayoutNdKV = AtomLayoutMdQ = 2).
+# Documents are cut at 2048 and average about 730 tokens here, so smaller tiles waste less on the causal
+# diagonal. "" is FA4's choice; a combination FA4 cannot build is a finding, not a failed sweep.
+FA4_BWD_CANDIDATES = (
+    "", "tile_m=64", "tile_m=64,AtomLayoutMdQ=1", "tile_n=64", "tile_n=64,AtomLayoutNdKV=1",
+    "tile_m=64,tile_n=64,AtomLayoutMdQ=1,AtomLayoutNdKV=1", "tile_n=96", "SdP_swapAB=0", "SdP_swapAB=0,AtomLayoutMSdP=2",
+    "num_stages_PdS=1", "num_stages_Q=1,num_stages_dO=1", "dKV_swapAB=1", "dQ_swapAB=1", "AtomLayoutMdQ=1",
+    "AtomLayoutNdKV=1", "tile_m=64,num_stages_PdS=1",
+)
+
+
+def check_fa4_tiles() -> dict:
+    """FA4's backward alone (what golf::fa4_varlen's backward runs) under each FA4_BWD_CANDIDATES configuration:
+    ms per call and its dq, dk, dv against FA4's own choice (fp32 atomics and another tiling: not bit-equal)."""
+    assert T.select_attention(torch.device("cuda"), "fa4") == "fa4"
+    q, k, v, g = attn_inputs(M)
+    cu = doc_cu()
+    with torch.no_grad():
+        out, lse = torch.ops.golf.fa4_varlen(q, k, v, cu, SEQ)
+    bwd = lambda: T._fa4_varlen_bwd(g, q, k, v, out, lse, cu, SEQ)
+    rows, ref = {}, None
+    try:
+        for text in FA4_BWD_CANDIDATES:
+            T.set_fa4_bwd_tile(T.parse_fa4_bwd_tile(text, "FA4_BWD_TILE"))
+            try:
+                t0 = time.perf_counter()
+                got = bwd()
+                first_s = time.perf_counter() - t0
+                ref = got if ref is None else ref  # the first candidate is FA4's choice
+                err = max(rel_err(a, b) for a, b in zip(got, ref))
+                rows[text] = {"ms": bench(bwd), "rel_err": err, "ok": err < 1e-2, "first_call_s": first_s}
+            except Exception as e:
+                rows[text] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            print("fa4-tiles", repr(text), rows[text], flush=True)  # in the log even if a launch kills the process
+    finally:
+        T.set_fa4_bwd_tile({})
+    timed = {t: r["ms"] for t, r in rows.items() if r.get("ok")}
+    best = min(timed, key=timed.get)
+    return {"candidates": rows, "ok": "" in timed,
+            "best": {"tile": best, "ms": timed[best], "default_ms": timed[""], "speedup": timed[""] / timed[best]}}
+
+
 def varlen_repeat(q, k, v, cu, max_seqlen=SEQ):
     from torch.nn.attention.varlen import varlen_attn
     r = q.size(1) // k.size(1)
@@ -242,7 +391,7 @@ def main() -> None:
     except ImportError:
         res["triton"] = None
     checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
-              "mlp-tiles": check_mlp_tiles, "loss": check_loss}
+              "mlp-tiles": check_mlp_tiles, "loss": check_loss, "head": check_head_loss, "fa4-tiles": check_fa4_tiles, "fp8": check_fp8}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:
