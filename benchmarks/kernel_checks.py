@@ -192,7 +192,25 @@ def check_head_loss() -> dict:
     errs = {other: {n: rel_err(a, b) for n, a, b in zip(("loss", "dx", "dw"), res[other], res["plain"])}
             for other in ("triton", "head")}
     ok = all(e["loss"] < 1e-4 and e["dx"] < 2e-2 and e["dw"] < 2e-2 for e in errs.values())
-    return {"rel_err_vs_plain": errs, "ok": ok, "ms_fwd_bwd": ms, "speedup_head_vs_triton": ms["triton"] / ms["head"]}
+    return {"rel_err_vs_plain": errs, "ok": ok, "ms_fwd_bwd": ms, "speedup_head_vs_triton": ms["triton"] / ms["head"],
+            "pass_ms_by_warps": head_pass_warps(x, w, y)}
+
+
+def head_pass_warps(x, w, y) -> dict:
+    """The head op's one pass alone (a row per program) at each warp count: the trainer launches 16 at 8192 columns
+    (train_gpt._loss_launch), chosen for the two-kernel loss; the pass holds three values a column, not two."""
+    logits = F.linear(x.detach(), w.detach())
+    nll = torch.empty(M, device="cuda", dtype=torch.float32)
+    ms = {}
+    for warps in (4, 8, 16, 32):
+        work = logits.clone()  # the pass writes over its input: every call starts from the logits
+        run = lambda: T._softcap_ce_grad_kernel[(M,)](work, y, nll, 8192, work.stride(0), 30.0, 1.0 / M, BLOCK=8192,
+                                                       num_warps=warps)
+        try:
+            ms[warps] = bench(lambda: (work.copy_(logits), run())) - bench(lambda: work.copy_(logits))
+        except Exception as e:  # a warp count Triton cannot fit is a finding
+            ms[warps] = f"{type(e).__name__}: {e}"[:200]
+    return ms
 
 
 # The linear maps of one micro-step that cuBLAS runs, as F.linear(x (M, K), W (N, K)): N, K, calls per micro-step
