@@ -8,7 +8,6 @@ results.json schema and every deliberate deviation from the record.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import functools
 import glob
@@ -160,7 +159,6 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
-    ("FA4_BWD_TILE", str, ""),
     ("LOSS_KERNEL", str, "auto"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
@@ -284,11 +282,10 @@ class Hyperparameters:
             bad(f"ATTN_BACKEND={self.attn_backend!r} must be auto, fa3, fa4, varlen, varlen_gqa or sdpa")
         if self.mlp_kernel not in ("auto", "triton", "torch", "plain"):
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
-        if self.loss_kernel not in ("auto", "plain", "triton", "torch", "head"):
-            bad(f"LOSS_KERNEL={self.loss_kernel!r} must be auto, plain, triton, torch or head")
+        if self.loss_kernel not in ("auto", "plain", "triton", "torch"):
+            bad(f"LOSS_KERNEL={self.loss_kernel!r} must be auto, plain, triton or torch")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
         parse_mlp_tile(self.mlp_tile_grad, "MLP_TILE_GRAD")
-        parse_fa4_bwd_tile(self.fa4_bwd_tile, "FA4_BWD_TILE")  # ATTENTION section
         per_rank = self.world_size * self.grad_accum_steps
         if self.train_batch_tokens % per_rank or self.train_batch_tokens // per_rank < 2:
             bad(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a positive multiple of "
@@ -948,16 +945,11 @@ def fused_mlp(a: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torc
 # LOSS_KERNEL: auto (default: triton on CUDA when importable, else plain), plain (Inductor's), triton, torch (the
 # same custom ops with torch math inside). On an H100 it is 1.08x Inductor's loss alone and +0.8 % a training
 # step, and 100 steps' losses differ from plain's by no more than plain's differ from a rerun of plain
-# (benchmarks/results/h100-kernels-loss-*.json).
-#
-# LOSS_KERNEL=head goes further: one op (golf::head_softcap_ce) takes the final hidden state and the tied embedding,
-# computes the logits (cuBLAS), and one kernel pass over each row writes the row's nll and, over the logits, their
-# gradient for the mean loss. The backward is then two matmuls from that gradient, scaled by the upstream gradient
-# on their (N, d) and (V, d) outputs instead of on the (N, V) logits. Against triton it saves the second read of the
-# logits (1.6 GB a micro-step at the record's shape), the separate backward kernel, and a dlogits buffer. The loss
-# and its gradient are the same formulas; softmax is e / Σe from the pass's own exponentials.
+# (benchmarks/results/h100-kernels-loss-*.json). The head's matmul and the loss in one op, one pass writing dlogits
+# over the logits, was tried on an H100 and trained no faster (its pass took 3.1 ms a micro-step against these two
+# kernels' 3.7; benchmarks/README.md "Seventh session"), so it is not here.
 
-_LOSS = {"kernel": "plain", "head_triton": False}
+_LOSS = {"kernel": "plain"}
 
 if triton is not None:
     @triton.jit
@@ -995,23 +987,6 @@ if triton is not None:
         dx = tl.load(g_ptr + row) * dz * (1.0 - t * t)
         tl.store(dx_ptr + row * sdx + cols, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
-    @triton.jit
-    def _softcap_ce_grad_kernel(x_ptr, y_ptr, nll_ptr, V, sx, cap, scale, BLOCK: tl.constexpr):
-        """One pass over a row: its nll, and `scale`·dnll/dlogits written over the logits it read."""
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
-        ok = cols < V
-        x = tl.load(x_ptr + row * sx + cols, mask=ok, other=0.0).to(tl.float32)
-        z, t = _softcap(x, cap)
-        z = tl.where(ok, z, float("-inf"))
-        m = tl.max(z, 0)
-        e = tl.exp(z - m)
-        s = tl.sum(e, 0)
-        hit = cols == tl.load(y_ptr + row)
-        tl.store(nll_ptr + row, m + tl.log(s) - tl.sum(tl.where(hit, z, 0.0), 0))
-        dz = e * (1.0 / s) - tl.where(hit, 1.0, 0.0)
-        tl.store(x_ptr + row * sx + cols, (scale * dz * (1.0 - t * t)).to(x_ptr.dtype.element_ty), mask=ok)
-
 
 def _loss_launch(V: int) -> dict:
     block = triton.next_power_of_2(V)
@@ -1044,53 +1019,6 @@ def _softcap_ce_bwd_torch(g, x, y, lse, cap: float) -> torch.Tensor:
     p = torch.exp(cap * t - lse[:, None])
     dz = p.scatter_add(1, y[:, None], p.new_full((y.numel(), 1), -1.0))  # softmax − onehot, no (N, V) one-hot
     return (g[:, None] * dz * (1 - t * t)).to(x.dtype)
-
-
-def _softcap_ce_grad_triton(logits: torch.Tensor, y: torch.Tensor, cap: float, scale: float) -> torch.Tensor:
-    """nll (N,) fp32; logits (N, V), contiguous, overwritten by scale·dnll/dlogits."""
-    N, V = logits.shape
-    nll = logits.new_empty(N, dtype=torch.float32)
-    _softcap_ce_grad_kernel[(N,)](logits, y, nll, V, logits.stride(0), cap, scale, **_loss_launch(V))
-    return nll
-
-
-def _softcap_ce_grad_torch(logits: torch.Tensor, y: torch.Tensor, cap: float, scale: float) -> torch.Tensor:
-    nll, lse = _softcap_ce_torch(logits, y, cap)
-    logits.copy_(_softcap_ce_bwd_torch(logits.new_full((logits.size(0),), scale, dtype=torch.float32),
-                                       logits, y, lse, cap))
-    return nll
-
-
-def _register_head_loss_op() -> None:
-    """golf::head_softcap_ce(x (N, d), w (V, d), targets (N,), cap, use_triton) -> (mean nll, its dlogits (N, V)),
-    with a fake impl and autograd: dx = (dlogits·w)·g, dw = (dlogitsᵀ·x)·g."""
-    if hasattr(torch.ops.golf, "head_softcap_ce"):
-        return
-
-    @torch.library.custom_op("golf::head_softcap_ce", mutates_args=())
-    def head_softcap_ce(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, cap: float,
-                        use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = x @ w.t()  # becomes the gradient in place: the op owns it, and the loss needs it once
-        grad = _softcap_ce_grad_triton if use_triton else _softcap_ce_grad_torch
-        nll = grad(logits, y.contiguous(), cap, 1.0 / x.size(0))
-        return nll.mean(), logits
-
-    @head_softcap_ce.register_fake
-    def _(x, w, y, cap, use_triton):
-        return x.new_empty((), dtype=torch.float32), x.new_empty(x.size(0), w.size(0))
-
-    def setup_context(ctx, inputs, output):
-        x, w, _, _, _ = inputs
-        ctx.save_for_backward(x, w, output[1])
-
-    def backward(ctx, g, _g_dlogits):  # dlogits is saved for the backward, never used downstream
-        x, w, dlogits = ctx.saved_tensors
-        return (dlogits @ w) * g, (dlogits.t() @ x) * g, None, None, None
-
-    head_softcap_ce.register_autograd(backward, setup_context=setup_context)
-
-
-_register_head_loss_op()
 
 
 def _register_loss_ops() -> None:
@@ -1132,22 +1060,13 @@ _register_loss_ops()
 
 
 def select_loss_kernel(device: torch.device, requested: str = "auto") -> str:
-    """plain (Inductor's), triton or torch (the fused custom ops, Triton or torch math inside), head (the head's
-    matmul and the loss in one op: its Triton pass where auto would pick Triton, torch math elsewhere); auto:
-    triton on CUDA when Triton is importable, else plain."""
+    """plain (Inductor's), triton or torch (the fused custom ops, Triton or torch math inside); auto: triton on
+    CUDA when Triton is importable, else plain."""
     if requested == "triton":
         _require_triton(device, "LOSS_KERNEL")
     name = _auto_kernel(device) if requested == "auto" else requested
     _LOSS["kernel"] = name
-    _LOSS["head_triton"] = name == "head" and (_auto_kernel(device) == "triton" or _TRITON_INTERPRETED)
     return name
-
-
-def head_softcap_ce_mean(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
-    """Mean cross-entropy of c·tanh(x·wᵀ / c) through golf::head_softcap_ce; x (..., d), w (V, d)."""
-    loss, _ = torch.ops.golf.head_softcap_ce(x.reshape(-1, x.size(-1)), w, targets.reshape(-1), cap,
-                                             _LOSS["head_triton"])
-    return loss
 
 
 def softcap_ce_mean(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
@@ -1247,53 +1166,11 @@ def _fa4_varlen_fwd(q, k, v, cu, max_seqlen):
     return out, lse
 
 
-# FA4_BWD_TILE: fields of FA4's backward launch configuration (its BwdConfig) set over FA4's own choice, which
-# follows FA3's benchmarked hdim-64 configuration (128 x 128 tiles) for every shape; our documents are cut at 2048
-# and average about 730 tokens, so the causal diagonal is a large share of the tiles. Only the sm_90 fields that
-# leave the register split alone (dQ_single_wg and num_threads set it) can be changed.
-FA4_BWD_KEYS = {"tile_m": int, "tile_n": int, "num_stages_Q": int, "num_stages_dO": int, "num_stages_PdS": int,
-                "SdP_swapAB": bool, "dKV_swapAB": bool, "dQ_swapAB": bool, "AtomLayoutMSdP": int,
-                "AtomLayoutNdKV": int, "AtomLayoutMdQ": int}
-
-
-def parse_fa4_bwd_tile(text: str, name: str) -> dict:
-    """'' (FA4's choice) or 'key=value,...' over FA4_BWD_KEYS, booleans as 0/1 (e.g. 'tile_m=64,AtomLayoutMdQ=1')."""
-    fields: dict = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        kind = FA4_BWD_KEYS.get(key.strip())
-        if kind is None or not value.strip().isdigit() or (kind is bool and value.strip() not in ("0", "1")):
-            raise ValueError(f"{name}={text!r}: {item!r} must be key=value with key one of {', '.join(FA4_BWD_KEYS)} "
-                             "and value a whole number (0 or 1 for the *_swapAB keys)")
-        fields[key.strip()] = kind(int(value))
-    return fields
-
-
-def set_fa4_bwd_tile(fields: dict) -> None:
-    """Make FA4's backward use its own configuration with `fields` replaced ({}: FA4's choice again). FA4 builds the
-    inputs of its chooser inside _flash_attn_bwd and takes only a complete configuration, so this wraps the chooser
-    that _flash_attn_bwd calls (interface.select_bwd_config) and checks the result with FA4's validate_bwd_config:
-    a combination FA4 does not support fails at the first backward, naming itself."""
-    fa4 = _ATTN["fa4"]
-    if _ATTN.get("fa4_chooser", (None,))[0] is not fa4:  # FA4's own chooser, kept once per imported module
-        _ATTN["fa4_chooser"] = (fa4, fa4.select_bwd_config)
-    own = _ATTN["fa4_chooser"][1]
-    _ATTN["fa4_bwd_tile"] = dict(fields)
-    if not fields:
-        fa4.select_bwd_config = own
-        return
-
-    def chooser(inputs):
-        config = dataclasses.replace(own(inputs), **fields)
-        fa4.validate_bwd_config(config, inputs)
-        return config
-    fa4.select_bwd_config = chooser
-
-
 def _fa4_varlen_bwd(g, q, k, v, out, lse, cu, max_seqlen):
     # On sm_90 FA4's GQA backward sums the query heads' dK/dV in zero-filled fp32 buffers and converts them in
     # extra kernels. Giving it K/V repeated per query head avoids them but was slower on an H100 (2.34 ms against
-    # 2.12 per layer; benchmarks/README.md), so K/V go in as they are.
+    # 2.12 per layer; benchmarks/README.md), so K/V go in as they are. FA4 picks the backward's launch configuration
+    # itself (FA3's for head dim 64); of 15 others swept on an H100 none was faster and most do not fit sm_90.
     return _ATTN["fa4"]._flash_attn_bwd(q, k, v, out, g.contiguous(), lse, causal=True, cu_seqlens_q=cu,
                                         cu_seqlens_k=cu, max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen)[:3]
 
@@ -1302,14 +1179,13 @@ _register_varlen_op("flash_varlen", _flash2_varlen_fwd, _flash2_varlen_bwd)
 _register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
-def select_attention(device: torch.device, requested: str = "auto", fa4_bwd_tile: str = "") -> str:
+def select_attention(device: torch.device, requested: str = "auto") -> str:
     """The attention kernel, by speed at the record's packed shape (fwd+bwd per layer on an H100,
     benchmarks/results/h100-kernels-1gpu-checks.json: fa4 2.10 ms, varlen_gqa 3.03, varlen 3.28). auto on
     CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer
     when importable, else torch's varlen flash kernel through golf::flash_varlen (varlen_gqa: K/V not copied
     for GQA); SDPA with a block-diagonal causal mask on the CPU. `varlen` forces the record's path (K/V
-    repeated). fa4_bwd_tile: FA4_BWD_TILE, applied when fa4 is chosen. Returns the name chosen: fa3, fa4,
-    varlen_gqa, varlen or sdpa."""
+    repeated). Returns the name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
     name = "sdpa"
     _ATTN["gqa_op"] = False
     if device.type == "cuda" and requested == "fa4":
@@ -1336,8 +1212,6 @@ def select_attention(device: torch.device, requested: str = "auto", fa4_bwd_tile
             if requested != "auto":
                 raise RuntimeError(f"ATTN_BACKEND={requested} but torch.nn.attention.varlen is missing")
     _ATTN["name"] = name
-    if name == "fa4":
-        set_fa4_bwd_tile(parse_fa4_bwd_tile(fa4_bwd_tile, "FA4_BWD_TILE"))
     return "varlen_gqa" if name == "varlen" and (_ATTN["gqa_op"] or _ATTN["varlen_gqa"]) else name
 
 
@@ -1652,10 +1526,7 @@ class GPT(nn.Module):
         """reduction: "mean" (training), "none" (flat per-target NLL) or "prob_sum" (score dumps: flat per-target
         (NLL, sum p), see target_scores)."""
         if _LOSS["kernel"] != "plain" and reduction == "mean" and self.training:  # training steps (FUSED LOSS)
-            x = self.hidden_states(input_ids, cu_seqlens, max_seqlen)
-            if _LOSS["kernel"] == "head":
-                return head_softcap_ce_mean(x, self.tok_emb.weight.to(x.dtype), target_ids, self.h.logit_softcap)
-            logits = self.head(x)
+            logits = self.head(self.hidden_states(input_ids, cu_seqlens, max_seqlen))
             return softcap_ce_mean(logits, target_ids, self.h.logit_softcap)
         logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen)
         if reduction == "prob_sum":
@@ -3364,14 +3235,12 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 
 def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
-    lines = [f"attention_backend:{select_attention(device, h.attn_backend, h.fa4_bwd_tile)}",
+    lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
              f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
                                              for w in ("up", "grad")))
-    if _ATTN["name"] == "fa4" and _ATTN["fa4_bwd_tile"]:
-        lines.append("fa4_bwd_tile:" + ",".join(f"{k}={int(v)}" for k, v in _ATTN["fa4_bwd_tile"].items()))
     return lines
 
 

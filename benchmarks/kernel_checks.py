@@ -13,13 +13,10 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
    whether its outputs equal the default configuration's bit for bit, and the fastest (MLP_TILE_UP / _GRAD).
 6. loss: the fused soft-capped cross-entropy (golf::softcap_ce, Triton) against Inductor's compiled plain loss on
    the record's logits (98,304 × 8192 bf16): the loss, dlogits, and time forward + backward.
-   head: LOSS_KERNEL=head (the head's matmul and the loss in one op) against the matmul followed by either loss.
-7. fa4-tiles: flash-attn-4's backward alone under each launch configuration of FA4_BWD_CANDIDATES (train_gpt's
-   FA4_BWD_TILE): ms per call, its gradients against FA4's own choice, and the fastest.
-8. fp8: what FP8 matmuls would save. Every matmul of a micro-step that cuBLAS runs (forward, input gradient and
+7. fp8: what FP8 matmuls would save. Every matmul of a micro-step that cuBLAS runs (forward, input gradient and
    weight gradient of the attention projections, the MLP down projection and the head) timed in bf16 and as
    torch._scaled_mm in float8_e4m3 (per-tensor and per-row scales), with the casts to FP8 that feed it; per step.
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,head,fa4-tiles,fp8]
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8]
        (default: the first six)"""
 from __future__ import annotations
 
@@ -162,57 +159,6 @@ def check_loss() -> dict:
     return {"rel_err": errs, "ok": errs["loss"] < 1e-4 and errs["dlogits"] < 2e-2, "ms_fwd_bwd": ms}
 
 
-def check_head_loss() -> dict:
-    """LOSS_KERNEL=head (golf::head_softcap_ce: the head's matmul and the loss in one op, one pass over the logits)
-    against the head's matmul followed by the fused loss (triton) and by Inductor's (plain), forward and backward
-    from the final hidden state: the loss, dx and dw, and time."""
-    torch.manual_seed(0)
-    x = torch.randn(M, D, device="cuda", dtype=BF, requires_grad=True)
-    w = (0.1 * torch.randn(8192, D, device="cuda")).to(BF).requires_grad_()
-    y = torch.randint(0, 8192, (M,), device="cuda")
-    paths = {"plain": lambda a, b: F.cross_entropy(30.0 * torch.tanh(F.linear(a, b).float() / 30.0), y),
-             "triton": lambda a, b: T.softcap_ce_mean(F.linear(a, b), y, 30.0),
-             "head": lambda a, b: T.head_softcap_ce_mean(a, b, y, 30.0)}
-
-    def run(fn):
-        x.grad = w.grad = None
-        loss = fn(x, w)
-        loss.backward()
-        return loss.detach(), x.grad.detach().clone(), w.grad.detach().clone()
-    res, ms = {}, {}
-    for name, fn in paths.items():  # each inside its selection: the selection is read while tracing
-        T.select_loss_kernel(torch.device("cuda"), "plain" if name == "plain" else name)
-        try:
-            compiled = torch.compile(fn, fullgraph=True)
-            res[name] = run(compiled)
-            ms[name] = bench(lambda: run(compiled))
-        finally:
-            T.select_loss_kernel(torch.device("cuda"), "plain")
-        torch._dynamo.reset()
-    errs = {other: {n: rel_err(a, b) for n, a, b in zip(("loss", "dx", "dw"), res[other], res["plain"])}
-            for other in ("triton", "head")}
-    ok = all(e["loss"] < 1e-4 and e["dx"] < 2e-2 and e["dw"] < 2e-2 for e in errs.values())
-    return {"rel_err_vs_plain": errs, "ok": ok, "ms_fwd_bwd": ms, "speedup_head_vs_triton": ms["triton"] / ms["head"],
-            "pass_ms_by_warps": head_pass_warps(x, w, y)}
-
-
-def head_pass_warps(x, w, y) -> dict:
-    """The head op's one pass alone (a row per program) at each warp count: the trainer launches 16 at 8192 columns
-    (train_gpt._loss_launch), chosen for the two-kernel loss; the pass holds three values a column, not two."""
-    logits = F.linear(x.detach(), w.detach())
-    nll = torch.empty(M, device="cuda", dtype=torch.float32)
-    ms = {}
-    for warps in (4, 8, 16, 32):
-        work = logits.clone()  # the pass writes over its input: every call starts from the logits
-        run = lambda: T._softcap_ce_grad_kernel[(M,)](work, y, nll, 8192, work.stride(0), 30.0, 1.0 / M, BLOCK=8192,
-                                                       num_warps=warps)
-        try:
-            ms[warps] = bench(lambda: (work.copy_(logits), run())) - bench(lambda: work.copy_(logits))
-        except Exception as e:  # a warp count Triton cannot fit is a finding
-            ms[warps] = f"{type(e).__name__}: {e}"[:200]
-    return ms
-
-
 # The linear maps of one micro-step that cuBLAS runs, as F.linear(x (M, K), W (N, K)): N, K, calls per micro-step
 # before looping. The MLP's up projection and the down projection's input gradient are the fused Triton kernels; the
 # down projection's forward stands for the up projection's input gradient too (dPre (M, 2048) · W_up: the same shape).
@@ -277,49 +223,6 @@ def check_fp8(m: int = M, device: str = "cuda", timer=bench, microsteps: int = 8
     total["saved_ms_casts_fused"] = total["bf16_ms"] - total["fp8_ms"] - total["cast_ms"] / 3
     return {"matmuls": rows, "per_step_preloop": total, "shape": {"M": m, "microsteps": microsteps},
             "ok": all(r[p]["rel_err"] < 0.1 for r in rows.values() for p in ("fwd", "dgrad", "wgrad"))}
-
-
-# flash-attn-4 backward launch configurations tried at the record's shape (train_gpt's FA4_BWD_TILE, over FA4's own
-# choice for hdim 64 on sm_90: FA3's 128 x 128 tiles, 2 stages, SdP_swapAB, AtomLayoutNdKV = AtomLayoutMdQ = 2).
-# Documents are cut at 2048 and average about 730 tokens here, so smaller tiles waste less on the causal
-# diagonal. "" is FA4's choice; a combination FA4 cannot build is a finding, not a failed sweep.
-FA4_BWD_CANDIDATES = (
-    "", "tile_m=64", "tile_m=64,AtomLayoutMdQ=1", "tile_n=64", "tile_n=64,AtomLayoutNdKV=1",
-    "tile_m=64,tile_n=64,AtomLayoutMdQ=1,AtomLayoutNdKV=1", "tile_n=96", "SdP_swapAB=0", "SdP_swapAB=0,AtomLayoutMSdP=2",
-    "num_stages_PdS=1", "num_stages_Q=1,num_stages_dO=1", "dKV_swapAB=1", "dQ_swapAB=1", "AtomLayoutMdQ=1",
-    "AtomLayoutNdKV=1", "tile_m=64,num_stages_PdS=1",
-)
-
-
-def check_fa4_tiles() -> dict:
-    """FA4's backward alone (what golf::fa4_varlen's backward runs) under each FA4_BWD_CANDIDATES configuration:
-    ms per call and its dq, dk, dv against FA4's own choice (fp32 atomics and another tiling: not bit-equal)."""
-    assert T.select_attention(torch.device("cuda"), "fa4") == "fa4"
-    q, k, v, g = attn_inputs(M)
-    cu = doc_cu()
-    with torch.no_grad():
-        out, lse = torch.ops.golf.fa4_varlen(q, k, v, cu, SEQ)
-    bwd = lambda: T._fa4_varlen_bwd(g, q, k, v, out, lse, cu, SEQ)
-    rows, ref = {}, None
-    try:
-        for text in FA4_BWD_CANDIDATES:
-            T.set_fa4_bwd_tile(T.parse_fa4_bwd_tile(text, "FA4_BWD_TILE"))
-            try:
-                t0 = time.perf_counter()
-                got = bwd()
-                first_s = time.perf_counter() - t0
-                ref = got if ref is None else ref  # the first candidate is FA4's choice
-                err = max(rel_err(a, b) for a, b in zip(got, ref))
-                rows[text] = {"ms": bench(bwd), "rel_err": err, "ok": err < 1e-2, "first_call_s": first_s}
-            except Exception as e:
-                rows[text] = {"error": f"{type(e).__name__}: {e}"[:300]}
-            print("fa4-tiles", repr(text), rows[text], flush=True)  # in the log even if a launch kills the process
-    finally:
-        T.set_fa4_bwd_tile({})
-    timed = {t: r["ms"] for t, r in rows.items() if r.get("ok")}
-    best = min(timed, key=timed.get)
-    return {"candidates": rows, "ok": "" in timed,
-            "best": {"tile": best, "ms": timed[best], "default_ms": timed[""], "speedup": timed[""] / timed[best]}}
 
 
 def varlen_repeat(q, k, v, cu, max_seqlen=SEQ):
@@ -409,7 +312,7 @@ def main() -> None:
     except ImportError:
         res["triton"] = None
     checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
-              "mlp-tiles": check_mlp_tiles, "loss": check_loss, "head": check_head_loss, "fa4-tiles": check_fa4_tiles, "fp8": check_fp8}
+              "mlp-tiles": check_mlp_tiles, "loss": check_loss, "fp8": check_fp8}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:

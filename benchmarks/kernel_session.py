@@ -21,18 +21,13 @@ configuration on one GPU, stopped once training has reported its throughput):
   next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
-  fa4-tiles       kernel_checks.py fa4-tiles: flash-attn-4's backward alone under each candidate launch configuration
-                  (FA4_BWD_TILE), against FA4's own choice
-  fa4-tiled       next (else default) with the fa4-tiles sweep's fastest configuration, where it beats FA4's choice by
-                  2 % or more (inside the custom op: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step; without
                   candidates, default-equiv (default, EQUIV_ITERS steps) stands here
   plain-loss-equiv  plain-loss, EQUIV_ITERS steps: the fused loss's equivalence alone, without flash-attn-4
-  tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 and
-                  TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 (Inductor times block sizes and warps for its pointwise
-                  and reduction kernels), ITERS steps; tried past its estimate
+  tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
+                  for its pointwise and reduction kernels), ITERS steps; tried past its estimate
   gemm            next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 (Inductor's Triton GEMM templates
                   against cuBLAS, with the pointwise work around a winning template fused into it), ITERS steps;
                   tried past its estimate
@@ -82,10 +77,10 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 60.0,
-            "profile_s": 150.0, "fa4_tiles_s": 150.0, "fp8_check_s": 90.0}
+            "profile_s": 150.0, "fp8_check_s": 90.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 120.0, "profile": 240.0,
-                "fa4-tiles": 240.0, "fp8-check": 180.0}
+                "fp8-check": 180.0}
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -100,11 +95,11 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Now the head's
-# matmul and the loss in one op (LOSS_KERNEL=head); with none, the plan has no `next` and builds the tiles, the
-# profile and the autotuning on `default`.
-PENDING: dict[str, str] = {"LOSS_KERNEL": "head"}
-PENDING_NEEDS: list[str] = ["head"]
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
+# seventh session's candidate, the head's matmul and the loss in one op, trained no faster and was taken out), so
+# the plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
+PENDING: dict[str, str] = {}
+PENDING_NEEDS: list[str] = []
 
 
 def steps(cfg: dict) -> list[dict]:
@@ -126,7 +121,7 @@ def steps(cfg: dict) -> list[dict]:
                  **top_fast}
     return [
         {"name": "baseline", "kind": "train", "env": plain, "iters": n},
-        {"name": "loss-check", "kind": "checks", "only": "loss,head"},  # seconds, and no flash-attn-4 needed
+        {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
@@ -138,22 +133,16 @@ def steps(cfg: dict) -> list[dict]:
         *top_run,
         # the top configuration's graphs (the tiles live inside the custom ops) with the sweep's fastest tiles
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
-         **{**top_fast, "needs": top_fast["needs"] + ["mlp-tiles"]}},
-        {"name": "fa4-tiles", "kind": "checks", "only": "fa4-tiles", "needs_fa4": True},
-        # FA4's backward configuration lives inside the custom op too: the top configuration's graphs
-        {"name": "fa4-tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "fa4_tiles": True,
-         **{**top_fast, "needs": top_fast["needs"] + ["fa4-tiles"]}},
+         "needs": [*top_fast["needs"], "mlp-tiles"], "needs_fa4": True},
         {"name": "profile", "kind": "profile", "env": nxt, **top_fast},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         top_equiv,
         # the fused loss's equivalence without flash-attn-4: plain-loss differs from baseline by that kernel alone
         {"name": "plain-loss-equiv", "kind": "train", "env": {**plain, **loss}, "iters": n_eq,
          "same_graphs_as": "plain-loss", "needs": ["loss"]},
-        # Inductor benchmarks block sizes (and, coordinate descent, warps and stages around its best) of its
-        # pointwise and reduction kernels (no GEMM autotuning): the
+        # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # profile's largest share after the matmuls, at the price of a longer compile
-        {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1",
-                                                    "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}, "iters": n,
+        {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
          "try": True, "learn_compile": False, **top_fast},
         # Inductor benchmarks its Triton GEMM templates against cuBLAS for every matmul; where a template wins,
         # the norms and residual updates around it can fuse into its prologue and epilogue, which is where the
@@ -276,20 +265,17 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
             return f"the {need} check did not pass ({source}: {res.get(need, {}).get('error', 'not run or failed')})"[:300]
     if step.get("tiles") and not best_tiles(state):
         return f"the mlp-tiles sweep found the default launch configurations fastest: `{step['same_graphs_as']}` is this run"
-    if step.get("fa4_tiles") and not best_fa4_tile(state):
-        return f"the fa4-tiles sweep found none 2 % faster than FA4's own choice: `{step['same_graphs_as']}` is this run"
     return None
 
 
 def check_time_key(step: dict) -> str:
-    return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s", "loss,head": "loss_check_s",
-            "fa4-tiles": "fa4_tiles_s", "fp8": "fp8_check_s"}.get(step["only"], "checks_s")
+    return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s", "loss": "loss_check_s",
+            "fp8": "fp8_check_s"}.get(step["only"], "checks_s")
 
 
 def check_source(need: str) -> str:
     """The checks step whose result a configuration's `needs` entry reads."""
-    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check", "head": "loss-check",
-            "fa4-tiles": "fa4-tiles"}.get(need, "checks")
+    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check"}.get(need, "checks")
 
 
 def best_tiles(state: dict) -> dict:
@@ -298,13 +284,6 @@ def best_tiles(state: dict) -> dict:
     best = state["steps"].get("mlp-tiles", {}).get("result", {}).get("mlp-tiles", {}).get("best", {})
     return {f"MLP_TILE_{w.upper()}": best[w]["tile"] for w in ("up", "grad")
             if w in best and best[w]["tile"] != best[w].get("default_tile")}
-
-
-def best_fa4_tile(state: dict) -> dict:
-    """FA4_BWD_TILE from the fa4-tiles sweep: its fastest configuration when 2 % or more faster than FA4's own choice
-    (a 20-call timing of a 1 ms kernel moves by about 1 %), else none."""
-    best = state["steps"].get("fa4-tiles", {}).get("result", {}).get("fa4-tiles", {}).get("best", {})
-    return {"FA4_BWD_TILE": best["tile"]} if best.get("tile") and best.get("speedup", 0) >= 1.02 else {}
 
 
 def waiting_for(step: dict, state: dict) -> str | None:
@@ -359,8 +338,7 @@ def run_profile(step: dict, cfg: dict, timeout_s: float) -> dict:
 
 def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
     extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step["env"],
-             **(best_tiles(state) if step.get("tiles") else {}),
-             **(best_fa4_tile(state) if step.get("fa4_tiles") else {})}
+             **(best_tiles(state) if step.get("tiles") else {})}
     if cfg["smoke"]:
         extra.update(smoke_env())
     if step["env"].get("ATTN_BACKEND") == "fa4":
@@ -426,7 +404,7 @@ def publish(state: dict, cfg: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (st / "session.json").write_text(json.dumps(state, indent=2))
     checks = {}
-    for name in ("checks", "fa4-checks", "mlp-tiles", "loss-check", "fa4-tiles", "fp8-check"):
+    for name in ("checks", "fa4-checks", "mlp-tiles", "loss-check", "fp8-check"):
         if (st / f"{name}.json").is_file():
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:

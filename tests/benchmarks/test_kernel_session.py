@@ -27,33 +27,6 @@ def test_first_puts_the_checks_a_step_needs_just_before_it():
         assert sorted(got) == sorted(s["name"] for s in ks.steps(CFG))  # each step once, none lost
 
 
-def test_fa4_tiled_runs_the_sweeps_fastest_backward_only_when_it_is_clearly_faster(monkeypatch):
-    """fa4-tiled follows its checks (FIRST), takes default's graphs with FA4_BWD_TILE set to the fa4-tiles sweep's
-    fastest configuration, and is left out when no configuration is 2 % faster than FA4's own (timing noise)."""
-    assert names("fa4-tiled")[:4] == ["fa4-checks", "loss-check", "fa4-tiles", "fa4-tiled"]
-    step = {s["name"]: s for s in ks.steps(CFG)}["fa4-tiled"]
-    assert step["same_graphs_as"] == ("next" if ks.PENDING else "default") and step["env"]["ATTN_BACKEND"] == "fa4"
-
-    def state(tile, speedup):
-        best = {"tile": tile, "speedup": speedup}
-        ok = {"ok": True}
-        return {"steps": {"fa4-checks": {"status": "done", "result": {"fa4": ok}},
-                          "loss-check": {"status": "done", "result": {"loss": ok, "head": ok}},
-                          "fa4-tiles": {"status": "done", "result": {"fa4-tiles": {**ok, "best": best}}}}}
-    monkeypatch.setattr(ks, "fa4_ready", lambda cfg: True)  # checked first: as if the .fa4 parts were unpacked
-    cfg = {"smoke": False}
-    assert ks.best_fa4_tile(state("tile_m=64", 1.05)) == {"FA4_BWD_TILE": "tile_m=64"}
-    assert ks.blocked(step, state("tile_m=64", 1.05), cfg) is None
-    for tile, speedup in (("tile_m=64", 1.01), ("", 1.0)):
-        assert ks.best_fa4_tile(state(tile, speedup)) == {}
-        assert "found none 2 % faster" in ks.blocked(step, state(tile, speedup), cfg)
-
-
-def test_tuned_asks_inductor_for_pointwise_autotuning_and_coordinate_descent():
-    env = {s["name"]: s for s in ks.steps(CFG)}["tuned"]["env"]
-    assert env["TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE"] == env["TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"] == "1"
-
-
 def test_first_refuses_an_unknown_step(monkeypatch):
     monkeypatch.setattr(ks, "PENDING", {})
     with pytest.raises(SystemExit, match=r"FIRST names unknown steps \['next'\]"):  # no candidate is pending
@@ -75,15 +48,16 @@ def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert "next" not in plan and "next-equiv" not in plan and plan["tiled"]["same_graphs_as"] == "default"
     monkeypatch.setattr(ks, "PENDING", {"MLP_TILE_UP": "128,128,64,8,8,6,1"})
+    monkeypatch.setattr(ks, "PENDING_NEEDS", ["mlp"])  # a candidate whose check is kernel_checks.py's mlp
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert plan["next"]["env"]["MLP_TILE_UP"] == "128,128,64,8,8,6,1"
     assert plan["next-equiv"]["same_graphs_as"] == "next" and plan["tiled"]["same_graphs_as"] == "next"
     assert plan["gemm"]["env"]["MLP_TILE_UP"] == "128,128,64,8,8,6,1" and "default-equiv" not in plan
     # the checks a candidate needs gate every step that runs it, and FIRST puts them before it
-    for name in ("next", "next-equiv", "tiled", "fa4-tiled", "profile", "tuned", "gemm"):
-        assert set(ks.PENDING_NEEDS) <= set(plan[name]["needs"]), name
-    assert "head" not in plan["default"]["needs"]
-    assert names("next")[:3] == ["fa4-checks", "loss-check", "next"]
+    for name in ("next", "next-equiv", "tiled", "profile", "tuned", "gemm"):
+        assert "mlp" in plan[name]["needs"], name
+    assert "mlp" not in plan["default"]["needs"]
+    assert names("next")[:4] == ["fa4-checks", "loss-check", "checks", "next"]
 
 
 def write_losses(state: Path, name: str, losses: list[float]) -> None:

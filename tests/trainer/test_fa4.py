@@ -172,36 +172,3 @@ def test_fa4_is_what_auto_picks_on_hopper(tg, monkeypatch):
         assert tg.select_attention(torch.device("cuda"), "auto") != "fa4"
     finally:
         tg.select_attention(torch.device("cpu"))
-
-
-def test_fa4_bwd_tile_reaches_fa4_chooser(tg, fa4):
-    """FA4_BWD_TILE sets fields of FA4's own backward configuration: the backward that golf::fa4_varlen runs is
-    given FA4's choice with those fields replaced (the others kept) and the same gradients; '' gives FA4's choice
-    back; a combination FA4's own check refuses fails at the backward with FA4's reason."""
-    q, k, v, cu = _packed_qkv()
-    ref = _attend_and_grads(tg, "fa4", q, k, v, cu)
-    assert fa4.LAST_BWD_CONFIG == [fa4.BwdConfig()]
-    assert tg.select_attention(torch.device("cuda"), "fa4", "tile_m=64,AtomLayoutMdQ=1,SdP_swapAB=0") == "fa4"
-    got = _attend_and_grads(tg, "fa4", q, k, v, cu)
-    assert fa4.LAST_BWD_CONFIG == [fa4.BwdConfig(tile_m=64, AtomLayoutMdQ=1, SdP_swapAB=False)]
-    for a, b in zip(got, ref):
-        assert torch.equal(a, b)
-    tg.select_attention(torch.device("cuda"), "fa4", "")
-    _attend_and_grads(tg, "fa4", q, k, v, cu)
-    assert fa4.LAST_BWD_CONFIG == [fa4.BwdConfig()]
-    tg.select_attention(torch.device("cuda"), "fa4", "tile_m=72")
-    with pytest.raises(ValueError, match=r"multiples of 16, got \(72, 128\)"):
-        _attend_and_grads(tg, "fa4", q, k, v, cu)
-
-
-def test_fa4_bwd_tile_setting_is_checked(tg):
-    """FA4_BWD_TILE is refused at start when a key is not one it may set or a value is not a whole number (0/1 for
-    the swaps), naming the variable and the item; a good one is parsed into typed fields."""
-    assert tg.parse_fa4_bwd_tile("", "FA4_BWD_TILE") == {}
-    assert tg.parse_fa4_bwd_tile("tile_m=64,dQ_swapAB=1", "FA4_BWD_TILE") == {"tile_m": 64, "dQ_swapAB": True}
-    for bad, item in (("tile_q=64", "tile_q=64"), ("tile_m=sixty", "tile_m=sixty"), ("SdP_swapAB=2", "SdP_swapAB=2"),
-                      ("tile_m", "tile_m"), ("num_threads=256", "num_threads=256"), ("tile_n=-64", "tile_n=-64")):
-        with pytest.raises(ValueError, match=f"FA4_BWD_TILE='{bad}': '{item}' must be key=value with key one of "
-                                             "tile_m, tile_n"):
-            tg.Hyperparameters({**TINY, "FA4_BWD_TILE": bad})
-    assert tg.Hyperparameters({**TINY, "FA4_BWD_TILE": "tile_n=64"}).fa4_bwd_tile == "tile_n=64"

@@ -9,55 +9,16 @@ on any device, so the trainer's fa4 branch runs where the CuTe DSL cannot (no CU
   textbook attention backward from the saved lse, written out (not autograd through the forward), so a wrong
   lse layout or a GQA head mapping that differs from the forward's shows up as wrong gradients.
 
-- select_bwd_config / validate_bwd_config: FA4's backward chooser and its check, which _flash_attn_bwd calls
-  by these module-level names when no config is given (FA4_BWD_TILE wraps the chooser). Here the configuration
-  is FA4's sm_90 hdim-64 choice; it changes no number, but LAST_BWD_CONFIG records the one used.
-
 Only what the trainer uses is implemented (causal or not, softmax_scale, cu_seqlens with equal q/k
 segments); other options raise. CALLS counts the calls, so a test can prove this module did the work."""
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
 CALLS = {"fwd": 0, "bwd": 0}
-LAST_BWD_CONFIG: list = []  # the configuration of the last backward, for the tests
-
-
-@dataclasses.dataclass(frozen=True)
-class BwdConfig:
-    """The sm_90 fields of FA4's BwdConfig (flash_attn/cute/config.py) that FA4_BWD_TILE may set."""
-    tile_m: int = 128
-    tile_n: int = 128
-    num_stages_Q: int = 2
-    num_stages_dO: int = 2
-    num_stages_PdS: int = 2
-    SdP_swapAB: bool = True
-    dKV_swapAB: bool = False
-    dQ_swapAB: bool = False
-    AtomLayoutMSdP: int = 1
-    AtomLayoutNdKV: int = 2
-    AtomLayoutMdQ: int = 2
-
-
-class BwdHeuristicInputs(NamedTuple):
-    head_dim: int
-    causal: bool
-
-
-def select_bwd_config(inputs: BwdHeuristicInputs) -> BwdConfig:
-    return BwdConfig()
-
-
-def validate_bwd_config(config: BwdConfig, inputs: BwdHeuristicInputs) -> None:
-    """Two of FA4's own rules (config.validate_bwd_config)."""
-    if config.tile_m % 16 or config.tile_n % 16:
-        raise ValueError(f"Tile dimensions must be multiples of 16, got {(config.tile_m, config.tile_n)}")
-    if min(config.num_stages_Q, config.num_stages_dO, config.num_stages_PdS) < 1:
-        raise ValueError("Pipeline stage counts must be positive")
 
 
 def _unsupported(**options) -> None:
@@ -206,12 +167,6 @@ def _flash_attn_bwd(
     if lse.shape != (q.size(1), q.size(0)) or lse.dtype != torch.float32:  # FA4's own assertion, varlen case
         raise ValueError(f"fa4 stand-in: lse must be float32 (num_head, total_q), got {lse.dtype} {tuple(lse.shape)}")
     CALLS["bwd"] += 1
-    inputs = BwdHeuristicInputs(head_dim=q.size(-1), causal=causal)
-    if config is None:
-        config = select_bwd_config(inputs)  # by the module-level name, as FA4 does
-    else:
-        validate_bwd_config(config, inputs)
-    LAST_BWD_CONFIG[:] = [config]
     H, Hkv, T = q.size(1), k.size(1), q.size(0)
     group = H // Hkv
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.size(-1))
