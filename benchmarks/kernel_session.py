@@ -114,7 +114,7 @@ def steps(cfg: dict) -> list[dict]:
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss"], "needs_fa4": True}  # the configurations with flash-attn-4 and the fused loss
-    top_fast = {**fast, "needs": fast["needs"] + (PENDING_NEEDS if PENDING else [])}  # those with the candidates
+    top_fast = {**fast, "needs": fast["needs"] + PENDING_NEEDS}  # those with the candidates
     # default with the candidates and their equivalence; without candidates, default's own equivalence
     top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **top_fast}] if PENDING else []
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
