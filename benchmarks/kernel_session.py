@@ -4,7 +4,8 @@ Steps, most valuable first (each training configuration = bench_train_phase.trai
 configuration on one GPU, stopped once training has reported its throughput):
 
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen LOSS_KERNEL=plain (the record's kernels), ITERS steps,
-                  compile cache cold: the reference throughput and the cold time to the first step
+                  compile cache cold: the reference throughput and the cold time to the first step. Every speed-up
+                  waits for it, so it is a "try" step (below) too
   loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
@@ -22,17 +23,20 @@ configuration on one GPU, stopped once training has reported its throughput):
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
+  bytes           profile with TORCHINDUCTOR_BENCHMARK_KERNEL=1 (its own compile): how far each Inductor kernel is
+                  from the bandwidth of a device copy, and what that bounds (inductor_bytes.py); tried past its
+                  estimate
   baseline-equiv  baseline, EQUIV_ITERS steps, on the warm cache: the loss reference and the warm time to first step
   next-equiv      next, EQUIV_ITERS steps: the loss equivalence against baseline-equiv, per step; without
                   candidates, default-equiv (default, EQUIV_ITERS steps) stands here
   plain-loss-equiv  plain-loss, EQUIV_ITERS steps: the fused loss's equivalence alone, without flash-attn-4
+  baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
+  then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
   gemm            next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 (Inductor's Triton GEMM templates
                   against cuBLAS, with the pointwise work around a winning template fused into it), ITERS steps;
-                  tried past its estimate
-  baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
-  then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
+                  tried past its estimate (its compile outlasted two calls in the eighth session)
   both            MLP_KERNEL=triton ATTN_BACKEND=varlen_gqa LOSS_KERNEL=plain: the speed-up without flash-attn-4
   both-tiled      both with the sweep's fastest launch configurations (both's graphs, a warm compile)
   fa4             baseline with ATTN_BACKEND=fa4: flash-attn-4 alone
@@ -42,14 +46,15 @@ configuration on one GPU, stopped once training has reported its throughput):
   both-equiv      both, EQUIV_ITERS steps: its loss equivalence
 
 A step starts only if its estimate (from what this machine has measured so far, else conservative H200
-defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call.
+defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it waits for the next call, unless
+it is a "try" step (may_start).
 Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried.
 State lives in STATE (default /tmp/kbench), which a warm machine keeps between calls: calling again continues
 where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (4
 files; a call brings back at most 8): NAME-configs.json, one entry per configuration (device, command, date,
 tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache, time_to_first_step_s,
-attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json and NAME-session.tar.gz (session.json: every step's
-status, estimates, the equivalence; and all logs).
+attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json, NAME-bytes.json and NAME-session.tar.gz
+(session.json: every step's status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
   env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2)
@@ -80,7 +85,7 @@ DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0,
             "profile_s": 150.0, "fp8_check_s": 90.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 120.0, "profile": 240.0,
-                "fp8-check": 180.0}
+                "fp8-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -120,7 +125,9 @@ def steps(cfg: dict) -> list[dict]:
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
                  **top_fast}
     return [
-        {"name": "baseline", "kind": "train", "env": plain, "iters": n},
+        # the reference every speed-up waits for: started past its estimate too (a cold compile varies,
+        # 191-291 s to the first step on the H100), and killed at the deadline it leaves its compile cached
+        {"name": "baseline", "kind": "train", "env": plain, "iters": n, "try": True},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
@@ -135,22 +142,28 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
          "needs": [*top_fast["needs"], "mlp-tiles"], "needs_fa4": True},
         {"name": "profile", "kind": "profile", "env": nxt, **top_fast},
+        # the profile's Inductor kernels against their own byte counts: the most that hand-written versions of
+        # them could save (the eighth session found autotuning no faster). Inductor's configuration changes, so
+        # a compile of its own that teaches nothing about the others'
+        {"name": "bytes", "kind": "profile", "env": {**nxt, "TORCHINDUCTOR_BENCHMARK_KERNEL": "1"}, "try": True,
+         "learn_compile": False, **top_fast},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         top_equiv,
         # the fused loss's equivalence without flash-attn-4: plain-loss differs from baseline by that kernel alone
         {"name": "plain-loss-equiv", "kind": "train", "env": {**plain, **loss}, "iters": n_eq,
          "same_graphs_as": "plain-loss", "needs": ["loss"]},
+        {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
+        # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
-        # profile's largest share after the matmuls, at the price of a longer compile
+        # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
         {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
          "try": True, "learn_compile": False, **top_fast},
         # Inductor benchmarks its Triton GEMM templates against cuBLAS for every matmul; where a template wins,
-        # the norms and residual updates around it can fuse into its prologue and epilogue, which is where the
-        # profile's memory-bound 216 ms are. A long compile (every matmul shape timed), so tried late
+        # the norms and residual updates around it can fuse into its prologue and epilogue. Eighth session:
+        # cuBLAS beat every template on each of the model's 12 matmul shapes by 8-30 %, and the compile was
+        # unfinished after 560 s over two calls (the optimizer's Newton-Schulz matmuls were being timed)
         {"name": "gemm", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM": "1"}, "iters": n,
          "try": True, "learn_compile": False, **top_fast},
-        {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
-        # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare
         {"name": "both", "kind": "train", "env": both, "iters": n},
         # both's graphs with the sweep's fastest tiles: the tiles' gain in training without flash-attn-4, so that
         # one call can measure it (FIRST=mlp-tiles,both,both-tiled: a sweep, a cold compile, a warm one)
@@ -231,13 +244,25 @@ def estimate(step: dict, state: dict) -> float:
     if step["kind"] == "checks":
         return m[check_time_key(step)]
     if step["kind"] == "profile":
-        return m["profile_s"]
+        return m["profile_s"] + (0.0 if step.get("learn_compile", True) else m["cold_compile_s"])
     warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
     # new graphs after other configurations share many Triton kernels with them: the last such compile, once known
     compile_s = m["warm_compile_s"] if warm else m.get("shared_compile_s", m["cold_compile_s"])
+    if not step.get("learn_compile", True):  # autotuning times its kernels afresh: 249 s for `tuned`, not 27
+        compile_s = max(compile_s, m["cold_compile_s"])
     half = step["iters"] / 2  # ENABLE_LOOPING_AT=0.5
     priming = 2 * m["step_pre_s"] + 2 * m["step_loop_s"]
     return m["overhead_s"] + compile_s + priming + half * (m["step_pre_s"] + m["step_loop_s"])
+
+
+def may_start(step: dict, est: float, left: float, state: dict) -> bool:
+    """Whether a step starts with `left` seconds of the call to go: when its estimate fits, or, for a "try" step,
+    with TRY_LEFT_S left; killed at the deadline, a try leaves its compile cached for the next call. The other
+    tries wait for the baseline: a speed-up without its baseline beside it is worth nothing."""
+    if est <= left - MARGIN_S:
+        return True
+    baseline_done = state["steps"].get("baseline", {}).get("status") == "done"
+    return bool(step.get("try")) and left - MARGIN_S >= TRY_LEFT_S and (step["name"] == "baseline" or baseline_done)
 
 
 def learn(step: dict, res: dict, state: dict, cache: str) -> None:
@@ -318,13 +343,13 @@ def run_checks(step: dict, cfg: dict, timeout_s: float) -> dict:
 def run_profile(step: dict, cfg: dict, timeout_s: float) -> dict:
     """profile_step.py for the step's kernels: where one optimizer step's GPU time goes, before and with looping.
     It compiles as the trainer does, into the same Inductor cache, so the training step before it made it warm."""
-    path = cfg["state"] / "profile.json"
+    path = cfg["state"] / f"{step['name']}.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA_DIR": cfg["data"], **step["env"]}
     if step["env"].get("ATTN_BACKEND") == "fa4":
         env.update(fa4_env(cfg))
     rc = None
     path.unlink(missing_ok=True)
-    with open(cfg["state"] / "profile.log", "w") as log:
+    with open(cfg["state"] / f"{step['name']}.log", "w") as log:
         try:
             rc = subprocess.run([sys.executable, str(HERE / "profile_step.py"), str(path)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, timeout=timeout_s, start_new_session=True).returncode
@@ -409,8 +434,9 @@ def publish(state: dict, cfg: dict) -> None:
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
         (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
-    if (st / "profile.json").is_file():
-        (out / f"{cfg['name']}-profile.json").write_text((st / "profile.json").read_text())
+    for name in ("profile", "bytes"):
+        if (st / f"{name}.json").is_file():
+            (out / f"{cfg['name']}-{name}.json").write_text((st / f"{name}.json").read_text())
     # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations
     configs = {path.stem.removeprefix(f"{cfg['name']}-"): json.loads(path.read_text())
                for path in sorted(st.glob(f"{cfg['name']}-*.json"))}
@@ -434,8 +460,9 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
     wall = time.perf_counter() - t0
     if step["kind"] in ("checks", "profile"):
-        key = "profile_s" if step["kind"] == "profile" else check_time_key(step)
-        state["measured"][key] = max(wall, 30.0)
+        if step.get("learn_compile", True):  # `bytes` includes a compile of its own: not the profile's time
+            key = "profile_s" if step["kind"] == "profile" else check_time_key(step)
+            state["measured"][key] = max(wall, 30.0)
         timeout_s = min(timeout_s, CHECKS_CAP_S[step["name"]])
     status = "done" if res.get("complete") else ("timed_out" if wall >= timeout_s - 1 else "failed")
     out = {"status": status, "kind": step["kind"], "wall_s": round(wall, 1),
@@ -476,8 +503,7 @@ def main() -> None:
             defer(state, call, step, f"waits for {source}")
             continue
         est = estimate(step, state)
-        tried = step.get("try") and left - MARGIN_S >= TRY_LEFT_S and state["steps"].get("baseline", {}).get("status") == "done"
-        if est > left - MARGIN_S and not tried:  # a speed-up without its baseline beside it is worth nothing
+        if not may_start(step, est, left, state):
             defer(state, call, step, f"estimated {est:.0f} s, {left - MARGIN_S:.0f} s left in this call")
             continue
         print(f"[kernel_session] {name}: starting (estimated {est:.0f} s, {left:.0f} s left)", flush=True)

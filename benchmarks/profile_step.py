@@ -1,6 +1,8 @@
 """Where a training step's GPU time goes: the record configuration on one GPU (grad accumulation 8),
 compiled as train_gpt.py compiles it, profiled with torch.profiler for one optimizer step without looping
 and one with looping. Kernels are grouped by kind. Prints JSON (and writes it to argv[1] if given).
+With TORCHINDUCTOR_BENCHMARK_KERNEL=1 (its own compile: Inductor's configuration is part of its cache key) each
+phase also says how far Inductor's kernels are from the bandwidth of a device copy (inductor_bytes.py).
 Usage: DATA_DIR=... python benchmarks/profile_step.py [out.json]"""
 import json
 import os
@@ -12,7 +14,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_gpt as T  # noqa: E402
+from inductor_bytes import bandwidth, read_cache  # noqa: E402
+
+INDUCTOR = "inductor triton (fused elementwise/norm/loss)"
 
 
 def kind(name: str) -> str:
@@ -26,10 +32,25 @@ def kind(name: str) -> str:
     if "adam" in n or "multi_tensor" in n or "foreach" in n:
         return "optimizer (Adam/EMA foreach)"
     if "triton" in n:
-        return "inductor triton (fused elementwise/norm/loss)"
+        return INDUCTOR
     if "memcpy" in n or "memset" in n or "copy" in n:
         return "copies"
     return "other"
+
+
+def copy_gb_per_s(dev: torch.device) -> float:
+    """Bytes read and written per second by a 1 GiB device-to-device copy: the bandwidth a kernel can reach."""
+    x = torch.empty(1 << 28, dtype=torch.float32, device=dev)
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        y.copy_(x)
+    end.record()
+    torch.cuda.synchronize()
+    return 10 * 2 * x.nbytes / 1e9 / (start.elapsed_time(end) / 1000)
 
 
 def main():
@@ -47,6 +68,7 @@ def main():
     ema = T.EMA(model, h.ema_decay)
     out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(),
            "mlp_kernel": T._MLP["kernel"], "loss_kernel": T._LOSS["kernel"], "phases": {}}
+    with_bytes = os.environ.get("TORCHINDUCTOR_BENCHMARK_KERNEL") == "1"
     for looping in (False, True):
         model.looping = looping
         t = time.perf_counter()
@@ -67,6 +89,7 @@ def main():
         groups = defaultdict(float)
         top = []
         by_kind = defaultdict(list)
+        inductor_rows = []  # (full kernel name, ms, launches)
         for e in prof.key_averages():
             us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
             if us <= 0:
@@ -74,9 +97,11 @@ def main():
             groups[kind(e.key)] += us / 1000
             top.append((us / 1000, e.key[:120]))
             by_kind[kind(e.key)].append((us / 1000, e.key[:120]))
+            if kind(e.key) == INDUCTOR:
+                inductor_rows.append((e.key, us / 1000, e.count))
         total = sum(groups.values())
         top.sort(reverse=True)
-        out["phases"]["loop" if looping else "preloop"] = {
+        phase = out["phases"]["loop" if looping else "preloop"] = {
             "first_two_steps_s (includes compilation)": warm, "step_ms": step_ms,
             "tokens_per_s": h.train_batch_tokens / (step_ms / 1000),
             "gpu_kernel_ms": total, "by_kind_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
@@ -85,6 +110,9 @@ def main():
             "top_by_kind_ms": {g: [[round(ms, 2), k] for ms, k in sorted(v, reverse=True)[:8]]
                                for g, v in by_kind.items()},
         }
+        if with_bytes:
+            from torch._inductor.runtime.cache_dir_utils import cache_dir
+            phase["inductor_bytes"] = bandwidth(inductor_rows, read_cache(Path(cache_dir())), copy_gb_per_s(dev))
     text = json.dumps(out, indent=2)
     print(text)
     if len(sys.argv) > 1:
