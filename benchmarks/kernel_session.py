@@ -146,7 +146,7 @@ def steps(cfg: dict) -> list[dict]:
         # them could save (the eighth session found autotuning no faster). Inductor's configuration changes, so
         # a compile of its own that teaches nothing about the others'
         {"name": "bytes", "kind": "profile", "env": {**nxt, "TORCHINDUCTOR_BENCHMARK_KERNEL": "1"}, "try": True,
-         "learn_compile": False, **top_fast},
+         **top_fast},
         {"name": "baseline-equiv", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
         top_equiv,
         # the fused loss's equivalence without flash-attn-4: plain-loss differs from baseline by that kernel alone
@@ -157,13 +157,13 @@ def steps(cfg: dict) -> list[dict]:
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
         {"name": "tuned", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}, "iters": n,
-         "try": True, "learn_compile": False, **top_fast},
+         "try": True, **top_fast},
         # Inductor benchmarks its Triton GEMM templates against cuBLAS for every matmul; where a template wins,
         # the norms and residual updates around it can fuse into its prologue and epilogue. Eighth session:
         # cuBLAS was the fastest choice for each of the model's 12 matmul shapes (templates 8-30 % slower), and
         # the compile was unfinished after 560 s over two calls (the optimizer's Newton-Schulz matmuls were being timed)
         {"name": "gemm", "kind": "train", "env": {**nxt, "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM": "1"}, "iters": n,
-         "try": True, "learn_compile": False, **top_fast},
+         "try": True, **top_fast},
         {"name": "both", "kind": "train", "env": both, "iters": n},
         # both's graphs with the sweep's fastest tiles: the tiles' gain in training without flash-attn-4, so that
         # one call can measure it (FIRST=mlp-tiles,both,both-tiled: a sweep, a cold compile, a warm one)
@@ -244,15 +244,22 @@ def estimate(step: dict, state: dict) -> float:
     if step["kind"] == "checks":
         return m[check_time_key(step)]
     if step["kind"] == "profile":
-        return m["profile_s"] + (0.0 if step.get("learn_compile", True) else m["cold_compile_s"])
+        return m["profile_s"] + (m["cold_compile_s"] if own_inductor_config(step) else 0.0)
     warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
     # new graphs after other configurations share many Triton kernels with them: the last such compile, once known
     compile_s = m["warm_compile_s"] if warm else m.get("shared_compile_s", m["cold_compile_s"])
-    if not step.get("learn_compile", True):  # autotuning times its kernels afresh: 249 s for `tuned`, not 27
+    if own_inductor_config(step):  # autotuning times its kernels afresh: 249 s for `tuned`, not 27
         compile_s = max(compile_s, m["cold_compile_s"])
     half = step["iters"] / 2  # ENABLE_LOOPING_AT=0.5
     priming = 2 * m["step_pre_s"] + 2 * m["step_loop_s"]
     return m["overhead_s"] + compile_s + priming + half * (m["step_pre_s"] + m["step_loop_s"])
+
+
+def own_inductor_config(step: dict) -> bool:
+    """A step that sets Inductor's configuration (tuned, gemm, bytes): the configuration is part of Inductor's cache
+    key, so it compiles everything afresh, at least as long as a cold compile, and its time says nothing about the
+    other steps'."""
+    return any(key.startswith("TORCHINDUCTOR_") for key in step.get("env", {}))
 
 
 def may_start(step: dict, est: float, left: float, state: dict) -> bool:
@@ -273,7 +280,7 @@ def learn(step: dict, res: dict, state: dict, cache: str) -> None:
     m["step_pre_s"] = res["step_ms_preloop"] / 1000
     m["step_loop_s"] = res["step_ms_loop"] / 1000
     m["overhead_s"] = max(10.0, res["wall_s"] - res["priming_s"] - step["iters"] / 2 * (m["step_pre_s"] + m["step_loop_s"]))
-    if step.get("learn_compile", True):  # an autotuned compile says nothing about the others'
+    if not own_inductor_config(step):  # an autotuned compile says nothing about the others'
         m[f"{cache}_compile_s"] = res["compile_s"]
 
 
@@ -460,7 +467,7 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
     wall = time.perf_counter() - t0
     if step["kind"] in ("checks", "profile"):
-        if step.get("learn_compile", True):  # `bytes` includes a compile of its own: not the profile's time
+        if not own_inductor_config(step):  # `bytes` includes a compile of its own: not the profile's time
             key = "profile_s" if step["kind"] == "profile" else check_time_key(step)
             state["measured"][key] = max(wall, 30.0)
         timeout_s = min(timeout_s, CHECKS_CAP_S[step["name"]])

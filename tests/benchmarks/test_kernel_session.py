@@ -84,6 +84,7 @@ def test_an_autotuned_compile_is_estimated_as_a_cold_one():
     state = fresh_state(baseline="done", default="done")
     state["measured"] = {"shared_compile_s": 26.7, "cold_compile_s": 248.6}
     assert ks.estimate(plan["tuned"], state) > 248.6 > ks.estimate(plan["default"], state)
+    assert [n for n, step in plan.items() if ks.own_inductor_config(step)] == ["bytes", "tuned", "gemm"]
     # the byte counts need Inductor's benchmark harness in its kernels: another configuration, another compile
     assert plan["bytes"]["env"]["TORCHINDUCTOR_BENCHMARK_KERNEL"] == "1"
     assert ks.estimate(plan["bytes"], state) > 248.6 + ks.estimate(plan["profile"], state) - 1
