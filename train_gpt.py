@@ -160,6 +160,9 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
     ("LOSS_KERNEL", str, "auto"),
+    ("LOSS_FORM", str, "row"),
+    ("LOSS_TILE_FWD", str, ""),
+    ("LOSS_TILE_BWD", str, ""),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -284,6 +287,13 @@ class Hyperparameters:
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
         if self.loss_kernel not in ("auto", "plain", "triton", "torch"):
             bad(f"LOSS_KERNEL={self.loss_kernel!r} must be auto, plain, triton or torch")
+        if self.loss_form not in ("row", "tiled"):
+            bad(f"LOSS_FORM={self.loss_form!r} must be row or tiled")
+        if self.loss_form == "tiled" and self.logit_softcap > LOSS_TILED_MAX_CAP:
+            bad(f"LOSS_FORM=tiled needs LOGIT_SOFTCAP <= {LOSS_TILED_MAX_CAP} (its sum of exponentials has no "
+                f"running maximum), not {self.logit_softcap}")
+        parse_loss_tile(self.loss_tile_fwd, "fwd")  # FUSED SOFT-CAPPED LOSS; raises ValueError naming the variable
+        parse_loss_tile(self.loss_tile_bwd, "bwd")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
         parse_mlp_tile(self.mlp_tile_grad, "MLP_TILE_GRAD")
         per_rank = self.world_size * self.grad_accum_steps
@@ -948,8 +958,37 @@ def fused_mlp(a: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torc
 # (benchmarks/results/h100-kernels-loss-*.json). The head's matmul and the loss in one op, one pass writing dlogits
 # over the logits, was tried on an H100 and trained no faster (its pass took 3.1 ms a micro-step against these two
 # kernels' 3.7; benchmarks/README.md "Seventh session"), so it is not here.
+# LOSS_FORM (a candidate, timed beside `row` by benchmarks/kernel_session.py): `row` is the pair above, one program
+# per row of 16 warps. The pair takes 3.6 ms a micro-step on an H100 where its bytes (the logits read twice,
+# dlogits written once: 4.8 GB) take 1.6 at the bandwidth of a device copy; our guess is the whole row each
+# program must hold before it can reduce, and the forward's two reductions across 16 warps. `tiled` streams tiles
+# of ROWS × BLOCK_V logits instead: the soft cap bounds every z to [−c, c], so the forward sums e^z without a
+# running maximum (fp32 holds V·e^c for c <= LOSS_TILED_MAX_CAP) in one reduction per row and reads the target's
+# logit alone, and the backward is elementwise over a 2-D grid of tiles. The same math and the same custom ops and
+# graphs (the form is read when the op runs, like the MLP tiles); LOSS_TILE_FWD / LOSS_TILE_BWD set each kernel's
+# launch (ROWS,BLOCK_V,num_warps).
 
-_LOSS = {"kernel": "plain"}
+LOSS_TILED_MAX_CAP = 60.0  # e^60 · 2^20 < 3.4e38 and e^-60 > 1.2e-38: no overflow, no vanishing sum
+LOSS_TILE_KEYS = ("ROWS", "BLOCK_V", "num_warps")
+_LOSS_TILE_DEFAULT = {"fwd": dict(zip(LOSS_TILE_KEYS, (4, 1024, 4))), "bwd": dict(zip(LOSS_TILE_KEYS, (1, 2048, 4)))}
+_LOSS = {"kernel": "plain", "form": "row", **_LOSS_TILE_DEFAULT}
+
+
+def parse_loss_tile(text: str, which: str) -> dict:
+    """LOSS_TILE_FWD / LOSS_TILE_BWD (which: fwd, bwd): '' (the built-in launch) or 'ROWS,BLOCK_V,num_warps'."""
+    name = f"LOSS_TILE_{which.upper()}"
+    if not text:
+        return dict(_LOSS_TILE_DEFAULT[which])
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    pow2 = lambda v: v > 0 and v & (v - 1) == 0
+    if not (len(vals) == 3 and all(pow2(v) for v in vals) and vals[0] <= 64 and 16 <= vals[1] <= 16384
+            and vals[0] * vals[1] <= 16384 and vals[2] <= 16):
+        raise ValueError(f"{name}={text!r} must be ROWS,BLOCK_V,num_warps: powers of two, ROWS <= 64, "
+                         "BLOCK_V 16-16384, ROWS·BLOCK_V <= 16384, num_warps <= 16 (e.g. 4,1024,4)")
+    return dict(zip(LOSS_TILE_KEYS, vals))
 
 if triton is not None:
     @triton.jit
@@ -987,6 +1026,62 @@ if triton is not None:
         dx = tl.load(g_ptr + row) * dz * (1.0 - t * t)
         tl.store(dx_ptr + row * sdx + cols, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
+    @triton.jit
+    def _tanh_log2(x, cap):
+        """(t, t·c·log2 e) with t = tanh(x / c): the row form's tanh with each division by c folded into one
+        constant per program, and the exponent of e^z in base 2 for tl.exp2 (the SFU's own exp)."""
+        e = tl.exp2((-2.0 * 1.4426950408889634 / cap) * tl.abs(x))
+        t = (1.0 - e) / (1.0 + e)
+        t = tl.where(x < 0, -t, t)
+        return t, t * (cap * 1.4426950408889634)
+
+    @triton.jit
+    def _softcap_ce_fwd_tiled(x_ptr, y_ptr, nll_ptr, lse_ptr, N, sx, cap, V: tl.constexpr, ROWS: tl.constexpr,
+                              BLOCK_V: tl.constexpr, EVEN: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        rok = rows < N
+        base = x_ptr + rows.to(tl.int64) * sx
+        acc = tl.zeros((ROWS, BLOCK_V), dtype=tl.float32)
+        for c0 in tl.range(0, V, BLOCK_V):
+            cols = c0 + tl.arange(0, BLOCK_V)
+            ptrs = base[:, None] + cols[None, :]
+            if EVEN:
+                _, z2 = _tanh_log2(tl.load(ptrs).to(tl.float32), cap)
+                acc += tl.exp2(z2)
+            else:
+                ok = rok[:, None] & (cols < V)[None, :]
+                _, z2 = _tanh_log2(tl.load(ptrs, mask=ok, other=0.0).to(tl.float32), cap)
+                acc += tl.where(ok, tl.exp2(z2), 0.0)
+        lse = tl.log(tl.sum(acc, 1))  # |z| <= cap: no running maximum (LOSS_TILED_MAX_CAP)
+        y = tl.load(y_ptr + rows, mask=rok, other=0)
+        ty, _ = _tanh_log2(tl.load(base + y, mask=rok, other=0.0).to(tl.float32), cap)
+        tl.store(nll_ptr + rows, lse - cap * ty, mask=rok)
+        tl.store(lse_ptr + rows, lse, mask=rok)
+
+    @triton.jit
+    def _softcap_ce_bwd_tiled(g_ptr, x_ptr, y_ptr, lse_ptr, dx_ptr, N, sx, sdx, cap, V: tl.constexpr,
+                              ROWS: tl.constexpr, BLOCK_V: tl.constexpr, EVEN: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+        rok = rows < N
+        r64 = rows.to(tl.int64)
+        ok = rok[:, None] & (cols < V)[None, :]
+        if EVEN:
+            x = tl.load(x_ptr + r64[:, None] * sx + cols[None, :]).to(tl.float32)
+        else:
+            x = tl.load(x_ptr + r64[:, None] * sx + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+        t, z2 = _tanh_log2(x, cap)
+        lse2 = tl.load(lse_ptr + rows, mask=rok, other=0.0) * 1.4426950408889634
+        y = tl.load(y_ptr + rows, mask=rok, other=0)
+        g = tl.load(g_ptr + rows, mask=rok, other=0.0)
+        p = tl.exp2(z2 - lse2[:, None])
+        dz = p - tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
+        dx = (g[:, None] * dz * (1.0 - t * t)).to(dx_ptr.dtype.element_ty)
+        if EVEN:
+            tl.store(dx_ptr + r64[:, None] * sdx + cols[None, :], dx)
+        else:
+            tl.store(dx_ptr + r64[:, None] * sdx + cols[None, :], dx, mask=ok)
+
 
 def _loss_launch(V: int) -> dict:
     block = triton.next_power_of_2(V)
@@ -997,14 +1092,28 @@ def _softcap_ce_triton(x: torch.Tensor, y: torch.Tensor, cap: float) -> tuple[to
     N, V = x.shape
     nll = x.new_empty(N, dtype=torch.float32)
     lse = torch.empty_like(nll)
-    _softcap_ce_fwd_kernel[(N,)](x, y, nll, lse, V, x.stride(0), cap, **_loss_launch(V))
+    if _LOSS["form"] == "tiled":
+        rows, block, warps = (_LOSS["fwd"][k] for k in LOSS_TILE_KEYS)
+        even = N % rows == 0 and V % block == 0
+        _softcap_ce_fwd_tiled[(triton.cdiv(N, rows),)](x, y, nll, lse, N, x.stride(0), cap, V=V, ROWS=rows,
+                                                       BLOCK_V=block, EVEN=even, num_warps=warps)
+    else:
+        _softcap_ce_fwd_kernel[(N,)](x, y, nll, lse, V, x.stride(0), cap, **_loss_launch(V))
     return nll, lse
 
 
 def _softcap_ce_bwd_triton(g, x, y, lse, cap: float) -> torch.Tensor:
     N, V = x.shape
     dx = torch.empty_like(x)
-    _softcap_ce_bwd_kernel[(N,)](g.contiguous(), x, y, lse, dx, V, x.stride(0), dx.stride(0), cap, **_loss_launch(V))
+    if _LOSS["form"] == "tiled":
+        rows, block, warps = (_LOSS["bwd"][k] for k in LOSS_TILE_KEYS)
+        even = N % rows == 0 and V % block == 0
+        _softcap_ce_bwd_tiled[(triton.cdiv(N, rows), triton.cdiv(V, block))](
+            g.contiguous(), x, y, lse, dx, N, x.stride(0), dx.stride(0), cap, V=V, ROWS=rows, BLOCK_V=block,
+            EVEN=even, num_warps=warps)
+    else:
+        _softcap_ce_bwd_kernel[(N,)](g.contiguous(), x, y, lse, dx, V, x.stride(0), dx.stride(0), cap,
+                                     **_loss_launch(V))
     return dx
 
 
@@ -1059,13 +1168,15 @@ def _register_loss_ops() -> None:
 _register_loss_ops()
 
 
-def select_loss_kernel(device: torch.device, requested: str = "auto") -> str:
+def select_loss_kernel(device: torch.device, requested: str = "auto", form: str = "row", tile_fwd: str = "",
+                       tile_bwd: str = "") -> str:
     """plain (Inductor's), triton or torch (the fused custom ops, Triton or torch math inside); auto: triton on
-    CUDA when Triton is importable, else plain."""
+    CUDA when Triton is importable, else plain. form, tile_fwd, tile_bwd: the Triton kernels' form and launch
+    (LOSS_FORM, parse_loss_tile), read when the op runs, so they change no compiled graph."""
     if requested == "triton":
         _require_triton(device, "LOSS_KERNEL")
     name = _auto_kernel(device) if requested == "auto" else requested
-    _LOSS["kernel"] = name
+    _LOSS.update(kernel=name, form=form, fwd=parse_loss_tile(tile_fwd, "fwd"), bwd=parse_loss_tile(tile_bwd, "bwd"))
     return name
 
 
@@ -3237,10 +3348,14 @@ def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
     lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
-             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel)}"]
+             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_form, h.loss_tile_fwd, h.loss_tile_bwd)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
                                              for w in ("up", "grad")))
+    if _LOSS["kernel"] == "triton":  # row, or tiled with ROWS,BLOCK_V,num_warps of each kernel
+        lines.append(f"loss_form:{_LOSS['form']}" + "".join(
+            f" {w}={','.join(str(_LOSS[w][k]) for k in LOSS_TILE_KEYS)}" for w in ("fwd", "bwd")
+            if _LOSS["form"] == "tiled"))
     return lines
 
 
@@ -3248,7 +3363,8 @@ def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
             "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"],
-            "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"]}
+            "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"],
+            "loss_form": _LOSS["form"], "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}}
 
 
 def finite_or_null(data):

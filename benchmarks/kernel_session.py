@@ -6,7 +6,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen LOSS_KERNEL=plain (the record's kernels), ITERS steps,
                   compile cache cold: the reference throughput and the cold time to the first step. Every speed-up
                   waits for it, so it is a "try" step (below) too
-  loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time
+  loss-check      kernel_checks.py loss: the fused soft-capped loss (both LOSS_FORMs) against Inductor's, values and
+                  time, and the tiled form's launch sweep
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
   mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration,
@@ -19,7 +20,9 @@ configuration on one GPU, stopped once training has reported its throughput):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 LOSS_KERNEL=triton (what `auto` picks on Hopper with
                   flash-attn-4), ITERS steps, if its checks passed; tried past its estimate like `plain-loss`
-  next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate
+  next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate.
+                  A candidate inside the custom ops (PENDING_IN_OPS: LOSS_FORM=tiled now) compiles default's graphs,
+                  warm, with the loss check's fastest launches
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
@@ -81,10 +84,10 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # graphs ≈ 204 s in the gpu1 campaign, 302 s from launch to the first step in the issue's run; a step ≈ 0.69 s
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
-            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 60.0,
+            "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
             "profile_s": 150.0, "fp8_check_s": 90.0}
 # a hung check or profile must not take the whole call
-CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 120.0, "profile": 240.0,
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
                 "fp8-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
@@ -100,11 +103,14 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
-# seventh session's candidate, the head's matmul and the loss in one op, trained no faster and was taken out), so
-# the plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
-PENDING: dict[str, str] = {}
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Now the fused
+# loss's tiled form (train_gpt.py, FUSED SOFT-CAPPED LOSS), checked and swept by the loss check that `default` needs
+# already; with none, the plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
+PENDING: dict[str, str] = {"LOSS_FORM": "tiled"}
 PENDING_NEEDS: list[str] = []
+# A candidate read inside the custom ops when they run (LOSS_FORM, like the MLP tiles) changes no compiled graph:
+# `next` then compiles default's graphs, warm, and takes the loss check's fastest tiled launches (loss_tiles).
+PENDING_IN_OPS = True
 
 
 def steps(cfg: dict) -> list[dict]:
@@ -121,9 +127,12 @@ def steps(cfg: dict) -> list[dict]:
     fast = {"needs": ["fa4", "loss"], "needs_fa4": True}  # the configurations with flash-attn-4 and the fused loss
     top_fast = {**fast, "needs": fast["needs"] + PENDING_NEEDS}  # those with the candidates
     # default with the candidates and their equivalence; without candidates, default's own equivalence
-    top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **top_fast}] if PENDING else []
+    in_ops = {"same_graphs_as": "default", "loss_tiles": True} if PENDING and PENDING_IN_OPS else {}
+    top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **top_fast, **in_ops}] \
+        if PENDING else []
+    tiles_of_top = {"loss_tiles": True} if in_ops else {}  # what runs next's kernels runs them at its launches
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
-                 **top_fast}
+                 **top_fast, **tiles_of_top}
     return [
         # the reference every speed-up waits for: started past its estimate too (a cold compile varies,
         # 191-291 s to the first step on the H100), and killed at the deadline it leaves its compile cached
@@ -140,8 +149,8 @@ def steps(cfg: dict) -> list[dict]:
         *top_run,
         # the top configuration's graphs (the tiles live inside the custom ops) with the sweep's fastest tiles
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
-         "needs": [*top_fast["needs"], "mlp-tiles"], "needs_fa4": True},
-        {"name": "profile", "kind": "profile", "env": nxt, **top_fast},
+         "needs": [*top_fast["needs"], "mlp-tiles"], "needs_fa4": True, **tiles_of_top},
+        {"name": "profile", "kind": "profile", "env": nxt, **top_fast, **tiles_of_top},
         # the profile's Inductor kernels against their own byte counts: the most that hand-written versions of
         # them could save (the eighth session found autotuning no faster). Inductor's configuration changes, so
         # a compile of its own that teaches nothing about the others'
@@ -310,6 +319,20 @@ def check_source(need: str) -> str:
     return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check"}.get(need, "checks")
 
 
+def best_loss_tiles(state: dict) -> dict:
+    """LOSS_TILE_FWD / LOSS_TILE_BWD from the loss check's sweep: the fastest tiled launches whose outputs match the
+    row form's, where they are not the trainer's built-in ones."""
+    best = state["steps"].get("loss-check", {}).get("result", {}).get("loss", {}).get("kernels", {}).get("best", {})
+    return {f"LOSS_TILE_{w.upper()}": best[w]["tile"] for w in ("fwd", "bwd")
+            if w in best and best[w]["tile"] != best[w].get("default_tile")}
+
+
+def step_env(step: dict, state: dict) -> dict:
+    """The trainer settings a step runs with: its own, and the sweeps' fastest launches where it takes them."""
+    return {**step["env"], **(best_tiles(state) if step.get("tiles") else {}),
+            **(best_loss_tiles(state) if step.get("loss_tiles") else {})}
+
+
 def best_tiles(state: dict) -> dict:
     """MLP_TILE_UP / MLP_TILE_GRAD from the mlp-tiles sweep: its fastest configurations with the default's bits,
     where they are not the default (none: `default` is already the run with the fastest tiles)."""
@@ -347,11 +370,11 @@ def run_checks(step: dict, cfg: dict, timeout_s: float) -> dict:
     return res
 
 
-def run_profile(step: dict, cfg: dict, timeout_s: float) -> dict:
+def run_profile(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
     """profile_step.py for the step's kernels: where one optimizer step's GPU time goes, before and with looping.
     It compiles as the trainer does, into the same Inductor cache, so the training step before it made it warm."""
     path = cfg["state"] / f"{step['name']}.json"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA_DIR": cfg["data"], **step["env"]}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA_DIR": cfg["data"], **step_env(step, state)}
     if step["env"].get("ATTN_BACKEND") == "fa4":
         env.update(fa4_env(cfg))
     rc = None
@@ -369,8 +392,7 @@ def run_profile(step: dict, cfg: dict, timeout_s: float) -> dict:
 
 
 def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
-    extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step["env"],
-             **(best_tiles(state) if step.get("tiles") else {})}
+    extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"]), **step_env(step, state)}
     if cfg["smoke"]:
         extra.update(smoke_env())
     if step["env"].get("ATTN_BACKEND") == "fa4":
@@ -461,7 +483,7 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
     if step["kind"] == "checks":
         res = run_checks(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
     elif step["kind"] == "profile":
-        res = run_profile(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
+        res = run_profile(step, cfg, state, min(timeout_s, CHECKS_CAP_S[step["name"]]))
     else:
         res = run_train(step, cfg, state, timeout_s)
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
@@ -520,7 +542,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "loss_kernel") if k in r), flush=True)
+                  "attention_backend", "mlp_kernel", "loss_kernel", "loss_form") if k in r), flush=True)
         if name in (*EQUIV_COMPARED, "baseline-noise"):
             record_equivalence(state, cfg)
         publish(state, cfg)

@@ -1,7 +1,14 @@
 """benchmarks/kernel_checks.py's FP8 estimate on the CPU (torch runs float8 _scaled_mm there too): the operand
-layouts and scales that _scaled_mm needs give the bf16 products, and the per-step sums count every call."""
+layouts and scales that _scaled_mm needs give the bf16 products, and the per-step sums count every call; and its
+loss-kernel sweep under Triton's interpreter."""
+import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import kernel_checks as kc  # noqa: E402
@@ -17,3 +24,36 @@ def test_fp8_estimate_matches_bf16_and_counts_every_matmul_of_a_step():
     total = res["per_step_preloop"]
     assert total["bf16_ms"] == total["fp8_ms"] == total["cast_ms"] == calls
     assert total["saved_ms"] == -calls and total["saved_ms_casts_fused"] == -calls / 3
+
+
+_SWEEP = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+import kernel_checks as kc
+torch.manual_seed(0)
+x = (4 * torch.randn(8, 1024)).to(torch.bfloat16)
+y = torch.randint(0, 1024, (8,))
+ticks = iter(range(1000))
+res = kc.loss_kernel_sweep(x, y, timer=lambda fn: (fn(), 100.0 - next(ticks))[1])
+print(json.dumps(res))
+"""
+
+
+def test_loss_kernel_sweep_checks_every_tiled_launch_against_the_row_form():
+    """benchmarks/kernel_checks.py's loss sweep, run on the CPU by Triton's interpreter at a small shape (tiles wider
+    than the vocabulary and taller than the batch among them): every candidate launch of both tiled kernels builds
+    and matches the row form's outputs, and `best` is the one the timer called fastest (here the last timed)."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("no triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _SWEEP, str(Path(kc.__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for which in ("fwd", "bwd"):
+        rows = res["candidates"][which]
+        assert list(rows) == [",".join(map(str, t)) for t in kc.LOSS_TILE_CANDIDATES[which]]
+        assert all(r.get("close") for r in rows.values()), rows
+        best = res["best"][which]
+        assert best["tile"] == list(rows)[-1] and best["ms"] == min(r["ms"] for r in rows.values())
+        assert best["default_tile"] in rows and best["speedup_over_row"] > 1

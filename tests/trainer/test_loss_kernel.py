@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.conftest import TRAINER, loss_and_grads, tiny_batch
+from tests.trainer.conftest import TRAINER, loss_and_grads, tiny_batch, train_losses_until
 from tests.trainer.test_kernels import needs_triton
 from tests.trainer.test_model import TINY
 
@@ -100,6 +100,24 @@ def test_loss_kernel_settings(tg, loss_kernel):
             loss_kernel("triton")
 
 
+def test_loss_form_settings(tg, loss_kernel):
+    """LOSS_FORM and LOSS_TILE_*: row by default, tiled with the built-in launch or one set, each bad value named;
+    tiled refuses a soft cap whose e^c could overflow its sum without a running maximum."""
+    h = tg.Hyperparameters(TINY)
+    assert (h.loss_form, h.loss_tile_fwd, h.loss_tile_bwd) == ("row", "", "")
+    tg.select_loss_kernel(torch.device("cpu"), "torch", "tiled", "", "8,512,2")
+    assert tg._LOSS["form"] == "tiled" and tg._LOSS["fwd"] == {"ROWS": 4, "BLOCK_V": 1024, "num_warps": 4}
+    assert tg._LOSS["bwd"] == {"ROWS": 8, "BLOCK_V": 512, "num_warps": 2}
+    assert tg.Hyperparameters({**TINY, "LOSS_FORM": "tiled", "LOGIT_SOFTCAP": "60"}).loss_form == "tiled"
+    with pytest.raises(ValueError, match="LOSS_FORM='fast' must be row or tiled"):
+        tg.Hyperparameters({**TINY, "LOSS_FORM": "fast"})
+    with pytest.raises(ValueError, match="LOSS_FORM=tiled needs LOGIT_SOFTCAP <= 60.0 .*not 61.0"):
+        tg.Hyperparameters({**TINY, "LOSS_FORM": "tiled", "LOGIT_SOFTCAP": "61"})
+    for bad in ("4,1024", "3,1024,4", "4,8,4", "64,1024,4", "1,1024,32", "a,b,c"):
+        with pytest.raises(ValueError, match=f"LOSS_TILE_BWD='{bad}' must be ROWS,BLOCK_V,num_warps"):
+            tg.Hyperparameters({**TINY, "LOSS_TILE_BWD": bad})
+
+
 _INTERPRET = """
 import importlib.util, json, sys, torch
 spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
@@ -107,49 +125,63 @@ tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.
 assert tg._TRITON_INTERPRETED
 torch.manual_seed(0)
 res = []
-for dtype in (torch.float32, torch.bfloat16):
-    for N, V in ((37, 512), (5, 500), (3, 8192)):
-        x = (40 * torch.randn(N, V)).to(dtype); y = torch.randint(0, V, (N,)); g = torch.rand(N)
-        nll, lse = tg._softcap_ce_triton(x, y, 30.0)
-        nll_r, lse_r = tg._softcap_ce_torch(x, y, 30.0)
-        dx, dx_r = tg._softcap_ce_bwd_triton(g, x, y, lse_r, 30.0), tg._softcap_ce_bwd_torch(g, x, y, lse_r, 30.0)
-        assert dx.dtype == dtype
-        res.append([str(dtype), V, float((nll - nll_r).abs().max()), float((lse - lse_r).abs().max()),
-                    float((dx.float() - dx_r.float()).abs().max() / dx_r.float().abs().max())])
+# the row form, the tiled form at its built-in launch, and tiles that cut rows and columns unevenly
+for form, fwd, bwd in (("row", "", ""), ("tiled", "", ""), ("tiled", "4,128,4", "2,64,4"), ("tiled", "1,8192,8", "8,512,4")):
+    tg.select_loss_kernel(torch.device("cpu"), "triton", form, fwd, bwd)
+    for dtype, scale in ((torch.float32, 40), (torch.bfloat16, 40), (torch.float32, 4), (torch.bfloat16, 4)):
+        for N, V in ((37, 512), (5, 500), (3, 8192), (8, 1024)):
+            x = (scale * torch.randn(N, V)).to(dtype); y = torch.randint(0, V, (N,)); g = torch.rand(N)
+            nll, lse = tg._softcap_ce_triton(x, y, 30.0)
+            nll_r, lse_r = tg._softcap_ce_torch(x, y, 30.0)
+            dx, dx_r = tg._softcap_ce_bwd_triton(g, x, y, lse_r, 30.0), tg._softcap_ce_bwd_torch(g, x, y, lse_r, 30.0)
+            assert dx.dtype == dtype
+            res.append([f"{form} {fwd} {bwd}", str(dtype), V, float((nll - nll_r).abs().max()),
+                        float((lse - lse_r).abs().max()),
+                        float((dx.float() - dx_r.float()).abs().max() / dx_r.float().abs().max())])
 print(json.dumps(res))
 """
 
 
 @needs_triton
 def test_softcap_ce_triton_kernels_under_interpreter():
-    """Both Triton kernels (rows held whole, masked tails of a vocabulary that is no power of two, the target's
-    logit, bf16 loads and stores) against the torch math, run by Triton's CPU interpreter in a fresh process:
-    nll and lse to 1e-4 (the kernel's tanh goes through exp), dlogits to rounding of the logits' dtype."""
+    """Both Triton kernels of each form (row: rows held whole; tiled: row and column tiles, even and with masked
+    tails of rows and of a vocabulary that is no power of two; the target's logit, bf16 loads and stores) against
+    the torch math, run by Triton's CPU interpreter in a fresh process, on logits where the cap bites (40·N(0,1):
+    most t near ±1) and where it does not (4·N(0,1), as trained): nll and lse to 1e-4 (the kernels' tanh goes
+    through exp; tiled sums e^z without a maximum), dlogits to rounding of the logits' dtype."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    for dtype, V, nll_err, lse_err, dx_err in json.loads(out.stdout.strip().splitlines()[-1]):
-        assert nll_err < 1e-4 and lse_err < 1e-4, (dtype, V, nll_err, lse_err)
-        assert dx_err < (1e-5 if dtype == "torch.float32" else 2 ** -7), (dtype, V, dx_err)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(rows) == 64
+    for form, dtype, V, nll_err, lse_err, dx_err in rows:
+        assert nll_err < 1e-4 and lse_err < 1e-4, (form, dtype, V, nll_err, lse_err)
+        assert dx_err < (1e-5 if dtype == "torch.float32" else 2 ** -7), (form, dtype, V, dx_err)
 
 
 @needs_triton
 def test_softcap_ce_kernels_compile_for_hopper(tg, tmp_path):
-    """Both kernels compile for sm_90 at the record's vocabulary (8192, a row per program, 16 warps) without a
-    GPU, and keep the row in registers: Triton's own ptxas, asked for its resource report, spills nothing."""
+    """The kernels of both forms compile for sm_90 at the record's vocabulary without a GPU (row: a row per
+    program, 16 warps; tiled: the built-in launch) and keep their tiles in registers: Triton's own ptxas, asked
+    for its resource report, spills nothing."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import get_ptxas
 
     launch = tg._loss_launch(8192)
-    for fn in (tg._softcap_ce_fwd_kernel, tg._softcap_ce_bwd_kernel):
-        consts = {"BLOCK": launch["BLOCK"]}
+    row = {"BLOCK": launch["BLOCK"]}
+    tiled = lambda which: {"V": 8192, "ROWS": tg._LOSS_TILE_DEFAULT[which]["ROWS"], "EVEN": True,
+                           "BLOCK_V": tg._LOSS_TILE_DEFAULT[which]["BLOCK_V"]}
+    for fn, consts, warps in ((tg._softcap_ce_fwd_kernel, row, launch["num_warps"]),
+                              (tg._softcap_ce_bwd_kernel, row, launch["num_warps"]),
+                              (tg._softcap_ce_fwd_tiled, tiled("fwd"), tg._LOSS_TILE_DEFAULT["fwd"]["num_warps"]),
+                              (tg._softcap_ce_bwd_tiled, tiled("bwd"), tg._LOSS_TILE_DEFAULT["bwd"]["num_warps"])):
         sig = {a: ("*i64" if a == "y_ptr" else "*fp32" if a in ("nll_ptr", "lse_ptr", "g_ptr") else "*bf16")
                if a.endswith("_ptr") else "constexpr" if a in consts else "fp32" if a == "cap" else "i32"
                for a in fn.arg_names}
         src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
-        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": launch["num_warps"]})
+        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         assert "ex2.approx" in k.asm["ptx"], fn.__name__  # tl.exp: the SFU's exp2, once per element and pass
         ptx = tmp_path / f"{fn.__name__}.ptx"
         ptx.write_text(k.asm["ptx"])
@@ -157,3 +189,19 @@ def test_softcap_ce_kernels_compile_for_hopper(tg, tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert report.returncode == 0, report.stderr[-1000:]
         assert "0 bytes spill stores, 0 bytes spill loads" in report.stdout + report.stderr, (fn.__name__, report.stderr)
+
+
+@needs_triton
+def test_trainer_losses_same_with_tiled_loss_under_interpreter(tiny_data, tmp_path):
+    """train_gpt.py on the tiny configuration, LOSS_KERNEL=triton LOSS_FORM=tiled (a launch of its own for the
+    forward) under Triton's interpreter against the plain loss: the same training loss at every step, priming steps
+    with and without looping included, and the log says which form and launches ran."""
+    run = {"ITERATIONS": "3", "WARMUP_STEPS": "1", "TRAIN_BATCH_TOKENS": "1024"}
+    plain = train_losses_until(tiny_data, tmp_path / "plain", {**run, "LOSS_KERNEL": "plain"})
+    tiled = train_losses_until(tiny_data, tmp_path / "tiled", {**run, "LOSS_KERNEL": "triton", "LOSS_FORM": "tiled",
+                                                               "LOSS_TILE_FWD": "2,256,4", "TRITON_INTERPRET": "1"})
+    log = (tmp_path / "tiled" / "stdout.txt").read_text().splitlines()
+    assert "loss_kernel:triton" in log and "loss_form:tiled fwd=2,256,4 bwd=1,2048,4" in log
+    assert sorted(tiled) == sorted(plain) == [1, 2, 3]
+    for step in plain:  # fp32 on a CPU: the tanh through exp and the order of the sums differ; 4 decimals logged
+        assert abs(tiled[step] - plain[step]) <= 2e-4, (step, tiled, plain)
