@@ -160,7 +160,6 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
     ("LOSS_KERNEL", str, "auto"),
-    ("LOSS_FORM", str, "row"),
     ("LOSS_TILE_FWD", str, ""),
     ("LOSS_TILE_BWD", str, ""),
     ("COMPILE_ENABLED", bool, True),
@@ -287,11 +286,9 @@ class Hyperparameters:
             bad(f"MLP_KERNEL={self.mlp_kernel!r} must be auto, triton, torch or plain")
         if self.loss_kernel not in ("auto", "plain", "triton", "torch"):
             bad(f"LOSS_KERNEL={self.loss_kernel!r} must be auto, plain, triton or torch")
-        if self.loss_form not in ("row", "tiled"):
-            bad(f"LOSS_FORM={self.loss_form!r} must be row or tiled")
-        if self.loss_form == "tiled" and self.logit_softcap > LOSS_TILED_MAX_CAP:
-            bad(f"LOSS_FORM=tiled needs LOGIT_SOFTCAP <= {LOSS_TILED_MAX_CAP} (its sum of exponentials has no "
-                f"running maximum), not {self.logit_softcap}")
+        if self.loss_kernel == "triton" and self.logit_softcap > LOSS_TRITON_MAX_CAP:
+            bad(f"LOSS_KERNEL=triton needs LOGIT_SOFTCAP <= {LOSS_TRITON_MAX_CAP} (its sum of exponentials has no "
+                f"running maximum), not {self.logit_softcap}; LOSS_KERNEL=auto takes Inductor's loss there")
         parse_loss_tile(self.loss_tile_fwd, "fwd")  # FUSED SOFT-CAPPED LOSS; raises ValueError naming the variable
         parse_loss_tile(self.loss_tile_bwd, "bwd")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
@@ -949,29 +946,26 @@ def fused_mlp(a: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torc
 # ==================================================================================================
 # The training loss is cross-entropy over z = c·tanh(logits / c) (LOGIT_SOFTCAP, §4.8). Inductor compiles it
 # into reductions that loop over each 8192-wide row and evaluate the fp32 tanh in each pass: 25 ms of a 706 ms
-# step on an H100 (13.4 forward, 12.1 backward; benchmarks/README.md), at about 1 TB/s. Here one program holds
-# a row in registers, so the forward reads the bf16 logits once and computes each tanh once (lse and the
-# target's nll out), and the backward reads them once more and writes dlogits = g·(softmax(z) − onehot)·(1 − t²).
-# LOSS_KERNEL: auto (default: triton on CUDA when importable, else plain), plain (Inductor's), triton, torch (the
-# same custom ops with torch math inside). On an H100 it is 1.08x Inductor's loss alone and +0.8 % a training
-# step, and 100 steps' losses differ from plain's by no more than plain's differ from a rerun of plain
-# (benchmarks/results/h100-kernels-loss-*.json). The head's matmul and the loss in one op, one pass writing dlogits
-# over the logits, was tried on an H100 and trained no faster (its pass took 3.1 ms a micro-step against these two
-# kernels' 3.7; benchmarks/README.md "Seventh session"), so it is not here.
-# LOSS_FORM (a candidate, timed beside `row` by benchmarks/kernel_session.py): `row` is the pair above, one program
-# per row of 16 warps. The pair takes 3.6 ms a micro-step on an H100 where its bytes (the logits read twice,
-# dlogits written once: 4.8 GB) take 1.6 at the bandwidth of a device copy; our guess is the whole row each
-# program must hold before it can reduce, and the forward's two reductions across 16 warps. `tiled` streams tiles
-# of ROWS × BLOCK_V logits instead: the soft cap bounds every z to [−c, c], so the forward sums e^z without a
-# running maximum (fp32 holds V·e^c for c <= LOSS_TILED_MAX_CAP) in one reduction per row and reads the target's
-# logit alone, and the backward is elementwise over a 2-D grid of tiles. The same math and the same custom ops and
-# graphs (the form is read when the op runs, like the MLP tiles); LOSS_TILE_FWD / LOSS_TILE_BWD set each kernel's
-# launch (ROWS,BLOCK_V,num_warps).
+# step on an H100 (13.4 forward, 12.1 backward; benchmarks/README.md), at about 1 TB/s. Here the custom op
+# golf::softcap_ce streams tiles of ROWS × BLOCK_V bf16 logits through two Triton kernels. The soft cap bounds every
+# z to [−c, c], so the forward sums e^z in fp32 without a running maximum (V·e^c fits for c <= LOSS_TRITON_MAX_CAP)
+# in one reduction per row and reads the target's logit alone: lse and the nll out. The backward reads the logits
+# once more and writes dlogits = g·(softmax(z) − onehot)·(1 − t²), elementwise over a 2-D grid of tiles.
+# LOSS_KERNEL: auto (default: triton on CUDA when importable and c <= LOSS_TRITON_MAX_CAP, else plain), plain
+# (Inductor's), triton, torch (the same custom ops with torch math inside). LOSS_TILE_FWD / LOSS_TILE_BWD set each
+# kernel's launch (ROWS,BLOCK_V,num_warps; read when the op runs, so no compiled graph changes).
+# On an H100 (benchmarks/README.md, sixth and ninth sessions): 2.92 ms forward and backward a micro-step against
+# Inductor's 3.95. The first form of these kernels, one program per row of 16 warps with a running maximum, took
+# 3.65 (its forward 1.40 ms where this one takes 0.63). In training this form gave +0.6 % tokens/s before looping
+# against the first, and its 100 steps' losses drift from plain's as every kernel change's do (mean |Δ| 0.012;
+# the first form 0.010, plain against a rerun of itself 0.0075). The head's matmul and the loss in one op was
+# tried and trained no faster (seventh session), so it is not here.
 
-LOSS_TILED_MAX_CAP = 60.0  # e^60 · 2^20 < 3.4e38 and e^-60 > 1.2e-38: no overflow, no vanishing sum
+LOSS_TRITON_MAX_CAP = 60.0  # e^60 · 2^20 < 3.4e38 and e^-60 > 1.2e-38: no overflow, no vanishing sum
 LOSS_TILE_KEYS = ("ROWS", "BLOCK_V", "num_warps")
-_LOSS_TILE_DEFAULT = {"fwd": dict(zip(LOSS_TILE_KEYS, (4, 1024, 4))), "bwd": dict(zip(LOSS_TILE_KEYS, (1, 2048, 4)))}
-_LOSS = {"kernel": "plain", "form": "row", **_LOSS_TILE_DEFAULT}
+# the fastest of the loss check's sweep on an H100 (forward of 12 launches, backward of 12; ninth session)
+_LOSS_TILE_DEFAULT = {"fwd": dict(zip(LOSS_TILE_KEYS, (1, 1024, 4))), "bwd": dict(zip(LOSS_TILE_KEYS, (1, 4096, 8)))}
+_LOSS = {"kernel": "plain", **_LOSS_TILE_DEFAULT}
 
 
 def parse_loss_tile(text: str, which: str) -> dict:
@@ -987,57 +981,23 @@ def parse_loss_tile(text: str, which: str) -> dict:
     if not (len(vals) == 3 and all(pow2(v) for v in vals) and vals[0] <= 64 and 16 <= vals[1] <= 16384
             and vals[0] * vals[1] <= 16384 and vals[2] <= 16):
         raise ValueError(f"{name}={text!r} must be ROWS,BLOCK_V,num_warps: powers of two, ROWS <= 64, "
-                         "BLOCK_V 16-16384, ROWS·BLOCK_V <= 16384, num_warps <= 16 (e.g. 4,1024,4)")
+                         "BLOCK_V 16-16384, ROWS·BLOCK_V <= 16384, num_warps <= 16 (e.g. 1,1024,4)")
     return dict(zip(LOSS_TILE_KEYS, vals))
+
 
 if triton is not None:
     @triton.jit
-    def _softcap(x, cap):
-        """(z, t) with t = tanh(x / cap), z = cap·t; tanh through exp (to ~1e-7 absolute, in every Triton)."""
-        e = tl.exp(-2.0 * tl.abs(x / cap))
-        t = (1.0 - e) / (1.0 + e)
-        t = tl.where(x < 0, -t, t)
-        return cap * t, t
-
-    @triton.jit
-    def _softcap_ce_fwd_kernel(x_ptr, y_ptr, nll_ptr, lse_ptr, V, sx, cap, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
-        ok = cols < V
-        x = tl.load(x_ptr + row * sx + cols, mask=ok, other=0.0).to(tl.float32)
-        z, _ = _softcap(x, cap)
-        z = tl.where(ok, z, float("-inf"))
-        m = tl.max(z, 0)
-        lse = m + tl.log(tl.sum(tl.exp(z - m), 0))
-        y = tl.load(y_ptr + row)
-        zy = tl.sum(tl.where(cols == y, z, 0.0), 0)
-        tl.store(nll_ptr + row, lse - zy)
-        tl.store(lse_ptr + row, lse)
-
-    @triton.jit
-    def _softcap_ce_bwd_kernel(g_ptr, x_ptr, y_ptr, lse_ptr, dx_ptr, V, sx, sdx, cap, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
-        ok = cols < V
-        x = tl.load(x_ptr + row * sx + cols, mask=ok, other=0.0).to(tl.float32)
-        z, t = _softcap(x, cap)
-        p = tl.exp(z - tl.load(lse_ptr + row))
-        dz = p - tl.where(cols == tl.load(y_ptr + row), 1.0, 0.0)
-        dx = tl.load(g_ptr + row) * dz * (1.0 - t * t)
-        tl.store(dx_ptr + row * sdx + cols, dx.to(dx_ptr.dtype.element_ty), mask=ok)
-
-    @triton.jit
     def _tanh_log2(x, cap):
-        """(t, t·c·log2 e) with t = tanh(x / c): the row form's tanh with each division by c folded into one
-        constant per program, and the exponent of e^z in base 2 for tl.exp2 (the SFU's own exp)."""
+        """(t, t·c·log2 e) with t = tanh(x / c) through exp2 (the SFU's own exp; to ~1e-7 absolute) and the
+        divisions by c folded into one constant per program: t, and the exponent of e^z in base 2."""
         e = tl.exp2((-2.0 * 1.4426950408889634 / cap) * tl.abs(x))
         t = (1.0 - e) / (1.0 + e)
         t = tl.where(x < 0, -t, t)
         return t, t * (cap * 1.4426950408889634)
 
     @triton.jit
-    def _softcap_ce_fwd_tiled(x_ptr, y_ptr, nll_ptr, lse_ptr, N, sx, cap, V: tl.constexpr, ROWS: tl.constexpr,
-                              BLOCK_V: tl.constexpr, EVEN: tl.constexpr):
+    def _softcap_ce_fwd_kernel(x_ptr, y_ptr, nll_ptr, lse_ptr, N, sx, cap, V: tl.constexpr, ROWS: tl.constexpr,
+                               BLOCK_V: tl.constexpr, EVEN: tl.constexpr):
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         rok = rows < N
         base = x_ptr + rows.to(tl.int64) * sx
@@ -1052,15 +1012,15 @@ if triton is not None:
                 ok = rok[:, None] & (cols < V)[None, :]
                 _, z2 = _tanh_log2(tl.load(ptrs, mask=ok, other=0.0).to(tl.float32), cap)
                 acc += tl.where(ok, tl.exp2(z2), 0.0)
-        lse = tl.log(tl.sum(acc, 1))  # |z| <= cap: no running maximum (LOSS_TILED_MAX_CAP)
+        lse = tl.log(tl.sum(acc, 1))  # |z| <= cap: no running maximum (LOSS_TRITON_MAX_CAP)
         y = tl.load(y_ptr + rows, mask=rok, other=0)
         ty, _ = _tanh_log2(tl.load(base + y, mask=rok, other=0.0).to(tl.float32), cap)
         tl.store(nll_ptr + rows, lse - cap * ty, mask=rok)
         tl.store(lse_ptr + rows, lse, mask=rok)
 
     @triton.jit
-    def _softcap_ce_bwd_tiled(g_ptr, x_ptr, y_ptr, lse_ptr, dx_ptr, N, sx, sdx, cap, V: tl.constexpr,
-                              ROWS: tl.constexpr, BLOCK_V: tl.constexpr, EVEN: tl.constexpr):
+    def _softcap_ce_bwd_kernel(g_ptr, x_ptr, y_ptr, lse_ptr, dx_ptr, N, sx, sdx, cap, V: tl.constexpr,
+                               ROWS: tl.constexpr, BLOCK_V: tl.constexpr, EVEN: tl.constexpr):
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
         rok = rows < N
@@ -1083,37 +1043,35 @@ if triton is not None:
             tl.store(dx_ptr + r64[:, None] * sdx + cols[None, :], dx, mask=ok)
 
 
-def _loss_launch(V: int) -> dict:
-    block = triton.next_power_of_2(V)
-    return {"BLOCK": block, "num_warps": 16 if block >= 8192 else 8 if block >= 2048 else 4}
+def _loss_tile(which: str, N: int, V: int) -> dict:
+    """The launch of kernel `which` (fwd, bwd) for N rows of V logits: its tile, warps, and EVEN when the tiles
+    cover the logits exactly (no masks)."""
+    rows, block, warps = (_LOSS[which][k] for k in LOSS_TILE_KEYS)
+    return {"ROWS": rows, "BLOCK_V": block, "num_warps": warps, "EVEN": N % rows == 0 and V % block == 0}
+
+
+def _check_cap(cap: float) -> None:
+    if not 0 < cap <= LOSS_TRITON_MAX_CAP:  # a larger e^c could overflow the sum that has no running maximum
+        raise ValueError(f"the Triton loss needs 0 < LOGIT_SOFTCAP <= {LOSS_TRITON_MAX_CAP}, not {cap}")
 
 
 def _softcap_ce_triton(x: torch.Tensor, y: torch.Tensor, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_cap(cap)
     N, V = x.shape
     nll = x.new_empty(N, dtype=torch.float32)
     lse = torch.empty_like(nll)
-    if _LOSS["form"] == "tiled":
-        rows, block, warps = (_LOSS["fwd"][k] for k in LOSS_TILE_KEYS)
-        even = N % rows == 0 and V % block == 0
-        _softcap_ce_fwd_tiled[(triton.cdiv(N, rows),)](x, y, nll, lse, N, x.stride(0), cap, V=V, ROWS=rows,
-                                                       BLOCK_V=block, EVEN=even, num_warps=warps)
-    else:
-        _softcap_ce_fwd_kernel[(N,)](x, y, nll, lse, V, x.stride(0), cap, **_loss_launch(V))
+    launch = _loss_tile("fwd", N, V)
+    _softcap_ce_fwd_kernel[(triton.cdiv(N, launch["ROWS"]),)](x, y, nll, lse, N, x.stride(0), cap, V=V, **launch)
     return nll, lse
 
 
 def _softcap_ce_bwd_triton(g, x, y, lse, cap: float) -> torch.Tensor:
+    _check_cap(cap)
     N, V = x.shape
     dx = torch.empty_like(x)
-    if _LOSS["form"] == "tiled":
-        rows, block, warps = (_LOSS["bwd"][k] for k in LOSS_TILE_KEYS)
-        even = N % rows == 0 and V % block == 0
-        _softcap_ce_bwd_tiled[(triton.cdiv(N, rows), triton.cdiv(V, block))](
-            g.contiguous(), x, y, lse, dx, N, x.stride(0), dx.stride(0), cap, V=V, ROWS=rows, BLOCK_V=block,
-            EVEN=even, num_warps=warps)
-    else:
-        _softcap_ce_bwd_kernel[(N,)](g.contiguous(), x, y, lse, dx, V, x.stride(0), dx.stride(0), cap,
-                                     **_loss_launch(V))
+    launch = _loss_tile("bwd", N, V)
+    grid = (triton.cdiv(N, launch["ROWS"]), triton.cdiv(V, launch["BLOCK_V"]))
+    _softcap_ce_bwd_kernel[grid](g.contiguous(), x, y, lse, dx, N, x.stride(0), dx.stride(0), cap, V=V, **launch)
     return dx
 
 
@@ -1168,15 +1126,17 @@ def _register_loss_ops() -> None:
 _register_loss_ops()
 
 
-def select_loss_kernel(device: torch.device, requested: str = "auto", form: str = "row", tile_fwd: str = "",
-                       tile_bwd: str = "") -> str:
+def select_loss_kernel(device: torch.device, requested: str = "auto", tile_fwd: str = "", tile_bwd: str = "",
+                       cap: float = 30.0) -> str:
     """plain (Inductor's), triton or torch (the fused custom ops, Triton or torch math inside); auto: triton on
-    CUDA when Triton is importable, else plain. form, tile_fwd, tile_bwd: the Triton kernels' form and launch
-    (LOSS_FORM, parse_loss_tile), read when the op runs, so they change no compiled graph."""
+    CUDA when Triton is importable and the soft cap `cap` is within LOSS_TRITON_MAX_CAP, else plain. tile_fwd,
+    tile_bwd: the Triton kernels' launches (parse_loss_tile), read when the op runs: they change no compiled graph."""
     if requested == "triton":
         _require_triton(device, "LOSS_KERNEL")
     name = _auto_kernel(device) if requested == "auto" else requested
-    _LOSS.update(kernel=name, form=form, fwd=parse_loss_tile(tile_fwd, "fwd"), bwd=parse_loss_tile(tile_bwd, "bwd"))
+    if requested == "auto" and cap > LOSS_TRITON_MAX_CAP:
+        name = "plain"
+    _LOSS.update(kernel=name, fwd=parse_loss_tile(tile_fwd, "fwd"), bwd=parse_loss_tile(tile_bwd, "bwd"))
     return name
 
 
@@ -3348,14 +3308,13 @@ def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
     lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
-             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_form, h.loss_tile_fwd, h.loss_tile_bwd)}"]
+             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_tile_fwd, h.loss_tile_bwd, h.logit_softcap)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
                                              for w in ("up", "grad")))
-    if _LOSS["kernel"] == "triton":  # row, or tiled with ROWS,BLOCK_V,num_warps of each kernel
-        lines.append(f"loss_form:{_LOSS['form']}" + "".join(
-            f" {w}={','.join(str(_LOSS[w][k]) for k in LOSS_TILE_KEYS)}" for w in ("fwd", "bwd")
-            if _LOSS["form"] == "tiled"))
+    if _LOSS["kernel"] == "triton":  # ROWS,BLOCK_V,num_warps of each kernel
+        lines.append("loss_tiles:" + " ".join(f"{w}={','.join(str(_LOSS[w][k]) for k in LOSS_TILE_KEYS)}"
+                                              for w in ("fwd", "bwd")))
     return lines
 
 
@@ -3364,7 +3323,7 @@ def versions(device) -> dict:
             "cuda": torch.version.cuda if device.type == "cuda" else None,
             "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"],
             "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"],
-            "loss_form": _LOSS["form"], "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}}
+            "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}}
 
 
 def finite_or_null(data):

@@ -6,8 +6,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline        MLP_KERNEL=plain ATTN_BACKEND=varlen LOSS_KERNEL=plain (the record's kernels), ITERS steps,
                   compile cache cold: the reference throughput and the cold time to the first step. Every speed-up
                   waits for it, so it is a "try" step (below) too
-  loss-check      kernel_checks.py loss: the fused soft-capped loss (both LOSS_FORMs) against Inductor's, values and
-                  time, and the tiled form's launch sweep
+  loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time, and its
+                  kernels' launch sweep
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
   mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration,
@@ -21,8 +21,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 LOSS_KERNEL=triton (what `auto` picks on Hopper with
                   flash-attn-4), ITERS steps, if its checks passed; tried past its estimate like `plain-loss`
   next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate.
-                  A candidate inside the custom ops (PENDING_IN_OPS: LOSS_FORM=tiled now) compiles default's graphs,
-                  warm, with the loss check's fastest launches
+                  A candidate inside the custom ops (PENDING_IN_OPS) compiles default's graphs, warm, with the loss
+                  check's fastest launches
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
@@ -103,14 +103,15 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Now the fused
-# loss's tiled form (train_gpt.py, FUSED SOFT-CAPPED LOSS), checked and swept by the loss check that `default` needs
-# already; with none, the plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
-PENDING: dict[str, str] = {"LOSS_FORM": "tiled"}
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
+# ninth session's candidate, the fused loss's tiled kernels, became the default), so the plan has no `next` and
+# builds the tiles, the profile and the autotuning on `default`.
+PENDING: dict[str, str] = {}
 PENDING_NEEDS: list[str] = []
-# A candidate read inside the custom ops when they run (LOSS_FORM, like the MLP tiles) changes no compiled graph:
-# `next` then compiles default's graphs, warm, and takes the loss check's fastest tiled launches (loss_tiles).
-PENDING_IN_OPS = True
+# A candidate read inside the custom ops when they run (as the ninth session's was: a form of the loss kernels)
+# changes no compiled graph: `next` then compiles default's graphs, warm, and takes the loss check's fastest
+# launches (loss_tiles). False for a candidate that changes what the compiler traces.
+PENDING_IN_OPS = False
 
 
 def steps(cfg: dict) -> list[dict]:
@@ -542,7 +543,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "loss_kernel", "loss_form") if k in r), flush=True)
+                  "attention_backend", "mlp_kernel", "loss_kernel") if k in r), flush=True)
         if name in (*EQUIV_COMPARED, "baseline-noise"):
             record_equivalence(state, cfg)
         publish(state, cfg)

@@ -130,12 +130,14 @@ def test_equivalence_needs_every_step_and_prefers_this_sessions_noise(tmp_path):
     assert res["noise_floor"]["source"] == "baseline-noise (this session)" and res["within_noise"] is False
 
 
-def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest_loss_tiles():
-    """LOSS_FORM=tiled is read when the loss op runs, so `next` is default's graphs (a warm compile once default ran)
-    and runs, with next-equiv and the profile, at the loss check's fastest launches where they are not built in."""
-    assert ks.PENDING == {"LOSS_FORM": "tiled"} and ks.PENDING_IN_OPS
+def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest_loss_tiles(monkeypatch):
+    """A candidate read when the ops run (the ninth session's: a form of the loss kernels) leaves the graphs as they
+    are, so `next` is default's graphs (a warm compile once default ran) and runs, with next-equiv and the profile,
+    at the loss check's fastest launches where they are not built in."""
+    monkeypatch.setattr(ks, "PENDING", {"LOSS_TILE_FWD": "1,2048,4"})
+    monkeypatch.setattr(ks, "PENDING_IN_OPS", True)
     plan = {s["name"]: s for s in ks.steps(CFG)}
-    assert plan["next"]["same_graphs_as"] == "default" and plan["next"]["env"]["LOSS_FORM"] == "tiled"
+    assert plan["next"]["same_graphs_as"] == "default" and plan["next"]["env"]["LOSS_TILE_FWD"] == "1,2048,4"
     state = fresh_state(default="done")
     assert ks.estimate(plan["next"], state) < ks.estimate(plan["next"], fresh_state())  # warm, not new graphs
     best = {"fwd": {"tile": "8,512,4", "default_tile": "4,1024,4"}, "bwd": {"tile": "1,2048,4", "default_tile": "1,2048,4"}}
@@ -143,5 +145,7 @@ def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest
     for name in ("next", "next-equiv", "profile"):
         env = ks.step_env(plan[name], state)
         assert env["LOSS_TILE_FWD"] == "8,512,4" and "LOSS_TILE_BWD" not in env, name  # the built-in bwd is fastest
-    assert ks.step_env(plan["default"], state) == plan["default"]["env"]  # default keeps the row form
-    assert "LOSS_TILE_FWD" not in ks.step_env(plan["next"], fresh_state())  # no sweep yet: the built-in launches
+    assert ks.step_env(plan["default"], state) == plan["default"]["env"]  # default keeps the built-in launches
+    assert ks.step_env(plan["next"], fresh_state())["LOSS_TILE_FWD"] == "1,2048,4"  # no sweep yet: its own
+    monkeypatch.setattr(ks, "PENDING_IN_OPS", False)  # a candidate that changes the graphs compiles them
+    assert "same_graphs_as" not in {s["name"]: s for s in ks.steps(CFG)}["next"]

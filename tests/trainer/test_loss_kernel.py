@@ -100,19 +100,22 @@ def test_loss_kernel_settings(tg, loss_kernel):
             loss_kernel("triton")
 
 
-def test_loss_form_settings(tg, loss_kernel):
-    """LOSS_FORM and LOSS_TILE_*: row by default, tiled with the built-in launch or one set, each bad value named;
-    tiled refuses a soft cap whose e^c could overflow its sum without a running maximum."""
+def test_loss_tiles_and_cap_settings(tg, loss_kernel):
+    """LOSS_TILE_*: the built-in launches or ones set, each bad value named. The kernels sum e^z without a running
+    maximum, so a soft cap above LOSS_TRITON_MAX_CAP is refused for triton and sends auto to Inductor's loss."""
     h = tg.Hyperparameters(TINY)
-    assert (h.loss_form, h.loss_tile_fwd, h.loss_tile_bwd) == ("row", "", "")
-    tg.select_loss_kernel(torch.device("cpu"), "torch", "tiled", "", "8,512,2")
-    assert tg._LOSS["form"] == "tiled" and tg._LOSS["fwd"] == {"ROWS": 4, "BLOCK_V": 1024, "num_warps": 4}
+    assert (h.loss_tile_fwd, h.loss_tile_bwd) == ("", "")
+    tg.select_loss_kernel(torch.device("cpu"), "torch", "", "8,512,2")
+    assert tg._LOSS["fwd"] == {"ROWS": 1, "BLOCK_V": 1024, "num_warps": 4}
     assert tg._LOSS["bwd"] == {"ROWS": 8, "BLOCK_V": 512, "num_warps": 2}
-    assert tg.Hyperparameters({**TINY, "LOSS_FORM": "tiled", "LOGIT_SOFTCAP": "60"}).loss_form == "tiled"
-    with pytest.raises(ValueError, match="LOSS_FORM='fast' must be row or tiled"):
-        tg.Hyperparameters({**TINY, "LOSS_FORM": "fast"})
-    with pytest.raises(ValueError, match="LOSS_FORM=tiled needs LOGIT_SOFTCAP <= 60.0 .*not 61.0"):
-        tg.Hyperparameters({**TINY, "LOSS_FORM": "tiled", "LOGIT_SOFTCAP": "61"})
+    if tg.triton is not None:  # the choice reads only the device's type and the cap
+        assert tg.select_loss_kernel(torch.device("cuda"), "auto", cap=60.0) == "triton"
+        assert tg.select_loss_kernel(torch.device("cuda"), "auto", cap=61.0) == "plain"
+    assert tg.Hyperparameters({**TINY, "LOSS_KERNEL": "triton", "LOGIT_SOFTCAP": "60"}).loss_kernel == "triton"
+    with pytest.raises(ValueError, match="LOSS_KERNEL=triton needs LOGIT_SOFTCAP <= 60.0 .*not 61.0"):
+        tg.Hyperparameters({**TINY, "LOSS_KERNEL": "triton", "LOGIT_SOFTCAP": "61"})
+    with pytest.raises(ValueError, match="the Triton loss needs 0 < LOGIT_SOFTCAP <= 60.0, not 61.0"):
+        tg._softcap_ce_triton(torch.zeros(2, 16), torch.zeros(2, dtype=torch.long), 61.0)
     for bad in ("4,1024", "3,1024,4", "4,8,4", "64,1024,4", "1,1024,32", "a,b,c"):
         with pytest.raises(ValueError, match=f"LOSS_TILE_BWD='{bad}' must be ROWS,BLOCK_V,num_warps"):
             tg.Hyperparameters({**TINY, "LOSS_TILE_BWD": bad})
@@ -125,9 +128,9 @@ tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.
 assert tg._TRITON_INTERPRETED
 torch.manual_seed(0)
 res = []
-# the row form, the tiled form at its built-in launch, and tiles that cut rows and columns unevenly
-for form, fwd, bwd in (("row", "", ""), ("tiled", "", ""), ("tiled", "4,128,4", "2,64,4"), ("tiled", "1,8192,8", "8,512,4")):
-    tg.select_loss_kernel(torch.device("cpu"), "triton", form, fwd, bwd)
+# the built-in launches, and tiles that cut rows and columns unevenly, wider than the vocabulary or taller than the batch
+for fwd, bwd in (("", ""), ("4,128,4", "2,64,4"), ("1,8192,8", "8,512,4"), ("16,512,8", "1,512,2")):
+    tg.select_loss_kernel(torch.device("cpu"), "triton", fwd, bwd)
     for dtype, scale in ((torch.float32, 40), (torch.bfloat16, 40), (torch.float32, 4), (torch.bfloat16, 4)):
         for N, V in ((37, 512), (5, 500), (3, 8192), (8, 1024)):
             x = (scale * torch.randn(N, V)).to(dtype); y = torch.randint(0, V, (N,)); g = torch.rand(N)
@@ -135,7 +138,7 @@ for form, fwd, bwd in (("row", "", ""), ("tiled", "", ""), ("tiled", "4,128,4", 
             nll_r, lse_r = tg._softcap_ce_torch(x, y, 30.0)
             dx, dx_r = tg._softcap_ce_bwd_triton(g, x, y, lse_r, 30.0), tg._softcap_ce_bwd_torch(g, x, y, lse_r, 30.0)
             assert dx.dtype == dtype
-            res.append([f"{form} {fwd} {bwd}", str(dtype), V, float((nll - nll_r).abs().max()),
+            res.append([f"{fwd} {bwd}", str(dtype), V, float((nll - nll_r).abs().max()),
                         float((lse - lse_r).abs().max()),
                         float((dx.float() - dx_r.float()).abs().max() / dx_r.float().abs().max())])
 print(json.dumps(res))
@@ -144,39 +147,34 @@ print(json.dumps(res))
 
 @needs_triton
 def test_softcap_ce_triton_kernels_under_interpreter():
-    """Both Triton kernels of each form (row: rows held whole; tiled: row and column tiles, even and with masked
-    tails of rows and of a vocabulary that is no power of two; the target's logit, bf16 loads and stores) against
+    """Both Triton kernels under several launches (row and column tiles, even and with masked tails of rows and of a
+    vocabulary that is no power of two; the target's logit, bf16 loads and stores) against
     the torch math, run by Triton's CPU interpreter in a fresh process, on logits where the cap bites (40·N(0,1):
     most t near ±1) and where it does not (4·N(0,1), as trained): nll and lse to 1e-4 (the kernels' tanh goes
-    through exp; tiled sums e^z without a maximum), dlogits to rounding of the logits' dtype."""
+    through exp, the sum of e^z has no running maximum), dlogits to rounding of the logits' dtype."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(rows) == 64
-    for form, dtype, V, nll_err, lse_err, dx_err in rows:
-        assert nll_err < 1e-4 and lse_err < 1e-4, (form, dtype, V, nll_err, lse_err)
-        assert dx_err < (1e-5 if dtype == "torch.float32" else 2 ** -7), (form, dtype, V, dx_err)
+    for launch, dtype, V, nll_err, lse_err, dx_err in rows:
+        assert nll_err < 1e-4 and lse_err < 1e-4, (launch, dtype, V, nll_err, lse_err)
+        assert dx_err < (1e-5 if dtype == "torch.float32" else 2 ** -7), (launch, dtype, V, dx_err)
 
 
 @needs_triton
 def test_softcap_ce_kernels_compile_for_hopper(tg, tmp_path):
-    """The kernels of both forms compile for sm_90 at the record's vocabulary without a GPU (row: a row per
-    program, 16 warps; tiled: the built-in launch) and keep their tiles in registers: Triton's own ptxas, asked
-    for its resource report, spills nothing."""
+    """Both kernels compile for sm_90 at the record's vocabulary and their built-in launches without a GPU, and
+    keep their tiles in registers: Triton's own ptxas, asked for its resource report, spills nothing."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import get_ptxas
 
-    launch = tg._loss_launch(8192)
-    row = {"BLOCK": launch["BLOCK"]}
-    tiled = lambda which: {"V": 8192, "ROWS": tg._LOSS_TILE_DEFAULT[which]["ROWS"], "EVEN": True,
-                           "BLOCK_V": tg._LOSS_TILE_DEFAULT[which]["BLOCK_V"]}
-    for fn, consts, warps in ((tg._softcap_ce_fwd_kernel, row, launch["num_warps"]),
-                              (tg._softcap_ce_bwd_kernel, row, launch["num_warps"]),
-                              (tg._softcap_ce_fwd_tiled, tiled("fwd"), tg._LOSS_TILE_DEFAULT["fwd"]["num_warps"]),
-                              (tg._softcap_ce_bwd_tiled, tiled("bwd"), tg._LOSS_TILE_DEFAULT["bwd"]["num_warps"])):
+    for fn, which in ((tg._softcap_ce_fwd_kernel, "fwd"), (tg._softcap_ce_bwd_kernel, "bwd")):
+        launch = tg._LOSS_TILE_DEFAULT[which]
+        consts = {"V": 8192, "ROWS": launch["ROWS"], "BLOCK_V": launch["BLOCK_V"], "EVEN": True}
+        warps = launch["num_warps"]
         sig = {a: ("*i64" if a == "y_ptr" else "*fp32" if a in ("nll_ptr", "lse_ptr", "g_ptr") else "*bf16")
                if a.endswith("_ptr") else "constexpr" if a in consts else "fp32" if a == "cap" else "i32"
                for a in fn.arg_names}
@@ -192,16 +190,16 @@ def test_softcap_ce_kernels_compile_for_hopper(tg, tmp_path):
 
 
 @needs_triton
-def test_trainer_losses_same_with_tiled_loss_under_interpreter(tiny_data, tmp_path):
-    """train_gpt.py on the tiny configuration, LOSS_KERNEL=triton LOSS_FORM=tiled (a launch of its own for the
-    forward) under Triton's interpreter against the plain loss: the same training loss at every step, priming steps
-    with and without looping included, and the log says which form and launches ran."""
+def test_trainer_losses_same_with_triton_loss_under_interpreter(tiny_data, tmp_path):
+    """train_gpt.py on the tiny configuration, LOSS_KERNEL=triton (a launch of its own for the forward) under
+    Triton's interpreter against the plain loss: the same training loss at every step, priming steps with and
+    without looping included, and the log says which launches ran."""
     run = {"ITERATIONS": "3", "WARMUP_STEPS": "1", "TRAIN_BATCH_TOKENS": "1024"}
     plain = train_losses_until(tiny_data, tmp_path / "plain", {**run, "LOSS_KERNEL": "plain"})
-    tiled = train_losses_until(tiny_data, tmp_path / "tiled", {**run, "LOSS_KERNEL": "triton", "LOSS_FORM": "tiled",
+    tiled = train_losses_until(tiny_data, tmp_path / "tiled", {**run, "LOSS_KERNEL": "triton",
                                                                "LOSS_TILE_FWD": "2,256,4", "TRITON_INTERPRET": "1"})
     log = (tmp_path / "tiled" / "stdout.txt").read_text().splitlines()
-    assert "loss_kernel:triton" in log and "loss_form:tiled fwd=2,256,4 bwd=1,2048,4" in log
+    assert "loss_kernel:triton" in log and "loss_tiles:fwd=2,256,4 bwd=1,4096,8" in log
     assert sorted(tiled) == sorted(plain) == [1, 2, 3]
     for step in plain:  # fp32 on a CPU: the tanh through exp and the order of the sums differ; 4 decimals logged
         assert abs(tiled[step] - plain[step]) <= 2e-4, (step, tiled, plain)
