@@ -610,7 +610,8 @@ _TRITON_INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") 
 # Elsewhere the record's tiles (128×256×64, 8 warps, 4 stages; §10.3) and the pointer kernels: TMA and the
 # shared memory these need were timed on Hopper only. MLP_TILE_UP / MLP_TILE_GRAD set another; with BK kept,
 # only how the work is cut and scheduled changes, not the sums (each output element still accumulates K in
-# BK-wide dots). A seventh value, 1, picks the persistent form, 0 the pointer kernels.
+# BK-wide dots). A seventh value picks the form: 0 the pointer kernels, 1 the persistent ones with one program per
+# SM, 2 with two (where two fit an SM's shared memory and registers, one's epilogue can run beside the other's dots).
 MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages", "persistent")
 _MLP_TILE_RECORD = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4, 0)))
 _MLP_TILE_HOPPER = {"up": dict(zip(MLP_TILE_KEYS, (128, 128, 64, 8, 8, 6, 1))),
@@ -636,10 +637,10 @@ def parse_mlp_tile(text: str, name: str, default: dict | None = None) -> dict:
     vals += [0] if len(vals) == 6 else []
     pow2 = lambda v: v > 0 and v & (v - 1) == 0
     if not (len(vals) == 7 and all(v >= 16 and pow2(v) for v in vals[:3]) and vals[3] >= 1
-            and pow2(vals[4]) and vals[4] <= 16 and 1 <= vals[5] <= 8 and vals[6] in (0, 1)):
+            and pow2(vals[4]) and vals[4] <= 16 and 1 <= vals[5] <= 8 and vals[6] in (0, 1, 2)):
         raise ValueError(f"{name}={text!r} must be BM,BN,BK,GROUP_M,num_warps,num_stages[,persistent]: BM, BN, BK "
                          "powers of two >= 16, GROUP_M >= 1, num_warps a power of two <= 16, num_stages 1-8, "
-                         "persistent 0 or 1 (e.g. 128,256,64,8,8,4 or 128,256,64,8,8,3,1)")
+                         "persistent 0, 1 or 2 (programs per SM; e.g. 128,256,64,8,8,4 or 128,256,64,8,8,3,1)")
     return dict(zip(MLP_TILE_KEYS, vals))
 
 
@@ -798,7 +799,7 @@ def _mlp_tiles(N: int, K: int, which: str = "up") -> dict | None:
     for size, width in ((cfg["BN"], N), (cfg["BK"], K)):
         if size < 16 or size & (size - 1) or width % size:
             return None
-    cfg["persistent"] = int(cfg["persistent"] and cfg["BN"] >= 32)
+    cfg["persistent"] = cfg["persistent"] if cfg["BN"] >= 32 else 0
     return cfg
 
 
@@ -811,10 +812,11 @@ def mlp_descriptor_blocks(which: str, cfg: dict) -> list[list[int]]:
     return [[BM, BK], [BK, BN], [BM, BN // 2], [BM, BN // 2]]  # dOut (M, K), W_down (K, N), pre, dPre
 
 
-def _mlp_programs(device: torch.device, tiles: int) -> int:
-    """One program per SM (a few under the interpreter, enough to walk several tiles each), at most one per tile."""
+def _mlp_programs(device: torch.device, tiles: int, per_sm: int = 1) -> int:
+    """per_sm programs per SM (the SMs: 3 under the interpreter, so that each walks several tiles), at most one
+    per tile."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 3
-    return min(sms, tiles)
+    return min(per_sm * sms, tiles)
 
 
 def _tma_ok(t: torch.Tensor) -> bool:
@@ -830,10 +832,11 @@ def _mlp_launch(which: str, a: torch.Tensor, b: torch.Tensor, extra: list[torch.
     # Triton's interpreter multiplies bf16 operands of tl.dot as their raw uint16 bit patterns (triton#11584,
     # 3.6 to 3.8), so there the operands are widened first; exact, as on the GPU (bf16 products, fp32 sums).
     # On a GPU UPCAST is False and the branch is compiled out.
-    if cfg.pop("persistent") and all(_tma_ok(t) for t in (a, b, *extra, *outs)):
+    per_sm = cfg.pop("persistent")
+    if per_sm and all(_tma_ok(t) for t in (a, b, *extra, *outs)):
         blocks = mlp_descriptor_blocks(which, cfg)
         descs = [TensorDescriptor.from_tensor(t, blk) for t, blk in zip([a, b, *extra, *outs], blocks)]
-        programs = _mlp_programs(a.device, tiles)
+        programs = _mlp_programs(a.device, tiles, per_sm)
         kernel = _mlp_up_act_persistent if which == "up" else _mlp_act_grad_persistent
         kernel[(programs,)](*descs, M, N, K, PROGRAMS=programs, UPCAST=_TRITON_INTERPRETED, **cfg)
         return

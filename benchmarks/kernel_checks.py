@@ -91,6 +91,14 @@ MLP_TILE_CANDIDATES = (
     (128, 128, 64, 8, 8, 4, 1),
     (128, 128, 64, 8, 4, 4, 1),
     (128, 128, 64, 8, 8, 6, 1),  # the Hopper default up tile
+    # two persistent programs per SM (seventh value 2), each small enough that two fit an SM's shared memory and
+    # registers (tests/trainer/test_kernels.py checks both with ptxas): one's epilogue beside the other's dots
+    (128, 128, 64, 8, 4, 2, 2),
+    (128, 128, 64, 8, 8, 2, 2),
+    (64, 128, 64, 8, 4, 3, 2),
+    (64, 128, 64, 8, 4, 4, 2),
+    (64, 256, 64, 8, 4, 2, 2),
+    (128, 64, 64, 8, 4, 3, 2),
 )
 
 

@@ -124,8 +124,10 @@ def test_mlp_tile_settings(tg, mlp_kernel):
     tg.select_mlp_kernel(torch.device("cpu"), "torch", "128,256,64,8,8,3,1", "")
     assert tg._mlp_tiles(2048, 512, "up")["persistent"] == 1 and tg._mlp_tiles(2048, 512, "grad")["persistent"] == 0
     assert tg._mlp_tiles(16, 512, "up")["persistent"] == 0  # half tiles of 8 columns: the pointer kernel instead
+    tg.select_mlp_kernel(torch.device("cpu"), "torch", "128,128,64,8,4,2,2", "")
+    assert tg._mlp_tiles(2048, 512, "up")["persistent"] == 2  # two programs per SM
     for bad in ("128,256,64", "128,100,64,8,8,3", "128,256,64,8,3,3", "128,256,64,0,8,3", "a,b,c,d,e,f",
-                "128,256,64,8,8,3,2", "128,256,64,8,8,3,1,1"):
+                "128,256,64,8,8,3,3", "128,256,64,8,8,3,1,1"):
         with pytest.raises(ValueError, match=r"MLP_TILE_GRAD=.* must be BM,BN,BK,GROUP_M,num_warps,num_stages"):
             tg.Hyperparameters({**TINY, "MLP_TILE_GRAD": bad})
     h = tg.Hyperparameters({**TINY, "MLP_TILE_UP": "64,256,64,8,4,3"})
@@ -155,7 +157,7 @@ for dtype in (torch.float32, torch.bfloat16):
 for up, grad in (("64,128,32,2,4,4", "32,64,64,1,4,2"), ("32,64,32,2,4,2,1", "32,64,64,1,4,3,1")):
     tg.select_mlp_kernel(torch.device("cpu"), "triton", up, grad)
     assert (tg._mlp_tiles(256, 128, "up")["BN"], tg._mlp_tiles(256, 128, "grad")["BN"]) == (int(up.split(",")[1]), 64)
-    persistent = int(up.count(",") == 6)
+    persistent = int(up.split(",")[6]) if up.count(",") == 6 else 0
     assert tg._mlp_tiles(256, 128, "up")["persistent"] == tg._mlp_tiles(256, 128, "grad")["persistent"] == persistent
     x = torch.randn(100, 128); w = torch.randn(256, 128) / 128 ** 0.5; wd = torch.randn(128, 256) / 16; g = torch.randn(100, 128)
     pre, post = tg._up_act_triton(x, w)
@@ -167,15 +169,20 @@ for up, grad in (("64,128,32,2,4,4", "32,64,64,1,4,2"), ("32,64,32,2,4,2,1", "32
     pre_r, post_r = tg._up_act_torch(xb, wb)
     d, d_r = tg._act_grad_triton(gb, wdb, pre_r), tg._act_grad_torch(gb, wdb, pre_r)
     res["torch.bfloat16"].append([float((a.float() - b.float()).abs().max() / b.float().abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
-# the persistent kernels against the pointer kernels at the same tiles: the same dots in the same order, bit for bit
+# the persistent kernels, one and two programs per SM, against the pointer kernels at the same tiles: the same dots
+# in the same order, bit for bit; each persistent launch asks for its programs per SM
+real_programs, per_sm = tg._mlp_programs, []
+tg._mlp_programs = lambda device, tiles, n=1: (per_sm.append(n), real_programs(device, tiles, n))[1]
+assert real_programs(torch.device("cpu"), 100, 2) == 6 and real_programs(torch.device("cpu"), 4, 2) == 4
 for dtype in (torch.float32, torch.bfloat16):
     x, w, wd, g = (t.to(dtype) for t in (x, w, wd, g))
-    outs = []
-    for spec in ("32,64,32,2,4,3", "32,64,32,2,4,3,1"):
+    outs, per_sm[:] = [], []
+    for spec in ("32,64,32,2,4,3", "32,64,32,2,4,3,1", "32,64,32,2,4,3,2"):
         tg.select_mlp_kernel(torch.device("cpu"), "triton", spec, spec)
         pre, post = tg._up_act_triton(x, w)
         outs.append((pre, post, tg._act_grad_triton(g, wd, pre)))
-    assert all(torch.equal(a, b) for a, b in zip(*outs)), dtype
+    assert all(torch.equal(a, b) for ref, other in zip(outs, outs[1:]) for a, b in zip(ref, other)), dtype
+    assert per_sm == [1, 1, 2, 2], per_sm  # up and grad at ,1 then at ,2; the pointer kernels ask nothing
 print(json.dumps(res))
 """
 # Triton's interpreter is what CI runs these kernels with (scripts/ci/setup.sh installs triton); elsewhere it is
@@ -216,18 +223,35 @@ def test_every_default_tile_is_a_sweep_candidate(tg):
 
 
 H100_SHARED_BYTES = 232448  # the most dynamic shared memory one block may use on sm_90 (227 KiB)
+H100_SM_SHARED_BYTES, H100_SM_REGISTERS = 233472, 65536  # what an SM holds (228 KiB, 1 KiB of it kept per block)
+
+
+def ptxas_registers(ptx: str, tmp_path: Path) -> int:
+    """Registers per thread that Triton's own ptxas, asked for its resource report, allocates for `ptx` on
+    sm_90a, after asserting that it spills nothing (shared by the loss kernels' test)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    path = tmp_path / "kernel.ptx"
+    path.write_text(ptx)
+    report = subprocess.run([get_ptxas(90).path, "-arch=sm_90a", "-v", str(path), "-o", os.devnull],
+                            capture_output=True, text=True, timeout=120)
+    text = report.stdout + report.stderr
+    assert report.returncode == 0 and "0 bytes spill stores, 0 bytes spill loads" in text, text[-1000:]
+    return int(re.search(r"Used (\d+) registers", text).group(1))
 
 
 @needs_triton
 @pytest.mark.parametrize("tile", _tile_candidates(), ids=lambda t: "x".join(map(str, t)))
-def test_triton_mlp_kernels_compile_for_hopper(tg, tile):
+def test_triton_mlp_kernels_compile_for_hopper(tg, tile, tmp_path):
     """Both kernels compile for sm_90 (H100, H200) at the record's shape under the default launch configuration
     and every candidate the GPU sweep tries, on a machine without a GPU (Triton ships its own ptxas), which the
     interpreter cannot show: Triton's code generator accepts them, the dots become wgmma, the K loop is pipelined
     (cp.async into num_stages copies of the A and B tiles) and the shared memory fits an H100's, given 16-byte
-    aligned pointers and strides as a launch from torch has them. The persistent kernels (seventh value 1) take
+    aligned pointers and strides as a launch from torch has them. The persistent kernels (seventh value 1 or 2) take
     TMA descriptors of the blocks the launch builds (mlp_descriptor_blocks): their loads and stores must be bulk
-    tensor copies. A candidate that failed here would cost the sweep a compile error on the lent GPU instead."""
+    tensor copies; with two programs per SM, two must fit one SM's shared memory and registers (ptxas's count), or
+    the second would wait for the first. A candidate that failed here would cost the sweep a compile error on the
+    lent GPU instead."""
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -252,6 +276,10 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile):
             assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::(cta|cluster)\.global", ptx), fn.__name__
             assert "cp.async.bulk.tensor.2d.global.shared::cta" in ptx, fn.__name__
         assert cfg["num_stages"] * stage_bytes <= k.metadata.shared <= H100_SHARED_BYTES, (fn.__name__, k.metadata.shared)
+        if cfg["persistent"] == 2:
+            regs = ptxas_registers(ptx, tmp_path) * 32 * cfg["num_warps"]
+            assert 2 * (k.metadata.shared + 1024) <= H100_SM_SHARED_BYTES, (fn.__name__, k.metadata.shared)
+            assert 2 * regs <= H100_SM_REGISTERS, (fn.__name__, regs)
 
 
 _MODEL_GRADS = """
