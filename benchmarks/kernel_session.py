@@ -321,8 +321,8 @@ def check_source(need: str) -> str:
 
 
 def best_loss_tiles(state: dict) -> dict:
-    """LOSS_TILE_FWD / LOSS_TILE_BWD from the loss check's sweep: the fastest tiled launches whose outputs match the
-    row form's, where they are not the trainer's built-in ones."""
+    """LOSS_TILE_FWD / LOSS_TILE_BWD from the loss check's sweep: the fastest launches whose outputs match the
+    built-in launches', where they are not the built-in ones."""
     best = state["steps"].get("loss-check", {}).get("result", {}).get("loss", {}).get("kernels", {}).get("best", {})
     return {f"LOSS_TILE_{w.upper()}": best[w]["tile"] for w in ("fwd", "bwd")
             if w in best and best[w]["tile"] != best[w].get("default_tile")}
