@@ -186,7 +186,8 @@ def check_loss() -> dict:
 def loss_kernel_sweep(x: torch.Tensor, y: torch.Tensor, timer=bench) -> dict:
     """Each loss kernel alone under every candidate launch: ms per call, and its outputs against the built-in
     launch's (nll to 1e-4, dlogits to 2^-7 of their largest); `best`: the fastest launch of each kernel with such
-    outputs, and its speed-up over the built-in one. Leaves the built-in launches selected."""
+    outputs, and its speed-up over the built-in one (None when the built-in one failed). Leaves the built-in
+    launches selected."""
     g = torch.full((x.size(0),), 1.0 / x.size(0), device=x.device)
     T.select_loss_kernel(x.device, "triton")
     nll, lse = T._softcap_ce_triton(x, y, 30.0)
@@ -211,7 +212,8 @@ def loss_kernel_sweep(x: torch.Tensor, y: torch.Tensor, timer=bench) -> dict:
             best = min(timed, key=timed.get)
             default = ",".join(str(T._LOSS_TILE_DEFAULT[which][k]) for k in T.LOSS_TILE_KEYS)
             res["best"][which] = {"tile": best, "ms": timed[best], "default_tile": default,
-                                  "default_ms": timed.get(default), "speedup": timed.get(default, 0) / timed[best]}
+                                  "default_ms": timed.get(default),
+                                  "speedup": timed[default] / timed[best] if default in timed else None}
     T.select_loss_kernel(x.device, "triton")
     return res
 

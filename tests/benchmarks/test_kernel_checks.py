@@ -1,14 +1,13 @@
 """benchmarks/kernel_checks.py's FP8 estimate on the CPU (torch runs float8 _scaled_mm there too): the operand
 layouts and scales that _scaled_mm needs give the bf16 products, and the per-step sums count every call; and its
 loss-kernel sweep under Triton's interpreter."""
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.trainer.test_kernels import needs_triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import kernel_checks as kc  # noqa: E402
@@ -39,12 +38,11 @@ print(json.dumps(res))
 """
 
 
+@needs_triton
 def test_loss_kernel_sweep_checks_every_launch_against_the_built_in_one():
     """benchmarks/kernel_checks.py's loss sweep, run on the CPU by Triton's interpreter at a small shape (tiles wider
     than the vocabulary and taller than the batch among them): every candidate launch of both kernels builds and
     matches the built-in launch's outputs, and `best` is the one the timer called fastest (here the last timed)."""
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("no triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", _SWEEP, str(Path(kc.__file__).parent)], env=env,
                          capture_output=True, text=True, timeout=600)
