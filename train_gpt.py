@@ -162,6 +162,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("LOSS_KERNEL", str, "auto"),
     ("LOSS_TILE_FWD", str, ""),
     ("LOSS_TILE_BWD", str, ""),
+    ("QK_KERNEL", str, "plain"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -289,6 +290,8 @@ class Hyperparameters:
         if self.loss_kernel == "triton" and self.logit_softcap > LOSS_TRITON_MAX_CAP:
             bad(f"LOSS_KERNEL=triton needs LOGIT_SOFTCAP <= {LOSS_TRITON_MAX_CAP} (its sum of exponentials has no "
                 f"running maximum), not {self.logit_softcap}; LOSS_KERNEL=auto takes Inductor's loss there")
+        if self.qk_kernel not in ("auto", "plain", "triton", "torch"):
+            bad(f"QK_KERNEL={self.qk_kernel!r} must be auto, plain, triton or torch")
         parse_loss_tile(self.loss_tile_fwd, "fwd")  # FUSED SOFT-CAPPED LOSS; raises ValueError naming the variable
         parse_loss_tile(self.loss_tile_bwd, "bwd")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
@@ -1151,6 +1154,211 @@ def softcap_ce_mean(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> 
 
 
 # ==================================================================================================
+# FUSED Q/K NORM AND ROPE
+# ==================================================================================================
+# Each attention layer normalizes q and k per head (RMSNorm over head_dim), rotates the first ROPE_DIMS of each
+# head (partial RoPE, §4.4) and scales q by q_gain. Inductor fuses that into one kernel each way, but runs them at
+# about 2.2 TB/s, the furthest of its kernels from their bytes on an H100 (ninth session, benchmarks/README.md:
+# forward 11.6 ms a step against 8.3 at the copy bandwidth, backward 14.3 against 10.9, with their smaller
+# variants about 13 ms above the floor in all). Here the custom op golf::qk_norm_rope runs both tensors through two
+# Triton kernels that stream tiles of ROWS heads × head_dim. RoPE's partner of dimension d (d ± half inside the
+# rotated part, d itself outside it) is a second load of the same cache lines, so no lanes are shuffled; the
+# angles come from the rotary's own cos/sin table (bf16, T × half, as the plain path rounds them). The backward
+# rotates the gradient back (the transposed rotation), applies RMSNorm's backward and writes each row's
+# Σ dOut·rope(norm(q)) for q_gain's gradient, which torch sums per head.
+# QK_KERNEL: plain (the default until a GPU session adopts it: Inductor's fused ops), triton, torch (the same
+# custom op with torch math inside), auto (triton on CUDA when Triton imports and head_dim is a power of two).
+
+# Launch of each kernel: ROWS head rows (of head_dim) a program. 16 rows of 4 warps keep the backward at 92
+# registers a thread (ptxas for sm_90), so five programs fit an SM; the GPU check (kernel_checks.py qk) times others.
+_QK_TILE_DEFAULT = {"fwd": {"ROWS": 16, "num_warps": 4}, "bwd": {"ROWS": 16, "num_warps": 4}}
+_QK = {"kernel": "plain", **copy.deepcopy(_QK_TILE_DEFAULT)}
+_RMS_EPS = float(torch.finfo(torch.float32).eps)  # F.rms_norm's eps=None: the epsilon of its fp32 math
+
+
+if triton is not None:
+    @triton.jit
+    def _rope_angles(cos_ptr, sin_ptr, rows, rok, H, T, HALF: tl.constexpr, BH: tl.constexpr):
+        """cos and sin of a tile of head rows' angles ((ROWS, BH); rows are (token, head) flattened, token % T their
+        position), the rotated half's columns j < HALF, and which of them exist."""
+        j = tl.arange(0, BH)
+        ok = rok[:, None] & (j < HALF)[None, :]
+        at = ((rows // H) % T)[:, None] * HALF + j[None, :]
+        c = tl.load(cos_ptr + at, mask=ok, other=0.0).to(tl.float32)
+        return c, tl.load(sin_ptr + at, mask=ok, other=0.0).to(tl.float32), j, ok
+
+    @triton.jit
+    def _qk_norm_rope_fwd_kernel(x_ptr, cos_ptr, sin_ptr, gain_ptr, out_ptr, N, H, T, eps, D: tl.constexpr,
+                                 HALF: tl.constexpr, BH: tl.constexpr, HAS_GAIN: tl.constexpr, ROWS: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, D)
+        rok = rows < N
+        off = rows.to(tl.int64)[:, None] * D
+        x = tl.load(x_ptr + off + cols[None, :], mask=rok[:, None], other=0.0).to(tl.float32)
+        scale = tl.rsqrt(tl.sum(x * x, 1) / D + eps)[:, None]
+        if HAS_GAIN:
+            scale = scale * tl.load(gain_ptr + rows % H, mask=rok, other=0.0).to(tl.float32)[:, None]
+        c, s, j, ok = _rope_angles(cos_ptr, sin_ptr, rows, rok, H, T, HALF, BH)
+        u = tl.load(x_ptr + off + j[None, :], mask=ok, other=0.0).to(tl.float32)  # the rotated half's pairs:
+        w = tl.load(x_ptr + off + HALF + j[None, :], mask=ok, other=0.0).to(tl.float32)  # lines x just loaded
+        dt = out_ptr.dtype.element_ty
+        tl.store(out_ptr + off + cols[None, :], (x * scale).to(dt), mask=rok[:, None] & (cols >= 2 * HALF)[None, :])
+        tl.store(out_ptr + off + j[None, :], ((u * c + w * s) * scale).to(dt), mask=ok)
+        tl.store(out_ptr + off + HALF + j[None, :], ((w * c - u * s) * scale).to(dt), mask=ok)
+
+    @triton.jit
+    def _qk_norm_rope_bwd_kernel(g_ptr, x_ptr, cos_ptr, sin_ptr, gain_ptr, dx_ptr, dot_ptr, N, H, T, eps,
+                                 D: tl.constexpr, HALF: tl.constexpr, BH: tl.constexpr, HAS_GAIN: tl.constexpr,
+                                 ROWS: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, D)
+        rok = rows < N
+        off = rows.to(tl.int64)[:, None] * D
+        rest = rok[:, None] & (cols >= 2 * HALF)[None, :]  # the columns RoPE leaves alone
+        x = tl.load(x_ptr + off + cols[None, :], mask=rok[:, None], other=0.0).to(tl.float32)
+        g = tl.load(g_ptr + off + cols[None, :], mask=rest, other=0.0).to(tl.float32)
+        r = tl.rsqrt(tl.sum(x * x, 1) / D + eps)
+        c, s, j, ok = _rope_angles(cos_ptr, sin_ptr, rows, rok, H, T, HALF, BH)
+        xu = tl.load(x_ptr + off + j[None, :], mask=ok, other=0.0).to(tl.float32)
+        xw = tl.load(x_ptr + off + HALF + j[None, :], mask=ok, other=0.0).to(tl.float32)
+        gu = tl.load(g_ptr + off + j[None, :], mask=ok, other=0.0).to(tl.float32)
+        gw = tl.load(g_ptr + off + HALF + j[None, :], mask=ok, other=0.0).to(tl.float32)
+        if HAS_GAIN:  # q_gain's gradient per row: Σ_d dOut·rope(norm(x)); torch sums the rows of each head
+            dot = tl.sum(g * x, 1) + tl.sum(gu * (xu * c + xw * s) + gw * (xw * c - xu * s), 1)
+            tl.store(dot_ptr + rows, dot * r, mask=rok)
+            gain = tl.load(gain_ptr + rows % H, mask=rok, other=0.0).to(tl.float32)[:, None]
+            g, gu, gw = g * gain, gu * gain, gw * gain
+        du, dw = gu * c - gw * s, gu * s + gw * c  # the transposed rotation
+        mean = (tl.sum(g * x, 1) + tl.sum(du * xu + dw * xw, 1)) * r / D  # mean(dn·n), n = x·r
+        rr = (r * r * mean)[:, None]
+        r = r[:, None]
+        dt = dx_ptr.dtype.element_ty
+        tl.store(dx_ptr + off + cols[None, :], (r * g - rr * x).to(dt), mask=rest)
+        tl.store(dx_ptr + off + j[None, :], (r * du - rr * xu).to(dt), mask=ok)
+        tl.store(dx_ptr + off + HALF + j[None, :], (r * dw - rr * xw).to(dt), mask=ok)
+
+
+def _qk_launch(x: torch.Tensor, cos: torch.Tensor, which: str) -> dict:
+    """Constexprs and grid of one call of kernel `which` (fwd, bwd) over x (B, T, H, D) with a (T, half) table."""
+    B, T, H, D = x.shape
+    N, half = B * T * H, cos.size(-1)
+    rows = _QK[which]["ROWS"]
+    return {"grid": (triton.cdiv(N, rows),), "args": (N, H, T, _RMS_EPS),
+            "kw": {"D": D, "HALF": half, "BH": triton.next_power_of_2(max(half, 1)), "ROWS": rows,
+                   "num_warps": _QK[which]["num_warps"]}}
+
+
+def _qk_norm_rope_triton(q, k, gain, cos, sin):
+    outs = []
+    for x, has_gain in ((q, True), (k, False)):
+        out, launch = torch.empty_like(x), _qk_launch(x, cos, "fwd")
+        _qk_norm_rope_fwd_kernel[launch["grid"]](x, cos, sin, gain, out, *launch["args"], HAS_GAIN=has_gain,
+                                                 **launch["kw"])
+        outs.append(out)
+    return tuple(outs)
+
+
+def _qk_norm_rope_bwd_triton(gq, gk, q, k, gain, cos, sin):
+    grads, dot = [], q.new_empty(q.shape[:3].numel(), dtype=torch.float32)  # written by q's launch alone
+    for g, x, has_gain in ((gq, q, True), (gk, k, False)):
+        dx, launch = torch.empty_like(x), _qk_launch(x, cos, "bwd")
+        _qk_norm_rope_bwd_kernel[launch["grid"]](g.contiguous(), x, cos, sin, gain, dx, dot, *launch["args"],
+                                                 HAS_GAIN=has_gain, **launch["kw"])
+        grads.append(dx)
+    return grads[0], grads[1], dot.view(-1, q.size(2)).sum(0).to(gain.dtype)
+
+
+def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, T, H, D) with its first 2·half dimensions rotated by the (T, half) angles (partial RoPE)."""
+    half = cos.size(-1)
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    u, w, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    return torch.cat((u * cos + w * sin, -u * sin + w * cos, rest), dim=-1)
+
+
+def _qk_norm_rope_torch(q, k, gain, cos, sin):
+    c, s = cos.float(), sin.float()
+    norm = lambda x: x.float() * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + _RMS_EPS)
+    qo = rope_rotate(norm(q), c, s) * gain.float()[:, None]
+    return qo.to(q.dtype), rope_rotate(norm(k), c, s).to(k.dtype)
+
+
+def _qk_norm_rope_bwd_torch(gq, gk, q, k, gain, cos, sin):
+    c, s = cos.float(), sin.float()
+
+    def back(g, x):
+        xf = x.float()
+        r = torch.rsqrt(xf.square().mean(-1, keepdim=True) + _RMS_EPS)
+        n, dn = xf * r, rope_rotate(g, c, -s)  # rotating by −θ is the transposed rotation
+        return (r * (dn - n * (dn * n).mean(-1, keepdim=True))).to(x.dtype), n
+    dq, nq = back(gq.float() * gain.float()[:, None], q)
+    dgain = (gq.float() * rope_rotate(nq, c, s)).sum((0, 1, 3))
+    return dq, back(gk.float(), k)[0], dgain.to(gain.dtype)
+
+
+def _register_qk_ops() -> None:
+    """golf::qk_norm_rope(q (B, T, H, D), k (B, T, Hkv, D), gain (H,), cos, sin (T, half), use_triton) ->
+    (rope(rms_norm(q))·gain, rope(rms_norm(k))), and its backward op, with fake impls and autograd."""
+    if hasattr(torch.ops.golf, "qk_norm_rope"):
+        return
+
+    @torch.library.custom_op("golf::qk_norm_rope", mutates_args=())
+    def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, gain: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        fn = _qk_norm_rope_triton if use_triton else _qk_norm_rope_torch
+        return fn(q.contiguous(), k.contiguous(), gain.contiguous(), cos.contiguous(), sin.contiguous())
+
+    @qk_norm_rope.register_fake
+    def _(q, k, gain, cos, sin, use_triton):
+        return torch.empty_like(q), torch.empty_like(k)
+
+    @torch.library.custom_op("golf::qk_norm_rope_bwd", mutates_args=())
+    def qk_norm_rope_bwd(gq: torch.Tensor, gk: torch.Tensor, q: torch.Tensor, k: torch.Tensor, gain: torch.Tensor,
+                         cos: torch.Tensor, sin: torch.Tensor, use_triton: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fn = _qk_norm_rope_bwd_triton if use_triton else _qk_norm_rope_bwd_torch
+        return fn(gq, gk, q.contiguous(), k.contiguous(), gain.contiguous(), cos.contiguous(), sin.contiguous())
+
+    @qk_norm_rope_bwd.register_fake
+    def _(gq, gk, q, k, gain, cos, sin, use_triton):
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(gain)
+
+    def setup_context(ctx, inputs, output):
+        q, k, gain, cos, sin, use_triton = inputs
+        ctx.use_triton = use_triton
+        ctx.save_for_backward(q, k, gain, cos, sin)
+
+    def backward(ctx, gq, gk):
+        dq, dk, dgain = torch.ops.golf.qk_norm_rope_bwd(gq, gk, *ctx.saved_tensors, ctx.use_triton)
+        return dq, dk, dgain, None, None, None
+
+    qk_norm_rope.register_autograd(backward, setup_context=setup_context)
+
+
+_register_qk_ops()
+
+
+def select_qk_kernel(device: torch.device, requested: str = "plain", head_dim: int = 64) -> str:
+    """plain (Inductor's fused ops), triton or torch (golf::qk_norm_rope, Triton or torch math inside); auto:
+    triton on CUDA when Triton imports and head_dim is a power of two (one tile row per head), else plain."""
+    pow2 = head_dim > 0 and head_dim & (head_dim - 1) == 0
+    if requested == "triton":
+        _require_triton(device, "QK_KERNEL")
+        if not pow2:
+            raise ValueError(f"QK_KERNEL=triton needs a power-of-two head_dim (MODEL_DIM / NUM_HEADS), not {head_dim}")
+    name = _auto_kernel(device) if requested == "auto" else requested
+    if requested == "auto" and not pow2:
+        name = "plain"
+    _QK["kernel"] = name
+    return name
+
+
+def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, gain: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """(rope(rms_norm(q))·gain, rope(rms_norm(k))) through golf::qk_norm_rope; q, k (B, T, heads, head_dim)."""
+    return torch.ops.golf.qk_norm_rope(q, k, gain, cos, sin, _QK["kernel"] == "triton")
+
+
+# ==================================================================================================
 # MODEL
 # ==================================================================================================
 
@@ -1401,15 +1609,14 @@ class Rotary(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, self.dims, 2, dtype=torch.float32) / self.dims))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    def table(self, T: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of every position's angles, (T, dims / 2), rounded to the activations' dtype."""
+        pos = torch.arange(T, device=device, dtype=torch.float32)
+        theta = torch.outer(pos, self.inv_freq.to(device))
+        return theta.cos().to(dtype), theta.sin().to(dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.size(1)
-        pos = torch.arange(T, device=x.device, dtype=torch.float32)
-        theta = torch.outer(pos, self.inv_freq.to(x.device))
-        cos = theta.cos().to(x.dtype)[None, :, None, :]
-        sin = theta.sin().to(x.dtype)[None, :, None, :]
-        half = self.dims // 2
-        u, w, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
-        return torch.cat((u * cos + w * sin, -u * sin + w * cos, rest), dim=-1)
+        return rope_rotate(x, *self.table(x.size(1), x.device, x.dtype))
 
 
 class Attention(nn.Module):
@@ -1496,9 +1703,12 @@ class GPT(nn.Module):
         v = F.linear(a, self.kv_bank[L + l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
         if lora is not None:  # test-time-training adapters (TTT section); None in training and plain eval
             q, k, v = lora.add_qkv(slot, a, q, k, v)
-        q, k = rms_norm(q), rms_norm(k)
-        q, k = at.rotary(q), at.rotary(k)
-        q = q * at.q_gain.to(dt)[None, None, :, None]
+        if _QK["kernel"] != "plain" and self.training:  # training steps only, as the other fused kernels
+            q, k = qk_norm_rope(q, k, at.q_gain.to(dt), *at.rotary.table(T, a.device, dt))
+        else:
+            q, k = rms_norm(q), rms_norm(k)
+            q, k = at.rotary(q), at.rotary(k)
+            q = q * at.q_gain.to(dt)[None, None, :, None]
         y = attend(q, k, v, cu, max_seqlen)
         if blk.xsa:
             g = at.num_heads // at.num_kv_heads
@@ -3308,10 +3518,11 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 
 
 def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
-    """Attention, MLP and loss kernels as the settings ask (each chosen once per process); the log lines saying so."""
+    """Attention, MLP, loss and q/k norm kernels as the settings ask (each chosen once per process); the log lines saying so."""
     lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
-             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_tile_fwd, h.loss_tile_bwd, h.logit_softcap)}"]
+             f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_tile_fwd, h.loss_tile_bwd, h.logit_softcap)}",
+             f"qk_kernel:{select_qk_kernel(device, h.qk_kernel, h.model_dim // h.num_heads)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
                                              for w in ("up", "grad")))
@@ -3326,7 +3537,7 @@ def versions(device) -> dict:
             "cuda": torch.version.cuda if device.type == "cuda" else None,
             "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"],
             "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"],
-            "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}}
+            "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}, "qk_kernel": _QK["kernel"]}
 
 
 def finite_or_null(data):

@@ -17,7 +17,11 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
 7. fp8: what FP8 matmuls would save. Every matmul of a micro-step that cuBLAS runs (forward, input gradient and
    weight gradient of the attention projections, the MLP down projection and the head) timed in bf16 and as
    torch._scaled_mm in float8_e4m3 (per-tensor and per-row scales), with the casts to FP8 that feed it; per step.
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8]
+8. qk: the fused q/k RMSNorm + RoPE + q_gain (golf::qk_norm_rope, Triton) against the plain ops compiled by Inductor
+   on the record's q (98,304 tokens × 8 heads × 64, 16 dimensions rotated) and k (4 heads): outputs, the gradients
+   of q, k and q_gain, time forward + backward and the bandwidth each kernel reaches; then each kernel alone under
+   every QK_TILE_CANDIDATES launch, and the fastest.
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8,qk]
        (default: the first six)"""
 from __future__ import annotations
 
@@ -218,6 +222,79 @@ def loss_kernel_sweep(x: torch.Tensor, y: torch.Tensor, timer=bench) -> dict:
     return res
 
 
+# Launches tried for the q/k kernels (ROWS head rows a program, num_warps): more rows a program against more programs
+# an SM (the backward's registers decide how many fit; tests/trainer/test_qk_kernel.py)
+QK_TILE_CANDIDATES = ((8, 1), (8, 2), (16, 2), (16, 4), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8))
+ROPE_DIMS = 16
+
+
+def check_qk(m: int = M, device: str = "cuda", timer=bench) -> dict:
+    """golf::qk_norm_rope (Triton) against the plain ops compiled by Inductor at the record's q and k (m tokens):
+    outputs and the gradients of q, k and q_gain, ms forward + backward, each kernel's bandwidth, the launch sweep."""
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    q = torch.randn(1, m, H, HD, device=dev, dtype=BF, requires_grad=True)
+    k = torch.randn(1, m, HKV, HD, device=dev, dtype=BF, requires_grad=True)
+    gain = (1.5 + 0.1 * torch.randn(H, device=dev)).to(BF).requires_grad_()
+    gq, gk = torch.randn_like(q), torch.randn_like(k)
+    rot = T.Rotary(HD, ROPE_DIMS, 10000.0).to(dev)
+    plain = torch.compile(lambda a, b, c: (rot(T.rms_norm(a)) * c[None, None, :, None], rot(T.rms_norm(b))),
+                          fullgraph=True)
+    fused = torch.compile(lambda a, b, c: T.qk_norm_rope(a, b, c, *rot.table(m, a.device, a.dtype)), fullgraph=True)
+
+    def run(fn):
+        for t in (q, k, gain):
+            t.grad = None
+        out = fn(q, k, gain)
+        torch.autograd.backward(out, (gq, gk))
+        return [o.detach() for o in out] + [t.grad.detach().clone() for t in (q, k, gain)]
+    T.select_qk_kernel(dev, "triton")  # read while tracing: everything that times `fused` runs inside it
+    try:
+        ref, got = run(plain), run(fused)
+        ms = {"plain_inductor": timer(lambda: run(plain)), "fused_triton": timer(lambda: run(fused))}
+        sweep = qk_kernel_sweep(q.detach(), k.detach(), gain.detach(), gq, gk, rot, timer)
+    finally:
+        T.select_qk_kernel(dev, "plain")
+    errs = dict(zip(("q", "k", "dq", "dk", "dgain"), (rel_err(a, b) for a, b in zip(got, ref))))
+    return {"rel_err": errs, "ok": all(e < 2e-2 for e in errs.values()), "ms_fwd_bwd": ms, "kernels": sweep}
+
+
+def qk_kernel_sweep(q, k, gain, gq, gk, rot, timer=bench) -> dict:
+    """Each q/k kernel alone under every QK_TILE_CANDIDATES launch: ms per call, GB/s (the bytes it must move: q and
+    k read and written forward; the gradients and q, k read and the gradients written backward), whether its
+    outputs equal the built-in launch's bit for bit or to bf16 rounding (a launch of other warps may sum a row in
+    another order); `best`: the fastest launch of each kernel with such outputs."""
+    cos, sin = rot.table(q.size(1), q.device, q.dtype)
+    gb = {"fwd": 2 * (q.nbytes + k.nbytes) / 1e9, "bwd": 3 * (q.nbytes + k.nbytes) / 1e9}
+    kernels = {"fwd": lambda: T._qk_norm_rope_triton(q, k, gain, cos, sin),
+               "bwd": lambda: T._qk_norm_rope_bwd_triton(gq, gk, q, k, gain, cos, sin)}
+    res = {"gb": gb, "candidates": {}, "best": {}}
+    for which, fn in kernels.items():
+        T._QK[which] = dict(T._QK_TILE_DEFAULT[which])
+        want = fn()
+        rows = {}
+        for r, w in QK_TILE_CANDIDATES:
+            T._QK[which] = {"ROWS": r, "num_warps": w}
+            try:
+                t = timer(fn)
+                got = fn()
+                rows[f"{r},{w}"] = {"ms": t, "gb_per_s": gb[which] / t * 1e3,
+                                    "equal": all(torch.equal(a, b) for a, b in zip(got, want)),
+                                    "close": all(rel_err(a, b) < 2 ** -7 for a, b in zip(got, want))}
+            except Exception as e:  # a launch Triton cannot build here is a finding, not a failed sweep
+                rows[f"{r},{w}"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        T._QK[which] = dict(T._QK_TILE_DEFAULT[which])
+        res["candidates"][which] = rows
+        timed = {key: row["ms"] for key, row in rows.items() if row.get("close")}
+        default = "{ROWS},{num_warps}".format(**T._QK_TILE_DEFAULT[which])
+        if timed:
+            best = min(timed, key=timed.get)
+            res["best"][which] = {"tile": best, "ms": timed[best], "default_tile": default,
+                                  "default_ms": timed.get(default),
+                                  "speedup": timed[default] / timed[best] if default in timed else None}
+    return res
+
+
 # The linear maps of one micro-step that cuBLAS runs, as F.linear(x (M, K), W (N, K)): N, K, calls per micro-step
 # before looping. The MLP's up projection and the down projection's input gradient are the fused Triton kernels; the
 # down projection's forward stands for the up projection's input gradient too (dPre (M, 2048) · W_up: the same shape).
@@ -371,7 +448,7 @@ def main() -> None:
     except ImportError:
         res["triton"] = None
     checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
-              "mlp-tiles": check_mlp_tiles, "loss": check_loss, "fp8": check_fp8}
+              "mlp-tiles": check_mlp_tiles, "loss": check_loss, "fp8": check_fp8, "qk": check_qk}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:

@@ -8,6 +8,8 @@ configuration on one GPU, stopped once training has reported its throughput):
                   waits for it, so it is a "try" step (below) too
   loss-check      kernel_checks.py loss: the fused soft-capped loss against Inductor's, values and time, and its
                   kernels' launch sweep
+  qk-check        kernel_checks.py qk: the fused q/k norm + RoPE against Inductor's, values and time, and its
+                  kernels' launch sweep (seconds, no flash-attn-4 needed)
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
   mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration,
@@ -85,10 +87,10 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
-            "profile_s": 150.0, "fp8_check_s": 90.0}
+            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
-                "fp8-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
+                "fp8-check": 180.0, "qk-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -103,11 +105,11 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
-# ninth session's candidate, the fused loss's tiled kernels, became the default), so the plan has no `next` and
-# builds the tiles, the profile and the autotuning on `default`.
-PENDING: dict[str, str] = {}
-PENDING_NEEDS: list[str] = []
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Now the fused
+# q/k RMSNorm + RoPE (written after the ninth session, which found Inductor's forms of it the furthest of its kernels
+# from their bytes): new graphs, so `next` compiles its own.
+PENDING: dict[str, str] = {"QK_KERNEL": "triton"}
+PENDING_NEEDS: list[str] = ["qk"]
 # A candidate read inside the custom ops when they run (as the ninth session's was: a form of the loss kernels)
 # changes no compiled graph: `next` then compiles default's graphs, warm, and takes the loss check's fastest
 # launches (loss_tiles). False for a candidate that changes what the compiler traces.
@@ -118,11 +120,11 @@ def steps(cfg: dict) -> list[dict]:
     n, n_eq = cfg["iters"], cfg["equiv_iters"]
     # Every configuration names each kernel setting, so that a change of the trainer's defaults (auto) leaves
     # the reference and the single changes as they were measured in earlier sessions
-    plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain"}
+    plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain"}
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv)
-    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", **loss}
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "plain", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss"], "needs_fa4": True}  # the configurations with flash-attn-4 and the fused loss
@@ -139,6 +141,7 @@ def steps(cfg: dict) -> list[dict]:
         # 191-291 s to the first step on the H100), and killed at the deadline it leaves its compile cached
         {"name": "baseline", "kind": "train", "env": plain, "iters": n, "try": True},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
+        {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
@@ -312,12 +315,12 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
 
 def check_time_key(step: dict) -> str:
     return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s", "loss": "loss_check_s",
-            "fp8": "fp8_check_s"}.get(step["only"], "checks_s")
+            "fp8": "fp8_check_s", "qk": "qk_check_s"}.get(step["only"], "checks_s")
 
 
 def check_source(need: str) -> str:
     """The checks step whose result a configuration's `needs` entry reads."""
-    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check"}.get(need, "checks")
+    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check", "qk": "qk-check"}.get(need, "checks")
 
 
 def best_loss_tiles(state: dict) -> dict:
@@ -459,7 +462,7 @@ def publish(state: dict, cfg: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (st / "session.json").write_text(json.dumps(state, indent=2))
     checks = {}
-    for name in ("checks", "fa4-checks", "mlp-tiles", "loss-check", "fp8-check"):
+    for name in ("checks", "fa4-checks", "mlp-tiles", "loss-check", "qk-check", "fp8-check"):
         if (st / f"{name}.json").is_file():
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
@@ -543,7 +546,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "loss_kernel") if k in r), flush=True)
+                  "attention_backend", "mlp_kernel", "loss_kernel", "qk_kernel") if k in r), flush=True)
         if name in (*EQUIV_COMPARED, "baseline-noise"):
             record_equivalence(state, cfg)
         publish(state, cfg)

@@ -67,7 +67,8 @@ def main():
     loader = T.DocumentPackingLoader(files, h.train_batch_tokens // 8, h.train_seq_len, 0, 1, dev, T.CU_PAD_COMPILED)
     ema = T.EMA(model, h.ema_decay)
     out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(),
-           "mlp_kernel": T._MLP["kernel"], "loss_kernel": T._LOSS["kernel"], "phases": {}}
+           "mlp_kernel": T._MLP["kernel"], "loss_kernel": T._LOSS["kernel"],
+           "qk_kernel": T._QK["kernel"], "phases": {}}
     inductor_rows = {}  # phase -> (full kernel name, ms, launches) of Inductor's kernels
     for looping in (False, True):
         model.looping = looping

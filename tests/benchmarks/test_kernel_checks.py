@@ -1,11 +1,13 @@
 """benchmarks/kernel_checks.py's FP8 estimate on the CPU (torch runs float8 _scaled_mm there too): the operand
 layouts and scales that _scaled_mm needs give the bf16 products, and the per-step sums count every call; and its
-loss-kernel sweep under Triton's interpreter."""
+loss-kernel sweep and its q/k check under Triton's interpreter."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.trainer.test_kernels import needs_triton
 
@@ -55,3 +57,35 @@ def test_loss_kernel_sweep_checks_every_launch_against_the_built_in_one():
         best = res["best"][which]
         assert best["tile"] == list(rows)[-1] and best["ms"] == min(r["ms"] for r in rows.values())
         assert best["default_tile"] in rows and best["speedup"] > 1
+
+
+_QK = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+import kernel_checks as kc
+ticks = iter(range(1000))
+print(json.dumps(kc.check_qk(m=48, device="cpu", timer=lambda fn: (fn(), 100.0 - next(ticks))[1])))
+"""
+
+
+@needs_triton
+def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
+    """benchmarks/kernel_checks.py's q/k check on the CPU (Triton's interpreter, 48 tokens of the record's heads):
+    the fused op through torch.compile against the plain ops compiled by Inductor, within bf16 rounding, and every
+    candidate launch of both kernels with the built-in launch's outputs; `best` is the one the timer called fastest
+    (here the last timed), with its bandwidth from the bytes each kernel must move."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _QK, str(Path(kc.__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["ok"] and set(res["rel_err"]) == {"q", "k", "dq", "dk", "dgain"}, res["rel_err"]
+    assert max(res["rel_err"].values()) < 2e-2 and res["ms_fwd_bwd"] == {"plain_inductor": 100.0, "fused_triton": 99.0}
+    sweep = res["kernels"]
+    assert sweep["gb"]["bwd"] == pytest.approx(1.5 * sweep["gb"]["fwd"]) == 3 * 48 * 12 * 64 * 2 / 1e9
+    for which in ("fwd", "bwd"):
+        rows = sweep["candidates"][which]
+        assert list(rows) == [f"{r},{w}" for r, w in kc.QK_TILE_CANDIDATES]
+        assert all(r.get("close") for r in rows.values()), rows
+        best = sweep["best"][which]
+        assert best["tile"] == list(rows)[-1] and best["default_tile"] == "16,4" and best["speedup"] > 1

@@ -37,10 +37,12 @@ def test_every_training_configuration_names_each_kernel_setting():
     """So that a change of the trainer's defaults (auto) leaves the reference and the single changes as measured."""
     for step in ks.steps(CFG):
         if step["kind"] == "train":
-            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL"} <= step["env"].keys(), step["name"]
+            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL"} <= step["env"].keys(), step["name"]
     env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
-    assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain"}
-    assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton"}
+    assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
+                               "QK_KERNEL": "plain"}
+    assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
+                              "QK_KERNEL": "plain"}
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -149,3 +151,18 @@ def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest
     assert ks.step_env(plan["next"], fresh_state())["LOSS_TILE_FWD"] == "1,2048,4"  # no sweep yet: its own
     monkeypatch.setattr(ks, "PENDING_IN_OPS", False)  # a candidate that changes the graphs compiles them
     assert "same_graphs_as" not in {s["name"]: s for s in ks.steps(CFG)}["next"]
+
+
+def test_the_fused_qk_candidate_compiles_its_own_graphs_after_its_check():
+    """The candidate written after the ninth session: `next` is default with QK_KERNEL=triton (new graphs: not the
+    same as default's), gated by the qk-check step, which FIRST puts before it; every other configuration names
+    QK_KERNEL=plain, so a later change of the default leaves them as measured."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["next"]["env"] == {**plan["default"]["env"], "QK_KERNEL": "triton"}
+    assert "same_graphs_as" not in plan["next"] and "qk" in plan["next"]["needs"]
+    assert ks.check_source("qk") == "qk-check" and plan["qk-check"]["only"] == "qk"
+    assert names("next")[:4] == ["fa4-checks", "loss-check", "qk-check", "next"]
+    for name in ("baseline", "default", "plain-loss", "both", "fa4"):
+        assert plan[name]["env"]["QK_KERNEL"] == "plain", name
+    for name in ("next-equiv", "tiled", "profile", "bytes"):
+        assert plan[name]["env"]["QK_KERNEL"] == "triton" and "qk" in plan[name]["needs"], name

@@ -66,6 +66,44 @@ def loss_and_grads(model, params) -> tuple:
     return (loss.detach(), *(p.grad.clone() for p in params))
 
 
+# The start of every script run_interpreted runs: the trainer loaded as a module under Triton's interpreter
+_INTERPRETED_TRAINER = """import importlib.util, json, sys, torch
+spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
+tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.loader.exec_module(tg)
+assert tg._TRITON_INTERPRETED
+"""
+
+
+def run_interpreted(body: str, *args: str):
+    """Runs `body` in a fresh process with train_gpt.py loaded as `tg` under Triton's CPU interpreter
+    (TRITON_INTERPRET=1, read when the kernels are decorated); sys.argv[2:] are `args`. Returns the JSON that its
+    last line of output holds."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _INTERPRETED_TRAINER + body, str(TRAINER), *args], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def counted_training_and_eval(tg, model, params, fn_name: str) -> tuple:
+    """loss_and_grads of the training-mode model, then one eval-mode forward, while counting the calls of the
+    trainer's function `fn_name` (a fused op's torch math): ((loss, grads...), calls during both)."""
+    import torch
+    calls = []
+    real = getattr(tg, fn_name)
+    setattr(tg, fn_name, lambda *a: (calls.append(1), real(*a))[1])
+    try:
+        model.train()
+        got = loss_and_grads(model, params)
+        model.eval()
+        ids, cu = tiny_batch()
+        with torch.no_grad():
+            model(ids, torch.roll(ids, -1, 1), cu, 32)
+    finally:
+        setattr(tg, fn_name, real)
+    return got, len(calls)
+
+
 def load_trainer():
     # One module per process: the trainer registers its torch.library ops once, bound to the module that did, so a
     # second copy (benchmarks/kernel_checks.py imports train_gpt too) would select kernels the ops never see.

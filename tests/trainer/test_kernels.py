@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.conftest import TRAINER, loss_and_grads, tiny_batch, train_losses_until
+from tests.trainer.conftest import TRAINER, loss_and_grads, run_interpreted, tiny_batch, train_losses_until
 from tests.trainer.test_model import TINY
 
 STANDIN = Path(__file__).resolve().parent / "fa3_standin"
@@ -135,10 +135,6 @@ def test_mlp_tile_settings(tg, mlp_kernel):
 
 
 _INTERPRET = """
-import importlib.util, json, sys, torch
-spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
-tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.loader.exec_module(tg)
-assert tg._TRITON_INTERPRETED
 torch.manual_seed(0)
 res = {}
 for dtype in (torch.float32, torch.bfloat16):
@@ -197,11 +193,7 @@ def test_triton_mlp_kernels_under_interpreter():
     bf16 loads and stores, epilogues) against the torch math, run by Triton's CPU interpreter
     (TRITON_INTERPRET=1) in a fresh process; the persistent forms also bit for bit against the pointer kernels. fp32 agrees to rounding; bf16 to one bf16 unit in the last place
     (the interpreter truncates fp32 -> bf16 where the GPU rounds to nearest)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_interpreted(_INTERPRET)
     for dtype, tol in (("torch.float32", 1e-5), ("torch.bfloat16", 2 ** -7)):
         for errs in res[dtype]:
             assert max(errs) < tol, (dtype, errs)
@@ -283,9 +275,6 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile, tmp_path):
 
 
 _MODEL_GRADS = """
-import importlib.util, json, sys, torch
-spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
-tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.loader.exec_module(tg)
 h = tg.Hyperparameters(json.loads(sys.argv[2]))
 torch.manual_seed(0)
 m = tg.build_model(h, torch.device("cpu"))
@@ -312,11 +301,7 @@ def test_tiny_model_gradients_same_with_triton_mlp_under_interpreter(tg):
     as the model calls them (banks sliced and cast, packed documents, backward through golf::mlp_act_grad)."""
     h = tg.Hyperparameters(TINY)
     assert tg._mlp_tiles(int(h.mlp_mult * h.model_dim), h.model_dim) is not None  # the kernels, not the fallback
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _MODEL_GRADS, str(TRAINER), json.dumps(TINY)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    errs = json.loads(out.stdout.strip().splitlines()[-1])
+    errs = run_interpreted(_MODEL_GRADS, json.dumps(TINY))
     assert max(errs) < 1e-5, errs  # loss, d mlp_up, d mlp_down, d qo (fp32 on a CPU)
 
 

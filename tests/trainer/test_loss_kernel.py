@@ -5,16 +5,11 @@ fullgraph compile through the ops, and the tiny model's training loss and gradie
 Its speed is the GPU's to show (benchmarks/README.md)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.conftest import TRAINER, loss_and_grads, tiny_batch, train_losses_until
+from tests.trainer.conftest import counted_training_and_eval, loss_and_grads, run_interpreted, train_losses_until
 from tests.trainer.test_kernels import needs_triton, ptxas_registers
 from tests.trainer.test_model import TINY
 
@@ -71,18 +66,8 @@ def test_model_training_loss_same_with_fused_loss(tg, loss_kernel):
     m.train()
     ref = loss_and_grads(m, params)
     loss_kernel("torch")
-    calls = []
-    real = tg._softcap_ce_torch
-    tg._softcap_ce_torch = lambda *a: (calls.append(1), real(*a))[1]
-    try:
-        got = loss_and_grads(m, params)
-        m.eval()
-        ids, cu = tiny_batch()
-        with torch.no_grad():
-            m(ids, torch.roll(ids, -1, 1), cu, 32)
-    finally:
-        tg._softcap_ce_torch = real
-    assert calls == [1]  # the training forward only
+    got, calls = counted_training_and_eval(tg, m, params, "_softcap_ce_torch")
+    assert calls == 1  # the training forward only
     assert torch.allclose(got[0], ref[0], atol=1e-6)
     for a, b in zip(got[1:], ref[1:]):
         assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=1e-3)
@@ -122,10 +107,6 @@ def test_loss_tiles_and_cap_settings(tg, loss_kernel):
 
 
 _INTERPRET = """
-import importlib.util, json, sys, torch
-spec = importlib.util.spec_from_file_location("train_gpt", sys.argv[1])
-tg = importlib.util.module_from_spec(spec); sys.modules["train_gpt"] = tg; spec.loader.exec_module(tg)
-assert tg._TRITON_INTERPRETED
 torch.manual_seed(0)
 res = []
 # the built-in launches, and tiles that cut rows and columns unevenly, wider than the vocabulary or taller than the batch
@@ -152,11 +133,7 @@ def test_softcap_ce_triton_kernels_under_interpreter():
     the torch math, run by Triton's CPU interpreter in a fresh process, on logits where the cap bites (40·N(0,1):
     most t near ±1) and where it does not (4·N(0,1), as trained): nll and lse to 1e-4 (the kernels' tanh goes
     through exp, the sum of e^z has no running maximum), dlogits to rounding of the logits' dtype."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _INTERPRET, str(TRAINER)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = run_interpreted(_INTERPRET)
     assert len(rows) == 64
     for launch, dtype, V, nll_err, lse_err, dx_err in rows:
         assert nll_err < 1e-4 and lse_err < 1e-4, (launch, dtype, V, nll_err, lse_err)
