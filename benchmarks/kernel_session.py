@@ -15,9 +15,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration,
                   the persistent TMA kernels among them (seconds, no flash-attn-4 needed)
   plain-loss      baseline with LOSS_KERNEL=triton, if its check passed: new graphs, so a compile. It needs no
-                  flash-attn-4, so the first call (one .fa4 part) can time it. Machines are scarce and one call may
-                  be all there is, so this "try" step starts even when its estimate overruns the call (with at least
-                  TRY_LEFT_S left); killed at the deadline, its compile stays cached for the next call
+                  flash-attn-4, so the first call (one .fa4 part) can time it. Measured in four sessions, so it
+                  starts only where its estimate fits (as a "try" it was killed at a deadline in the tenth)
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 LOSS_KERNEL=triton (what `auto` picks on Hopper with
@@ -105,11 +104,11 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Now the fused
-# q/k RMSNorm + RoPE (written after the ninth session, which found Inductor's forms of it the furthest of its kernels
-# from their bytes): new graphs, so `next` compiles its own.
-PENDING: dict[str, str] = {"QK_KERNEL": "triton"}
-PENDING_NEEDS: list[str] = ["qk"]
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
+# tenth session's candidate, the fused q/k RMSNorm + RoPE, became the default), so the plan has no `next` and builds
+# the tiles, the profile and the autotuning on `default`.
+PENDING: dict[str, str] = {}
+PENDING_NEEDS: list[str] = []
 # A candidate read inside the custom ops when they run (as the ninth session's was: a form of the loss kernels)
 # changes no compiled graph: `next` then compiles default's graphs, warm, and takes the loss check's fastest
 # launches (loss_tiles). False for a candidate that changes what the compiler traces.
@@ -123,11 +122,12 @@ def steps(cfg: dict) -> list[dict]:
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain"}
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
-    # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv)
-    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "plain", **loss}
+    # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
+    # q/k norm since the tenth's)
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
-    fast = {"needs": ["fa4", "loss"], "needs_fa4": True}  # the configurations with flash-attn-4 and the fused loss
+    fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm
     top_fast = {**fast, "needs": fast["needs"] + PENDING_NEEDS}  # those with the candidates
     # default with the candidates and their equivalence; without candidates, default's own equivalence
     in_ops = {"same_graphs_as": "default", "loss_tiles": True} if PENDING and PENDING_IN_OPS else {}
@@ -145,9 +145,9 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
-        # Machines are scarce and one call may be all there is: started even when its estimate overruns the call
-        # (with TRY_LEFT_S left); killed at the deadline, it leaves its compile cached for the next call
-        {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "try": True, "needs": ["loss"]},
+        # Measured in the sixth to ninth sessions: no longer a "try" (the tenth's call 2 started it with 200 s left
+        # and lost them at the deadline)
+        {"name": "plain-loss", "kind": "train", "env": {**plain, **loss}, "iters": n, "needs": ["loss"]},
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fast},
         *top_run,

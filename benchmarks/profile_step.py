@@ -23,8 +23,8 @@ INDUCTOR = "inductor triton (fused elementwise/norm/loss)"
 
 def kind(name: str) -> str:
     n = name.lower()
-    if n.startswith(("_mlp_", "_softcap_")):  # train_gpt.py's own Triton kernels (their names say no "triton")
-        return "ours (fused MLP and loss, Triton)"
+    if n.startswith(("_mlp_", "_softcap_", "_qk_norm_rope")):  # train_gpt.py's own Triton kernels (no "triton" in
+        return "ours (fused MLP, loss and q/k norm, Triton)"  # their names); the q/k norm's since the tenth session
     if "flash" in n or "fmha" in n or "attn" in n:
         return "attention"
     if any(k in n for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "matmul")):

@@ -89,9 +89,9 @@ def test_model_training_loss_same_with_fused_qk(tg, qk_kernel):
 
 
 def test_qk_kernel_settings(tg, qk_kernel):
-    """QK_KERNEL: plain by default (a candidate until a GPU session adopts it); auto is the Triton kernels on CUDA,
-    plain on the CPU or where head_dim is no power of two (one tile row per head); bad values named."""
-    assert tg.Hyperparameters(TINY).qk_kernel == "plain"
+    """QK_KERNEL: auto by default (since the tenth session's H100 run), the Triton kernels on CUDA, plain on the CPU
+    or where head_dim is no power of two (one tile row per head); bad values named."""
+    assert tg.Hyperparameters(TINY).qk_kernel == "auto"
     assert qk_kernel("auto") == "plain" and tg._QK["kernel"] == "plain"  # the CPU
     if tg.triton is not None:  # the choice reads only the device's type and head_dim: checked here without CUDA
         assert tg.select_qk_kernel(torch.device("cuda"), "auto", 64) == "triton" and tg._QK["kernel"] == "triton"
