@@ -1161,8 +1161,8 @@ def softcap_ce_mean(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> 
 # about 2.2 TB/s, the furthest of its kernels from their bytes on an H100 (ninth session, benchmarks/README.md:
 # forward 11.6 ms a step against 8.3 at the copy bandwidth, backward 14.3 against 10.9, with their smaller
 # variants about 13 ms above the floor in all). Here the custom op golf::qk_norm_rope runs both tensors through two
-# Triton kernels that stream tiles of ROWS heads × head_dim. RoPE's partner of dimension d (d ± half inside the
-# rotated part, d itself outside it) is a second load of the same cache lines, so no lanes are shuffled; the
+# Triton kernels that stream tiles of ROWS heads × head_dim. The rotated dimensions' pairs (d and d + half) are
+# two narrow loads (ROWS × half) of lines the row's own load has just brought in, so no lanes are shuffled; the
 # angles come from the rotary's own cos/sin table (bf16, T × half, as the plain path rounds them). The backward
 # rotates the gradient back (the transposed rotation), applies RMSNorm's backward and writes each row's
 # Σ dOut·rope(norm(q)) for q_gain's gradient, which torch sums per head.
