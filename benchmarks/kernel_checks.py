@@ -406,6 +406,30 @@ def check_fa3_standin() -> dict:
             "shape": {"tokens": n, "segments": 5}}
 
 
+def cu_padded(cu: torch.Tensor, entries: int) -> torch.Tensor:
+    """cu_seqlens with its trailing empty sequences (entries equal to the total) cut or added to `entries` in all,
+    as the trainer's loader pads them (CU_PAD_COMPILED) so that one compiled graph serves every batch."""
+    total = int(cu[-1])
+    used = cu.tolist().index(total) + 1
+    if entries < used:
+        raise ValueError(f"cu_seqlens has {used} entries in use, more than {entries}")
+    return torch.cat([cu[:used], cu.new_full((entries - used,), total)])
+
+
+def fa4_by_cu_entries(q, k, v, g, cu) -> dict:
+    """flash-attn-4 forward + backward with the same sequences and cu_seqlens of different lengths: only its
+    entries in use, and padded as the trainer pads them (512 entries; 1024 for the benchmarks' synthetic data, whose
+    ~770 short documents a micro-step need two blocks of 512). FA4 gives each entry a tile of slack in its fp32
+    dQ/dK/dV accumulators, which are zero-filled and postprocessed: what the padding costs a call."""
+    used = cu.tolist().index(int(cu[-1])) + 1
+    res = {"entries_in_use": used}
+    for entries in (used, 512, 1024):
+        c = cu_padded(cu, entries)
+        fn = lambda a, b, d: torch.ops.golf.fa4_varlen(a, b, d, c, SEQ)[0]
+        res[str(entries)] = bench(lambda: fwd_bwd(fn, (q, k, v), g))
+    return res
+
+
 def check_fa4() -> dict:
     """The trainer's golf::fa4_varlen (FA4's forward and backward behind the custom op), eager and through
     attend() compiled with fullgraph=True, against golf::flash_varlen; timed against both varlen paths."""
@@ -430,6 +454,7 @@ def check_fa4() -> dict:
                          "flash_varlen_gqa": bench(lambda: fwd_bwd(gqa, (q, k, v), g)),
                          "varlen_repeat_kv": bench(lambda: fwd_bwd(lambda a, b, c: varlen_repeat(a, b, c, cu),
                                                                    (q, k, v), g))}
+    out["ms_fwd_bwd_by_cu_entries"] = fa4_by_cu_entries(q, k, v, g, cu)
     torch._dynamo.reset()
     T.select_attention(torch.device("cuda"), "auto")
     return out

@@ -89,3 +89,15 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
         assert all(r.get("close") for r in rows.values()), rows
         best = sweep["best"][which]
         assert best["tile"] == list(rows)[-1] and best["default_tile"] == "16,4" and best["speedup"] > 1
+
+
+def test_cu_padded_keeps_the_sequences_and_sets_the_trailing_empty_ones():
+    """The fa4 check's cu_seqlens of other lengths: the sequences in use unchanged, then empty ones (the total
+    repeated) to the length asked; fewer entries than in use is refused with both counts."""
+    import torch
+    cu = torch.tensor([0, 5, 9, 12, 12, 12, 12, 12], dtype=torch.int32)
+    assert kc.cu_padded(cu, 4).tolist() == [0, 5, 9, 12]
+    assert kc.cu_padded(cu, 10).tolist() == [0, 5, 9, 12] + [12] * 6
+    assert kc.cu_padded(cu, 8).dtype == torch.int32
+    with pytest.raises(ValueError, match="cu_seqlens has 4 entries in use, more than 3"):
+        kc.cu_padded(cu, 3)
