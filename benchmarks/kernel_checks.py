@@ -406,14 +406,18 @@ def check_fa3_standin() -> dict:
             "shape": {"tokens": n, "segments": 5}}
 
 
+def cu_in_use(cu: torch.Tensor) -> int:
+    """The entries of cu_seqlens up to the first that equals the total: the rest are empty trailing sequences."""
+    return cu.tolist().index(int(cu[-1])) + 1
+
+
 def cu_padded(cu: torch.Tensor, entries: int) -> torch.Tensor:
     """cu_seqlens with its trailing empty sequences (entries equal to the total) cut or added to `entries` in all,
     as the trainer's loader pads them (CU_PAD_COMPILED) so that one compiled graph serves every batch."""
-    total = int(cu[-1])
-    used = cu.tolist().index(total) + 1
+    used = cu_in_use(cu)
     if entries < used:
         raise ValueError(f"cu_seqlens has {used} entries in use, more than {entries}")
-    return torch.cat([cu[:used], cu.new_full((entries - used,), total)])
+    return torch.cat([cu[:used], cu.new_full((entries - used,), int(cu[-1]))])
 
 
 def fa4_by_cu_entries(q, k, v, g, cu) -> dict:
@@ -421,7 +425,7 @@ def fa4_by_cu_entries(q, k, v, g, cu) -> dict:
     entries in use, and padded as the trainer pads them (512 entries; 1024 for the benchmarks' synthetic data, whose
     ~770 short documents a micro-step need two blocks of 512). FA4 gives each entry a tile of slack in its fp32
     dQ/dK/dV accumulators, which are zero-filled and postprocessed: what the padding costs a call."""
-    used = cu.tolist().index(int(cu[-1])) + 1
+    used = cu_in_use(cu)
     res = {"entries_in_use": used}
     for entries in (used, 512, 1024):
         c = cu_padded(cu, entries)
