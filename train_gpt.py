@@ -1707,7 +1707,8 @@ class GPT(nn.Module):
         v = F.linear(a, self.kv_bank[L + l].to(dt)).view(B, T, at.num_kv_heads, at.head_dim)
         if lora is not None:  # test-time-training adapters (TTT section); None in training and plain eval
             q, k, v = lora.add_qkv(slot, a, q, k, v)
-        if _QK["kernel"] != "plain" and self.training:  # training steps only, as the other fused kernels
+        # training steps only, as the fused MLP (FUSED Q/K NORM AND ROPE): eval and TTT's LoRA keep the plain ops
+        if _QK["kernel"] != "plain" and self.training and lora is None:
             q, k = qk_norm_rope(q, k, at.q_gain.to(dt), *at.rotary.table(T, a.device, dt))
         else:
             q, k = rms_norm(q), rms_norm(k)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.trainer.conftest import counted_training_and_eval, loss_and_grads, run_interpreted, train_losses_until
+from tests.trainer.conftest import (counted_training_and_eval, loss_and_grads, run_interpreted, tiny_batch,
+                                    train_losses_until)
 from tests.trainer.test_kernels import needs_triton, ptxas_registers
 from tests.trainer.test_model import TINY
 
@@ -69,9 +70,9 @@ def test_qk_norm_rope_traces_under_fullgraph_compile(tg, qk_kernel):
         assert _rel(a, b) < 1e-5
 
 
-def test_model_training_loss_same_with_fused_qk(tg, qk_kernel):
+def test_model_training_loss_same_with_fused_qk(tg, qk_kernel, monkeypatch):
     """The tiny model's training loss and gradients (the attention banks and q_gain, which the op reaches first)
-    are the same through the fused op as through the plain path; eval keeps the plain path."""
+    are the same through the fused op as through the plain path; eval and TTT's LoRA forward keep the plain path."""
     h = tg.Hyperparameters(TINY)
     torch.manual_seed(0)
     m = tg.build_model(h, torch.device("cpu"))
@@ -83,6 +84,14 @@ def test_model_training_loss_same_with_fused_qk(tg, qk_kernel):
     qk_kernel("torch")
     got, calls = counted_training_and_eval(tg, m, params, "_qk_norm_rope_torch")
     assert calls == sum(map(len, m.schedule()))  # each layer of the training forward only
+    lora = tg.BatchedLora(h, sum(map(len, m.schedule())), 1, torch.device("cpu"))
+    lora.reset(torch.Generator().manual_seed(0))
+    seen, real = [], tg._qk_norm_rope_torch
+    monkeypatch.setattr(tg, "_qk_norm_rope_torch", lambda *a: (seen.append(1), real(*a))[1])
+    m.train()  # as TTT trains its adapters
+    with torch.no_grad():
+        m.hidden_states(tiny_batch()[0], lora=lora)
+    assert seen == []
     assert torch.allclose(got[0], ref[0], atol=1e-5)
     for a, b in zip(got[1:], ref[1:]):
         assert _rel(a, b) < 1e-4
