@@ -292,6 +292,9 @@ class Hyperparameters:
                 f"running maximum), not {self.logit_softcap}; LOSS_KERNEL=auto takes Inductor's loss there")
         if self.qk_kernel not in ("auto", "plain", "triton", "torch"):
             bad(f"QK_KERNEL={self.qk_kernel!r} must be auto, plain, triton or torch")
+        if self.qk_kernel == "triton" and not qk_triton_fits(head_dim):
+            bad(f"QK_KERNEL=triton needs a power-of-two head_dim (MODEL_DIM / NUM_HEADS), not {head_dim}; "
+                "QK_KERNEL=auto takes the plain ops there")
         parse_loss_tile(self.loss_tile_fwd, "fwd")  # FUSED SOFT-CAPPED LOSS; raises ValueError naming the variable
         parse_loss_tile(self.loss_tile_bwd, "bwd")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
@@ -1342,10 +1345,15 @@ def _register_qk_ops() -> None:
 _register_qk_ops()
 
 
+def qk_triton_fits(head_dim: int) -> bool:
+    """Whether the q/k kernels take this head_dim: a power of two, one tile row (tl.arange) per head."""
+    return head_dim > 0 and head_dim & (head_dim - 1) == 0
+
+
 def select_qk_kernel(device: torch.device, requested: str = "auto", head_dim: int = 64) -> str:
     """plain (Inductor's fused ops), triton or torch (golf::qk_norm_rope, Triton or torch math inside); auto:
     triton on CUDA when Triton imports and head_dim is a power of two (one tile row per head), else plain."""
-    pow2 = head_dim > 0 and head_dim & (head_dim - 1) == 0
+    pow2 = qk_triton_fits(head_dim)
     if requested == "triton":
         _require_triton(device, "QK_KERNEL")
         if not pow2:

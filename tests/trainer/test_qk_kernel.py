@@ -107,6 +107,10 @@ def test_qk_kernel_settings(tg, qk_kernel):
         assert tg.select_qk_kernel(torch.device("cuda"), "auto", 48) == "plain"
     with pytest.raises(ValueError, match="QK_KERNEL='fast' must be auto, plain, triton or torch"):
         tg.Hyperparameters({**TINY, "QK_KERNEL": "fast"})
+    # refused at load, before any compile: MODEL_DIM 96 over 4 heads is a head of 24
+    with pytest.raises(ValueError, match="QK_KERNEL=triton needs a power-of-two head_dim .*not 24"):
+        tg.Hyperparameters({**TINY, "QK_KERNEL": "triton", "MODEL_DIM": "96", "EMBEDDING_DIM": "96"})
+    assert tg.Hyperparameters({**TINY, "QK_KERNEL": "auto", "MODEL_DIM": "96", "EMBEDDING_DIM": "96"}).qk_kernel == "auto"
     if tg.triton is not None and tg._TRITON_INTERPRETED:
         with pytest.raises(ValueError, match="QK_KERNEL=triton needs a power-of-two head_dim .*not 48"):
             qk_kernel("triton", 48)
