@@ -156,6 +156,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("CORRECTOR_ORDERS", str, "8"),
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
+    ("ATTN_CU_TRIM", bool, False),
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
@@ -391,9 +392,18 @@ def build_cu_seqlens(tokens: np.ndarray, max_len: int, pad_to: int = 64) -> tupl
     return np.asarray(cu, dtype=np.int32), max_seg
 
 
+def cu_entries_in_use(cu: np.ndarray) -> int:
+    """The entries of a padded cu_seqlens up to the first that equals the total (the end of the last segment);
+    the rest are the empty trailing segments build_cu_seqlens pads with."""
+    cu = np.asarray(cu)
+    return int(np.argmax(cu == cu[-1])) + 1
+
+
 class DocumentPackingLoader:
     """Training batches (§3.3): contiguous per-rank spans of L+1 tokens starting at the first BOS of a
-    shard, cu_seqlens from BOS positions cut at TRAIN_SEQ_LEN; next batch prepared on a thread."""
+    shard, cu_seqlens from BOS positions cut at TRAIN_SEQ_LEN; next batch prepared on a thread. A batch is
+    (x, y, cu_seqlens) on the device and the number of cu_seqlens entries in use as a CPU tensor, which the
+    attention op reads without waiting for the GPU (ATTN_CU_TRIM)."""
 
     def __init__(self, files: list[str], tokens_per_rank: int, seq_len: int, rank: int, world: int,
                  device: torch.device, pad_to: int = 64):
@@ -448,10 +458,11 @@ class DocumentPackingLoader:
         x = torch.from_numpy(chunk[:-1].copy()).view(1, -1)
         y = torch.from_numpy(chunk[1:].copy()).view(1, -1)
         cu, _ = build_cu_seqlens(chunk[:-1], self.seq_len, self.pad_to)
+        used = torch.tensor(cu_entries_in_use(cu))
         cu = torch.from_numpy(cu)
         if self.device.type == "cuda":
             x, y, cu = x.pin_memory(), y.pin_memory(), cu.pin_memory()
-        return x, y, cu
+        return x, y, cu, used
 
     def next_batch(self):
         if self._pending is None:
@@ -466,7 +477,8 @@ class DocumentPackingLoader:
         holder[1].start()
         self._pending = holder
         nb = self.device.type == "cuda"
-        return tuple(t.to(self.device, non_blocking=nb) for t in batch)
+        *on_device, used = batch
+        return (*(t.to(self.device, non_blocking=nb) for t in on_device), used)
 
 
 def calibration_batches(files: list[str], seq_len: int, batch_seqs: int, rank: int, world: int):
@@ -1391,41 +1403,57 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 # Attention kernels. Chosen once per process by select_attention(); `packed` calls carry cu_seqlens.
-_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False}
+_ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa": False, "gqa_op": False,
+         "cu_trim": False}
+
+
+# ATTN_CU_TRIM: one compiled graph serves every batch because the loader pads cu_seqlens to CU_PAD_COMPILED entries
+# with empty trailing segments. The varlen kernels' backwards size their zero-filled fp32 dQ (and, for GQA, dK/dV)
+# accumulators by the number of entries, a 128-row tile of slack each, empty ones included: at the benchmarks'
+# ~780 short documents a micro-step, 1,024 entries make FA4 fill 0.94 GB a call where 0.40 would do. The custom
+# ops below hand the kernels only the entries in use, counted by the loader on the host (a CPU tensor, so no
+# wait on the GPU); the compiled graph keeps its one shape, since the cut happens inside the op.
+def cu_in_use(cu: torch.Tensor, cu_used: torch.Tensor | None) -> torch.Tensor:
+    """cu_seqlens cut to its entries in use when ATTN_CU_TRIM is on and the caller counted them, else as given."""
+    if cu_used is None or not _ATTN["cu_trim"]:
+        return cu
+    return cu[:min(max(int(cu_used), 2), cu.size(0))]
 
 
 def _register_varlen_op(name: str, forward, backward) -> None:
-    """golf::<name>(q, k, v, cu, max_seqlen) -> (out, lse) and golf::<name>_bwd: a causal varlen attention
-    kernel pair as torch.library custom ops with fake impls and autograd, so torch.compile(fullgraph=True)
+    """golf::<name>(q, k, v, cu, max_seqlen, cu_used) -> (out, lse) and golf::<name>_bwd: a causal varlen
+    attention kernel pair as torch.library custom ops with fake impls and autograd, so torch.compile(fullgraph=True)
     traces through them without looking inside (the kernels are launchers dynamo cannot trace).
     forward(q (T,H,D), k, v (T,Hkv,D), cu int32, max_seqlen) -> (out (T,H,D), lse (H,T) fp32);
-    backward(g, q, k, v, out, lse, cu, max_seqlen) -> (dq, dk, dv), dk/dv with Hkv heads."""
+    backward(g, q, k, v, out, lse, cu, max_seqlen) -> (dq, dk, dv), dk/dv with Hkv heads. Both get cu cut to
+    the entries in use (cu_in_use; cu_used: a CPU int tensor or None)."""
     if hasattr(torch.ops.golf, name):
         return
 
-    def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
-            max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return forward(q, k, v, cu, max_seqlen)
+    def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_seqlen: int,
+            cu_used: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward(q, k, v, cu_in_use(cu, cu_used), max_seqlen)
 
     def bwd(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-            lse: torch.Tensor, cu: torch.Tensor, max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return backward(g, q, k, v, out, lse, cu, max_seqlen)
+            lse: torch.Tensor, cu: torch.Tensor, max_seqlen: int,
+            cu_used: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return backward(g, q, k, v, out, lse, cu_in_use(cu, cu_used), max_seqlen)
 
     fwd_op = torch.library.custom_op(f"golf::{name}", fwd, mutates_args=())
     bwd_op = torch.library.custom_op(f"golf::{name}_bwd", bwd, mutates_args=())
-    fwd_op.register_fake(lambda q, k, v, cu, max_seqlen: (
+    fwd_op.register_fake(lambda q, k, v, cu, max_seqlen, cu_used=None: (
         torch.empty_like(q), q.new_empty((q.size(1), q.size(0)), dtype=torch.float32)))
-    bwd_op.register_fake(lambda g, q, k, v, out, lse, cu, max_seqlen: (
+    bwd_op.register_fake(lambda g, q, k, v, out, lse, cu, max_seqlen, cu_used=None: (
         torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)))
 
     def setup_context(ctx, inputs, output):
-        q, k, v, cu, max_seqlen = inputs
+        q, k, v, cu, max_seqlen, cu_used = inputs
         ctx.max_seqlen = max_seqlen
-        ctx.save_for_backward(q, k, v, cu, *output)
+        ctx.save_for_backward(q, k, v, cu, cu_used, *output)
 
     def grad(ctx, g, _g_lse):
-        q, k, v, cu, out, lse = ctx.saved_tensors
-        return (*bwd_op(g, q, k, v, out, lse, cu, ctx.max_seqlen), None, None)
+        q, k, v, cu, cu_used, out, lse = ctx.saved_tensors
+        return (*bwd_op(g, q, k, v, out, lse, cu, ctx.max_seqlen, cu_used), None, None, None)
 
     fwd_op.register_autograd(grad, setup_context=setup_context)
 
@@ -1473,15 +1501,17 @@ _register_varlen_op("flash_varlen", _flash2_varlen_fwd, _flash2_varlen_bwd)
 _register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
-def select_attention(device: torch.device, requested: str = "auto") -> str:
+def select_attention(device: torch.device, requested: str = "auto", cu_trim: bool = False) -> str:
     """The attention kernel, by speed at the record's packed shape (fwd+bwd per layer on an H100,
     benchmarks/results/h100-kernels-1gpu-checks.json: fa4 2.10 ms, varlen_gqa 3.03, varlen 3.28). auto on
     CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer
     when importable, else torch's varlen flash kernel through golf::flash_varlen (varlen_gqa: K/V not copied
     for GQA); SDPA with a block-diagonal causal mask on the CPU. `varlen` forces the record's path (K/V
-    repeated). Returns the name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
+    repeated). cu_trim: ATTN_CU_TRIM, read by golf::fa4_varlen and golf::flash_varlen (cu_in_use). Returns the
+    name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
     name = "sdpa"
     _ATTN["gqa_op"] = False
+    _ATTN["cu_trim"] = cu_trim
     if device.type == "cuda" and requested == "fa4":
         name = _import_fa4(required=True)
     if device.type == "cuda" and requested in ("auto", "fa3"):
@@ -1538,9 +1568,10 @@ def _segment_ids(cu: torch.Tensor, length: int) -> torch.Tensor:
     return torch.searchsorted(cu, pos, right=True)
 
 
-def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
+def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0, cu_used=None):
     """Causal attention. q (B,T,H,D), k/v (B,T,Hkv,D). With cu_seqlens (B must be 1) attention stays
-    inside each segment. Returns (B,T,H,D)."""
+    inside each segment; cu_used (CPU int tensor): its entries in use, which our varlen ops may cut it to
+    (ATTN_CU_TRIM). Returns (B,T,H,D)."""
     B, T, H, D = q.shape
     Hkv = k.size(2)
     name = _ATTN["name"]
@@ -1554,7 +1585,7 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
         out = out[0] if isinstance(out, tuple) else out  # FA3 builds differ: tensor or (out, lse) (quirk §11.20)
         return out if cu_seqlens is None else out[None]
     if name == "fa4" and cu_seqlens is not None:  # dense calls (no cu_seqlens) take SDPA below, as with varlen
-        return torch.ops.golf.fa4_varlen(q[0], k[0], v[0], cu_seqlens, max_seqlen)[0][None]
+        return torch.ops.golf.fa4_varlen(q[0], k[0], v[0], cu_seqlens, max_seqlen, cu_used)[0][None]
     if name == "varlen" and cu_seqlens is not None:
         qq, kk, vv = q[0], k[0], v[0]
         kw = {}
@@ -1562,7 +1593,7 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0):
             if _ATTN["varlen_gqa"]:
                 kw["enable_gqa"] = True
             elif _ATTN["gqa_op"]:
-                return torch.ops.golf.flash_varlen(qq, kk, vv, cu_seqlens, max_seqlen)[0][None]
+                return torch.ops.golf.flash_varlen(qq, kk, vv, cu_seqlens, max_seqlen, cu_used)[0][None]
             else:
                 kk = kk.repeat_interleave(H // Hkv, dim=1)
                 vv = vv.repeat_interleave(H // Hkv, dim=1)
@@ -1703,7 +1734,8 @@ class GPT(nn.Module):
         if self.hessian_tap is not None:
             self.hessian_tap(name, x)
 
-    def _attn(self, l: int, a: torch.Tensor, cu, max_seqlen: int, lora=None, slot: int = 0) -> torch.Tensor:
+    def _attn(self, l: int, a: torch.Tensor, cu, max_seqlen: int, lora=None, slot: int = 0,
+              cu_used=None) -> torch.Tensor:
         blk = self.blocks[l]
         at = blk.attn
         L = self.num_layers
@@ -1722,7 +1754,7 @@ class GPT(nn.Module):
             q, k = rms_norm(q), rms_norm(k)
             q, k = at.rotary(q), at.rotary(k)
             q = q * at.q_gain.to(dt)[None, None, :, None]
-        y = attend(q, k, v, cu, max_seqlen)
+        y = attend(q, k, v, cu, max_seqlen, cu_used)
         if blk.xsa:
             g = at.num_heads // at.num_kv_heads
             yg = y.view(B, T, at.num_kv_heads, g, at.head_dim)
@@ -1745,20 +1777,22 @@ class GPT(nn.Module):
         out = F.linear(hdn, self.mlp_down_bank[l].to(dt))
         return out if lora is None else lora.add(slot, "mlp", a, out)
 
-    def _block(self, l: int, x, x0, cu, max_seqlen, lora=None, slot: int = 0):
+    def _block(self, l: int, x, x0, cu, max_seqlen, lora=None, slot: int = 0, cu_used=None):
         blk = self.blocks[l]
         dt = x.dtype
         mix = blk.resid_mix.to(dt)
         x = mix[0] * x + mix[1] * x0
-        x = x + blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(x), cu, max_seqlen, lora, slot)
+        x = x + blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(x), cu, max_seqlen, lora, slot,
+                                                   cu_used)
         return x + blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(x), lora, slot)
 
-    def _parallel_block(self, l: int, lane0, lane1, x0, cu, max_seqlen, lora=None, slot: int = 0):
+    def _parallel_block(self, l: int, lane0, lane1, x0, cu, max_seqlen, lora=None, slot: int = 0, cu_used=None):
         blk = self.blocks[l]
         dt = lane0.dtype
         mix = blk.resid_mix.to(dt)
         a_in = mix[0] * lane0 + mix[1] * x0
-        A = blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(a_in), cu, max_seqlen, lora, slot)
+        A = blk.attn_scale.to(dt) * self._attn(l, blk.ln_scale * rms_norm(a_in), cu, max_seqlen, lora, slot,
+                                               cu_used)
         M = blk.mlp_scale.to(dt) * self._mlp(l, blk.ln_scale * rms_norm(lane1), lora, slot)
         P = self.parallel_post_lambdas[l].to(dt)
         r = self.parallel_resid_lambdas[l].to(dt)
@@ -1766,16 +1800,17 @@ class GPT(nn.Module):
         new1 = r[1] * lane1 + P[0, 1] * A + P[1, 1] * M
         return new0, new1
 
-    def hidden_states(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0, lora=None) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0, lora=None,
+                      cu_used=None) -> torch.Tensor:
         """Final RMS-normalized hidden state (B, T, d). lora: per-document TTT adapters, one slot per layer
-        application (slot = position in the encoder+decoder schedule)."""
+        application (slot = position in the encoder+decoder schedule). cu_used: see attend."""
         x = rms_norm(self.tok_emb(input_ids).to(self.compute_dtype))
         x0 = x
         enc, dec = self.schedule()
         pstart = self.h.parallel_start_layer
         stack = []
         for i, l in enumerate(enc):
-            x = self._block(l, x, x0, cu_seqlens, max_seqlen, lora, i)
+            x = self._block(l, x, x0, cu_seqlens, max_seqlen, lora, i, cu_used)
             stack.append(x)
         lane0 = lane1 = None
         for j, l in enumerate(dec):
@@ -1796,9 +1831,10 @@ class GPT(nn.Module):
                 else:
                     x = cur
             if parallel:
-                lane0, lane1 = self._parallel_block(l, lane0, lane1, x0, cu_seqlens, max_seqlen, lora, len(enc) + j)
+                lane0, lane1 = self._parallel_block(l, lane0, lane1, x0, cu_seqlens, max_seqlen, lora, len(enc) + j,
+                                                    cu_used)
             else:
-                x = self._block(l, x, x0, cu_seqlens, max_seqlen, lora, len(enc) + j)
+                x = self._block(l, x, x0, cu_seqlens, max_seqlen, lora, len(enc) + j, cu_used)
         if lane0 is not None:
             mode = self.h.parallel_final_lane
             x = (lane0 + lane1) * 0.5 if mode == "mean" else (lane0 if mode == "attn" else lane1)
@@ -1816,16 +1852,18 @@ class GPT(nn.Module):
         c = self.h.logit_softcap
         return c * torch.tanh(logits / c)
 
-    def forward_logits(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0) -> torch.Tensor:
-        return self.logits_from_hidden(self.hidden_states(input_ids, cu_seqlens, max_seqlen))
+    def forward_logits(self, input_ids: torch.Tensor, cu_seqlens=None, max_seqlen: int = 0,
+                       cu_used=None) -> torch.Tensor:
+        return self.logits_from_hidden(self.hidden_states(input_ids, cu_seqlens, max_seqlen, cu_used=cu_used))
 
-    def forward(self, input_ids, target_ids, cu_seqlens=None, max_seqlen: int = 0, reduction: str = "mean"):
+    def forward(self, input_ids, target_ids, cu_seqlens=None, max_seqlen: int = 0, reduction: str = "mean",
+                cu_used=None):
         """reduction: "mean" (training), "none" (flat per-target NLL) or "prob_sum" (score dumps: flat per-target
-        (NLL, sum p), see target_scores)."""
+        (NLL, sum p), see target_scores). cu_used: see attend (training steps pass the loader's count)."""
         if _LOSS["kernel"] != "plain" and reduction == "mean" and self.training:  # training steps (FUSED LOSS)
-            logits = self.head(self.hidden_states(input_ids, cu_seqlens, max_seqlen))
+            logits = self.head(self.hidden_states(input_ids, cu_seqlens, max_seqlen, cu_used=cu_used))
             return softcap_ce_mean(logits, target_ids, self.h.logit_softcap)
-        logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen)
+        logits = self.forward_logits(input_ids, cu_seqlens, max_seqlen, cu_used)
         if reduction == "prob_sum":
             return target_scores(logits, target_ids.reshape(-1), prob_sum=True)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)
@@ -2101,8 +2139,8 @@ def train_step(h, model_fn, opt: Optimizers, loader: DocumentPackingLoader) -> f
     total = 0.0
     losses = []
     for _ in range(h.grad_accum_steps):
-        x, y, cu = loader.next_batch()
-        loss = model_fn(x, y, cu, h.train_seq_len)
+        x, y, cu, cu_used = loader.next_batch()
+        loss = model_fn(x, y, cu, h.train_seq_len, cu_used=cu_used)
         (loss / h.grad_accum_steps).backward()
         losses.append(loss.detach())
     opt.step()
@@ -2124,7 +2162,7 @@ def prime_compile(h, base_model: GPT, model_fn, opt: Optimizers, make_loader, lo
     opt_state = opt.state_dict()
     loader = make_loader()
     if compiled:
-        x, y, _ = loader.next_batch()
+        x, y, _, _ = loader.next_batch()
         L = x.size(1)
         log0(f"warmup_cu_buckets:{CU_PAD_COMPILED} iters_each:3")
         for looping in ([False, True] if h.num_loops > 0 else [False]):
@@ -2133,8 +2171,12 @@ def prime_compile(h, base_model: GPT, model_fn, opt: Optimizers, make_loader, lo
                 starts = list(range(0, L, h.train_seq_len))[:bucket - 1]
                 cu = starts + [L] * (bucket - len(starts))
                 cu_t = torch.tensor(cu, dtype=torch.int32, device=x.device)
-                for _ in range(3):
-                    model_fn(x, y, cu_t, h.train_seq_len).backward()
+                # The graph is the same for any count in use, but flash-attn-4 compiles other kernels above 256
+                # sequences, and with ATTN_CU_TRIM a batch may land on either side: one call with few sequences
+                # and one with the whole bucket compile both here, not inside a timed step
+                for used, iters in ((bucket, 3), (len(starts) + 1, 1)):
+                    for _ in range(iters):
+                        model_fn(x, y, cu_t, h.train_seq_len, cu_used=torch.tensor(used)).backward()
             for p in base_model.parameters():
                 p.grad = None
         base_model.looping = False
@@ -3532,7 +3574,8 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 
 def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP, loss and q/k norm kernels as the settings ask (each chosen once per process); the log lines saying so."""
-    lines = [f"attention_backend:{select_attention(device, h.attn_backend)}",
+    lines = [f"attention_backend:{select_attention(device, h.attn_backend, h.attn_cu_trim)}",
+             f"attn_cu_trim:{int(h.attn_cu_trim)}",
              f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
              f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_tile_fwd, h.loss_tile_bwd, h.logit_softcap)}",
              f"qk_kernel:{select_qk_kernel(device, h.qk_kernel, h.model_dim // h.num_heads)}"]
@@ -3548,7 +3591,7 @@ def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
 def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
-            "attention": attention_backend_label(), "mlp_kernel": _MLP["kernel"],
+            "attention": attention_backend_label(), "attn_cu_trim": _ATTN["cu_trim"], "mlp_kernel": _MLP["kernel"],
             "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"],
             "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}, "qk_kernel": _QK["kernel"]}
 

@@ -406,15 +406,10 @@ def check_fa3_standin() -> dict:
             "shape": {"tokens": n, "segments": 5}}
 
 
-def cu_in_use(cu: torch.Tensor) -> int:
-    """The entries of cu_seqlens up to the first that equals the total: the rest are empty trailing sequences."""
-    return cu.tolist().index(int(cu[-1])) + 1
-
-
 def cu_padded(cu: torch.Tensor, entries: int) -> torch.Tensor:
     """cu_seqlens with its trailing empty sequences (entries equal to the total) cut or added to `entries` in all,
     as the trainer's loader pads them (CU_PAD_COMPILED) so that one compiled graph serves every batch."""
-    used = cu_in_use(cu)
+    used = T.cu_entries_in_use(cu.cpu().numpy())
     if entries < used:
         raise ValueError(f"cu_seqlens has {used} entries in use, more than {entries}")
     return torch.cat([cu[:used], cu.new_full((entries - used,), int(cu[-1]))])
@@ -424,13 +419,20 @@ def fa4_by_cu_entries(q, k, v, g, cu) -> dict:
     """flash-attn-4 forward + backward with the same sequences and cu_seqlens of different lengths: only its
     entries in use, and padded as the trainer pads them (512 entries; 1024 for the benchmarks' synthetic data, whose
     ~770 short documents a micro-step need two blocks of 512). FA4 gives each entry a tile of slack in its fp32
-    dQ/dK/dV accumulators, which are zero-filled and postprocessed: what the padding costs a call."""
-    used = cu_in_use(cu)
+    dQ/dK/dV accumulators, which are zero-filled and postprocessed: what the padding costs a call. Last, 1024
+    entries with the count in use handed to the op with ATTN_CU_TRIM on, as training steps call it: the op should
+    run at the in-use figure."""
+    used = T.cu_entries_in_use(cu.cpu().numpy())
     res = {"entries_in_use": used}
     for entries in (used, 512, 1024):
         c = cu_padded(cu, entries)
         fn = lambda a, b, d: torch.ops.golf.fa4_varlen(a, b, d, c, SEQ)[0]
         res[str(entries)] = bench(lambda: fwd_bwd(fn, (q, k, v), g))
+    c, n = cu_padded(cu, 1024), torch.tensor(used)
+    T.select_attention(torch.device("cuda"), "fa4", cu_trim=True)
+    fn = lambda a, b, d: torch.ops.golf.fa4_varlen(a, b, d, c, SEQ, n)[0]
+    res["1024_trimmed"] = bench(lambda: fwd_bwd(fn, (q, k, v), g))
+    T.select_attention(torch.device("cuda"), "fa4")
     return res
 
 

@@ -22,8 +22,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   default         MLP_KERNEL=triton ATTN_BACKEND=fa4 LOSS_KERNEL=triton (what `auto` picks on Hopper with
                   flash-attn-4), ITERS steps, if its checks passed; tried past its estimate like `plain-loss`
   next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate.
-                  A candidate inside the custom ops (PENDING_IN_OPS) compiles default's graphs, warm, with the loss
-                  check's fastest launches
+                  A candidate inside the custom ops (PENDING_IN_OPS) compiles default's graphs, warm; a form of
+                  the loss kernels (PENDING_LOSS_TILES) runs at the loss check's fastest launches
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
@@ -104,36 +104,41 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
-# tenth session's candidate, the fused q/k RMSNorm + RoPE, became the default), so the plan has no `next` and builds
-# the tiles, the profile and the autotuning on `default`.
-PENDING: dict[str, str] = {}
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
+# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
+# The eleventh session's: flash-attn-4 handed only the cu_seqlens entries in use (ATTN_CU_TRIM), whose cost the fa4
+# check times (ms_fwd_bwd_by_cu_entries); it needs that check, which `fast` already names.
+PENDING: dict[str, str] = {"ATTN_CU_TRIM": "1"}
 PENDING_NEEDS: list[str] = []
-# A candidate read inside the custom ops when they run (as the ninth session's was: a form of the loss kernels)
-# changes no compiled graph: `next` then compiles default's graphs, warm, and takes the loss check's fastest
-# launches (loss_tiles). False for a candidate that changes what the compiler traces.
-PENDING_IN_OPS = False
+# A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
+# eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
+# for a candidate that changes what the compiler traces.
+PENDING_IN_OPS = True
+# A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
+# check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
+PENDING_LOSS_TILES = False
 
 
 def steps(cfg: dict) -> list[dict]:
     n, n_eq = cfg["iters"], cfg["equiv_iters"]
     # Every configuration names each kernel setting, so that a change of the trainer's defaults (auto) leaves
     # the reference and the single changes as they were measured in earlier sessions
-    plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain"}
+    plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain",
+             "ATTN_CU_TRIM": "0"}
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
     # q/k norm since the tenth's)
-    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", **loss}
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "0", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm
     top_fast = {**fast, "needs": fast["needs"] + PENDING_NEEDS}  # those with the candidates
     # default with the candidates and their equivalence; without candidates, default's own equivalence
-    in_ops = {"same_graphs_as": "default", "loss_tiles": True} if PENDING and PENDING_IN_OPS else {}
+    tiles_of_top = {"loss_tiles": True} if PENDING and PENDING_LOSS_TILES else {}  # next's kernels at its launches
+    in_ops = {"same_graphs_as": "default", **tiles_of_top} if PENDING and PENDING_IN_OPS else {}
     top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **top_fast, **in_ops}] \
         if PENDING else []
-    tiles_of_top = {"loss_tiles": True} if in_ops else {}  # what runs next's kernels runs them at its launches
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
                  **top_fast, **tiles_of_top}
     return [

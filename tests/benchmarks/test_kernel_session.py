@@ -37,12 +37,13 @@ def test_every_training_configuration_names_each_kernel_setting():
     """So that a change of the trainer's defaults (auto) leaves the reference and the single changes as measured."""
     for step in ks.steps(CFG):
         if step["kind"] == "train":
-            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL"} <= step["env"].keys(), step["name"]
+            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "ATTN_CU_TRIM"} <= step["env"].keys(), \
+                step["name"]
     env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
     assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
-                               "QK_KERNEL": "plain"}
+                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0"}
     assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
-                              "QK_KERNEL": "triton"}
+                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "0"}
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -140,6 +141,7 @@ def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest
     at the loss check's fastest launches where they are not built in."""
     monkeypatch.setattr(ks, "PENDING", {"LOSS_TILE_FWD": "1,2048,4"})
     monkeypatch.setattr(ks, "PENDING_IN_OPS", True)
+    monkeypatch.setattr(ks, "PENDING_LOSS_TILES", True)
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert plan["next"]["same_graphs_as"] == "default" and plan["next"]["env"]["LOSS_TILE_FWD"] == "1,2048,4"
     state = fresh_state(default="done")
@@ -155,10 +157,27 @@ def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest
     assert "same_graphs_as" not in {s["name"]: s for s in ks.steps(CFG)}["next"]
 
 
-def test_the_fused_qk_norm_is_part_of_the_default_after_its_check():
+def test_the_cu_seqlens_cut_is_next_on_default_graphs_at_default_launches():
+    """The eleventh session's candidate, ATTN_CU_TRIM, is read inside the attention op: `next` is default with it
+    alone, on default's graphs (a warm compile), at default's launches even where the loss sweep found faster
+    ones, gated by the fa4 check that times what the padding costs; next-equiv replaces default-equiv."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["next"]["env"] == {**plan["default"]["env"], "ATTN_CU_TRIM": "1"}
+    assert plan["next"]["same_graphs_as"] == "default" and "fa4" in plan["next"]["needs"]
+    assert "next-equiv" in plan and "default-equiv" not in plan
+    best = {"fwd": {"tile": "8,512,4", "default_tile": "4,1024,4"}, "bwd": {"tile": "1,2048,4", "default_tile": "1,2048,4"}}
+    state = fresh_state(default="done")
+    state["steps"]["loss-check"] = {"status": "done", "result": {"loss": {"ok": True, "kernels": {"best": best}}}}
+    for name in ("next", "next-equiv", "profile"):
+        assert ks.step_env(plan[name], state) == plan[name]["env"], name
+    assert names("next")[:4] == ["fa4-checks", "loss-check", "qk-check", "next"]
+
+
+def test_the_fused_qk_norm_is_part_of_the_default_after_its_check(monkeypatch):
     """The tenth session's candidate became the default: `default` and every step built on it run QK_KERNEL=triton,
     gated by the qk-check step, which FIRST puts before them; the reference and the single changes name
     QK_KERNEL=plain, so they stay as measured."""
+    monkeypatch.setattr(ks, "PENDING", {})
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert "next" not in plan and ks.check_source("qk") == "qk-check" and plan["qk-check"]["only"] == "qk"
     assert names("default")[:4] == ["fa4-checks", "loss-check", "qk-check", "default"]

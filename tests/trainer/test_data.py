@@ -50,6 +50,8 @@ def test_cu_seqlens_boundaries_and_piece_splitting(tg):
     assert cu.dtype == np.int32
     assert list(cu) == [0, 3, 6, 10, 14, 16, 16, 16]
     assert max_seg == 4
+    assert tg.cu_entries_in_use(cu) == 6  # 0 .. 16: the two trailing 16s are padding
+    assert tg.cu_entries_in_use(np.array([0, 5, 9], dtype=np.int32)) == 3  # no padding
 
 
 def test_packing_loader_spans_and_ranks(tg, tmp_path):
@@ -68,13 +70,16 @@ def test_packing_loader_spans_and_ranks(tg, tmp_path):
         got.append([ld.next_batch() for _ in range(3)])
     for step in range(3):
         for rank in range(2):
-            x, y, cu = got[rank][step]
+            x, y, cu, used = got[rank][step]
             start = first_bos + step * 2 * (L + 1) + rank * (L + 1)
             assert x.shape == (1, L) and y.shape == (1, L)
             assert torch.equal(x[0], torch.from_numpy(arr[start:start + L]))
             assert torch.equal(y[0], torch.from_numpy(arr[start + 1:start + L + 1]))
             cu = cu.tolist()
             assert len(cu) % 64 == 0 and cu[0] == 0 and cu[-1] == L
+            # the entries in use, counted on the host for the attention op: all before the padding
+            assert used.device.type == "cpu" and used.dim() == 0
+            assert cu[int(used) - 1] == L and cu[int(used) - 2] < L
             segs = [b - a for a, b in zip(cu[:-1], cu[1:]) if b > a]
             assert max(segs) <= 16 and sum(segs) == L
             bos = set(np.flatnonzero(arr[start:start + L] == 1).tolist())

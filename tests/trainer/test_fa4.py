@@ -44,9 +44,9 @@ def _packed_qkv(T=40, H=4, Hkv=2, D=16, dtype=torch.float32):
     return q, k, v, cu
 
 
-def _attend_and_grads(tg, name, q, k, v, cu, max_seqlen=16):
+def _attend_and_grads(tg, name, q, k, v, cu, max_seqlen=16, cu_used=None):
     tg._ATTN["name"] = name
-    out = tg.attend(q, k, v, cu, max_seqlen)
+    out = tg.attend(q, k, v, cu, max_seqlen, cu_used)
     w = torch.linspace(-1, 1, out.numel()).view_as(out).to(out.dtype)  # a gradient that is not all ones
     return (out, *torch.autograd.grad((out * w).sum(), (q, k, v)))
 
@@ -74,12 +74,15 @@ def test_fa4_op_registration_checks(tg, fa4):
     autograd registration and AOT dispatch, for golf::fa4_varlen and its backward op."""
     q, k, v, cu = _packed_qkv()
     q, k, v = q[0].detach().requires_grad_(), k[0].detach().requires_grad_(), v[0].detach().requires_grad_()
-    torch.library.opcheck(torch.ops.golf.fa4_varlen.default, (q, k, v, cu, 16))
-    out, lse = torch.ops.golf.fa4_varlen(q, k, v, cu, 16)
-    assert lse.shape == (4, 40) and lse.dtype == torch.float32
-    g = torch.randn_like(out)
-    torch.library.opcheck(torch.ops.golf.fa4_varlen_bwd.default,
-                          (g, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), cu, 16))
+    used = torch.tensor(5)  # the entries in use, a CPU tensor as the loader counts them
+    tg.select_attention(torch.device("cuda"), "fa4", cu_trim=True)
+    for extra in ((), (used,)):
+        torch.library.opcheck(torch.ops.golf.fa4_varlen.default, (q, k, v, cu, 16, *extra))
+        out, lse = torch.ops.golf.fa4_varlen(q, k, v, cu, 16, *extra)
+        assert lse.shape == (4, 40) and lse.dtype == torch.float32
+        g = torch.randn_like(out)
+        torch.library.opcheck(torch.ops.golf.fa4_varlen_bwd.default,
+                              (g, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), cu, 16, *extra))
 
 
 @pytest.mark.parametrize("op", ["flash_varlen", "fa4_varlen"])
@@ -93,7 +96,7 @@ def test_varlen_ops_fake_impls_and_autograd(tg, op):
         k = torch.empty(40, 2, 16, dtype=torch.bfloat16, requires_grad=True)
         v = torch.empty(40, 2, 16, dtype=torch.bfloat16, requires_grad=True)
         cu = torch.empty(5, dtype=torch.int32)
-        out, lse = getattr(torch.ops.golf, op)(q, k, v, cu, 16)
+        out, lse = getattr(torch.ops.golf, op)(q, k, v, cu, 16, torch.empty((), dtype=torch.int64))
         assert out.shape == q.shape and out.dtype == q.dtype
         assert lse.shape == (4, 40) and lse.dtype == torch.float32
         dq, dk, dv = torch.autograd.grad(out.float().sum(), (q, k, v))
@@ -114,6 +117,38 @@ def test_fa4_branch_compiles_fullgraph(tg, fa4):
     ref = torch.autograd.grad(tg.attend(q, k, v, cu, 16).square().sum(), (q, k, v))
     for a, b in zip(grads, ref):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_cu_trim_hands_the_kernel_only_the_entries_in_use(tg, fa4):
+    """ATTN_CU_TRIM on: golf::fa4_varlen gives FA4's forward and backward cu_seqlens cut to the entries the caller
+    counted (the loader's count; each padding entry is an empty sequence that costs FA4's backward a zero-filled
+    tile), with the padded call's output and gradients. Off, or with no count (eval): the padded cu_seqlens."""
+    q, k, v, cu = _packed_qkv()  # 7 entries, the last two padding
+    used = torch.tensor(tg.cu_entries_in_use(cu.numpy()))
+    assert int(used) == 5
+    ref = _attend_and_grads(tg, "fa4", q, k, v, cu, cu_used=used)
+    assert fa4.CU_ENTRIES == {"fwd": 7, "bwd": 7}
+    tg.select_attention(torch.device("cuda"), "fa4", cu_trim=True)
+    got = _attend_and_grads(tg, "fa4", q, k, v, cu, cu_used=used)
+    assert fa4.CU_ENTRIES == {"fwd": 5, "bwd": 5}
+    assert all(torch.equal(a, b) for a, b in zip(got, ref))
+    _attend_and_grads(tg, "fa4", q, k, v, cu)
+    assert fa4.CU_ENTRIES == {"fwd": 7, "bwd": 7}
+
+
+def test_cu_trim_compiles_one_graph_for_every_count(tg, fa4):
+    """The count is a tensor the op reads when it runs: torch.compile(fullgraph=True) makes one graph, and each
+    call's kernels get that call's count (a Python int would be baked into the graph: a recompile per batch)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    tg.select_attention(torch.device("cuda"), "fa4", cu_trim=True)
+    q, k, v, cu = _packed_qkv()
+    counter = CompileCounterWithBackend("aot_eager")
+    fn = torch.compile(lambda a, b, c, s, n: tg.attend(a, b, c, s, 16, n).square().sum(), fullgraph=True,
+                       backend=counter)
+    for used in (5, 7, 6):
+        torch.autograd.grad(fn(q, k, v, cu, torch.tensor(used)), (q, k, v))
+        assert fa4.CU_ENTRIES == {"fwd": used, "bwd": used}
+    assert counter.frame_count == 1
 
 
 def _train(tg, model, forward, steps=3):
@@ -172,3 +207,34 @@ def test_fa4_is_what_auto_picks_on_hopper(tg, monkeypatch):
         assert tg.select_attention(torch.device("cuda"), "auto") != "fa4"
     finally:
         tg.select_attention(torch.device("cpu"))
+
+
+def test_priming_compiles_both_sides_of_fa4s_sequence_count_switch(tg, tmp_path):
+    """Compile priming (compiled=True), before and with looping: three steps with the bucket's every entry counted,
+    then one with only its sequences. flash-attn-4 compiles other kernels above 256 sequences and trimmed batches
+    (ATTN_CU_TRIM) may land on either side, so both kernels compile there, not in a timed step. The warm-up steps
+    after it pass the loader's own counts."""
+    import numpy as np
+    from tests.trainer.test_data import write_shard
+    h = tg.Hyperparameters({**TINY, "WARMUP_STEPS": "1", "TRAIN_SEQ_LEN": "16"})
+    torch.manual_seed(0)
+    model = tg.build_model(h, torch.device("cpu"))
+    opt = tg.Optimizers(model, h, 0, 1, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    toks = [t for _ in range(300) for t in [1, *rng.integers(4, 500, size=int(rng.integers(1, 12)))]]
+    shard = write_shard(tmp_path / "fineweb_train_000000.bin", toks)
+    make_loader = lambda: tg.DocumentPackingLoader([shard], 64, 16, 0, 1, torch.device("cpu"), tg.CU_PAD_COMPILED)
+    seen = []
+
+    def model_fn(x, y, cu, max_seqlen, cu_used=None):
+        seen.append((model.looping, cu.size(0), int(cu_used), tg.cu_entries_in_use(cu.numpy())))
+        return model(x, y, cu, max_seqlen, cu_used=cu_used)
+
+    tg.prime_compile(h, model, model_fn, opt, make_loader, lambda msg: None, compiled=True)
+    bucket = tg.CU_PAD_COMPILED
+    priming = [(looping, bucket, used, 5) for looping in (False, True) for used in (bucket,) * 3 + (5,)]
+    assert seen[:8] == priming  # 64 tokens cut at 16: 4 sequences, 5 entries
+    warmup = seen[8:]
+    assert len(warmup) == 2 * h.grad_accum_steps and [w[0] for w in warmup] == [False] * 8 + [True] * 8
+    assert all(size == bucket and used == in_use for _, size, used, in_use in warmup)
+    assert any(used > 5 for _, _, used, _ in warmup)  # the short documents: more sequences than the priming's

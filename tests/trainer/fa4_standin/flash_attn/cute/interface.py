@@ -10,7 +10,8 @@ on any device, so the trainer's fa4 branch runs where the CuTe DSL cannot (no CU
   lse layout or a GQA head mapping that differs from the forward's shows up as wrong gradients.
 
 Only what the trainer uses is implemented (causal or not, softmax_scale, cu_seqlens with equal q/k
-segments); other options raise. CALLS counts the calls, so a test can prove this module did the work."""
+segments); other options raise. CALLS counts the calls, so a test can prove this module did the work, and
+CU_ENTRIES holds the length of the cu_seqlens each entry point last received."""
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 CALLS = {"fwd": 0, "bwd": 0}
+CU_ENTRIES: dict = {"fwd": None, "bwd": None}
 
 
 def _unsupported(**options) -> None:
@@ -98,6 +100,7 @@ def flash_attn_varlen_func(
         raise ValueError(f"fa4 stand-in: q {tuple(q.shape)} and k {tuple(k.shape)} are not packed GQA shapes")
     _check_like_fa4(q, k, v, cu_seqlens_q)
     CALLS["fwd"] += 1
+    CU_ENTRIES["fwd"] = None if cu_seqlens_q is None else cu_seqlens_q.size(0)
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.size(-1))
     mask = _mask(cu_seqlens_q, q.size(0), causal, q.device)
     scores = _probs(q, k, mask, scale)
@@ -167,6 +170,7 @@ def _flash_attn_bwd(
     if lse.shape != (q.size(1), q.size(0)) or lse.dtype != torch.float32:  # FA4's own assertion, varlen case
         raise ValueError(f"fa4 stand-in: lse must be float32 (num_head, total_q), got {lse.dtype} {tuple(lse.shape)}")
     CALLS["bwd"] += 1
+    CU_ENTRIES["bwd"] = None if cu_seqlens_q is None else cu_seqlens_q.size(0)
     H, Hkv, T = q.size(1), k.size(1), q.size(0)
     group = H // Hkv
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.size(-1))
