@@ -156,7 +156,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("CORRECTOR_ORDERS", str, "8"),
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
-    ("ATTN_CU_TRIM", bool, False),
+    ("ATTN_CU_TRIM", bool, True),
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
@@ -1413,6 +1413,10 @@ _ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa":
 # ~780 short documents a micro-step, 1,024 entries make FA4 fill 0.94 GB a call where 0.40 would do. The custom
 # ops below hand the kernels only the entries in use, counted by the loader on the host (a CPU tensor, so no
 # wait on the GPU); the compiled graph keeps its one shape, since the cut happens inside the op.
+# On an H100 (benchmarks/README.md, eleventh session): FA4's forward + backward of one layer at the record's shape
+# (136 sequences) takes 2.07 ms with the entries in use, 2.26 with 512 entries, 2.44 with 1,024 and 2.09 with
+# 1,024 cut by the op; in training on the benchmarks' data, +0.9 % tokens/s before looping and +1.2 % with it,
+# losses within plain's run-to-run noise. On by default (ATTN_CU_TRIM=1).
 def cu_in_use(cu: torch.Tensor, cu_used: torch.Tensor | None) -> torch.Tensor:
     """cu_seqlens cut to its entries in use when ATTN_CU_TRIM is on and the caller counted them, else as given."""
     if cu_used is None or not _ATTN["cu_trim"]:
@@ -1501,7 +1505,7 @@ _register_varlen_op("flash_varlen", _flash2_varlen_fwd, _flash2_varlen_bwd)
 _register_varlen_op("fa4_varlen", _fa4_varlen_fwd, _fa4_varlen_bwd)
 
 
-def select_attention(device: torch.device, requested: str = "auto", cu_trim: bool = False) -> str:
+def select_attention(device: torch.device, requested: str = "auto", cu_trim: bool = True) -> str:
     """The attention kernel, by speed at the record's packed shape (fwd+bwd per layer on an H100,
     benchmarks/results/h100-kernels-1gpu-checks.json: fa4 2.10 ms, varlen_gqa 3.03, varlen 3.28). auto on
     CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer

@@ -104,16 +104,15 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
-# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
-# The eleventh session's: flash-attn-4 handed only the cu_seqlens entries in use (ATTN_CU_TRIM), whose cost the fa4
-# check times (ms_fwd_bwd_by_cu_entries); it needs that check, which `fast` already names.
-PENDING: dict[str, str] = {"ATTN_CU_TRIM": "1"}
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
+# eleventh session's candidate, flash-attn-4 handed only the cu_seqlens entries in use, became the default), so the
+# plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
+PENDING: dict[str, str] = {}
 PENDING_NEEDS: list[str] = []
 # A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
 # eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
 # for a candidate that changes what the compiler traces.
-PENDING_IN_OPS = True
+PENDING_IN_OPS = False
 # A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
 # check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
 PENDING_LOSS_TILES = False
@@ -128,8 +127,8 @@ def steps(cfg: dict) -> list[dict]:
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
-    # q/k norm since the tenth's)
-    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "0", **loss}
+    # q/k norm since the tenth's, the cu_seqlens cut since the eleventh's)
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm

@@ -43,7 +43,7 @@ def test_every_training_configuration_names_each_kernel_setting():
     assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
                                "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0"}
     assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
-                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "0"}
+                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1"}
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -157,12 +157,14 @@ def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest
     assert "same_graphs_as" not in {s["name"]: s for s in ks.steps(CFG)}["next"]
 
 
-def test_the_cu_seqlens_cut_is_next_on_default_graphs_at_default_launches():
-    """The eleventh session's candidate, ATTN_CU_TRIM, is read inside the attention op: `next` is default with it
-    alone, on default's graphs (a warm compile), at default's launches even where the loss sweep found faster
-    ones, gated by the fa4 check that times what the padding costs; next-equiv replaces default-equiv."""
+def test_a_candidate_inside_the_ops_that_is_no_loss_form_keeps_default_launches(monkeypatch):
+    """A candidate read inside an op that is not a form of the loss kernels (the eleventh session's, ATTN_CU_TRIM):
+    `next` is default with it alone, on default's graphs (a warm compile), at default's launches even where the
+    loss sweep found faster ones, gated by the fa4 check; next-equiv replaces default-equiv."""
+    monkeypatch.setattr(ks, "PENDING", {"ATTN_CU_TRIM": "0"})
+    monkeypatch.setattr(ks, "PENDING_IN_OPS", True)
     plan = {s["name"]: s for s in ks.steps(CFG)}
-    assert plan["next"]["env"] == {**plan["default"]["env"], "ATTN_CU_TRIM": "1"}
+    assert plan["next"]["env"] == {**plan["default"]["env"], "ATTN_CU_TRIM": "0"}
     assert plan["next"]["same_graphs_as"] == "default" and "fa4" in plan["next"]["needs"]
     assert "next-equiv" in plan and "default-equiv" not in plan
     best = {"fwd": {"tile": "8,512,4", "default_tile": "4,1024,4"}, "bwd": {"tile": "1,2048,4", "default_tile": "1,2048,4"}}

@@ -120,12 +120,14 @@ def test_fa4_branch_compiles_fullgraph(tg, fa4):
 
 
 def test_cu_trim_hands_the_kernel_only_the_entries_in_use(tg, fa4):
-    """ATTN_CU_TRIM on: golf::fa4_varlen gives FA4's forward and backward cu_seqlens cut to the entries the caller
+    """ATTN_CU_TRIM on (the default): golf::fa4_varlen gives FA4's forward and backward cu_seqlens cut to the entries the caller
     counted (the loader's count; each padding entry is an empty sequence that costs FA4's backward a zero-filled
     tile), with the padded call's output and gradients. Off, or with no count (eval): the padded cu_seqlens."""
     q, k, v, cu = _packed_qkv()  # 7 entries, the last two padding
     used = torch.tensor(tg.cu_entries_in_use(cu.numpy()))
     assert int(used) == 5
+    assert tg._ATTN["cu_trim"]  # the default (ATTN_CU_TRIM=1)
+    tg.select_attention(torch.device("cuda"), "fa4", cu_trim=False)
     ref = _attend_and_grads(tg, "fa4", q, k, v, cu, cu_used=used)
     assert fa4.CU_ENTRIES == {"fwd": 7, "bwd": 7}
     tg.select_attention(torch.device("cuda"), "fa4", cu_trim=True)
@@ -238,3 +240,4 @@ def test_priming_compiles_both_sides_of_fa4s_sequence_count_switch(tg, tmp_path)
     assert len(warmup) == 2 * h.grad_accum_steps and [w[0] for w in warmup] == [False] * 8 + [True] * 8
     assert all(size == bucket and used == in_use for _, size, used, in_use in warmup)
     assert any(used > 5 for _, _, used, _ in warmup)  # the short documents: more sequences than the priming's
+
