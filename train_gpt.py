@@ -1572,6 +1572,14 @@ def _segment_ids(cu: torch.Tensor, length: int) -> torch.Tensor:
     return torch.searchsorted(cu, pos, right=True)
 
 
+def unbatched(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each x (1, ...) as x[0], through a view. Indexing (x[0]) is a select, whose backward Inductor lowers as a
+    kernel that writes the whole gradient again: for q and k, copies of flash-attn-4's dq and dk that took 10.8 ms
+    of an H100's step before looping (eleventh session's byte count, benchmarks/README.md). A view's backward is a
+    view. Fails unless the batch is one."""
+    return tuple(x.view(x.shape[1:]) for x in xs)
+
+
 def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0, cu_used=None):
     """Causal attention. q (B,T,H,D), k/v (B,T,Hkv,D). With cu_seqlens (B must be 1) attention stays
     inside each segment; cu_used (CPU int tensor): its entries in use, which our varlen ops may cut it to
@@ -1584,20 +1592,20 @@ def attend(q, k, v, cu_seqlens=None, max_seqlen: int = 0, cu_used=None):
         if cu_seqlens is None:
             out = fa.flash_attn_func(q, k, v, causal=True)
         else:
-            out = fa.flash_attn_varlen_func(q[0], k[0], v[0], cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+            out = fa.flash_attn_varlen_func(*unbatched(q, k, v), cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
                                             max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen, causal=True)
         out = out[0] if isinstance(out, tuple) else out  # FA3 builds differ: tensor or (out, lse) (quirk §11.20)
         return out if cu_seqlens is None else out[None]
     if name == "fa4" and cu_seqlens is not None:  # dense calls (no cu_seqlens) take SDPA below, as with varlen
-        return torch.ops.golf.fa4_varlen(q[0], k[0], v[0], cu_seqlens, max_seqlen, cu_used)[0][None]
+        return torch.ops.golf.fa4_varlen(*unbatched(q, k, v), cu_seqlens, max_seqlen, cu_used)[0][None]
     if name == "varlen" and cu_seqlens is not None:
-        qq, kk, vv = q[0], k[0], v[0]
+        if Hkv != H and _ATTN["gqa_op"] and not _ATTN["varlen_gqa"]:
+            return torch.ops.golf.flash_varlen(*unbatched(q, k, v), cu_seqlens, max_seqlen, cu_used)[0][None]
+        qq, kk, vv = q[0], k[0], v[0]  # the record's path (ATTN_BACKEND=varlen) kept as measured: the reference
         kw = {}
         if Hkv != H:
             if _ATTN["varlen_gqa"]:
                 kw["enable_gqa"] = True
-            elif _ATTN["gqa_op"]:
-                return torch.ops.golf.flash_varlen(qq, kk, vv, cu_seqlens, max_seqlen, cu_used)[0][None]
             else:
                 kk = kk.repeat_interleave(H // Hkv, dim=1)
                 vv = vv.repeat_interleave(H // Hkv, dim=1)
