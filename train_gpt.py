@@ -2174,21 +2174,22 @@ def prime_compile(h, base_model: GPT, model_fn, opt: Optimizers, make_loader, lo
     opt_state = opt.state_dict()
     loader = make_loader()
     if compiled:
-        x, y, _, _ = loader.next_batch()
-        L = x.size(1)
-        log0(f"warmup_cu_buckets:{CU_PAD_COMPILED} iters_each:3")
+        # The graphs for the first batch's cu_seqlens length (a multiple of CU_PAD_COMPILED): 512 entries where a
+        # micro-step holds fewer documents (FineWeb), 1,024 for the benchmarks' short ones. Priming another length
+        # would compile graphs that training never runs and leave its own to the first warm-up step.
+        x, y, cu_first, _ = loader.next_batch()
+        L, bucket = x.size(1), cu_first.size(0)
+        log0(f"warmup_cu_buckets:{bucket} iters_each:3")
+        starts = list(range(0, L, h.train_seq_len))[:bucket - 1]
+        cu_t = torch.tensor(starts + [L] * (bucket - len(starts)), dtype=torch.int32, device=x.device)
         for looping in ([False, True] if h.num_loops > 0 else [False]):
             base_model.looping = looping
-            for bucket in (CU_PAD_COMPILED,):
-                starts = list(range(0, L, h.train_seq_len))[:bucket - 1]
-                cu = starts + [L] * (bucket - len(starts))
-                cu_t = torch.tensor(cu, dtype=torch.int32, device=x.device)
-                # The graph is the same for any count in use, but flash-attn-4 compiles other kernels above 256
-                # sequences, and with ATTN_CU_TRIM a batch may land on either side: one call with few sequences
-                # and one with the whole bucket compile both here, not inside a timed step
-                for used, iters in ((bucket, 3), (len(starts) + 1, 1)):
-                    for _ in range(iters):
-                        model_fn(x, y, cu_t, h.train_seq_len, cu_used=torch.tensor(used)).backward()
+            # The graph is the same for any count in use, but flash-attn-4 compiles other kernels above 256
+            # sequences, and with ATTN_CU_TRIM a batch may land on either side: one call with few sequences
+            # and one with the whole bucket compile both here, not inside a timed step
+            for used, iters in ((bucket, 3), (len(starts) + 1, 1)):
+                for _ in range(iters):
+                    model_fn(x, y, cu_t, h.train_seq_len, cu_used=torch.tensor(used)).backward()
             for p in base_model.parameters():
                 p.grad = None
         base_model.looping = False
@@ -2218,8 +2219,8 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     """Training loop (§5.6). Returns stats for results.json; leaves EMA weights in base_model."""
     tokens_per_rank = h.train_batch_tokens // (world * h.grad_accum_steps)
     train_files = list_shards(h.train_files, "train")
-    # one cu_seqlens length for the whole run when compiled (512 entries: one graph per looping state);
-    # the record's 64-multiples buckets would cost one compilation per bucket
+    # cu_seqlens padded to multiples of 512 entries when compiled: one length for a whole FineWeb run (one graph
+    # per looping state, primed at the first batch's length); the record's 64-multiples would cost one each
     pad_to = CU_PAD_COMPILED if compiled else 64
     make_loader = lambda: DocumentPackingLoader(train_files, tokens_per_rank, h.train_seq_len, rank, world, device,
                                                 pad_to)

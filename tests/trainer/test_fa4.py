@@ -211,11 +211,12 @@ def test_fa4_is_what_auto_picks_on_hopper(tg, monkeypatch):
         tg.select_attention(torch.device("cpu"))
 
 
-def test_priming_compiles_both_sides_of_fa4s_sequence_count_switch(tg, tmp_path):
+def test_priming_compiles_both_sides_of_fa4s_sequence_count_switch_at_the_first_batchs_length(tg, tmp_path):
     """Compile priming (compiled=True), before and with looping: three steps with the bucket's every entry counted,
     then one with only its sequences. flash-attn-4 compiles other kernels above 256 sequences and trimmed batches
-    (ATTN_CU_TRIM) may land on either side, so both kernels compile there, not in a timed step. The warm-up steps
-    after it pass the loader's own counts."""
+    (ATTN_CU_TRIM) may land on either side, so both kernels compile there, not in a timed step. The bucket is the
+    first batch's cu_seqlens length, the graph training runs, not a fixed one. The warm-up steps after it pass the
+    loader's own counts."""
     import numpy as np
     from tests.trainer.test_data import write_shard
     h = tg.Hyperparameters({**TINY, "WARMUP_STEPS": "1", "TRAIN_SEQ_LEN": "16"})
@@ -225,7 +226,9 @@ def test_priming_compiles_both_sides_of_fa4s_sequence_count_switch(tg, tmp_path)
     rng = np.random.default_rng(0)
     toks = [t for _ in range(300) for t in [1, *rng.integers(4, 500, size=int(rng.integers(1, 12)))]]
     shard = write_shard(tmp_path / "fineweb_train_000000.bin", toks)
-    make_loader = lambda: tg.DocumentPackingLoader([shard], 64, 16, 0, 1, torch.device("cpu"), tg.CU_PAD_COMPILED)
+    # padded to multiples of 8 (of CU_PAD_COMPILED = 512 in training), so that batches differ in length
+    make_loader = lambda: tg.DocumentPackingLoader([shard], 64, 16, 0, 1, torch.device("cpu"), 8)
+    first = make_loader().next_batch()[2].size(0)
     seen = []
 
     def model_fn(x, y, cu, max_seqlen, cu_used=None):
@@ -233,13 +236,13 @@ def test_priming_compiles_both_sides_of_fa4s_sequence_count_switch(tg, tmp_path)
         return model(x, y, cu, max_seqlen, cu_used=cu_used)
 
     tg.prime_compile(h, model, model_fn, opt, make_loader, lambda msg: None, compiled=True)
-    bucket = tg.CU_PAD_COMPILED
-    priming = [(looping, bucket, used, 5) for looping in (False, True) for used in (bucket,) * 3 + (5,)]
+    priming = [(looping, first, used, 5) for looping in (False, True) for used in (first,) * 3 + (5,)]
     assert seen[:8] == priming  # 64 tokens cut at 16: 4 sequences, 5 entries
     warmup = seen[8:]
     assert len(warmup) == 2 * h.grad_accum_steps and [w[0] for w in warmup] == [False] * 8 + [True] * 8
-    assert all(size == bucket and used == in_use for _, size, used, in_use in warmup)
+    assert all(used == in_use and size % 8 == 0 for _, size, used, in_use in warmup)
     assert any(used > 5 for _, _, used, _ in warmup)  # the short documents: more sequences than the priming's
+    assert first != tg.CU_PAD_COMPILED and first > 8
 
 
 def test_the_compiled_backward_makes_no_copy_of_the_kernels_gradients(tg, fa4):
