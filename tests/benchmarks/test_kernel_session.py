@@ -167,7 +167,8 @@ def test_a_candidate_inside_the_ops_that_is_no_loss_form_keeps_default_launches(
     assert plan["next"]["env"] == {**plan["default"]["env"], "ATTN_CU_TRIM": "0"}
     assert plan["next"]["same_graphs_as"] == "default" and "fa4" in plan["next"]["needs"]
     assert "next-equiv" in plan and "default-equiv" not in plan
-    best = {"fwd": {"tile": "8,512,4", "default_tile": "4,1024,4"}, "bwd": {"tile": "1,2048,4", "default_tile": "1,2048,4"}}
+    best = {"fwd": {"tile": "8,512,4", "default_tile": "4,1024,4"},
+            "bwd": {"tile": "1,2048,4", "default_tile": "1,2048,4"}}
     state = fresh_state(default="done")
     state["steps"]["loss-check"] = {"status": "done", "result": {"loss": {"ok": True, "kernels": {"best": best}}}}
     for name in ("next", "next-equiv", "profile"):

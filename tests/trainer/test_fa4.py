@@ -120,9 +120,10 @@ def test_fa4_branch_compiles_fullgraph(tg, fa4):
 
 
 def test_cu_trim_hands_the_kernel_only_the_entries_in_use(tg, fa4):
-    """ATTN_CU_TRIM on (the default): golf::fa4_varlen gives FA4's forward and backward cu_seqlens cut to the entries the caller
-    counted (the loader's count; each padding entry is an empty sequence that costs FA4's backward a zero-filled
-    tile), with the padded call's output and gradients. Off, or with no count (eval): the padded cu_seqlens."""
+    """ATTN_CU_TRIM on (the default): golf::fa4_varlen gives FA4's forward and backward cu_seqlens cut to the
+    entries the caller counted (the loader's count; each padding entry is an empty sequence that costs FA4's
+    backward a zero-filled tile), with the padded call's output and gradients. Off, or with no count (eval): the
+    padded cu_seqlens."""
     q, k, v, cu = _packed_qkv()  # 7 entries, the last two padding
     used = torch.tensor(tg.cu_entries_in_use(cu.numpy()))
     assert int(used) == 5
