@@ -1417,7 +1417,7 @@ _ATTN = {"name": "sdpa", "fa3": None, "fa4": None, "varlen": None, "varlen_gqa":
 # (136 sequences) takes 2.07 ms with the entries in use, 2.26 with 512 entries, 2.44 with 1,024 and 2.09 with
 # 1,024 cut by the op; in training on the benchmarks' data, +0.9 % tokens/s before looping and +1.2 % with it,
 # losses within plain's run-to-run noise. On by default (ATTN_CU_TRIM=1).
-def cu_in_use(cu: torch.Tensor, cu_used: torch.Tensor | None) -> torch.Tensor:
+def trim_cu(cu: torch.Tensor, cu_used: torch.Tensor | None) -> torch.Tensor:
     """cu_seqlens cut to its entries in use when ATTN_CU_TRIM is on and the caller counted them, else as given."""
     if cu_used is None or not _ATTN["cu_trim"]:
         return cu
@@ -1430,18 +1430,18 @@ def _register_varlen_op(name: str, forward, backward) -> None:
     traces through them without looking inside (the kernels are launchers dynamo cannot trace).
     forward(q (T,H,D), k, v (T,Hkv,D), cu int32, max_seqlen) -> (out (T,H,D), lse (H,T) fp32);
     backward(g, q, k, v, out, lse, cu, max_seqlen) -> (dq, dk, dv), dk/dv with Hkv heads. Both get cu cut to
-    the entries in use (cu_in_use; cu_used: a CPU int tensor or None)."""
+    the entries in use (trim_cu; cu_used: a CPU int tensor or None)."""
     if hasattr(torch.ops.golf, name):
         return
 
     def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_seqlen: int,
             cu_used: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return forward(q, k, v, cu_in_use(cu, cu_used), max_seqlen)
+        return forward(q, k, v, trim_cu(cu, cu_used), max_seqlen)
 
     def bwd(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
             lse: torch.Tensor, cu: torch.Tensor, max_seqlen: int,
             cu_used: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return backward(g, q, k, v, out, lse, cu_in_use(cu, cu_used), max_seqlen)
+        return backward(g, q, k, v, out, lse, trim_cu(cu, cu_used), max_seqlen)
 
     fwd_op = torch.library.custom_op(f"golf::{name}", fwd, mutates_args=())
     bwd_op = torch.library.custom_op(f"golf::{name}_bwd", bwd, mutates_args=())
@@ -1511,7 +1511,7 @@ def select_attention(device: torch.device, requested: str = "auto", cu_trim: boo
     CUDA: FA3 when importable (the records' kernel), else flash-attn-4 (golf::fa4_varlen) on Hopper or newer
     when importable, else torch's varlen flash kernel through golf::flash_varlen (varlen_gqa: K/V not copied
     for GQA); SDPA with a block-diagonal causal mask on the CPU. `varlen` forces the record's path (K/V
-    repeated). cu_trim: ATTN_CU_TRIM, read by golf::fa4_varlen and golf::flash_varlen (cu_in_use). Returns the
+    repeated). cu_trim: ATTN_CU_TRIM, read by golf::fa4_varlen and golf::flash_varlen (trim_cu). Returns the
     name chosen: fa3, fa4, varlen_gqa, varlen or sdpa."""
     name = "sdpa"
     _ATTN["gqa_op"] = False

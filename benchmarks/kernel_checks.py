@@ -432,7 +432,6 @@ def fa4_by_cu_entries(q, k, v, g, cu) -> dict:
     T.select_attention(torch.device("cuda"), "fa4", cu_trim=True)
     fn = lambda a, b, d: torch.ops.golf.fa4_varlen(a, b, d, c, SEQ, n)[0]
     res["1024_trimmed"] = bench(lambda: fwd_bwd(fn, (q, k, v), g))
-    T.select_attention(torch.device("cuda"), "fa4")
     return res
 
 

@@ -19,8 +19,8 @@ configuration on one GPU, stopped once training has reported its throughput):
                   starts only where its estimate fits (as a "try" it was killed at a deadline in the tenth)
   fa4-checks      only where flash-attn-4 is unpacked (FA4_SITE, from the .fa4 parts of benchmarks/fa4_wheels.sh):
                   kernel_checks.py fa4, FA4 against both varlen paths at the record's shape
-  default         MLP_KERNEL=triton ATTN_BACKEND=fa4 LOSS_KERNEL=triton (what `auto` picks on Hopper with
-                  flash-attn-4), ITERS steps, if its checks passed; tried past its estimate like `plain-loss`
+  default         MLP_KERNEL=triton ATTN_BACKEND=fa4 LOSS_KERNEL=triton QK_KERNEL=triton ATTN_CU_TRIM=1 (what
+                  `auto` picks on Hopper with flash-attn-4), ITERS steps, if its checks passed; tried past its estimate like `plain-loss`
   next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate.
                   A candidate inside the custom ops (PENDING_IN_OPS) compiles default's graphs, warm; a form of
                   the loss kernels (PENDING_LOSS_TILES) runs at the loss check's fastest launches
