@@ -160,6 +160,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
+    ("MLP_SAVE_SIGNS", bool, False),
     ("LOSS_KERNEL", str, "auto"),
     ("LOSS_TILE_FWD", str, ""),
     ("LOSS_TILE_BWD", str, ""),
@@ -634,7 +635,7 @@ MLP_TILE_KEYS = ("BM", "BN", "BK", "GROUP_M", "num_warps", "num_stages", "persis
 _MLP_TILE_RECORD = dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 4, 0)))
 _MLP_TILE_HOPPER = {"up": dict(zip(MLP_TILE_KEYS, (128, 128, 64, 8, 8, 6, 1))),
                     "grad": dict(zip(MLP_TILE_KEYS, (128, 256, 64, 8, 8, 3, 1)))}
-_MLP = {"kernel": "plain", "up": _MLP_TILE_RECORD, "grad": _MLP_TILE_RECORD}
+_MLP = {"kernel": "plain", "up": _MLP_TILE_RECORD, "grad": _MLP_TILE_RECORD, "signs": False}
 
 
 def default_mlp_tile(which: str, capability: tuple[int, int] | None) -> dict:
@@ -685,17 +686,42 @@ if triton is not None:
         return tl.where(z > 0, 2.0 * z, 0.5 * z)
 
     @triton.jit
-    def _mlp_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
-        pid_m, pid_n = _mlp_tile_ids(pid, M, N, BM, BN, GROUP_M)
-        return pid_m * BM + tl.arange(0, BM), pid_n * BN + tl.arange(0, BN)
+    def _slope_from_post(post, positive):
+        """phi'(pre) from post = phi(pre) and pre > 0: 2z = 2 sqrt(post) there, z/2 = -sqrt(post) elsewhere"""
+        r = tl.sqrt(post)
+        return tl.where(positive, 2.0 * r, -r)
 
     @triton.jit
-    def _mlp_up_act_kernel(x_ptr, w_ptr, pre_ptr, post_ptr, M, N, K: tl.constexpr, sxm, swn, spm,
+    def _store_signs(signs_ptr, h, offs_m, col0, M, N, BM: tl.constexpr, W: tl.constexpr):
+        """Bit c % 8 of byte c // 8 in row m of signs (M × N/8 uint8) says h[m, c] > 0, for h's W columns from col0."""
+        bits = tl.reshape((h > 0).to(tl.int32), (BM, W // 8, 8))
+        packed = tl.sum(bits << tl.arange(0, 8)[None, None, :], axis=2)
+        offs_b = col0 // 8 + tl.arange(0, W // 8)
+        tl.store(signs_ptr + offs_m[:, None] * (N // 8) + offs_b[None, :], packed.to(tl.uint8),
+                 mask=offs_m[:, None] < M)
+
+    @triton.jit
+    def _load_signs(signs_ptr, offs_m, col0, M, N, BM: tl.constexpr, W: tl.constexpr):
+        """_store_signs read back: (BM, W) booleans, pre > 0."""
+        offs_b = col0 // 8 + tl.arange(0, W // 8)
+        packed = tl.load(signs_ptr + offs_m[:, None] * (N // 8) + offs_b[None, :], mask=offs_m[:, None] < M, other=0)
+        bits = (packed.to(tl.int32)[:, :, None] >> tl.arange(0, 8)[None, None, :]) & 1
+        return tl.reshape(bits, (BM, W)) != 0
+
+    @triton.jit
+    def _mlp_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
+        """Row offsets, column offsets and first column of program pid's tile."""
+        pid_m, pid_n = _mlp_tile_ids(pid, M, N, BM, BN, GROUP_M)
+        return pid_m * BM + tl.arange(0, BM), pid_n * BN + tl.arange(0, BN), pid_n * BN
+
+    @triton.jit
+    def _mlp_up_act_kernel(x_ptr, w_ptr, pre_ptr, post_ptr, signs_ptr, M, N, K: tl.constexpr, sxm, swn, spm,
                            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-                           UPCAST: tl.constexpr):
-        """pre = X·Wᵀ (X: M×K, W: N×K), post = leaky_relu(pre, 0.5)²; both from the fp32 accumulator.
-        UPCAST (interpreter only): the dot's operands go to fp32 first, see _mlp_launch."""
-        offs_m, offs_n = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+                           SIGNS: tl.constexpr, UPCAST: tl.constexpr):
+        """pre = X·Wᵀ (X: M×K, W: N×K), post = leaky_relu(pre, 0.5)²; both from the fp32 accumulator. SIGNS: pre's
+        signs (_store_signs) instead of pre. UPCAST (interpreter only): the dot's operands go to fp32 first, see
+        _mlp_launch."""
+        offs_m, offs_n, on = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
         offs_k = tl.arange(0, BK)
         x_ptrs = x_ptr + offs_m[:, None] * sxm + offs_k[None, :]
         w_ptrs = w_ptr + offs_n[None, :] * swn + offs_k[:, None]
@@ -712,15 +738,19 @@ if triton is not None:
             w_ptrs += BK
         post = _leaky_sq(acc)
         out = offs_m[:, None] * spm + offs_n[None, :]
-        tl.store(pre_ptr + out, acc.to(pre_ptr.dtype.element_ty), mask=row_ok)
+        if SIGNS:
+            _store_signs(signs_ptr, acc, offs_m, on, M, N, BM, BN)
+        else:
+            tl.store(pre_ptr + out, acc.to(pre_ptr.dtype.element_ty), mask=row_ok)
         tl.store(post_ptr + out, post.to(post_ptr.dtype.element_ty), mask=row_ok)
 
     @triton.jit
-    def _mlp_act_grad_kernel(g_ptr, w_ptr, pre_ptr, dpre_ptr, M, N, K: tl.constexpr, sgm, swk, spm,
+    def _mlp_act_grad_kernel(g_ptr, w_ptr, act_ptr, dpre_ptr, signs_ptr, M, N, K: tl.constexpr, sgm, swk, spm,
                              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-                             UPCAST: tl.constexpr):
-        """dPre = (G·W) ⊙ phi'(pre) with G: M×K (dOut), W: K×N (W_down), phi'(z) = 2z (z>0) else z/2."""
-        offs_m, offs_n = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+                             SIGNS: tl.constexpr, UPCAST: tl.constexpr):
+        """dPre = (G·W) ⊙ phi'(pre) with G: M×K (dOut), W: K×N (W_down), phi'(z) = 2z (z>0) else z/2. act: pre, or
+        with SIGNS post and pre's signs (_slope_from_post)."""
+        offs_m, offs_n, on = _mlp_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
         offs_k = tl.arange(0, BK)
         g_ptrs = g_ptr + offs_m[:, None] * sgm + offs_k[None, :]
         w_ptrs = w_ptr + offs_k[:, None] * swk + offs_n[None, :]
@@ -736,9 +766,12 @@ if triton is not None:
             g_ptrs += BK
             w_ptrs += BK * swk
         out = offs_m[:, None] * spm + offs_n[None, :]
-        pre = tl.load(pre_ptr + out, mask=row_ok, other=0.0).to(tl.float32)
-        dpre = acc * _leaky_sq_slope(pre)
-        tl.store(dpre_ptr + out, dpre.to(dpre_ptr.dtype.element_ty), mask=row_ok)
+        act = tl.load(act_ptr + out, mask=row_ok, other=0.0).to(tl.float32)
+        if SIGNS:
+            slope = _slope_from_post(act, _load_signs(signs_ptr, offs_m, on, M, N, BM, BN))
+        else:
+            slope = _leaky_sq_slope(act)
+        tl.store(dpre_ptr + out, (acc * slope).to(dpre_ptr.dtype.element_ty), mask=row_ok)
 
     # Persistent forms (tile spec ...,1). In the H100 profile each kernel above takes 0.49-0.53 ms a call where
     # its matmul alone would take about 0.30 at cuBLAS's rate: with K = 512 a tile's main loop is 8 steps, and
@@ -769,10 +802,11 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _mlp_up_act_persistent(x_desc, w_desc, pre_desc, post_desc, M, N, K: tl.constexpr,
+    def _mlp_up_act_persistent(x_desc, w_desc, pre_desc, post_desc, signs_ptr, M, N, K: tl.constexpr,
                                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-                               PROGRAMS: tl.constexpr, UPCAST: tl.constexpr):
-        """_mlp_up_act_kernel over tiles PROGRAMS apart; descriptors: X [BM, BK], W [BN, BK], pre/post [BM, BN/2]."""
+                               PROGRAMS: tl.constexpr, SIGNS: tl.constexpr, UPCAST: tl.constexpr):
+        """_mlp_up_act_kernel over tiles PROGRAMS apart; descriptors: X [BM, BK], W [BN, BK], pre/post [BM, BN/2]
+        (the signs by pointers: a TMA box is at least 16 bytes wide, a half tile's signs are BN/16 bytes a row)."""
         num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
         for tile in tl.range(tl.program_id(0), num_tiles, PROGRAMS, flatten=True):
             pid_m, pid_n = _mlp_tile_ids(tile, M, N, BM, BN, GROUP_M)
@@ -780,22 +814,32 @@ if triton is not None:
             on = pid_n * BN
             acc = _mlp_tile_acc(x_desc, w_desc, om, on, K, BM, BN, BK, True, UPCAST)
             h0, h1 = _mlp_halves(acc, BM, BN)
-            pre_desc.store([om, on], h0.to(pre_desc.dtype))
-            post_desc.store([om, on], _leaky_sq(h0).to(post_desc.dtype))
-            pre_desc.store([om, on + BN // 2], h1.to(pre_desc.dtype))
-            post_desc.store([om, on + BN // 2], _leaky_sq(h1).to(post_desc.dtype))
+            _up_act_half(h0, pre_desc, post_desc, signs_ptr, om, on, M, N, BM, BN // 2, SIGNS)
+            _up_act_half(h1, pre_desc, post_desc, signs_ptr, om, on + BN // 2, M, N, BM, BN // 2, SIGNS)
 
     @triton.jit
-    def _act_grad_half(h, pre_desc, om, on):
-        pre = pre_desc.load([om, on]).to(tl.float32)
-        return h * _leaky_sq_slope(pre)
+    def _up_act_half(h, pre_desc, post_desc, signs_ptr, om, on, M, N, BM: tl.constexpr, W: tl.constexpr,
+                     SIGNS: tl.constexpr):
+        if SIGNS:
+            _store_signs(signs_ptr, h, om + tl.arange(0, BM), on, M, N, BM, W)
+        else:
+            pre_desc.store([om, on], h.to(pre_desc.dtype))
+        post_desc.store([om, on], _leaky_sq(h).to(post_desc.dtype))
 
     @triton.jit
-    def _mlp_act_grad_persistent(g_desc, w_desc, pre_desc, dpre_desc, M, N, K: tl.constexpr,
+    def _act_grad_half(h, act_desc, signs_ptr, om, on, M, N, BM: tl.constexpr, W: tl.constexpr, SIGNS: tl.constexpr):
+        act = act_desc.load([om, on]).to(tl.float32)
+        if SIGNS:
+            return h * _slope_from_post(act, _load_signs(signs_ptr, om + tl.arange(0, BM), on, M, N, BM, W))
+        return h * _leaky_sq_slope(act)
+
+    @triton.jit
+    def _mlp_act_grad_persistent(g_desc, w_desc, act_desc, dpre_desc, signs_ptr, M, N, K: tl.constexpr,
                                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-                                 PROGRAMS: tl.constexpr, UPCAST: tl.constexpr):
-        """_mlp_act_grad_kernel over tiles PROGRAMS apart; descriptors: G [BM, BK], W_down [BK, BN], pre and dPre
-        [BM, BN/2] (pre through TMA too: read by pointers, the pipeliner gave it num_stages buffers of its own)."""
+                                 PROGRAMS: tl.constexpr, SIGNS: tl.constexpr, UPCAST: tl.constexpr):
+        """_mlp_act_grad_kernel over tiles PROGRAMS apart; descriptors: G [BM, BK], W_down [BK, BN], act (pre, or
+        post with SIGNS) and dPre [BM, BN/2] (act through TMA too: read by pointers, the pipeliner gave it
+        num_stages buffers of its own)."""
         num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
         for tile in tl.range(tl.program_id(0), num_tiles, PROGRAMS, flatten=True):
             pid_m, pid_n = _mlp_tile_ids(tile, M, N, BM, BN, GROUP_M)
@@ -803,8 +847,10 @@ if triton is not None:
             on = pid_n * BN
             acc = _mlp_tile_acc(g_desc, w_desc, om, on, K, BM, BN, BK, False, UPCAST)
             h0, h1 = _mlp_halves(acc, BM, BN)
-            dpre_desc.store([om, on], _act_grad_half(h0, pre_desc, om, on).to(dpre_desc.dtype))
-            dpre_desc.store([om, on + BN // 2], _act_grad_half(h1, pre_desc, om, on + BN // 2).to(dpre_desc.dtype))
+            d0 = _act_grad_half(h0, act_desc, signs_ptr, om, on, M, N, BM, BN // 2, SIGNS)
+            dpre_desc.store([om, on], d0.to(dpre_desc.dtype))
+            d1 = _act_grad_half(h1, act_desc, signs_ptr, om, on + BN // 2, M, N, BM, BN // 2, SIGNS)
+            dpre_desc.store([om, on + BN // 2], d1.to(dpre_desc.dtype))
 
     from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -823,11 +869,11 @@ def _mlp_tiles(N: int, K: int, which: str = "up") -> dict | None:
 
 def mlp_descriptor_blocks(which: str, cfg: dict) -> list[list[int]]:
     """Block shapes of the persistent kernel's TMA descriptors, in argument order (the A operand, the B operand,
-    the outputs): one place for the launch and for the test that compiles the kernels for sm_90."""
+    the activations, the output): one place for the launch and for the test that compiles the kernels for sm_90."""
     BM, BN, BK = cfg["BM"], cfg["BN"], cfg["BK"]
     if which == "up":  # X (M, K), W_up (N, K), pre, post
         return [[BM, BK], [BN, BK], [BM, BN // 2], [BM, BN // 2]]
-    return [[BM, BK], [BK, BN], [BM, BN // 2], [BM, BN // 2]]  # dOut (M, K), W_down (K, N), pre, dPre
+    return [[BM, BK], [BK, BN], [BM, BN // 2], [BM, BN // 2]]  # dOut (M, K), W_down (K, N), pre or post, dPre
 
 
 def _mlp_programs(device: torch.device, tiles: int, per_sm: int = 1) -> int:
@@ -842,8 +888,10 @@ def _tma_ok(t: torch.Tensor) -> bool:
     return t.data_ptr() % 16 == 0 and t.stride(0) * t.element_size() % 16 == 0
 
 
-def _mlp_launch(which: str, a: torch.Tensor, b: torch.Tensor, extra: list[torch.Tensor], outs: list[torch.Tensor],
-                N: int) -> None:
+def _mlp_launch(which: str, tensors: list[torch.Tensor | None], signs: torch.Tensor | None, N: int) -> None:
+    """Kernel `which` on its four tensors in argument order (mlp_descriptor_blocks; None: one it does not touch,
+    pre when `signs` holds its signs) and the packed signs, if any."""
+    a, b, _, out = tensors
     M, K = a.shape
     cfg = dict(_mlp_tiles(N, K, which))
     tiles = triton.cdiv(M, cfg["BM"]) * (N // cfg["BN"])
@@ -851,79 +899,107 @@ def _mlp_launch(which: str, a: torch.Tensor, b: torch.Tensor, extra: list[torch.
     # 3.6 to 3.8), so there the operands are widened first; exact, as on the GPU (bf16 products, fp32 sums).
     # On a GPU UPCAST is False and the branch is compiled out.
     per_sm = cfg.pop("persistent")
-    if per_sm and all(_tma_ok(t) for t in (a, b, *extra, *outs)):
+    flags = dict(SIGNS=signs is not None, UPCAST=_TRITON_INTERPRETED, **cfg)
+    if per_sm and all(_tma_ok(t) for t in tensors if t is not None):
         blocks = mlp_descriptor_blocks(which, cfg)
-        descs = [TensorDescriptor.from_tensor(t, blk) for t, blk in zip([a, b, *extra, *outs], blocks)]
+        descs = [t if t is None else TensorDescriptor.from_tensor(t, blk) for t, blk in zip(tensors, blocks)]
         programs = _mlp_programs(a.device, tiles, per_sm)
         kernel = _mlp_up_act_persistent if which == "up" else _mlp_act_grad_persistent
-        kernel[(programs,)](*descs, M, N, K, PROGRAMS=programs, UPCAST=_TRITON_INTERPRETED, **cfg)
+        kernel[(programs,)](*descs, signs, M, N, K, PROGRAMS=programs, **flags)
         return
     kernel = _mlp_up_act_kernel if which == "up" else _mlp_act_grad_kernel
-    kernel[(tiles,)](a, b, *extra, *outs, M, N, K, a.stride(0), b.stride(0), outs[0].stride(0),
-                     UPCAST=_TRITON_INTERPRETED, **cfg)
+    kernel[(tiles,)](*tensors, signs, M, N, K, a.stride(0), b.stride(0), out.stride(0), **flags)
 
 
-def _up_act_triton(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _up_act_triton(x: torch.Tensor, w_up: torch.Tensor, signs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre or its packed signs, post) as _up_act_torch; x (M, K), w_up (N, K)."""
     x, w_up = x.contiguous(), w_up.contiguous()
-    pre = x.new_empty(x.size(0), w_up.size(0))
-    post = torch.empty_like(pre)
-    _mlp_launch("up", x, w_up, [], [pre, post], w_up.size(0))
-    return pre, post
+    post = x.new_empty(x.size(0), w_up.size(0))
+    keep = x.new_empty(x.size(0), w_up.size(0) // 8, dtype=torch.uint8) if signs else torch.empty_like(post)
+    _mlp_launch("up", [x, w_up, None if signs else keep, post], keep if signs else None, w_up.size(0))
+    return keep, post
 
 
-def _act_grad_triton(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    g, w_down, pre = g.contiguous(), w_down.contiguous(), pre.contiguous()
-    dpre = torch.empty_like(pre)
-    _mlp_launch("grad", g, w_down, [pre], [dpre], pre.size(1))
+def _act_grad_triton(g: torch.Tensor, w_down: torch.Tensor, keep: torch.Tensor, post: torch.Tensor,
+                     signs: bool = False) -> torch.Tensor:
+    """dPre as _act_grad_torch."""
+    g, w_down, post = g.contiguous(), w_down.contiguous(), post.contiguous()
+    act = post if signs else keep.contiguous()
+    dpre = torch.empty_like(post)
+    _mlp_launch("grad", [g, w_down, act, dpre], keep.contiguous() if signs else None, post.size(1))
     return dpre
 
 
-def _up_act_torch(x: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_signs(pre: torch.Tensor) -> torch.Tensor:
+    """(M, ceil(N/8)) uint8 whose bit c % 8 of byte c // 8 in row m says pre[m, c] > 0 (the Triton kernels' layout)."""
+    bits = F.pad((pre > 0).to(torch.uint8), (0, -pre.size(1) % 8)).view(pre.size(0), -1, 8)
+    return (bits << torch.arange(8, dtype=torch.uint8, device=pre.device)).sum(-1).to(torch.uint8)
+
+
+def unpack_signs(signs: torch.Tensor, N: int) -> torch.Tensor:
+    """pack_signs read back: (M, N) booleans."""
+    bits = (signs[..., None] >> torch.arange(8, dtype=torch.uint8, device=signs.device)) & 1
+    return bits.view(signs.size(0), -1)[:, :N].bool()
+
+
+def _up_act_torch(x: torch.Tensor, w_up: torch.Tensor, signs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre, or with `signs` pack_signs(pre), post = leaky_relu(pre, 0.5)²) from pre in fp32."""
     pre = (x.float() @ w_up.float().t())
-    return pre.to(x.dtype), F.leaky_relu(pre, 0.5).square().to(x.dtype)
+    keep = pack_signs(pre) if signs else pre.to(x.dtype)
+    return keep, F.leaky_relu(pre, 0.5).square().to(x.dtype)
 
 
-def _act_grad_torch(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    p = pre.float()
-    return ((g.float() @ w_down.float()) * torch.where(p > 0, 2.0 * p, 0.5 * p)).to(pre.dtype)
+def _act_grad_torch(g: torch.Tensor, w_down: torch.Tensor, keep: torch.Tensor, post: torch.Tensor,
+                    signs: bool = False) -> torch.Tensor:
+    """dPre = (g·W_down) ⊙ phi'(pre): from pre (keep), or with `signs` from post and pre's signs."""
+    if signs:
+        r = post.float().sqrt()
+        slope = torch.where(unpack_signs(keep, post.size(1)), 2.0 * r, -r)
+    else:
+        p = keep.float()
+        slope = torch.where(p > 0, 2.0 * p, 0.5 * p)
+    return ((g.float() @ w_down.float()) * slope).to(post.dtype)
 
 
 def _register_mlp_ops() -> None:
-    """golf::mlp_fused(x, w_up, w_down, use_triton) -> (out, pre, post) and its backward op. Registered once
-    per process (a second import of this file, as the tests do, reuses the first registration)."""
+    """golf::mlp_fused(x, w_up, w_down, use_triton, signs) -> (out, keep, post) and its backward op; keep is pre,
+    or with `signs` (MLP_SAVE_SIGNS) its packed signs. Registered once per process (a second import of this
+    file, as the tests do, reuses the first registration)."""
     if hasattr(torch.ops.golf, "mlp_fused"):
         return
 
     @torch.library.custom_op("golf::mlp_fused", mutates_args=())
-    def mlp_fused(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
-                  use_triton: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def mlp_fused(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, use_triton: bool,
+                  signs: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         use_triton = use_triton and _mlp_tiles(w_up.size(0), x.size(1)) is not None
-        pre, post = (_up_act_triton if use_triton else _up_act_torch)(x, w_up)
-        return post @ w_down.t(), pre, post
+        keep, post = (_up_act_triton if use_triton else _up_act_torch)(x, w_up, signs)
+        return post @ w_down.t(), keep, post
 
     @mlp_fused.register_fake
-    def _(x, w_up, w_down, use_triton):
+    def _(x, w_up, w_down, use_triton, signs):
         M, N = x.size(0), w_up.size(0)
-        return x.new_empty(M, w_down.size(0)), x.new_empty(M, N), x.new_empty(M, N)
+        keep = x.new_empty(M, -(-N // 8), dtype=torch.uint8) if signs else x.new_empty(M, N)
+        return x.new_empty(M, w_down.size(0)), keep, x.new_empty(M, N)
 
     @torch.library.custom_op("golf::mlp_act_grad", mutates_args=())
-    def mlp_act_grad(g: torch.Tensor, w_down: torch.Tensor, pre: torch.Tensor, use_triton: bool) -> torch.Tensor:
-        use_triton = use_triton and _mlp_tiles(pre.size(1), g.size(1), "grad") is not None
-        return (_act_grad_triton if use_triton else _act_grad_torch)(g, w_down, pre)
+    def mlp_act_grad(g: torch.Tensor, w_down: torch.Tensor, keep: torch.Tensor, post: torch.Tensor,
+                     use_triton: bool, signs: bool) -> torch.Tensor:
+        use_triton = use_triton and _mlp_tiles(post.size(1), g.size(1), "grad") is not None
+        return (_act_grad_triton if use_triton else _act_grad_torch)(g, w_down, keep, post, signs)
 
     @mlp_act_grad.register_fake
-    def _(g, w_down, pre, use_triton):
-        return torch.empty_like(pre)
+    def _(g, w_down, keep, post, use_triton, signs):
+        return torch.empty_like(post)
 
     def setup_context(ctx, inputs, output):
-        x, w_up, w_down, use_triton = inputs
-        ctx.use_triton = use_triton
+        x, w_up, w_down, use_triton, signs = inputs
+        ctx.use_triton, ctx.signs = use_triton, signs
         ctx.save_for_backward(x, w_up, w_down, output[1], output[2])
 
-    def backward(ctx, g, _g_pre, _g_post):  # pre and post are saved activations, never used downstream
-        x, w_up, w_down, pre, post = ctx.saved_tensors
-        dpre = torch.ops.golf.mlp_act_grad(g, w_down, pre, ctx.use_triton)
-        return dpre @ w_up, dpre.t() @ x, g.t() @ post, None
+    def backward(ctx, g, _g_keep, _g_post):  # keep and post are saved activations, never used downstream
+        x, w_up, w_down, keep, post = ctx.saved_tensors
+        dpre = torch.ops.golf.mlp_act_grad(g, w_down, keep, post, ctx.use_triton, ctx.signs)
+        return dpre @ w_up, dpre.t() @ x, g.t() @ post, None, None
 
     mlp_fused.register_autograd(backward, setup_context=setup_context)
 
@@ -942,9 +1018,12 @@ def _require_triton(device: torch.device, setting: str) -> None:
         raise RuntimeError(f"{setting}=triton needs an importable triton and a CUDA device (or TRITON_INTERPRET=1)")
 
 
-def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: str = "", tile_grad: str = "") -> str:
+def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: str = "", tile_grad: str = "",
+                      save_signs: bool = False) -> str:
     """triton / torch (the fused custom ops, Triton or torch math inside) or plain (plain ops); tile_up, tile_grad:
-    the kernels' launch configurations (parse_mlp_tile; '' = default_mlp_tile for this device)."""
+    the kernels' launch configurations (parse_mlp_tile; '' = default_mlp_tile for this device); save_signs:
+    MLP_SAVE_SIGNS, the fused ops keep pre's signs for the backward instead of pre."""
+    _MLP["signs"] = save_signs
     cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     for which, text in (("up", tile_up), ("grad", tile_grad)):
         _MLP[which] = parse_mlp_tile(text, f"MLP_TILE_{which.upper()}", default_mlp_tile(which, cap))
@@ -958,7 +1037,7 @@ def select_mlp_kernel(device: torch.device, requested: str = "auto", tile_up: st
 def fused_mlp(a: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
     """w_down(leaky_relu(w_up(a), 0.5)²) through the fused custom op; a (..., K), w_up (N, K), w_down (K', N)."""
     x = a.reshape(-1, a.size(-1))
-    out, _, _ = torch.ops.golf.mlp_fused(x, w_up, w_down, _MLP["kernel"] == "triton")
+    out, _, _ = torch.ops.golf.mlp_fused(x, w_up, w_down, _MLP["kernel"] == "triton", _MLP["signs"])
     return out.view(*a.shape[:-1], w_down.size(0))
 
 
@@ -3587,9 +3666,11 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 
 def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
     """Attention, MLP, loss and q/k norm kernels as the settings ask (each chosen once per process); the log lines saying so."""
+    mlp = select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad, h.mlp_save_signs)
     lines = [f"attention_backend:{select_attention(device, h.attn_backend, h.attn_cu_trim)}",
              f"attn_cu_trim:{int(h.attn_cu_trim)}",
-             f"mlp_kernel:{select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad)}",
+             f"mlp_kernel:{mlp}",
+             f"mlp_save_signs:{int(h.mlp_save_signs)}",
              f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_tile_fwd, h.loss_tile_bwd, h.logit_softcap)}",
              f"qk_kernel:{select_qk_kernel(device, h.qk_kernel, h.model_dim // h.num_heads)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
@@ -3605,6 +3686,7 @@ def versions(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
             "attention": attention_backend_label(), "attn_cu_trim": _ATTN["cu_trim"], "mlp_kernel": _MLP["kernel"],
+            "mlp_save_signs": _MLP["signs"],
             "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"],
             "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}, "qk_kernel": _QK["kernel"]}
 

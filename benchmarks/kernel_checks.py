@@ -21,7 +21,9 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
    on the record's q (98,304 tokens × 8 heads × 64, 16 dimensions rotated) and k (4 heads): outputs, the gradients
    of q, k and q_gain, time forward + backward and the bandwidth each kernel reaches; then each kernel alone under
    every QK_TILE_CANDIDATES launch, and the fastest.
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8,qk]
+9. mlp-signs: MLP_SAVE_SIGNS, the fused MLP keeping pre's packed signs (a bit per element) for its backward instead
+   of pre (bf16): each kernel's time both ways, post bit for bit, the signs, dPre; the op forward + backward compiled.
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8,qk,mlp-signs]
        (default: the first six)"""
 from __future__ import annotations
 
@@ -120,8 +122,8 @@ def check_mlp_tiles() -> dict:
     w_up = (torch.randn(HID, D, device="cuda") / D ** 0.5).to(BF)
     w_down = (torch.randn(D, HID, device="cuda") / HID ** 0.5).to(BF)
     g = torch.randn(M, D, device="cuda", dtype=BF)
-    pre = T._up_act_triton(x, w_up)[0]
-    kernels = {"up": lambda: T._up_act_triton(x, w_up), "grad": lambda: (T._act_grad_triton(g, w_down, pre),)}
+    pre, post = T._up_act_triton(x, w_up)
+    kernels = {"up": lambda: T._up_act_triton(x, w_up), "grad": lambda: (T._act_grad_triton(g, w_down, pre, post),)}
     res = {"shape": {"M": M, "N": HID, "K": D}, "candidates": {}, "best": {}}
     cap = torch.cuda.get_device_capability()
     for which, fn in kernels.items():
@@ -144,6 +146,41 @@ def check_mlp_tiles() -> dict:
         res["best"][which] = {"tile": best, "ms": timed[best], "default_tile": default, "default_ms": timed[default],
                               "speedup": timed[default] / timed[best]}
     res["ok"] = True
+    return res
+
+
+def check_mlp_signs(m: int = M, device: str = "cuda", timer=bench) -> dict:
+    """MLP_SAVE_SIGNS at the record's shape (m tokens) and the default launches: each kernel keeping pre's packed
+    signs against keeping pre (ms per call, post bit for bit, the signs those of pre, dPre from post and the signs
+    against dPre from pre), then the fused op forward + backward compiled, both ways."""
+    torch.manual_seed(0)
+    x = torch.randn(m, D, device=device, dtype=BF, requires_grad=True)
+    w_up = (torch.randn(HID, D, device=device) / D ** 0.5).to(BF).requires_grad_()
+    w_down = (torch.randn(D, HID, device=device) / HID ** 0.5).to(BF).requires_grad_()
+    g = torch.randn(m, D, device=device, dtype=BF)
+    T.select_mlp_kernel(torch.device(device), "triton")
+    with torch.no_grad():
+        pre, post = T._up_act_triton(x, w_up)
+        signs, post_s = T._up_act_triton(x, w_up, True)
+        dpre = T._act_grad_triton(g, w_down, pre, post)
+        dpre_s = T._act_grad_triton(g, w_down, signs, post, True)
+        res = {"post_bitwise_equal": torch.equal(post, post_s), "signs_equal": torch.equal(signs, T.pack_signs(pre)),
+               "dpre_rel_err": rel_err(dpre_s, dpre),
+               "ms": {"up_pre": timer(lambda: T._up_act_triton(x, w_up)),
+                      "up_signs": timer(lambda: T._up_act_triton(x, w_up, True)),
+                      "grad_pre": timer(lambda: T._act_grad_triton(g, w_down, pre, post)),
+                      "grad_signs": timer(lambda: T._act_grad_triton(g, w_down, signs, post, True))}}
+    outs, res["ms_fwd_bwd"] = {}, {}
+    for name, flag in (("pre", False), ("signs", True)):
+        torch._dynamo.reset()
+        T.select_mlp_kernel(torch.device(device), "triton", save_signs=flag)
+        fused = torch.compile(lambda a, u, d: T.fused_mlp(a, u, d), fullgraph=True)
+        outs[name] = fwd_bwd(fused, (x, w_up, w_down), g)
+        res["ms_fwd_bwd"][name] = timer(lambda: fwd_bwd(fused, (x, w_up, w_down), g))
+    res["rel_err"] = {n: rel_err(a, b) for n, a, b in zip(("out", "dx", "dw_up", "dw_down"), outs["signs"], outs["pre"])}
+    T.select_mlp_kernel(torch.device(device), "triton")
+    res["ok"] = res["post_bitwise_equal"] and res["signs_equal"] and res["dpre_rel_err"] < 2e-2 \
+        and max(res["rel_err"].values()) < 2e-2
     return res
 
 
@@ -478,7 +515,8 @@ def main() -> None:
     except ImportError:
         res["triton"] = None
     checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
-              "mlp-tiles": check_mlp_tiles, "loss": check_loss, "fp8": check_fp8, "qk": check_qk}
+              "mlp-tiles": check_mlp_tiles, "mlp-signs": check_mlp_signs, "loss": check_loss, "fp8": check_fp8,
+              "qk": check_qk}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:

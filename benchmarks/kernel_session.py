@@ -12,6 +12,8 @@ configuration on one GPU, stopped once training has reported its throughput):
                   kernels' launch sweep (seconds, no flash-attn-4 needed)
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
+  mlp-signs-check kernel_checks.py mlp-signs: the fused MLP keeping pre's signs (MLP_SAVE_SIGNS) against keeping
+                  pre, each kernel and the op forward + backward (seconds, no flash-attn-4 needed)
   mlp-tiles       kernel_checks.py mlp-tiles: each fused MLP kernel under every candidate launch configuration,
                   the persistent TMA kernels among them (seconds, no flash-attn-4 needed)
   plain-loss      baseline with LOSS_KERNEL=triton, if its check passed: new graphs, so a compile. It needs no
@@ -86,10 +88,10 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
-            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0}
+            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
-                "fp8-check": 180.0, "qk-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
+                "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -104,14 +106,14 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
-# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. None now (the
-# eleventh session's candidate, flash-attn-4 handed only the cu_seqlens entries in use, became the default), so the
-# plan has no `next` and builds the tiles, the profile and the autotuning on `default`.
-PENDING: dict[str, str] = {}
-PENDING_NEEDS: list[str] = []
+# checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
+# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. Now the
+# twelfth session's: the fused MLP keeps pre's signs, a bit per element, for its backward instead of pre.
+PENDING: dict[str, str] = {"MLP_SAVE_SIGNS": "1"}
+PENDING_NEEDS: list[str] = ["mlp-signs"]
 # A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
 # eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
-# for a candidate that changes what the compiler traces.
+# for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre).
 PENDING_IN_OPS = False
 # A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
 # check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
@@ -123,12 +125,13 @@ def steps(cfg: dict) -> list[dict]:
     # Every configuration names each kernel setting, so that a change of the trainer's defaults (auto) leaves
     # the reference and the single changes as they were measured in earlier sessions
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain",
-             "ATTN_CU_TRIM": "0"}
+             "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
     # q/k norm since the tenth's, the cu_seqlens cut since the eleventh's)
-    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", **loss}
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1",
+               "MLP_SAVE_SIGNS": "0", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm
@@ -148,6 +151,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
+        {"name": "mlp-signs-check", "kind": "checks", "only": "mlp-signs"},  # the same
         # new graphs, so a compile; no flash-attn-4 needed, so the first call (which carries one .fa4 part) has it.
         # Measured in the sixth to ninth sessions: no longer a "try" (the tenth's call 2 started it with 200 s left
         # and lost them at the deadline)
@@ -319,12 +323,13 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
 
 def check_time_key(step: dict) -> str:
     return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s", "loss": "loss_check_s",
-            "fp8": "fp8_check_s", "qk": "qk_check_s"}.get(step["only"], "checks_s")
+            "fp8": "fp8_check_s", "qk": "qk_check_s", "mlp-signs": "mlp_signs_s"}.get(step["only"], "checks_s")
 
 
 def check_source(need: str) -> str:
     """The checks step whose result a configuration's `needs` entry reads."""
-    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check", "qk": "qk-check"}.get(need, "checks")
+    return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check", "qk": "qk-check",
+            "mlp-signs": "mlp-signs-check"}.get(need, "checks")
 
 
 def best_loss_tiles(state: dict) -> dict:
@@ -466,7 +471,7 @@ def publish(state: dict, cfg: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (st / "session.json").write_text(json.dumps(state, indent=2))
     checks = {}
-    for name in ("checks", "fa4-checks", "mlp-tiles", "loss-check", "qk-check", "fp8-check"):
+    for name in (s["name"] for s in steps({"iters": 0, "equiv_iters": 0}) if s["kind"] == "checks"):
         if (st / f"{name}.json").is_file():
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:

@@ -1,6 +1,6 @@
 """benchmarks/kernel_checks.py's FP8 estimate on the CPU (torch runs float8 _scaled_mm there too): the operand
 layouts and scales that _scaled_mm needs give the bf16 products, and the per-step sums count every call; and its
-loss-kernel sweep and its q/k check under Triton's interpreter."""
+loss-kernel sweep, its q/k check and its MLP_SAVE_SIGNS check under Triton's interpreter."""
 import json
 import os
 import subprocess
@@ -89,6 +89,32 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
         assert all(r.get("close") for r in rows.values()), rows
         best = sweep["best"][which]
         assert best["tile"] == list(rows)[-1] and best["default_tile"] == "16,4" and best["speedup"] > 1
+
+
+_MLP_SIGNS = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+import kernel_checks as kc
+ticks = iter(range(1000))
+print(json.dumps(kc.check_mlp_signs(m=48, device="cpu", timer=lambda fn: (fn(), 100.0 - next(ticks))[1])))
+"""
+
+
+@needs_triton
+def test_mlp_signs_check_compares_both_forms_of_the_fused_mlp():
+    """benchmarks/kernel_checks.py's MLP_SAVE_SIGNS check on the CPU (Triton's interpreter, 48 tokens at the record's
+    widths): post bit for bit, the kernel's signs those of its pre, dPre and the compiled op's output and gradients
+    within bf16 rounding of keeping pre, and each timing taken (here by a timer that counts down)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _MLP_SIGNS, str(Path(kc.__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["ok"] and res["post_bitwise_equal"] and res["signs_equal"], res
+    assert res["dpre_rel_err"] < 2e-2 and set(res["rel_err"]) == {"out", "dx", "dw_up", "dw_down"}
+    assert max(res["rel_err"].values()) < 2e-2 and 0 < res["rel_err"]["dx"]  # the rounding differs, within bf16's
+    assert res["ms"] == {"up_pre": 100.0, "up_signs": 99.0, "grad_pre": 98.0, "grad_signs": 97.0}
+    assert res["ms_fwd_bwd"] == {"pre": 96.0, "signs": 95.0}
 
 
 def test_cu_padded_keeps_the_sequences_and_sets_the_trailing_empty_ones():

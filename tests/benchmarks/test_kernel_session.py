@@ -37,13 +37,13 @@ def test_every_training_configuration_names_each_kernel_setting():
     """So that a change of the trainer's defaults (auto) leaves the reference and the single changes as measured."""
     for step in ks.steps(CFG):
         if step["kind"] == "train":
-            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "ATTN_CU_TRIM"} <= step["env"].keys(), \
-                step["name"]
+            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "ATTN_CU_TRIM",
+                    "MLP_SAVE_SIGNS"} <= step["env"].keys(), step["name"]
     env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
     assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
-                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0"}
+                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
     assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
-                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1"}
+                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0"}
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -95,14 +95,20 @@ def test_an_autotuned_compile_is_estimated_as_a_cold_one():
     assert ks.estimate(plan["bytes"], state) > 248.6 + ks.estimate(plan["profile"], state) - 1
 
 
-def test_publish_brings_back_the_profile_and_the_byte_counts(tmp_path):
+def test_publish_brings_back_the_profile_the_byte_counts_and_every_check(tmp_path):
     state_dir, out = tmp_path / "state", tmp_path / "out"
     state_dir.mkdir()
     (state_dir / "profile.json").write_text('{"phases": {}}')
     (state_dir / "bytes.json").write_text('{"phases": {"loop": {"inductor_bytes": {}}}}')
+    checks = [s["name"] for s in ks.steps(CFG) if s["kind"] == "checks"]
+    for name in checks:
+        (state_dir / f"{name}.json").write_text(json.dumps({"ok": True, "step": name}))
     ks.publish({"steps": {}}, {"out": out, "state": state_dir, "name": "s8"})
     assert json.loads((out / "s8-bytes.json").read_text())["phases"]["loop"] == {"inductor_bytes": {}}
     assert (out / "s8-profile.json").is_file() and (out / "s8-session.tar.gz").is_file()
+    # one file for all the checks, the twelfth session's mlp-signs-check among them
+    assert "mlp-signs-check" in checks and json.loads((out / "s8-checks.json").read_text()) == {
+        name: {"ok": True, "step": name} for name in checks}
 
 
 def write_losses(state: Path, name: str, losses: list[float]) -> None:
@@ -162,6 +168,7 @@ def test_a_candidate_inside_the_ops_that_is_no_loss_form_keeps_default_launches(
     `next` is default with it alone, on default's graphs (a warm compile), at default's launches even where the
     loss sweep found faster ones, gated by the fa4 check; next-equiv replaces default-equiv."""
     monkeypatch.setattr(ks, "PENDING", {"ATTN_CU_TRIM": "0"})
+    monkeypatch.setattr(ks, "PENDING_NEEDS", [])
     monkeypatch.setattr(ks, "PENDING_IN_OPS", True)
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert plan["next"]["env"] == {**plan["default"]["env"], "ATTN_CU_TRIM": "0"}
@@ -188,3 +195,15 @@ def test_the_fused_qk_norm_is_part_of_the_default_after_its_check(monkeypatch):
         assert plan[name]["env"]["QK_KERNEL"] == "plain", name
     for name in ("default", "default-equiv", "tiled", "profile", "bytes", "tuned", "gemm"):
         assert plan[name]["env"]["QK_KERNEL"] == "triton" and "qk" in plan[name]["needs"], name
+
+
+def test_the_mlp_signs_candidate_compiles_new_graphs_after_its_check():
+    """The twelfth session's candidate (MLP_SAVE_SIGNS=1): `next` is default with it, gated by the mlp-signs check
+    (kernel_checks.py mlp-signs), which FIRST puts before it; the op saves a uint8 tensor instead of pre, so the
+    compiled graphs change and `next` compiles its own instead of reusing default's."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["next"]["env"] == {**plan["default"]["env"], "MLP_SAVE_SIGNS": "1"}
+    assert ks.check_source("mlp-signs") == "mlp-signs-check" and plan["mlp-signs-check"]["only"] == "mlp-signs"
+    assert "same_graphs_as" not in plan["next"] and plan["next-equiv"]["same_graphs_as"] == "next"
+    assert names("baseline,mlp-signs-check,next")[:6] == ["baseline", "mlp-signs-check", "fa4-checks", "loss-check",
+                                                          "qk-check", "next"]

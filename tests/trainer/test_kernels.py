@@ -37,15 +37,17 @@ def _mlp_inputs(dtype, M=37, K=32, N=128, seed=0):
 
 @pytest.fixture
 def mlp_kernel(tg):
-    """Select an MLP kernel for one test and restore the plain path after it."""
-    yield lambda name: tg.select_mlp_kernel(torch.device("cpu"), name)
+    """Select an MLP kernel (and MLP_SAVE_SIGNS) for one test and restore the plain path after it."""
+    yield lambda name, signs=False: tg.select_mlp_kernel(torch.device("cpu"), name, save_signs=signs)
     tg.select_mlp_kernel(torch.device("cpu"), "plain")
 
 
+@pytest.mark.parametrize("signs", [False, True], ids=["pre", "signs"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-def test_fused_mlp_torch_fallback_matches_reference(tg, mlp_kernel, dtype, tol):
-    """Output and all three gradients of golf::mlp_fused (torch math inside) equal the plain ops'."""
-    assert mlp_kernel("torch") == "torch"
+def test_fused_mlp_torch_fallback_matches_reference(tg, mlp_kernel, dtype, tol, signs):
+    """Output and all three gradients of golf::mlp_fused (torch math inside) equal the plain ops', whether the
+    backward gets pre or, with MLP_SAVE_SIGNS, post and pre's signs (phi'(pre) = 2 sqrt(post) or -sqrt(post))."""
+    assert mlp_kernel("torch", signs) == "torch"
     x, w_up, w_down = _mlp_inputs(dtype)
     g = torch.randn(x.size(0), w_down.size(0)).to(dtype)
     out = tg.fused_mlp(x, w_up, w_down)
@@ -59,16 +61,29 @@ def test_fused_mlp_torch_fallback_matches_reference(tg, mlp_kernel, dtype, tol):
         assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max()
 
 
-def test_fused_mlp_traces_under_fullgraph_compile(tg, mlp_kernel):
-    """torch.compile(fullgraph=True) goes through the custom ops (fake impls, autograd formula) without a
-    graph break, and the compiled gradients equal the eager ones."""
-    mlp_kernel("torch")
+@pytest.mark.parametrize("signs", [False, True], ids=["pre", "signs"])
+def test_fused_mlp_traces_under_fullgraph_compile(tg, mlp_kernel, signs):
+    """torch.compile(fullgraph=True) goes through the custom ops (fake impls, autograd formula; with
+    MLP_SAVE_SIGNS a uint8 saved tensor) without a graph break, and the compiled gradients equal the eager ones."""
+    mlp_kernel("torch", signs)
     x, w_up, w_down = _mlp_inputs(torch.float32, M=24)
     fn = torch.compile(lambda a, u, d: tg.fused_mlp(a[None], u, d).sum(), fullgraph=True, backend="aot_eager")
     grads = torch.autograd.grad(fn(x, w_up, w_down), (x, w_up, w_down))
     ref = torch.autograd.grad(_reference_mlp(x, w_up, w_down).sum(), (x, w_up, w_down))
     for a, b in zip(grads, ref):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_signs_pack_eight_columns_to_a_byte(tg):
+    """pack_signs: bit c % 8 of byte c // 8 in each row says pre[m, c] > 0 (zero counts as not positive), a
+    ragged last byte padded with zeros; unpack_signs reads back exactly the booleans."""
+    pre = torch.tensor([[1.0, -1.0, 0.0, 2.0, -0.5, 3.0, 4.0, -2.0, 5.0, -1.0, 0.5],
+                        [-1.0] * 10 + [1.0]])
+    signs = tg.pack_signs(pre)
+    assert signs.dtype == torch.uint8 and signs.tolist() == [[0b01101001, 0b101], [0, 0b100]]
+    pre = torch.randn(37, 2048, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tg.unpack_signs(tg.pack_signs(pre), 2048), pre > 0)
+    assert tg.pack_signs(pre).shape == (37, 256)  # a sixteenth of pre's bf16 bytes
 
 
 def test_model_training_step_same_with_fused_mlp(tg, mlp_kernel):
@@ -144,10 +159,17 @@ for dtype in (torch.float32, torch.bfloat16):
         assert tg._mlp_tiles(N, K) is not None
         pre, post = tg._up_act_triton(x, w)
         pre_r, post_r = tg._up_act_torch(x, w)
-        d, d_r = tg._act_grad_triton(g, wd, pre_r), tg._act_grad_torch(g, wd, pre_r)
+        d, d_r = tg._act_grad_triton(g, wd, pre_r, post_r), tg._act_grad_torch(g, wd, pre_r, post_r)
         assert pre.dtype == post.dtype == d.dtype == dtype
         res.setdefault(str(dtype), []).append(
             [float((a.float() - b.float()).abs().max() / b.float().abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
+        # MLP_SAVE_SIGNS: the same post, pre's signs bit for bit, dPre from post and the signs as the torch math has it
+        signs, post_s = tg._up_act_triton(x, w, True)
+        signs_r = tg._up_act_torch(x, w, True)[0]
+        assert signs.dtype == torch.uint8 and signs.shape == (M, N // 8) and torch.equal(signs, signs_r), (M, N, K)
+        assert torch.equal(post_s, post), (M, N, K)
+        d_s, d_s_r = tg._act_grad_triton(g, wd, signs_r, post_r, True), tg._act_grad_torch(g, wd, signs_r, post_r, True)
+        res[str(dtype)].append([float((d_s.float() - d_s_r.float()).abs().max() / d_s_r.float().abs().max())])
 # MLP_TILE_UP / MLP_TILE_GRAD: other tiles, warps and stages for each kernel, on a ragged M that spans two row tiles;
 # then the persistent kernels, where 3 programs walk 16 tiles (ragged last row tile, two K tiles, half-tile stores)
 for up, grad in (("64,128,32,2,4,4", "32,64,64,1,4,2"), ("32,64,32,2,4,2,1", "32,64,64,1,4,3,1")):
@@ -158,15 +180,16 @@ for up, grad in (("64,128,32,2,4,4", "32,64,64,1,4,2"), ("32,64,32,2,4,2,1", "32
     x = torch.randn(100, 128); w = torch.randn(256, 128) / 128 ** 0.5; wd = torch.randn(128, 256) / 16; g = torch.randn(100, 128)
     pre, post = tg._up_act_triton(x, w)
     pre_r, post_r = tg._up_act_torch(x, w)
-    d, d_r = tg._act_grad_triton(g, wd, pre_r), tg._act_grad_torch(g, wd, pre_r)
+    d, d_r = tg._act_grad_triton(g, wd, pre_r, post_r), tg._act_grad_torch(g, wd, pre_r, post_r)
     res["torch.float32"].append([float((a - b).abs().max() / b.abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
     xb, wb, wdb, gb = (t.bfloat16() for t in (x, w, wd, g))
     pre, post = tg._up_act_triton(xb, wb)
     pre_r, post_r = tg._up_act_torch(xb, wb)
-    d, d_r = tg._act_grad_triton(gb, wdb, pre_r), tg._act_grad_torch(gb, wdb, pre_r)
+    d, d_r = tg._act_grad_triton(gb, wdb, pre_r, post_r), tg._act_grad_torch(gb, wdb, pre_r, post_r)
     res["torch.bfloat16"].append([float((a.float() - b.float()).abs().max() / b.float().abs().max()) for a, b in ((pre, pre_r), (post, post_r), (d, d_r))])
 # the persistent kernels, one and two programs per SM, against the pointer kernels at the same tiles: the same dots
-# in the same order, bit for bit; each persistent launch asks for its programs per SM
+# in the same order, bit for bit, pre's signs and the dPre made from them too; each persistent launch asks for its
+# programs per SM
 real_programs, per_sm = tg._mlp_programs, []
 tg._mlp_programs = lambda device, tiles, n=1: (per_sm.append(n), real_programs(device, tiles, n))[1]
 assert real_programs(torch.device("cpu"), 100, 2) == 6 and real_programs(torch.device("cpu"), 4, 2) == 4
@@ -176,9 +199,10 @@ for dtype in (torch.float32, torch.bfloat16):
     for spec in ("32,64,32,2,4,3", "32,64,32,2,4,3,1", "32,64,32,2,4,3,2"):
         tg.select_mlp_kernel(torch.device("cpu"), "triton", spec, spec)
         pre, post = tg._up_act_triton(x, w)
-        outs.append((pre, post, tg._act_grad_triton(g, wd, pre)))
+        signs = tg._up_act_triton(x, w, True)[0]
+        outs.append((pre, post, tg._act_grad_triton(g, wd, pre, post), signs, tg._act_grad_triton(g, wd, signs, post, True)))
     assert all(torch.equal(a, b) for ref, other in zip(outs, outs[1:]) for a, b in zip(ref, other)), dtype
-    assert per_sm == [1, 1, 2, 2], per_sm  # up and grad at ,1 then at ,2; the pointer kernels ask nothing
+    assert per_sm == [1, 1, 1, 1, 2, 2, 2, 2], per_sm  # up and grad twice at ,1 then at ,2; the pointer kernels ask nothing
 print(json.dumps(res))
 """
 # Triton's interpreter is what CI runs these kernels with (scripts/ci/setup.sh installs triton); elsewhere it is
@@ -242,8 +266,9 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile, tmp_path):
     aligned pointers and strides as a launch from torch has them. The persistent kernels (seventh value 1 or 2) take
     TMA descriptors of the blocks the launch builds (mlp_descriptor_blocks): their loads and stores must be bulk
     tensor copies; with two programs per SM, two must fit one SM's shared memory and registers (ptxas's count), or
-    the second would wait for the first. A candidate that failed here would cost the sweep a compile error on the
-    lent GPU instead."""
+    the second would wait for the first. Each kernel compiles twice: keeping pre, and with MLP_SAVE_SIGNS (no pre
+    argument; the packed signs by a uint8 pointer). A candidate that failed here would cost the sweep a compile
+    error on the lent GPU instead."""
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -251,19 +276,22 @@ def test_triton_mlp_kernels_compile_for_hopper(tg, tile, tmp_path):
     stage_bytes = 2 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"])  # bf16 A and B tiles
     kernels = {"up": tg._mlp_up_act_persistent, "grad": tg._mlp_act_grad_persistent} if cfg["persistent"] else \
         {"up": tg._mlp_up_act_kernel, "grad": tg._mlp_act_grad_kernel}
-    for which, fn in kernels.items():
-        consts = {"K": 512, "UPCAST": False, "PROGRAMS": 132, **{k: cfg[k] for k in ("BM", "BN", "BK", "GROUP_M")}}
+    for (which, fn), signs in ((kernel, signs) for kernel in kernels.items() for signs in (False, True)):
+        consts = {"K": 512, "UPCAST": False, "PROGRAMS": 132, "SIGNS": signs,
+                  **{k: cfg[k] for k in ("BM", "BN", "BK", "GROUP_M")}}
+        consts.update({"signs_ptr": None} if not signs else {a: None for a in ("pre_desc", "pre_ptr")})
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
         blocks = iter(tg.mlp_descriptor_blocks(which, cfg))
-        sig = {a: f"tensordesc<bf16{next(blocks)}>".replace(" ", "") if a.endswith("_desc") else "*bf16"
-               if a.endswith("_ptr") else "constexpr" if a in consts else "i32" for a in fn.arg_names}
+        sig = {a: "constexpr" if a in consts else f"tensordesc<bf16{next(blocks)}>".replace(" ", "")
+               if a.endswith("_desc") else "*u8" if a == "signs_ptr" else "*bf16" if a.endswith("_ptr") else "i32"
+               for a in fn.arg_names}
         aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
-                   if sig[a] in ("*bf16", "i32") and a not in ("M", "N")}
+                   if sig[a] in ("*bf16", "*u8", "i32") and a not in ("M", "N")}
         src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=aligned)
         k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
         ptx = k.asm["ptx"]
-        assert "wgmma.mma_async" in ptx and "cp.async" in ptx, fn.__name__
+        assert "wgmma.mma_async" in ptx and "cp.async" in ptx, (fn.__name__, signs)
         if cfg["persistent"]:  # TMA loads (Triton 3.6 says shared::cluster, 3.7 shared::cta) and TMA stores
             assert re.search(r"cp\.async\.bulk\.tensor\.2d\.shared::(cta|cluster)\.global", ptx), fn.__name__
             assert "cp.async.bulk.tensor.2d.global.shared::cta" in ptx, fn.__name__
@@ -284,13 +312,14 @@ ids = torch.randint(0, 512, (1, 160))
 cu = torch.tensor([0, 70, 160, 160], dtype=torch.int32)  # 160 rows: one full and one ragged row tile
 m.train()
 res = {}
-for kernel in ("plain", "triton"):
-    assert tg.select_mlp_kernel(torch.device("cpu"), kernel) == kernel
+for kernel, signs in (("plain", False), ("triton", False), ("triton", True)):
+    assert tg.select_mlp_kernel(torch.device("cpu"), kernel, save_signs=signs) == kernel
     m.zero_grad(set_to_none=True)
     loss = m(ids, torch.roll(ids, -1, 1), cu, 96)
     loss.backward()
-    res[kernel] = (loss.detach(), m.mlp_up_bank.grad.clone(), m.mlp_down_bank.grad.clone(), m.qo_bank.grad.clone())
-print(json.dumps([float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(res["triton"], res["plain"])]))
+    res[kernel, signs] = (loss.detach(), m.mlp_up_bank.grad.clone(), m.mlp_down_bank.grad.clone(), m.qo_bank.grad.clone())
+print(json.dumps([float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+                  for signs in (False, True) for a, b in zip(res["triton", signs], res["plain", False])]))
 """
 
 
@@ -298,27 +327,34 @@ print(json.dumps([float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) fo
 def test_tiny_model_gradients_same_with_triton_mlp_under_interpreter(tg):
     """The tiny model's training loss and its gradients (both MLP banks, and the attention bank upstream of
     the MLPs) are the same with MLP_KERNEL=triton, under the interpreter, as with the plain ops: the kernels
-    as the model calls them (banks sliced and cast, packed documents, backward through golf::mlp_act_grad)."""
+    as the model calls them (banks sliced and cast, packed documents, backward through golf::mlp_act_grad), keeping
+    pre and keeping its signs (MLP_SAVE_SIGNS)."""
     h = tg.Hyperparameters(TINY)
     assert tg._mlp_tiles(int(h.mlp_mult * h.model_dim), h.model_dim) is not None  # the kernels, not the fallback
     errs = run_interpreted(_MODEL_GRADS, json.dumps(TINY))
-    assert max(errs) < 1e-5, errs  # loss, d mlp_up, d mlp_down, d qo (fp32 on a CPU)
+    assert len(errs) == 8 and max(errs) < 1e-5, errs  # loss, d mlp_up, d mlp_down, d qo (fp32 on a CPU), twice
 
 
 @needs_triton
 def test_trainer_losses_same_with_triton_mlp_under_interpreter(tg, tiny_data, tmp_path):
     """train_gpt.py on the tiny configuration, MLP_KERNEL=triton under Triton's interpreter against
     MLP_KERNEL=plain: the same training loss at every step (priming steps with and without looping included,
-    so both graphs use the kernels). A longer run is benchmarks/kernel_equivalence_cpu.py."""
+    so both graphs use the kernels), keeping pre and keeping its signs (MLP_SAVE_SIGNS=1). A longer run is
+    benchmarks/kernel_equivalence_cpu.py."""
     h = tg.Hyperparameters(TINY)
     assert tg._mlp_tiles(int(h.mlp_mult * h.model_dim), h.model_dim) is not None  # the kernels, not the fallback
     run = {"ITERATIONS": "3", "WARMUP_STEPS": "1", "TRAIN_BATCH_TOKENS": "1024"}
     plain = train_losses_until(tiny_data, tmp_path / "plain", {**run, "MLP_KERNEL": "plain"})
-    fused = train_losses_until(tiny_data, tmp_path / "triton", {**run, "MLP_KERNEL": "triton", "TRITON_INTERPRET": "1"})
-    assert "mlp_kernel:triton" in (tmp_path / "triton" / "stdout.txt").read_text().splitlines()
-    assert sorted(fused) == sorted(plain) == [1, 2, 3]
-    for step in plain:  # fp32 on a CPU: only the order of the sums differs; losses are logged to 4 decimals
-        assert abs(fused[step] - plain[step]) <= 2e-4, (step, fused, plain)
+    assert sorted(plain) == [1, 2, 3]
+    for signs in ("0", "1"):
+        out = tmp_path / f"triton-signs{signs}"
+        fused = train_losses_until(tiny_data, out, {**run, "MLP_KERNEL": "triton", "TRITON_INTERPRET": "1",
+                                                    "MLP_SAVE_SIGNS": signs})
+        log = (out / "stdout.txt").read_text().splitlines()
+        assert "mlp_kernel:triton" in log and f"mlp_save_signs:{signs}" in log
+        assert sorted(fused) == sorted(plain)
+        for step in plain:  # fp32 on a CPU: only the order of the sums differs; losses are logged to 4 decimals
+            assert abs(fused[step] - plain[step]) <= 2e-4, (signs, step, fused, plain)
 
 
 @pytest.fixture
