@@ -27,16 +27,32 @@ def test_fp8_estimate_matches_bf16_and_counts_every_matmul_of_a_step():
     assert total["saved_ms"] == -calls and total["saved_ms_casts_fused"] == -calls / 3
 
 
-_SWEEP = """
+# Each interpreted body gets kernel_checks as kc and `countdown`, a timer that runs the function and says each call
+# was faster than the one before (100.0, 99.0, ...)
+_PRELUDE = """
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
 import kernel_checks as kc
+ticks = iter(range(1000))
+countdown = lambda fn: (fn(), 100.0 - next(ticks))[1]
+"""
+
+
+def interpreted(body: str) -> dict:
+    """Runs _PRELUDE + `body` in a fresh process under Triton's CPU interpreter (TRITON_INTERPRET=1, read when the
+    kernels are decorated); returns the JSON its last line of output holds."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _PRELUDE + body, str(Path(kc.__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_SWEEP = """
 torch.manual_seed(0)
 x = (4 * torch.randn(8, 1024)).to(torch.bfloat16)
 y = torch.randint(0, 1024, (8,))
-ticks = iter(range(1000))
-res = kc.loss_kernel_sweep(x, y, timer=lambda fn: (fn(), 100.0 - next(ticks))[1])
-print(json.dumps(res))
+print(json.dumps(kc.loss_kernel_sweep(x, y, timer=countdown)))
 """
 
 
@@ -45,11 +61,7 @@ def test_loss_kernel_sweep_checks_every_launch_against_the_built_in_one():
     """benchmarks/kernel_checks.py's loss sweep, run on the CPU by Triton's interpreter at a small shape (tiles wider
     than the vocabulary and taller than the batch among them): every candidate launch of both kernels builds and
     matches the built-in launch's outputs, and `best` is the one the timer called fastest (here the last timed)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _SWEEP, str(Path(kc.__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = interpreted(_SWEEP)
     for which in ("fwd", "bwd"):
         rows = res["candidates"][which]
         assert list(rows) == [",".join(map(str, t)) for t in kc.LOSS_TILE_CANDIDATES[which]]
@@ -60,11 +72,7 @@ def test_loss_kernel_sweep_checks_every_launch_against_the_built_in_one():
 
 
 _QK = """
-import json, sys, torch
-sys.path.insert(0, sys.argv[1])
-import kernel_checks as kc
-ticks = iter(range(1000))
-print(json.dumps(kc.check_qk(m=48, device="cpu", timer=lambda fn: (fn(), 100.0 - next(ticks))[1])))
+print(json.dumps(kc.check_qk(m=48, device="cpu", timer=countdown)))
 """
 
 
@@ -74,11 +82,7 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
     the fused op through torch.compile against the plain ops compiled by Inductor, within bf16 rounding, and every
     candidate launch of both kernels with the built-in launch's outputs; `best` is the one the timer called fastest
     (here the last timed), with its bandwidth from the bytes each kernel must move."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _QK, str(Path(kc.__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = interpreted(_QK)
     assert res["ok"] and set(res["rel_err"]) == {"q", "k", "dq", "dk", "dgain"}, res["rel_err"]
     assert max(res["rel_err"].values()) < 2e-2 and res["ms_fwd_bwd"] == {"plain_inductor": 100.0, "fused_triton": 99.0}
     sweep = res["kernels"]
@@ -92,11 +96,7 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
 
 
 _MLP_SIGNS = """
-import json, sys, torch
-sys.path.insert(0, sys.argv[1])
-import kernel_checks as kc
-ticks = iter(range(1000))
-print(json.dumps(kc.check_mlp_signs(m=48, device="cpu", timer=lambda fn: (fn(), 100.0 - next(ticks))[1])))
+print(json.dumps(kc.check_mlp_signs(m=48, device="cpu", timer=countdown)))
 """
 
 
@@ -105,11 +105,7 @@ def test_mlp_signs_check_compares_both_forms_of_the_fused_mlp():
     """benchmarks/kernel_checks.py's MLP_SAVE_SIGNS check on the CPU (Triton's interpreter, 48 tokens at the record's
     widths): post bit for bit, the kernel's signs those of its pre, dPre and the compiled op's output and gradients
     within bf16 rounding of keeping pre, and each timing taken (here by a timer that counts down)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _MLP_SIGNS, str(Path(kc.__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = interpreted(_MLP_SIGNS)
     assert res["ok"] and res["post_bitwise_equal"] and res["signs_equal"], res
     assert res["dpre_rel_err"] < 2e-2 and set(res["rel_err"]) == {"out", "dx", "dw_up", "dw_down"}
     assert max(res["rel_err"].values()) < 2e-2 and 0 < res["rel_err"]["dx"]  # the rounding differs, within bf16's
