@@ -611,7 +611,9 @@ def load_tokenizer(h: Hyperparameters) -> spm.SentencePieceProcessor:
 # MLP_KERNEL: auto (default: triton on CUDA when importable, else plain), triton, plain (plain ops, Inductor
 # fuses them), torch (the same custom ops with torch math inside: the fallback that runs anywhere). On an H100
 # (benchmarks/results/h100-kernels-1gpu-*.json) the fused pair is 4 % faster than Inductor's MLP (2.36 against
-# 2.46 ms fwd+bwd), with 100 training steps' losses within the run-to-run noise of plain.
+# 2.46 ms fwd+bwd), with 100 training steps' losses within the run-to-run noise of plain. MLP_SAVE_SIGNS=1 keeps
+# pre's signs (a bit per element) instead of pre for the backward: 6 GiB less peak memory on an H100 at the record's
+# shape, but about 1 % slower (the signs' pointer stores and loads), so it is off by default.
 
 try:
     import triton
@@ -3649,13 +3651,15 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
     """Returns (fn(x, y, cu, max_seqlen, reduction='mean') -> loss, compiled?). torch.compile only on CUDA:
     on a CPU it costs more than it saves at the sizes a CPU can train."""
     if device.type == "cuda" and h.compile_enabled:
-        plain = torch.compile(model, dynamic=False, fullgraph=True)
-        if h.num_loops <= 0:
-            return plain, True
-        # Speed only: in the looped graph torch 2.11's mix-order reductions over-fuse the norm backward into two
-        # slow kernels (no cap on their loads, pytorch#179423): off there, looped step -10% (benchmarks/README.md).
+        # Speed only: torch 2.11's mix-order reductions over-fuse a norm backward with per-channel gradients into
+        # slow kernels (no cap on their loads, pytorch#179423): in the looped graph two of them (off: looped step
+        # -10%), and in the plain graph one of 62 ms a step once attend's views removed the select copies
+        # (benchmarks/README.md, twelfth session). The same math, only the order of fp32 sums differs.
         import torch._inductor.config as inductor_config
         opts = {"triton.mix_order_reduction": False} if hasattr(inductor_config.triton, "mix_order_reduction") else None
+        plain = torch.compile(model, dynamic=False, fullgraph=True, options=opts)
+        if h.num_loops <= 0:
+            return plain, True
         looped = torch.compile(model, dynamic=False, fullgraph=True, options=opts)
 
         def model_fn(*args, **kwargs):

@@ -107,10 +107,11 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
 # checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
-# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. Now the
-# twelfth session's: the fused MLP keeps pre's signs, a bit per element, for its backward instead of pre.
-PENDING: dict[str, str] = {"MLP_SAVE_SIGNS": "1"}
-PENDING_NEEDS: list[str] = ["mlp-signs"]
+# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. None now: the
+# twelfth session's (MLP_SAVE_SIGNS=1, pre's signs instead of pre for the fused MLP's backward) was slower and
+# stays an opt-in for memory (benchmarks/README.md).
+PENDING: dict[str, str] = {}
+PENDING_NEEDS: list[str] = []
 # A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
 # eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
 # for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre).
@@ -422,6 +423,9 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
 
 # each against baseline-equiv, step by step
 EQUIV_COMPARED = ("next-equiv", "plain-loss-equiv", "default-equiv", "both-equiv")
+# the steps whose losses an equivalence reads: after any of them the verdicts are made again, so that one comes out
+# whichever of its steps runs last (the twelfth session ran baseline-equiv after next-equiv, and got none)
+EQUIV_INPUTS = (*EQUIV_COMPARED, "baseline-equiv", "baseline-noise")
 
 
 def equivalence(cfg: dict, compared: str) -> dict | None:
@@ -524,6 +528,13 @@ def defer(state: dict, call: dict, step: dict, why: str) -> None:
         state["steps"][step["name"]] = {"status": "deferred", "kind": step["kind"], "reason": why}
 
 
+def after_step(name: str, state: dict, cfg: dict) -> None:
+    """The loss verdicts that step `name` may complete (whichever of their steps ran last), then OUT brought up to date."""
+    if name in EQUIV_INPUTS:
+        record_equivalence(state, cfg)
+    publish(state, cfg)
+
+
 def main() -> None:
     cfg = config()
     t_start = time.monotonic()
@@ -555,10 +566,9 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "loss_kernel", "qk_kernel") if k in r), flush=True)
-        if name in (*EQUIV_COMPARED, "baseline-noise"):
-            record_equivalence(state, cfg)
-        publish(state, cfg)
+                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel") if k in r),
+              flush=True)
+        after_step(name, state, cfg)
     call["wall_s"] = round(time.monotonic() - t_start, 1)
     publish(state, cfg)
     summary = {n: {k: s.get(k) for k in ("status", "wall_s", "estimated_s", "reason")} for n, s in state["steps"].items()}

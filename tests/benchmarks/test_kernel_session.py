@@ -141,6 +141,21 @@ def test_equivalence_needs_every_step_and_prefers_this_sessions_noise(tmp_path):
     assert res["noise_floor"]["source"] == "baseline-noise (this session)" and res["within_noise"] is False
 
 
+def test_the_verdict_comes_out_whichever_of_its_steps_ends_last(tmp_path):
+    """The twelfth session ran baseline-equiv after next-equiv: the verdict is made when the reference ends too, into
+    the session state and the compared configuration's own file, which OUT then holds."""
+    base = [4.0 - 0.03 * i for i in range(100)]
+    write_losses(tmp_path, "next-equiv", [b + 0.004 for b in base])
+    cfg = {"state": tmp_path, "name": "s", "equiv_iters": 100, "out": tmp_path / "out"}
+    state = {"steps": {}}
+    ks.after_step("next-equiv", state, cfg)
+    assert state["equivalence"] == {}  # no reference yet
+    write_losses(tmp_path, "baseline-equiv", base)
+    ks.after_step("baseline-equiv", state, cfg)
+    assert state["equivalence"]["next-equiv"]["diff"]["mean_abs"] == pytest.approx(0.004)
+    assert json.loads((tmp_path / "out" / "s-configs.json").read_text())["next-equiv"]["equivalence"]["within_noise"]
+
+
 def test_a_candidate_inside_the_ops_reuses_default_graphs_and_the_sweeps_fastest_loss_tiles(monkeypatch):
     """A candidate read when the ops run (the ninth session's: a form of the loss kernels) leaves the graphs as they
     are, so `next` is default's graphs (a warm compile once default ran) and runs, with next-equiv and the profile,
@@ -197,10 +212,12 @@ def test_the_fused_qk_norm_is_part_of_the_default_after_its_check(monkeypatch):
         assert plan[name]["env"]["QK_KERNEL"] == "triton" and "qk" in plan[name]["needs"], name
 
 
-def test_the_mlp_signs_candidate_compiles_new_graphs_after_its_check():
+def test_the_mlp_signs_candidate_compiles_new_graphs_after_its_check(monkeypatch):
     """The twelfth session's candidate (MLP_SAVE_SIGNS=1): `next` is default with it, gated by the mlp-signs check
     (kernel_checks.py mlp-signs), which FIRST puts before it; the op saves a uint8 tensor instead of pre, so the
     compiled graphs change and `next` compiles its own instead of reusing default's."""
+    monkeypatch.setattr(ks, "PENDING", {"MLP_SAVE_SIGNS": "1"})
+    monkeypatch.setattr(ks, "PENDING_NEEDS", ["mlp-signs"])
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert plan["next"]["env"] == {**plan["default"]["env"], "MLP_SAVE_SIGNS": "1"}
     assert ks.check_source("mlp-signs") == "mlp-signs-check" and plan["mlp-signs-check"]["only"] == "mlp-signs"
