@@ -822,6 +822,7 @@ if triton is not None:
     @triton.jit
     def _up_act_half(h, pre_desc, post_desc, signs_ptr, om, on, M, N, BM: tl.constexpr, W: tl.constexpr,
                      SIGNS: tl.constexpr):
+        """One half tile's epilogue of the forward: post, and pre or (SIGNS) its signs."""
         if SIGNS:
             _store_signs(signs_ptr, h, om + tl.arange(0, BM), on, M, N, BM, W)
         else:
@@ -830,6 +831,7 @@ if triton is not None:
 
     @triton.jit
     def _act_grad_half(h, act_desc, signs_ptr, om, on, M, N, BM: tl.constexpr, W: tl.constexpr, SIGNS: tl.constexpr):
+        """One half tile's epilogue of the backward: h ⊙ phi'(pre), from pre or (SIGNS) from post and the signs."""
         act = act_desc.load([om, on]).to(tl.float32)
         if SIGNS:
             return h * _slope_from_post(act, _load_signs(signs_ptr, om + tl.arange(0, BM), on, M, N, BM, W))
