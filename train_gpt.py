@@ -613,7 +613,8 @@ def load_tokenizer(h: Hyperparameters) -> spm.SentencePieceProcessor:
 # (benchmarks/results/h100-kernels-1gpu-*.json) the fused pair is 4 % faster than Inductor's MLP (2.36 against
 # 2.46 ms fwd+bwd), with 100 training steps' losses within the run-to-run noise of plain. MLP_SAVE_SIGNS=1 keeps
 # pre's signs (a bit per element) instead of pre for the backward: 6 GiB less peak memory on an H100 at the record's
-# shape, but about 1 % slower (the signs' pointer stores and loads), so it is off by default.
+# shape, but about 1 % slower (the backward's square roots run on the SFU, in an epilogue nothing overlaps), so it
+# is off by default.
 
 try:
     import triton
