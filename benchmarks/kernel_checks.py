@@ -58,12 +58,17 @@ def fwd_bwd(fn, inputs, g):
     return [out.detach()] + [t.grad.detach().clone() for t in inputs]
 
 
-def check_mlp() -> dict:
+def mlp_inputs(m: int = M, device: str = "cuda") -> tuple[torch.Tensor, ...]:
+    """x (m × D), W_up, W_down (requiring gradients) and dOut at the record's widths, seeded."""
     torch.manual_seed(0)
-    x = torch.randn(M, D, device="cuda", dtype=BF, requires_grad=True)
-    w_up = (torch.randn(HID, D, device="cuda") / D ** 0.5).to(BF).requires_grad_()
-    w_down = (torch.randn(D, HID, device="cuda") / HID ** 0.5).to(BF).requires_grad_()
-    g = torch.randn(M, D, device="cuda", dtype=BF)
+    x = torch.randn(m, D, device=device, dtype=BF, requires_grad=True)
+    w_up = (torch.randn(HID, D, device=device) / D ** 0.5).to(BF).requires_grad_()
+    w_down = (torch.randn(D, HID, device=device) / HID ** 0.5).to(BF).requires_grad_()
+    return x, w_up, w_down, torch.randn(m, D, device=device, dtype=BF)
+
+
+def check_mlp() -> dict:
+    x, w_up, w_down, g = mlp_inputs()
     plain = torch.compile(lambda a, u, d: F.linear(F.leaky_relu(F.linear(a, u), 0.5).square(), d), fullgraph=True)
     T.select_mlp_kernel(torch.device("cuda"), "triton")
     fused = torch.compile(lambda a, u, d: T.fused_mlp(a, u, d), fullgraph=True)
@@ -153,11 +158,7 @@ def check_mlp_signs(m: int = M, device: str = "cuda", timer=bench) -> dict:
     """MLP_SAVE_SIGNS at the record's shape (m tokens) and the default launches: each kernel keeping pre's packed
     signs against keeping pre (ms per call, post bit for bit, the signs those of pre, dPre from post and the signs
     against dPre from pre), then the fused op forward + backward compiled, both ways."""
-    torch.manual_seed(0)
-    x = torch.randn(m, D, device=device, dtype=BF, requires_grad=True)
-    w_up = (torch.randn(HID, D, device=device) / D ** 0.5).to(BF).requires_grad_()
-    w_down = (torch.randn(D, HID, device=device) / HID ** 0.5).to(BF).requires_grad_()
-    g = torch.randn(m, D, device=device, dtype=BF)
+    x, w_up, w_down, g = mlp_inputs(m, device)
     T.select_mlp_kernel(torch.device(device), "triton")
     with torch.no_grad():
         pre, post = T._up_act_triton(x, w_up)
