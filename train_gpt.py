@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import sentencepiece as spm
@@ -157,6 +158,8 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
     ("ATTN_CU_TRIM", bool, True),
+    # ours: the training loop reads each step's loss and stop flag back after launching the next step
+    ("LAGGED_READBACK", bool, False),
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
@@ -2231,8 +2234,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_step(h, model_fn, opt: Optimizers, loader: DocumentPackingLoader) -> float:
-    total = 0.0
+def train_step(h, model_fn, opt: Optimizers, loader: DocumentPackingLoader) -> torch.Tensor:
+    """One optimizer step over h.grad_accum_steps microbatches. Returns the mean training loss on the device:
+    reading it waits for the step, so the caller decides when (StepClock)."""
     losses = []
     for _ in range(h.grad_accum_steps):
         x, y, cu, cu_used = loader.next_batch()
@@ -2240,8 +2244,91 @@ def train_step(h, model_fn, opt: Optimizers, loader: DocumentPackingLoader) -> f
         (loss / h.grad_accum_steps).backward()
         losses.append(loss.detach())
     opt.step()
-    total = torch.stack(losses).float().mean().item()
-    return total
+    return torch.stack(losses).float().mean()
+
+
+class Launched(NamedTuple):
+    """A training step the host has launched: its number once done, its loss on the device, whether it looped,
+    the host time its launch began, and a CUDA event after its last kernel (None on a CPU)."""
+    step: int
+    loss: torch.Tensor
+    looping: bool
+    at: float
+    done: object
+
+
+def launched(step: int, loss: torch.Tensor, looping: bool, at: float, device: torch.device) -> Launched:
+    done = None
+    if device.type == "cuda":
+        done = torch.cuda.Event()
+        done.record()
+    return Launched(step, loss, looping, at, done)
+
+
+class StepClock:
+    """The host's side of each training step, done when its loss is read back: training time, tokens and seconds
+    before and with looping, the wall-clock stop (agreed by every rank) and the train_loss line.
+
+    The record's loop reads each step back as soon as it has launched it (LAGGED_READBACK=0): the host waits for
+    the GPU, and the GPU then waits while the host prepares and launches the next step. Lagged, step N is read
+    back once step N+1 is launched, so the GPU has a step queued while the host waits. The stop is then decided
+    for the step in flight: it is the last if it will end past the cap, by the last step's duration (or has, if
+    the GPU is done with it), and every rank's flag goes through a CPU (gloo) all-reduce that does not wait for
+    the GPU. The schedule's fraction of the time is read when a step is launched, up to a step ahead of the GPU."""
+
+    def __init__(self, h, device: torch.device, world: int, max_ms: float | None, log0):
+        self.h, self.device, self.world, self.max_ms, self.log0 = h, device, world, max_ms, log0
+        self.lagged = h.lagged_readback
+        self.flags = None  # the process group of the lagged stop flag (None: the default group)
+        if self.lagged and world > 1 and dist.get_backend() == "nccl":
+            self.flags = dist.new_group(backend="gloo")
+        self.training_ms, self.t0 = 0.0, None
+        self.done_at, self.step_s = None, 0.0  # when the last step read back was seen done, and its duration
+        self.stop_after = None
+        self.tokens = {"pre": [0, 0.0], "loop": [0, 0.0]}
+
+    def resume(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def pause(self) -> None:
+        self.training_ms += 1000.0 * (time.perf_counter() - self.t0)
+
+    def elapsed_ms(self, now: float | None = None) -> float:
+        return self.training_ms + 1000.0 * ((time.perf_counter() if now is None else now) - self.t0)
+
+    def finish(self, run: Launched, ahead: Launched | None) -> None:
+        """Reads `run` back (waiting for it) and accounts for it; ahead: the step launched after it, if any."""
+        if run.done is not None:
+            run.done.synchronize()
+        loss = run.loss.item()
+        now = time.perf_counter()
+        start = run.at if self.done_at is None else max(run.at, self.done_at)
+        self.done_at, self.step_s = now, now - start
+        bucket = self.tokens["loop" if run.looping else "pre"]
+        bucket[0] += self.h.train_batch_tokens
+        bucket[1] += self.step_s
+        approx_ms = self.elapsed_ms(now)
+        # when the step launched after this one will end: in a step's time if the GPU is still on it; now if it is
+        # done (on a CPU every step is done once launched)
+        running = ahead is not None and ahead.done is not None and not ahead.done.query()
+        ends_ms = approx_ms + (1000.0 * self.step_s if running else 0.0)
+        reached = self._agree(self.max_ms is not None and ends_ms >= self.max_ms)
+        if reached and self.stop_after is None:
+            self.stop_after = run.step + (1 if ahead is not None else 0)
+        step, h = run.step, self.h
+        if step <= 5 or (h.train_log_every > 0 and step % h.train_log_every == 0) or self.stop_after == step:
+            tps = step * h.train_batch_tokens / max(approx_ms / 1000.0, 1e-9)
+            self.log0(f"{step}/{h.iterations} train_loss: {loss:.4f} train_time: {approx_ms / 60000:.1f}m "
+                      f"tok/s: {tps:.0f}")
+
+    def _agree(self, reached: bool) -> bool:
+        """The stop flag, MAX over the ranks, so that every rank stops after the same step."""
+        if self.world == 1:
+            return reached
+        on_host = self.lagged  # a CPU tensor: gloo, the default group on a CPU run, else self.flags
+        flag = torch.tensor(int(reached), device="cpu" if on_host else self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.flags if on_host else None)
+        return bool(flag.item())
 
 
 def warmup_list_str(xs) -> str:
@@ -2320,29 +2407,38 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     priming_s = time.perf_counter() - tp
     loader = make_loader()
     ema = EMA(base_model, h.ema_decay)
-    training_ms = 0.0
-    stop_after = None
+    clock = StepClock(h, device, world, max_ms, log0)
+    log0(f"lagged_readback:{int(clock.lagged)}")
+    inflight = None  # the step launched and not yet read back (lagged)
     step = 0
     sync(device)
-    t0 = t_first = time.perf_counter()
-    loop_tokens = {"pre": [0, 0.0], "loop": [0, 0.0]}
+    t_first = time.perf_counter()
+    clock.resume()
+
+    def ended() -> bool:
+        return step == h.iterations or (clock.stop_after is not None and step >= clock.stop_after)
+
     while True:
-        last = step == h.iterations or (stop_after is not None and step >= stop_after)
+        last = ended()
         if last or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
+            if inflight is not None:  # its readback may set the stop
+                clock.finish(inflight, ahead=None)
+                inflight = None
+                last = ended()
             sync(device)
-            training_ms += 1000.0 * (time.perf_counter() - t0)
+            clock.pause()
             base_model.eval()
             vl, vb = eval_plain(h, base_model, val_tokens, tables, rank, world, device)
             base_model.train()
             log0(f"{step}/{h.iterations} val_loss: {vl:.4f} val_bpb: {vb:.4f}")
             sync(device)
-            t0 = time.perf_counter()
+            clock.resume()
         if last:
-            if stop_after is not None and step < h.iterations:
-                log0(f"stopping_early: wallclock_cap train_time: {training_ms:.0f}ms step: {step}/{h.iterations}")
+            if clock.stop_after is not None and step < h.iterations:
+                log0(f"stopping_early: wallclock_cap train_time: {clock.training_ms:.0f}ms "
+                     f"step: {step}/{h.iterations}")
             break
-        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
-        frac = elapsed_ms / max_ms if max_ms else step / max(h.iterations, 1)
+        frac = clock.elapsed_ms() / max_ms if max_ms else step / max(h.iterations, 1)
         if h.num_loops > 0 and not base_model.looping and frac >= h.enable_looping_at:
             base_model.looping = True
             enc, dec = base_model.schedule()
@@ -2353,25 +2449,15 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
         loss = train_step(h, model_fn, opt, loader)
         step += 1
         ema.update()
-        sync(device)
-        bucket = loop_tokens["loop" if base_model.looping else "pre"]
-        bucket[0] += h.train_batch_tokens
-        bucket[1] += time.perf_counter() - ts
-        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
-        reached = max_ms is not None and approx_ms >= max_ms
-        if world > 1:
-            flag = torch.tensor(int(reached), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            reached = bool(flag.item())
-        if reached and stop_after is None:
-            stop_after = step
-        if step <= 5 or (h.train_log_every > 0 and step % h.train_log_every == 0) or stop_after == step:
-            tps = step * h.train_batch_tokens / max(approx_ms / 1000.0, 1e-9)
-            log0(f"{step}/{h.iterations} train_loss: {loss:.4f} train_time: {approx_ms / 60000:.1f}m tok/s: {tps:.0f}")
-    stats = training_stats({"steps": step, "train_time_ms": training_ms,
-                            "stopped_early": stop_after is not None and stop_after < h.iterations,
-                            "tokens_per_s": step * h.train_batch_tokens / max(training_ms / 1000.0, 1e-9),
-                            "priming_s": priming_s, "first_step_at": t_first}, loop_tokens, device, log0)
+        run = launched(step, loss, base_model.looping, ts, device)
+        if clock.lagged:
+            run, inflight = inflight, run
+        if run is not None:
+            clock.finish(run, ahead=inflight)
+    stats = training_stats({"steps": step, "train_time_ms": clock.training_ms,
+                            "stopped_early": clock.stop_after is not None and clock.stop_after < h.iterations,
+                            "tokens_per_s": step * h.train_batch_tokens / max(clock.training_ms / 1000.0, 1e-9),
+                            "priming_s": priming_s, "first_step_at": t_first}, clock.tokens, device, log0)
     log0("ema:applying EMA weights")
     ema.apply_to(base_model)
     return stats

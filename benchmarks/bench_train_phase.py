@@ -93,7 +93,7 @@ def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
     if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)", line):
         res["losses"][m.group(1)] = float(m.group(2))
         res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
-    elif m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel):(\S+)",
+    elif m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel|lagged_readback):(\S+)",
                        line):
         res[m.group(1)] = m.group(2)
     elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):

@@ -107,15 +107,18 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
 # checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
-# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. None now: the
-# twelfth session's (MLP_SAVE_SIGNS=1, pre's signs instead of pre for the fused MLP's backward) was slower and
-# stays an opt-in for memory (benchmarks/README.md).
-PENDING: dict[str, str] = {}
+# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. Pending since
+# the thirteenth session: the training loop reading each step back after launching the next (LAGGED_READBACK=1), for
+# the GPU's idle time while the host starts a step (11.7 ms of a step before looping in that session's profile).
+# It changes the loop, not the kernels: the profile (profile_step.py, its own loop) reads every step back as the
+# record does, so it still shows that idle time, and `next` against `default` measures what the lag buys.
+PENDING: dict[str, str] = {"LAGGED_READBACK": "1"}
 PENDING_NEEDS: list[str] = []
 # A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
 # eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
-# for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre).
-PENDING_IN_OPS = False
+# for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre). The
+# thirteenth's changes the training loop around the graphs: no graph either.
+PENDING_IN_OPS = True
 # A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
 # check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
 PENDING_LOSS_TILES = False
@@ -126,13 +129,13 @@ def steps(cfg: dict) -> list[dict]:
     # Every configuration names each kernel setting, so that a change of the trainer's defaults (auto) leaves
     # the reference and the single changes as they were measured in earlier sessions
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain",
-             "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
+             "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0", "LAGGED_READBACK": "0"}  # the record's loop too
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
     # q/k norm since the tenth's, the cu_seqlens cut since the eleventh's)
     default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1",
-               "MLP_SAVE_SIGNS": "0", **loss}
+               "MLP_SAVE_SIGNS": "0", "LAGGED_READBACK": "0", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm
@@ -566,7 +569,8 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel") if k in r),
+                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel", "lagged_readback")
+                  if k in r),
               flush=True)
         after_step(name, state, cfg)
     call["wall_s"] = round(time.monotonic() - t_start, 1)

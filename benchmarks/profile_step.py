@@ -59,22 +59,22 @@ def copy_gb_per_s(dev: torch.device) -> float:
 
 def profile_phase(h, fn, opt, loader, ema) -> tuple[dict, list]:
     """Two warm-up steps, three timed, one profiled: the phase's figures, and Inductor's kernels as
-    (full name, ms, launches)."""
+    (full name, ms, launches). Each step's loss is read back before the next starts, as in the record's loop."""
     t = time.perf_counter()
     for _ in range(2):
-        T.train_step(h, fn, opt, loader)
+        T.train_step(h, fn, opt, loader).item()
     T.sync(loader.device)
     warm = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(3):
-        T.train_step(h, fn, opt, loader)
+        T.train_step(h, fn, opt, loader).item()
         ema.update()
     T.sync(loader.device)
     step_ms = 1000 * (time.perf_counter() - t) / 3
     on = torch.profiler.ProfilerActivity
     # the GPU's kernels; on a CPU (the tests) the host's ops, which hold no kernel time
     with torch.profiler.profile(activities=[on.CUDA if loader.device.type == "cuda" else on.CPU]) as prof:
-        T.train_step(h, fn, opt, loader)
+        T.train_step(h, fn, opt, loader).item()
         ema.update()
         T.sync(loader.device)
     groups = defaultdict(float)

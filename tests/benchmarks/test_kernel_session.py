@@ -38,12 +38,14 @@ def test_every_training_configuration_names_each_kernel_setting():
     for step in ks.steps(CFG):
         if step["kind"] == "train":
             assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "ATTN_CU_TRIM",
-                    "MLP_SAVE_SIGNS"} <= step["env"].keys(), step["name"]
+                    "MLP_SAVE_SIGNS", "LAGGED_READBACK"} <= step["env"].keys(), step["name"]
     env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
     assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
-                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
+                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0",
+                               "LAGGED_READBACK": "0"}
     assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
-                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0"}
+                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0",
+                              "LAGGED_READBACK": "0"}
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -218,9 +220,23 @@ def test_the_mlp_signs_candidate_compiles_new_graphs_after_its_check(monkeypatch
     compiled graphs change and `next` compiles its own instead of reusing default's."""
     monkeypatch.setattr(ks, "PENDING", {"MLP_SAVE_SIGNS": "1"})
     monkeypatch.setattr(ks, "PENDING_NEEDS", ["mlp-signs"])
+    monkeypatch.setattr(ks, "PENDING_IN_OPS", False)
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert plan["next"]["env"] == {**plan["default"]["env"], "MLP_SAVE_SIGNS": "1"}
     assert ks.check_source("mlp-signs") == "mlp-signs-check" and plan["mlp-signs-check"]["only"] == "mlp-signs"
     assert "same_graphs_as" not in plan["next"] and plan["next-equiv"]["same_graphs_as"] == "next"
     assert names("baseline,mlp-signs-check,next")[:6] == ["baseline", "mlp-signs-check", "fa4-checks", "loss-check",
                                                           "qk-check", "next"]
+
+
+def test_the_lagged_readback_candidate_runs_on_default_graphs_against_the_record_loop():
+    """The thirteenth session's candidate as the module holds it: `next` is default reading each step back a step
+    late, on default's graphs (the loop is not compiled), with no check of its own; the reference keeps the
+    record's loop, which reads every step back at once."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["next"]["env"] == {**plan["default"]["env"], "LAGGED_READBACK": "1"}
+    assert plan["default"]["env"]["LAGGED_READBACK"] == plan["baseline"]["env"]["LAGGED_READBACK"] == "0"
+    assert plan["next"]["same_graphs_as"] == "default" and plan["next-equiv"]["same_graphs_as"] == "next"
+    assert plan["next"]["needs"] == plan["default"]["needs"]
+    assert names("fa4-checks,default,next,profile")[:6] == ["fa4-checks", "loss-check", "qk-check", "default", "next",
+                                                          "profile"]
