@@ -10,7 +10,8 @@
 #        WARMUP, FA4_ROOT (/tmp: the .fa4 parts unpack to FA4_ROOT/fa4site), SMOKE=1 (a CPU run of the whole
 #        chain at tiny sizes; see kernel_session.py), PACK_CACHE=1 (the session's last call: keep PACK_S, 60 s,
 #        to pack the compile cache into OUT for the next session's .kcache; benchmarks/kcache.py)
-#        FIRST (steps to run first, in order: kernel_session.py)
+#        FIRST (steps to run first, in order: kernel_session.py), DATA_LONG (DATA_DIR-long: the FineWeb-length
+#        documents of the -long steps, built if missing)
 set -uo pipefail
 T0=$(date +%s)
 DATA_DIR=${1:?usage: bench_kernels_1gpu.sh DATA_DIR NAME}
@@ -49,6 +50,13 @@ done
 if [ ! -f "$DATA_DIR/manifest.json" ]; then
   "$PY" -m golfrun.data.synthetic "$DATA_DIR" --vocab-size 8192 --train-docs 30000 --val-docs 600 \
     --train-shards 2 --seed 7 || exit 1
+fi
+# Documents of FineWeb's length for the -long steps (about 135 a microbatch; the main data's are six times
+# shorter): built here, in seconds, unless carried.
+export DATA_LONG=${DATA_LONG:-${DATA_DIR%/}-long}
+if [ ! -f "$DATA_LONG/manifest.json" ]; then
+  "$PY" -m golfrun.data.synthetic "$DATA_LONG" --vocab-size 8192 --train-docs 5000 --val-docs 100 \
+    --train-shards 2 --seed 7 --length-scale 6 || echo "no FineWeb-length dataset: the -long steps will be skipped"
 fi
 PACK_S=$([ "${PACK_CACHE:-0}" = 1 ] && echo "${PACK_S:-60}" || echo 0)
 DEADLINE_S=$(( ${CALL_S:-585} - PACK_S - ($(date +%s) - T0) )) "$PY" "$HERE/kernel_session.py" "$DATA_DIR" "$NAME"

@@ -37,6 +37,9 @@ configuration on one GPU, stopped once training has reported its throughput):
                   candidates, default-equiv (default, EQUIV_ITERS steps) stands here
   plain-loss-equiv  plain-loss, EQUIV_ITERS steps: the fused loss's equivalence alone, without flash-attn-4
   baseline-noise  baseline-equiv again: the run-to-run noise floor of the losses and the throughput
+  baseline-long   baseline on documents of FineWeb's length (DATA_LONG, DATA_DIR-long: about 135 a microbatch, the
+                  main data's are six times shorter), ITERS steps: the reference where the record is scored
+  next-long       next (else default: default-long) on the same documents, ITERS steps, if its checks passed
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
@@ -63,7 +66,7 @@ attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json, NAM
 (session.json: every step's status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
-  env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2)
+  env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2) DATA_LONG
        FA4_SITE (/tmp/fa4site) SMOKE=1 (CPU: the tests' tiny model, few steps, requirements not enforced)
        FIRST (step names, comma-separated: run these first, in this order, each after the checks it needs;
        e.g. baseline,both when a session may get one call, which cannot carry flash-attn-4 whole)
@@ -92,6 +95,10 @@ DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0,
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
                 "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
+# A step on the FineWeb-length documents against one on the main data, until measured: about 3.6 times the
+# attention tiles a microbatch (136 sequences of ~720 tokens, causal, against 775 of ~127), attention about a
+# quarter of the record kernels' step. High, so that a -long step does not start where it cannot finish.
+LONG_STEP_FACTOR = 2.0
 TRY_LEFT_S = 200.0  # a "try" step starts with at least this left: a compile of new graphs after the baseline's
 # Loss equivalence on the GPU (bf16, different kernels: different rounding and summation order). Stated
 # before measuring; baseline-noise's difference to baseline-equiv is recorded beside it as the noise floor.
@@ -178,6 +185,11 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "plain-loss-equiv", "kind": "train", "env": {**plain, **loss}, "iters": n_eq,
          "same_graphs_as": "plain-loss", "needs": ["loss"]},
         {"name": "baseline-noise", "kind": "train", "env": plain, "iters": n_eq, "same_graphs_as": "baseline"},
+        # documents of FineWeb's length (about 135 a microbatch of 98,304 tokens, not the main data's 775): the
+        # ratio where the record is scored. Attention does more per token, and flash-attn-4's accumulators carry
+        # less slack; the cu_seqlens padding (512 entries, not 1,024) makes new graphs
+        {"name": "baseline-long", "kind": "train", "env": plain, "iters": n, "data": "long"},
+        {"name": f"{top}-long", "kind": "train", "env": nxt, "iters": n, "data": "long", **top_fast},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
@@ -225,6 +237,8 @@ def config() -> dict:
     smoke = os.environ.get("SMOKE") == "1"
     state = Path(os.environ.get("STATE", "/tmp/kbench"))
     return {"data": sys.argv[1], "name": sys.argv[2], "out": Path(os.environ.get("OUT", "/tmp/bench")),
+            # the FineWeb-length documents of the -long steps (bench_kernels_1gpu.sh builds them there)
+            "data_long": os.environ.get("DATA_LONG", sys.argv[1].rstrip("/") + "-long"),
             "state": state, "deadline_s": float(os.environ.get("DEADLINE_S", "560")),
             "iters": int(os.environ.get("ITERS", "4" if smoke else "24")),
             "equiv_iters": int(os.environ.get("EQUIV_ITERS", "6" if smoke else "100")),
@@ -276,8 +290,9 @@ def estimate(step: dict, state: dict) -> float:
     if own_inductor_config(step):  # autotuning times its kernels afresh: 249 s for `tuned`, not 27
         compile_s = max(compile_s, m["cold_compile_s"])
     half = step["iters"] / 2  # ENABLE_LOOPING_AT=0.5
+    slower = LONG_STEP_FACTOR if step.get("data") == "long" else 1.0
     priming = 2 * m["step_pre_s"] + 2 * m["step_loop_s"]
-    return m["overhead_s"] + compile_s + priming + half * (m["step_pre_s"] + m["step_loop_s"])
+    return m["overhead_s"] + compile_s + slower * (priming + half * (m["step_pre_s"] + m["step_loop_s"]))
 
 
 def own_inductor_config(step: dict) -> bool:
@@ -298,8 +313,9 @@ def may_start(step: dict, est: float, left: float, state: dict) -> bool:
 
 
 def learn(step: dict, res: dict, state: dict, cache: str) -> None:
-    """What a finished configuration tells about the next ones' durations (`cache`: cold, warm or shared)."""
-    if not res.get("complete"):
+    """What a finished configuration tells about the next ones' durations (`cache`: cold, warm or shared). Not
+    the -long steps: other data, other step times."""
+    if not res.get("complete") or step.get("data") == "long":
         return
     m = state["measured"]
     m["step_pre_s"] = res["step_ms_preloop"] / 1000
@@ -313,6 +329,8 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
     """Why a step cannot run at all (this call), or None."""
     if step.get("needs_fa4") and not fa4_ready(cfg):
         return f"flash-attn-4 is not unpacked in {cfg['fa4_site']} (carry the .fa4 parts: benchmarks/README.md)"
+    if step.get("data") == "long" and not (Path(cfg["data_long"]) / "manifest.json").is_file():
+        return f"no FineWeb-length dataset in {cfg['data_long']} (bench_kernels_1gpu.sh builds it)"
     if cfg["smoke"] or waiting_for(step, state):  # a check not run yet defers the step instead
         return None
     for need in step.get("needs", []):
@@ -420,7 +438,8 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
              else "carried (an earlier session's compile cache, .kcache" + (f"; after {', '.join(before)})" if before else ")")
              if cfg["carried"]
              else "cold" if not before else f"shared (after {', '.join(before)}: kernels in common are cached)")
-    return train_phase(cfg["data"], str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"), extra,
+    data = cfg["data_long"] if step.get("data") == "long" else cfg["data"]
+    return train_phase(data, str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"), extra,
                        timeout_s=timeout_s, cache_state=cache, echo=False)
 
 

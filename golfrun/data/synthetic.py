@@ -89,8 +89,9 @@ _FUNCTION = {
 class _Process:
     """The seeded process: a lexicon, topics, and association tables drawn once per seed."""
 
-    def __init__(self, seed: int, lexicon_size: int) -> None:
+    def __init__(self, seed: int, lexicon_size: int, length_scale: int = 1) -> None:
         self.rng = random.Random(seed)
+        self.length_scale = length_scale
         rng = self.rng
         words: set[str] = set()
         lexicon: list[str] = []
@@ -122,7 +123,7 @@ class _Process:
         topic = self.topics[rng.randrange(self.n_topics)]
         title = " ".join(w.capitalize() for w in (self._pick(topic, 4), self._pick(topic, 0)))
         paragraphs = []
-        for _ in range(rng.choice((1, 2, 2, 3))):
+        for _ in range(rng.choice((1, 2, 2, 3)) * self.length_scale):
             sentences = [self._sentence(topic) for _ in range(rng.randint(2, 5))]
             paragraphs.append(" ".join(sentences))
         return title + "\n" + "\n".join(paragraphs)
@@ -189,10 +190,11 @@ def _zipf(n: int, s: float = 1.1) -> list[float]:
     return out
 
 
-def generate_documents(n_docs: int, *, seed: int, vocab_size: int) -> list[str]:
+def generate_documents(n_docs: int, *, seed: int, vocab_size: int, length_scale: int = 1) -> list[str]:
     """`n_docs` documents of the seeded process; the lexicon grows with the vocabulary so BPE has
-    enough distinct words to fill it."""
-    process = _Process(seed, lexicon_size=max(1500, 3 * vocab_size))
+    enough distinct words to fill it. length_scale: each document has that many times the paragraphs
+    (1: about 120 tokens a document at vocabulary 8192; 6: about FineWeb's 720, docs/trainer.md)."""
+    process = _Process(seed, lexicon_size=max(1500, 3 * vocab_size), length_scale=length_scale)
     return [process.document() for _ in range(n_docs)]
 
 
@@ -248,8 +250,9 @@ def _encode(model_path: Path, docs: Sequence[str]) -> np.ndarray:
     return np.insert(flat, starts, BOS_ID)
 
 
-def _params(vocab_size: int, train_docs: int, val_docs: int, train_shards: int, seed: int) -> dict[str, Any]:
-    return {
+def _params(vocab_size: int, train_docs: int, val_docs: int, train_shards: int, seed: int,
+            length_scale: int) -> dict[str, Any]:
+    params = {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "vocab_size": vocab_size,
@@ -258,6 +261,9 @@ def _params(vocab_size: int, train_docs: int, val_docs: int, train_shards: int, 
         "train_shards": train_shards,
         "seed": seed,
     }
+    if length_scale != 1:  # absent at 1, so that datasets built before the setting still match their manifests
+        params["length_scale"] = length_scale
+    return params
 
 
 def _manifest(variant: str, vocab_size: int, params: dict[str, Any], stats: dict[str, int], shard_size: int) -> dict[str, Any]:
@@ -344,26 +350,28 @@ def build_dataset(
     val_docs: int = 400,
     train_shards: int = 2,
     seed: int = 1234,
+    length_scale: int = 1,
     log: Callable[[str], None] | None = None,
 ) -> DatasetInfo:
     """Write (or find already written) a synthetic dataset in the competition's layout under
     `data_dir`; `log` hears why an existing one is rebuilt (a corrupt shard, say)."""
     data_dir = Path(data_dir)
     for name, value, low in (("vocab_size", vocab_size, 262), ("train_docs", train_docs, 1),
-                             ("val_docs", val_docs, 1), ("train_shards", train_shards, 1)):
+                             ("val_docs", val_docs, 1), ("train_shards", train_shards, 1),
+                             ("length_scale", length_scale, 1)):
         if not isinstance(value, int) or value < low:
             raise DataError(f"synthetic dataset: {name} must be an integer >= {low}, got {value!r}")
     if vocab_size > 2**16:
         raise DataError(f"synthetic dataset: vocab_size {vocab_size} does not fit uint16 shards")
     variant = f"sp{vocab_size}"
-    params = _params(vocab_size, train_docs, val_docs, train_shards, seed)
+    params = _params(vocab_size, train_docs, val_docs, train_shards, seed, length_scale)
     found = _existing(data_dir, variant, params)
     if isinstance(found, DatasetInfo):
         return found
     if layout.manifest_path(data_dir).exists() and log is not None:  # a dataset was there: say why it goes
         log(f"synthetic dataset in {data_dir}: rebuilding it, {found}")
 
-    docs = generate_documents(val_docs + train_docs, seed=seed, vocab_size=vocab_size)
+    docs = generate_documents(val_docs + train_docs, seed=seed, vocab_size=vocab_size, length_scale=length_scale)
     val_text, train_text = docs[:val_docs], docs[val_docs:]
 
     tok_path = layout.tokenizer_path(data_dir, variant)
@@ -422,10 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-docs", type=int, default=400)
     parser.add_argument("--train-shards", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--length-scale", type=int, default=1, help="documents this many times longer")
     args = parser.parse_args(argv)
     try:
         info = build_dataset(args.data_dir, vocab_size=args.vocab_size, train_docs=args.train_docs,
-                             val_docs=args.val_docs, train_shards=args.train_shards, seed=args.seed)
+                             val_docs=args.val_docs, train_shards=args.train_shards, seed=args.seed,
+                             length_scale=args.length_scale)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -240,3 +240,30 @@ def test_the_lagged_readback_candidate_runs_on_default_graphs_against_the_record
     assert plan["next"]["needs"] == plan["default"]["needs"]
     assert names("fa4-checks,default,next,profile")[:6] == ["fa4-checks", "loss-check", "qk-check", "default", "next",
                                                           "profile"]
+
+
+def test_long_steps_run_on_the_fineweb_length_data_and_teach_no_step_time(tmp_path, monkeypatch):
+    """baseline-long and the top configuration's -long step train on DATA_LONG (documents of FineWeb's length), are
+    skipped with the reason when it is missing, are estimated with their slower steps, and leave the estimates of
+    the main data's steps alone."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    top = "next" if ks.PENDING else "default"
+    assert plan["baseline-long"]["env"] == plan["baseline"]["env"] and plan[f"{top}-long"]["env"] == plan[top]["env"]
+    assert plan[f"{top}-long"]["needs"] == plan[top]["needs"]
+    cfg = {"data": str(tmp_path / "data"), "data_long": str(tmp_path / "long"), "fa4_site": tmp_path, "smoke": False}
+    state = fresh_state()
+    assert ks.blocked(plan["baseline-long"], state, cfg) == f"no FineWeb-length dataset in {tmp_path / 'long'} " \
+                                                              "(bench_kernels_1gpu.sh builds it)"
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "manifest.json").write_text("{}")
+    assert ks.blocked(plan["baseline-long"], state, cfg) is None and ks.blocked(plan["baseline"], state, cfg) is None
+    assert ks.estimate(plan["baseline-long"], state) > ks.estimate(plan["baseline"], state)
+    res = {"complete": True, "step_ms_preloop": 2000.0, "step_ms_loop": 3000.0, "wall_s": 300.0, "priming_s": 150.0,
+           "compile_s": 100.0}
+    ks.learn(plan["baseline-long"], res, state, "cold")
+    assert state["measured"] == {}
+    seen = {}
+    monkeypatch.setattr(ks, "train_phase", lambda data, *a, **k: seen.setdefault("data", data) and {})
+    ks.run_train(plan["baseline-long"], {**cfg, "warmup": 2, "state": tmp_path, "name": "s", "carried": False},
+                 state, 60.0)
+    assert seen["data"] == str(tmp_path / "long")

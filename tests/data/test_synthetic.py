@@ -166,3 +166,22 @@ def test_vocab_8192(tmp_path: Path) -> None:
     assert info.dataset_dir.name == "fineweb10B_sp8192"
     tokens = np.asarray(read_tokens(info.train_files[0]))
     assert int(tokens.max()) < 8192 and int(tokens.max()) > 4000  # the merges are used
+
+
+def test_length_scale_makes_documents_longer_and_leaves_the_default_alone(built: DatasetInfo, tmp_path: Path) -> None:
+    """length_scale multiplies each document's paragraphs (the benchmarks' FineWeb-length data: 6); at 1 the
+    documents and the manifest are those built before the setting existed, so such datasets still match."""
+    short = generate_documents(200, seed=7, vocab_size=384)
+    assert generate_documents(200, seed=7, vocab_size=384, length_scale=1) == short
+    long = generate_documents(200, seed=7, vocab_size=384, length_scale=6)
+    ratio = sum(map(len, long)) / sum(map(len, short))
+    assert 5 < ratio < 7
+    assert "length_scale" not in layout.load_manifest(built.data_dir)["synthetic"]
+    info = build_dataset(tmp_path, **{**SMALL, "length_scale": 6})
+    assert layout.load_manifest(tmp_path)["synthetic"]["length_scale"] == 6
+    assert info.train_tokens > 4 * built.train_tokens
+
+
+def test_length_scale_below_one_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="length_scale must be an integer >= 1, got 0"):
+        build_dataset(tmp_path, **{**SMALL, "length_scale": 0})
