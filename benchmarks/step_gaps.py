@@ -1,7 +1,7 @@
 """Where a profiled step leaves the GPU idle: the time between one kernel's end and the next one's start.
 
-The twelfth and thirteenth sessions' profiles found 11.7 ms a step before looping (15.0 with it) between the
-step's wall time and the sum of its kernels' times. A gap's neighbours say where it is: between the optimizer's
+The thirteenth session's profile found 11.7 ms a step before looping (15.0 with it) between the step's wall
+time and the sum of its kernels' times. A gap's neighbours say where it is: between the optimizer's
 last kernel and the next microbatch's first, the host preparing the batch; between two of one graph's kernels,
 launches the host did not keep ahead of (each of flash-attn-4's calls runs Python). profile_step.py records
 this for each phase; the rest of the step's idle time (wall time less the span from the first kernel's start to

@@ -193,7 +193,7 @@ def _zipf(n: int, s: float = 1.1) -> list[float]:
 def generate_documents(n_docs: int, *, seed: int, vocab_size: int, length_scale: int = 1) -> list[str]:
     """`n_docs` documents of the seeded process; the lexicon grows with the vocabulary so BPE has
     enough distinct words to fill it. length_scale: each document has that many times the paragraphs
-    (1: about 120 tokens a document at vocabulary 8192; 6: about FineWeb's 720, docs/trainer.md)."""
+    (1: about 127 tokens a document at vocabulary 8192; 6: about 724, FineWeb's length; docs/data.md)."""
     process = _Process(seed, lexicon_size=max(1500, 3 * vocab_size), length_scale=length_scale)
     return [process.document() for _ in range(n_docs)]
 
