@@ -126,6 +126,10 @@ PENDING_NEEDS: list[str] = []
 # for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre). The
 # thirteenth's changes the training loop around the graphs: no graph either.
 PENDING_IN_OPS = True
+# A candidate that applies to the record's kernels too (the thirteenth's changes the loop, not a kernel) also runs
+# as `baseline-next`: baseline with it, on baseline's graphs when PENDING_IN_OPS, and without flash-attn-4, so that
+# the first call of a session (which carries one .fa4 part) measures what the candidate buys.
+PENDING_ON_PLAIN = True
 # A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
 # check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
 PENDING_LOSS_TILES = False
@@ -152,6 +156,9 @@ def steps(cfg: dict) -> list[dict]:
     in_ops = {"same_graphs_as": "default", **tiles_of_top} if PENDING and PENDING_IN_OPS else {}
     top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **top_fast, **in_ops}] \
         if PENDING else []
+    plain_next = [{"name": "baseline-next", "kind": "train", "env": {**plain, **PENDING}, "iters": n,
+                   **({"same_graphs_as": "baseline"} if PENDING_IN_OPS else {})}] \
+        if PENDING and PENDING_ON_PLAIN else []
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
                  **top_fast, **tiles_of_top}
     return [
@@ -160,6 +167,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "baseline", "kind": "train", "env": plain, "iters": n, "try": True},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
+        *plain_next,  # the candidate on the record's kernels: a warm start, no flash-attn-4
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         {"name": "mlp-signs-check", "kind": "checks", "only": "mlp-signs"},  # the same

@@ -242,6 +242,20 @@ def test_the_lagged_readback_candidate_runs_on_default_graphs_against_the_record
                                                           "profile"]
 
 
+def test_a_candidate_that_applies_to_the_record_kernels_also_runs_on_baseline_graphs(monkeypatch):
+    """baseline-next: the record's kernels with the candidate, on baseline's graphs, needing no flash-attn-4, so that
+    a session's first call measures the candidate; absent for a candidate of the fast kernels alone."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["baseline-next"]["env"] == {**plan["baseline"]["env"], "LAGGED_READBACK": "1"}
+    assert plan["baseline-next"]["same_graphs_as"] == "baseline"
+    assert not plan["baseline-next"].get("needs") and not plan["baseline-next"].get("needs_fa4")
+    monkeypatch.setattr(ks, "PENDING_ON_PLAIN", False)
+    assert "baseline-next" not in {s["name"] for s in ks.steps(CFG)}
+    monkeypatch.setattr(ks, "PENDING_ON_PLAIN", True)
+    monkeypatch.setattr(ks, "PENDING", {})
+    assert "baseline-next" not in {s["name"] for s in ks.steps(CFG)}
+
+
 def test_long_steps_run_on_the_fineweb_length_data_and_teach_no_step_time(tmp_path, monkeypatch):
     """baseline-long and the top configuration's -long step train on DATA_LONG (documents of FineWeb's length), are
     skipped with the reason when it is missing, are estimated with their slower steps, and leave the estimates of
