@@ -2257,12 +2257,17 @@ class Launched(NamedTuple):
     done: object
 
 
+def gpu_mark(device: torch.device):
+    """A CUDA event with timing, recorded now on the current stream: a point on the GPU's timeline (None on a CPU)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
 def launched(step: int, loss: torch.Tensor, looping: bool, at: float, device: torch.device) -> Launched:
-    done = None
-    if device.type == "cuda":
-        done = torch.cuda.Event()
-        done.record()
-    return Launched(step, loss, looping, at, done)
+    return Launched(step, loss, looping, at, gpu_mark(device))
 
 
 class StepClock:
@@ -2284,11 +2289,13 @@ class StepClock:
             self.flags = dist.new_group(backend="gloo")
         self.training_ms, self.t0 = 0.0, None
         self.done_at, self.step_s = None, 0.0  # when the last step read back was seen done, and its duration
+        self.mark = None  # on a GPU: where the next step's time starts on its timeline (the resume, a step's end)
         self.stop_after = None
         self.tokens = {"pre": [0, 0.0], "loop": [0, 0.0]}
 
     def resume(self) -> None:
         self.t0 = time.perf_counter()
+        self.mark = gpu_mark(self.device)
 
     def pause(self) -> None:
         self.training_ms += 1000.0 * (time.perf_counter() - self.t0)
@@ -2302,8 +2309,15 @@ class StepClock:
             run.done.synchronize()
         loss = run.loss.item()
         now = time.perf_counter()
-        start = run.at if self.done_at is None else max(run.at, self.done_at)
-        self.done_at, self.step_s = now, now - start
+        if run.done is not None and self.mark is not None:
+            # a step's time on the GPU, from the previous step's end (or the resume) to its own. The host's clock
+            # would not do when lagged: launching step N+1 blocks once the GPU's queue is full, so step N is seen
+            # done about when N+1 is, and each phase's time would hold the next phase's first step (fourteenth
+            # session: 95 ms a step before looping, one looping step, moved from the one phase to the other)
+            self.step_s, self.mark = self.mark.elapsed_time(run.done) / 1000.0, run.done
+        else:
+            self.step_s = now - (run.at if self.done_at is None else max(run.at, self.done_at))
+        self.done_at = now
         bucket = self.tokens["loop" if run.looping else "pre"]
         bucket[0] += self.h.train_batch_tokens
         bucket[1] += self.step_s

@@ -64,6 +64,39 @@ def test_lagged_times_each_step_from_the_previous_ones_end(tg, monkeypatch):
     assert clock.tokens["pre"] == [2 * h.train_batch_tokens, 2.0] and clock.step_s == 1.0
 
 
+class Marked:
+    """A CUDA event with timing at `t` seconds on the GPU's timeline, done."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def synchronize(self):
+        pass
+
+    def query(self):
+        return True
+
+    def elapsed_time(self, end):
+        return 1000.0 * (end.t - self.t)
+
+
+def test_on_a_gpu_each_step_takes_its_time_on_the_gpu_timeline(tg, monkeypatch):
+    """Lagged, the host sees step 1 done only once it has launched step 2, which blocks until the GPU has nearly
+    run it: by the host's clock step 1 would take both steps' time. The GPU's events give each step its own, the
+    first from the resume; the phases' split follows the GPU (one step before looping, one with it)."""
+    clock, fake, h = _clock(tg, monkeypatch, lagged=True)
+    clock.mark = Marked(0.0)
+    first = tg.Launched(1, torch.tensor(3.0), False, 0.0, Marked(0.7))
+    second = tg.Launched(2, torch.tensor(3.0), True, 0.1, Marked(1.8))
+    fake.now = 1.7  # launching the second step returned when the GPU was nearly through it
+    clock.finish(first, ahead=second)
+    fake.now = 1.8
+    clock.finish(second, ahead=None)
+    assert clock.tokens == {"pre": [h.train_batch_tokens, pytest.approx(0.7)],
+                            "loop": [h.train_batch_tokens, pytest.approx(1.1)]}
+    assert clock.mark is second.done
+
+
 def test_cap_stops_after_the_step_that_crosses_it(tg, monkeypatch):
     clock, fake, _ = _clock(tg, monkeypatch, lagged=False, max_ms=2500.0)
     for step in (1, 2, 3):
