@@ -2479,7 +2479,8 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
 
 def training_stats(stats: dict, loop_tokens: dict, device, log0) -> dict:
     """Adds peak memory and the tokens/s before and after looping to the training stats, and logs them
-    (the peak-memory line is the record's; the throughput line, ours, is what the benchmarks read)."""
+    (the peak-memory line is the record's; the throughput line, ours, is what the benchmarks read: `all` is the
+    whole run's rate by the training time, the figure that compares two loops)."""
     if device.type == "cuda":
         alloc = torch.cuda.max_memory_allocated() // (1024 * 1024)
         reserved = torch.cuda.max_memory_reserved() // (1024 * 1024)
@@ -2488,7 +2489,8 @@ def training_stats(stats: dict, loop_tokens: dict, device, log0) -> dict:
     log0(f"peak memory allocated: {alloc} MiB reserved: {reserved} MiB")
     rates = {k: n / sec if sec else None for k, (n, sec) in loop_tokens.items()}
     shown = {k: f"{r:.0f}" if r is not None else "-" for k, r in rates.items()}
-    log0(f"throughput tok/s preloop:{shown['pre']} loop:{shown['loop']} priming_s:{stats['priming_s']:.1f}")
+    log0(f"throughput tok/s preloop:{shown['pre']} loop:{shown['loop']} priming_s:{stats['priming_s']:.1f} "
+         f"all:{stats['tokens_per_s']:.0f}")
     return {**stats, "peak_mem_mib": int(alloc), "tokens_per_s_preloop": rates["pre"],
             "tokens_per_s_loop": rates["loop"]}
 

@@ -98,9 +98,11 @@ def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
         res[m.group(1)] = m.group(2)
     elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):
         res["peak_mem_mib"], res["peak_mem_reserved_mib"] = int(m.group(1)), int(m.group(2))
-    elif m := re.match(r"throughput tok/s preloop:(\S+) loop:(\S+) priming_s:(\S+)", line):
-        pre, loop, priming = (float(x) for x in m.groups())
+    elif m := re.match(r"throughput tok/s preloop:(\S+) loop:(\S+) priming_s:(\S+)(?: all:(\S+))?", line):
+        pre, loop, priming = (float(x) for x in m.groups()[:3])
         res.update(tokens_per_s_preloop=pre, tokens_per_s_loop=loop, priming_s=priming)
+        if m.group(4):  # the whole run's rate (since the fourteenth session): what compares two training loops
+            res["tokens_per_s_all"] = float(m.group(4))
         res["step_ms_preloop"], res["step_ms_loop"] = 1000 * tb / pre, 1000 * tb / loop
         # priming = compilation + WARMUP real steps without and with looping (+ 8 cu-bucket passes)
         res["compile_s"] = priming - warmup * (tb / pre + tb / loop)

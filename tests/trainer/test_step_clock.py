@@ -162,6 +162,9 @@ def test_lagged_run_trains_exactly_as_the_record_loop(tiny_data, tiny_run, tmp_p
     assert res["steps"] == ref["steps"] == 60
     assert res["final"]["val_bpb"] == ref["final"]["val_bpb"]
     assert res["tokens_per_s_preloop"] > 0 and res["tokens_per_s_loop"] > 0
+    # the whole run's rate, on the throughput line the benchmarks read, is the results' own
+    whole = re.search(r"^throughput tok/s preloop:\d+ loop:\d+ priming_s:[\d.]+ all:(\d+)$", proc.stdout, re.M)
+    assert whole and int(whole.group(1)) == round(res["tokens_per_s"])
 
 
 @pytest.mark.parametrize("nproc", [1, 2])

@@ -1,0 +1,41 @@
+"""bench_train_phase.read_line: the trainer's log, as captured from a real run on an H100 (the fourteenth session's
+`baseline-next`, fixtures/h100-baseline-next.log), folded into a benchmark's summary."""
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_train_phase  # noqa: E402
+
+LOG = Path(__file__).parent / "fixtures" / "h100-baseline-next.log"
+TB = 786432  # TRAIN_BATCH_TOKENS of the captured run
+
+
+def _fold(lines) -> tuple[dict, int | None]:
+    res, done_at = {"losses": {}}, None
+    for i, line in enumerate(lines):
+        if bench_train_phase.read_line(line, res, 2, TB, time.perf_counter()):
+            done_at = i
+            break
+    return res, done_at
+
+
+def test_a_captured_h100_log_gives_the_losses_settings_and_rates():
+    lines = LOG.read_text().splitlines(keepends=True)
+    res, done_at = _fold(lines)
+    assert done_at == next(i for i, line in enumerate(lines) if line.startswith("throughput tok/s"))
+    assert len(res["losses"]) == 24 and res["losses"]["1"] == 8.9934 and res["losses"]["24"] == 3.2797
+    assert res["lagged_readback"] == "1" and res["attention_backend"] == "varlen" and res["mlp_kernel"] == "plain"
+    assert res["peak_mem_mib"] == 42794 and res["peak_mem_reserved_mib"] == 49554
+    assert res["tokens_per_s_preloop"] == 925363 and res["tokens_per_s_loop"] == 758036 and res["priming_s"] == 14.0
+    assert res["step_ms_preloop"] == pytest.approx(1000 * TB / 925363)
+    # priming less the 2 + 2 warm-up steps at the measured rates
+    assert res["compile_s"] == pytest.approx(14.0 - 2 * (TB / 925363 + TB / 758036))
+    assert "tokens_per_s_all" not in res  # the log predates the whole run's rate
+
+
+def test_the_whole_run_rate_is_read_when_the_line_has_it():
+    res, done_at = _fold(["throughput tok/s preloop:1041598 loop:694832 priming_s:116.4 all:833399\n"])
+    assert done_at == 0 and res["tokens_per_s_all"] == 833399 and res["tokens_per_s_loop"] == 694832
