@@ -10,6 +10,11 @@ configuration on one GPU, stopped once training has reported its throughput):
                   kernels' launch sweep
   qk-check        kernel_checks.py qk: the fused q/k norm + RoPE against Inductor's, values and time, and its
                   kernels' launch sweep (seconds, no flash-attn-4 needed)
+  baseline-next   only while PENDING holds candidates that apply to the record's kernels (PENDING_ON_PLAIN):
+                  baseline with them, on baseline's graphs when PENDING_IN_OPS, no flash-attn-4 needed
+  baseline-1mb    baseline as one rank's step of an 8-GPU run: GRAD_ACCUM_STEPS=1, a step of one microbatch of the
+                  record's size, 8 × ITERS steps (the same tokens), on baseline's graphs; baseline-next-1mb the same
+                  with a candidate of the training loop (PENDING_LOOP)
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
   mlp-signs-check kernel_checks.py mlp-signs: the fused MLP keeping pre's signs (MLP_SAVE_SIGNS) against keeping
@@ -26,6 +31,8 @@ configuration on one GPU, stopped once training has reported its throughput):
   next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate.
                   A candidate inside the custom ops (PENDING_IN_OPS) compiles default's graphs, warm; a form of
                   the loss kernels (PENDING_LOSS_TILES) runs at the loss check's fastest launches
+  default-1mb     default as one rank's step of an 8-GPU run (as baseline-1mb), on default's graphs; next-1mb the
+                  same with a candidate of the training loop
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
@@ -135,6 +142,10 @@ PENDING_ON_PLAIN = True
 # A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
 # check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
 PENDING_LOSS_TILES = False
+# A candidate of the training loop (the thirteenth's): it also runs as one rank's step of an 8-GPU run (`-1mb` steps,
+# one microbatch a step), where a host's gap at a step's start weighs eight times what it does at accumulation 8.
+PENDING_LOOP = True
+RECORD_BATCH_TOKENS = 786432  # TRAIN_BATCH_TOKENS of the record: eight microbatches of 98,304 tokens
 
 
 def steps(cfg: dict) -> list[dict]:
@@ -161,6 +172,18 @@ def steps(cfg: dict) -> list[dict]:
     plain_next = [{"name": "baseline-next", "kind": "train", "env": {**plain, **PENDING}, "iters": n,
                    **({"same_graphs_as": "baseline"} if PENDING_IN_OPS else {})}] \
         if PENDING and PENDING_ON_PLAIN else []
+    # One rank's step of an 8-GPU run: one microbatch of the same size, eight times the steps for the same tokens. A
+    # candidate of the loop is judged here, where the host's start of a step is spread over one microbatch, not eight
+    one_mb = {"GRAD_ACCUM_STEPS": "1", "TRAIN_BATCH_TOKENS": str(RECORD_BATCH_TOKENS // 8)}
+    loop_candidate = bool(PENDING) and PENDING_LOOP
+
+    def one_rank(name: str, env: dict, graphs: str, **needs) -> dict:
+        return {"name": name, "kind": "train", "env": {**env, **one_mb}, "iters": 8 * n, "microbatches": 1,
+                "same_graphs_as": graphs, **needs}
+    plain_1mb = [one_rank("baseline-1mb", plain, "baseline"),
+                 *([one_rank("baseline-next-1mb", {**plain, **PENDING}, "baseline")] if loop_candidate else [])]
+    top_1mb = [one_rank("default-1mb", default, "default", **fast),
+               *([one_rank("next-1mb", nxt, "default", **top_fast)] if loop_candidate else [])]
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
                  **top_fast, **tiles_of_top}
     return [
@@ -170,6 +193,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
         *plain_next,  # the candidate on the record's kernels: a warm start, no flash-attn-4
+        *plain_1mb,  # one rank's step of an 8-GPU run on the record's kernels: warm starts, no flash-attn-4
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         {"name": "mlp-signs-check", "kind": "checks", "only": "mlp-signs"},  # the same
@@ -180,6 +204,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fast},
         *top_run,
+        *top_1mb,  # the same on the default's kernels (and the loop candidate's): warm starts
         # the top configuration's graphs (the tiles live inside the custom ops) with the sweep's fastest tiles
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
          "needs": [*top_fast["needs"], "mlp-tiles"], "needs_fa4": True, **tiles_of_top},
@@ -301,6 +326,7 @@ def estimate(step: dict, state: dict) -> float:
         compile_s = max(compile_s, m["cold_compile_s"])
     half = step["iters"] / 2  # ENABLE_LOOPING_AT=0.5
     slower = LONG_STEP_FACTOR if step.get("data") == "long" else 1.0
+    slower *= step.get("microbatches", 8) / 8  # a -1mb step: one microbatch of the eight measured
     priming = 2 * m["step_pre_s"] + 2 * m["step_loop_s"]
     return m["overhead_s"] + compile_s + slower * (priming + half * (m["step_pre_s"] + m["step_loop_s"]))
 
@@ -324,8 +350,8 @@ def may_start(step: dict, est: float, left: float, state: dict) -> bool:
 
 def learn(step: dict, res: dict, state: dict, cache: str) -> None:
     """What a finished configuration tells about the next ones' durations (`cache`: cold, warm or shared). Not
-    the -long steps: other data, other step times."""
-    if not res.get("complete") or step.get("data") == "long":
+    the -long steps (other data) nor the -1mb ones (one microbatch a step): other step times."""
+    if not res.get("complete") or step.get("data") == "long" or "microbatches" in step:
         return
     m = state["measured"]
     m["step_pre_s"] = res["step_ms_preloop"] / 1000

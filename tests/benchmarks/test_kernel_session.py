@@ -281,3 +281,32 @@ def test_long_steps_run_on_the_fineweb_length_data_and_teach_no_step_time(tmp_pa
     ks.run_train(plan["baseline-long"], {**cfg, "warmup": 2, "state": tmp_path, "name": "s", "carried": False},
                  state, 60.0)
     assert seen["data"] == str(tmp_path / "long")
+
+
+def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkeypatch):
+    """The -1mb steps: one rank's step of an 8-GPU run (one microbatch of the record's size a step, eight times the
+    steps for the same tokens) on the graphs of the 8-microbatch configuration; estimated as the same tokens' time,
+    and teaching no step time. With a loop candidate, each pair has its candidate's run."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    one_mb = {"GRAD_ACCUM_STEPS": "1", "TRAIN_BATCH_TOKENS": "98304"}
+    for name, of in (("baseline-1mb", "baseline"), ("baseline-next-1mb", "baseline-next"),
+                     ("default-1mb", "default"), ("next-1mb", "next")):
+        assert plan[name]["env"] == {**plan[of]["env"], **one_mb}, name
+        assert plan[name]["iters"] == 8 * CFG["iters"] and plan[name]["microbatches"] == 1
+        assert plan[name]["same_graphs_as"] == ("baseline" if name.startswith("baseline") else "default")
+        assert [plan[name].get(k) for k in ("needs", "needs_fa4")] == [plan[of].get(k) for k in ("needs", "needs_fa4")]
+    state = fresh_state(baseline="done")
+    state["measured"] = {"step_pre_s": 0.75, "step_loop_s": 1.13, "warm_compile_s": 17.0, "overhead_s": 15.0}
+    eight = ks.estimate(plan["baseline-next"], state)
+    assert 15.0 + 17.0 + 12 * (0.75 + 1.13) < ks.estimate(plan["baseline-1mb"], state) < eight
+    ks.learn(plan["baseline-1mb"], {"complete": True, "step_ms_preloop": 90.0, "step_ms_loop": 140.0, "wall_s": 60.0,
+                                    "priming_s": 5.0, "compile_s": 16.0}, state, "warm")
+    assert state["measured"]["step_pre_s"] == 0.75 and state["measured"]["warm_compile_s"] == 17.0
+    # after the checks, before the steps that need other sessions' time; FIRST can name them
+    order = [s["name"] for s in ks.steps(CFG)]
+    position = {name: i for i, name in enumerate(order)}
+    assert position["baseline-next"] < position["baseline-1mb"] < position["baseline-next-1mb"] < position["fp8-check"]
+    assert position["next"] < position["default-1mb"] < position["next-1mb"] < position["tiled"]
+    monkeypatch.setattr(ks, "PENDING_LOOP", False)
+    names_now = {s["name"] for s in ks.steps(CFG)}
+    assert {"baseline-1mb", "default-1mb"} <= names_now and not {"baseline-next-1mb", "next-1mb"} & names_now
