@@ -47,6 +47,7 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline-long   baseline on documents of FineWeb's length (DATA_LONG, DATA_DIR-long: about 135 a microbatch, the
                   main data's are six times shorter), ITERS steps: the reference where the record is scored
   next-long       next (else default: default-long) on the same documents, ITERS steps, if its checks passed
+  profile-long    profile on the same documents (NAME-profile-long.json)
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
@@ -66,10 +67,11 @@ defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it
 it is a "try" step (may_start).
 Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried.
 State lives in STATE (default /tmp/kbench), which a warm machine keeps between calls: calling again continues
-where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (4
+where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (up to 6
 files; a call brings back at most 8): NAME-configs.json, one entry per configuration (device, command, date,
 tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache, time_to_first_step_s,
-attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json, NAME-bytes.json and NAME-session.tar.gz
+attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json, NAME-bytes.json,
+NAME-profile-long.json and NAME-session.tar.gz
 (session.json: every step's status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
@@ -100,7 +102,7 @@ DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
             "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0}
 # a hung check or profile must not take the whole call
-CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0, "profile-long": 240.0,
                 "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 # A step on the FineWeb-length documents against one on the main data (-long steps teach no step time): measured
 # 1.03 on the record's kernels (fourteenth session) and 0.98 on the default's (fifteenth); a margin above both, so
@@ -226,6 +228,9 @@ def steps(cfg: dict) -> list[dict]:
         # less slack; the cu_seqlens padding (512 entries, not 1,024) makes new graphs
         {"name": "baseline-long", "kind": "train", "env": plain, "iters": n, "data": "long"},
         {"name": f"{top}-long", "kind": "train", "env": nxt, "iters": n, "data": "long", **top_fast},
+        # where the long documents' step goes (after the -long step, on its graphs): the fifteenth session found our
+        # kernels faster on them and the record's slower, and had no profile to say how attention's time moved
+        {"name": "profile-long", "kind": "profile", "env": nxt, "data": "long", **top_fast, **tiles_of_top},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
@@ -446,7 +451,8 @@ def run_profile(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
     """profile_step.py for the step's kernels: where one optimizer step's GPU time goes, before and with looping.
     It compiles as the trainer does, into the same Inductor cache, so the training step before it made it warm."""
     path = cfg["state"] / f"{step['name']}.json"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA_DIR": cfg["data"], **step_env(step, state)}
+    data = cfg["data_long"] if step.get("data") == "long" else cfg["data"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATA_DIR": data, **step_env(step, state)}
     if step["env"].get("ATTN_BACKEND") == "fa4":
         env.update(fa4_env(cfg))
     rc = None
@@ -539,7 +545,7 @@ def publish(state: dict, cfg: dict) -> None:
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
         (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
-    for name in ("profile", "bytes"):
+    for name in ("profile", "bytes", "profile-long"):
         if (st / f"{name}.json").is_file():
             (out / f"{cfg['name']}-{name}.json").write_text((st / f"{name}.json").read_text())
     # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations
@@ -565,7 +571,8 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])
     wall = time.perf_counter() - t0
     if step["kind"] in ("checks", "profile"):
-        if not own_inductor_config(step):  # `bytes` includes a compile of its own: not the profile's time
+        # `bytes` includes a compile of its own, and `profile-long` may compile the long documents' graphs
+        if not own_inductor_config(step) and step.get("data") != "long":
             key = "profile_s" if step["kind"] == "profile" else check_time_key(step)
             state["measured"][key] = max(wall, 30.0)
         timeout_s = min(timeout_s, CHECKS_CAP_S[step["name"]])

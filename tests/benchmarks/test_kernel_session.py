@@ -102,12 +102,14 @@ def test_publish_brings_back_the_profile_the_byte_counts_and_every_check(tmp_pat
     state_dir.mkdir()
     (state_dir / "profile.json").write_text('{"phases": {}}')
     (state_dir / "bytes.json").write_text('{"phases": {"loop": {"inductor_bytes": {}}}}')
+    (state_dir / "profile-long.json").write_text('{"phases": {"preloop": {}}}')
     checks = [s["name"] for s in ks.steps(CFG) if s["kind"] == "checks"]
     for name in checks:
         (state_dir / f"{name}.json").write_text(json.dumps({"ok": True, "step": name}))
     ks.publish({"steps": {}}, {"out": out, "state": state_dir, "name": "s8"})
     assert json.loads((out / "s8-bytes.json").read_text())["phases"]["loop"] == {"inductor_bytes": {}}
     assert (out / "s8-profile.json").is_file() and (out / "s8-session.tar.gz").is_file()
+    assert json.loads((out / "s8-profile-long.json").read_text()) == {"phases": {"preloop": {}}}
     # one file for all the checks, the twelfth session's mlp-signs-check among them
     assert "mlp-signs-check" in checks and json.loads((out / "s8-checks.json").read_text()) == {
         name: {"ok": True, "step": name} for name in checks}
@@ -310,3 +312,32 @@ def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkey
     monkeypatch.setattr(ks, "PENDING_LOOP", False)
     names_now = {s["name"] for s in ks.steps(CFG)}
     assert {"baseline-1mb", "default-1mb"} <= names_now and not {"baseline-next-1mb", "next-1mb"} & names_now
+
+
+def test_the_long_documents_profile_runs_on_their_data_after_their_training_step(tmp_path, monkeypatch):
+    """profile-long: the top configuration's kernels profiled on DATA_LONG, after the -long step whose graphs it
+    reuses; its time (which may hold a compile) teaches nothing about the main profile's."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    top = "next" if ks.PENDING else "default"
+    assert plan["profile-long"]["env"] == plan["profile"]["env"] and plan["profile-long"]["data"] == "long"
+    assert plan["profile-long"]["needs"] == plan["profile"]["needs"]
+    order = [s["name"] for s in ks.steps(CFG)]
+    assert order.index(f"{top}-long") < order.index("profile-long")
+    seen = {}
+
+    def fake_run(argv, env, **kw):
+        seen["data"] = env["DATA_DIR"]
+        return type("Done", (), {"returncode": 0})()
+    monkeypatch.setattr(ks.subprocess, "run", fake_run)
+    cfg = {"data": str(tmp_path / "data"), "data_long": str(tmp_path / "long"), "state": tmp_path,
+           "fa4_site": tmp_path}
+    ks.run_profile(plan["profile-long"], cfg, fresh_state(), 60.0)
+    assert seen["data"] == str(tmp_path / "long")
+    ks.run_profile(plan["profile"], cfg, fresh_state(), 60.0)
+    assert seen["data"] == str(tmp_path / "data")
+    state = fresh_state()
+    monkeypatch.setattr(ks, "run_profile", lambda *a: {"complete": True})
+    ks.run_step(plan["profile-long"], {**cfg, "smoke": False}, state, 300.0)
+    assert "profile_s" not in state["measured"]
+    ks.run_step(plan["profile"], {**cfg, "smoke": False}, state, 300.0)
+    assert "profile_s" in state["measured"]
