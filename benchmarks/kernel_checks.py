@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import train_gpt as T  # noqa: E402
 from attn_bench import bench, doc_cu  # noqa: E402
+from step_gaps import busy_ms  # noqa: E402
 
 M, D, HID, H, HKV, HD, SEQ = 98304, 512, 2048, 8, 4, 64, 2048
 BF = torch.bfloat16
@@ -266,9 +267,10 @@ QK_TILE_CANDIDATES = ((8, 1), (8, 2), (16, 2), (16, 4), (32, 4), (32, 8), (64, 4
 ROPE_DIMS = 16
 
 
-def check_qk(m: int = M, device: str = "cuda", timer=bench) -> dict:
+def check_qk(m: int = M, device: str = "cuda", timer=bench, busy=busy_ms) -> dict:
     """golf::qk_norm_rope (Triton) against the plain ops compiled by Inductor at the record's q and k (m tokens):
-    outputs and the gradients of q, k and q_gain, ms forward + backward, each kernel's bandwidth, the launch sweep."""
+    outputs and the gradients of q, k and q_gain, ms forward + backward by the clock and as the GPU's busy time (the
+    fused op's clock figure is the host's: little GPU work behind autograd), each kernel's bandwidth, the sweep."""
     torch.manual_seed(0)
     dev = torch.device(device)
     q = torch.randn(1, m, H, HD, device=dev, dtype=BF, requires_grad=True)
@@ -290,11 +292,13 @@ def check_qk(m: int = M, device: str = "cuda", timer=bench) -> dict:
     try:
         ref, got = run(plain), run(fused)
         ms = {"plain_inductor": timer(lambda: run(plain)), "fused_triton": timer(lambda: run(fused))}
+        gpu_ms = {"plain_inductor": busy(lambda: run(plain)), "fused_triton": busy(lambda: run(fused))}
         sweep = qk_kernel_sweep(q.detach(), k.detach(), gain.detach(), gq, gk, rot, timer)
     finally:
         T.select_qk_kernel(dev, "plain")
     errs = dict(zip(("q", "k", "dq", "dk", "dgain"), (rel_err(a, b) for a, b in zip(got, ref))))
-    return {"rel_err": errs, "ok": all(e < 2e-2 for e in errs.values()), "ms_fwd_bwd": ms, "kernels": sweep}
+    return {"rel_err": errs, "ok": all(e < 2e-2 for e in errs.values()), "ms_fwd_bwd": ms,
+            "gpu_busy_ms_fwd_bwd": gpu_ms, "kernels": sweep}
 
 
 def qk_kernel_sweep(q, k, gain, gq, gk, rot, timer=bench) -> dict:

@@ -72,7 +72,7 @@ def test_loss_kernel_sweep_checks_every_launch_against_the_built_in_one():
 
 
 _QK = """
-print(json.dumps(kc.check_qk(m=48, device="cpu", timer=countdown)))
+print(json.dumps(kc.check_qk(m=48, device="cpu", timer=countdown, busy=lambda fn: (fn(), 7.0)[1])))
 """
 
 
@@ -85,6 +85,7 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
     res = interpreted(_QK)
     assert res["ok"] and set(res["rel_err"]) == {"q", "k", "dq", "dk", "dgain"}, res["rel_err"]
     assert max(res["rel_err"].values()) < 2e-2 and res["ms_fwd_bwd"] == {"plain_inductor": 100.0, "fused_triton": 99.0}
+    assert res["gpu_busy_ms_fwd_bwd"] == {"plain_inductor": 7.0, "fused_triton": 7.0}
     sweep = res["kernels"]
     assert sweep["gb"]["bwd"] == pytest.approx(1.5 * sweep["gb"]["fwd"]) == 3 * 48 * 12 * 64 * 2 / 1e9
     for which in ("fwd", "bwd"):

@@ -52,6 +52,24 @@ def test_intervals_reads_a_real_profiler_capture():
     assert step_gaps.intervals(prof) == []  # no CUDA kernels in a CPU capture
 
 
+def test_busy_ms_counts_the_devices_time_not_the_hosts():
+    """busy_ms on a CPU capture (the CPU standing for the device): a call whose host sleeps between two matmuls is
+    charged the matmuls' time, not the sleep, and each call once."""
+    import time
+    a = torch.randn(256, 256)
+    calls = []
+
+    def fn():
+        calls.append(1)
+        torch.mm(a, a)
+        time.sleep(0.02)
+        torch.mm(a, a)
+    busy = step_gaps.busy_ms(fn, runs=3, device_type=torch.autograd.DeviceType.CPU)
+    assert len(calls) == 4  # a warm call, then the three profiled
+    assert 0.0 < busy < 10.0  # two 256³ matmuls, not the 20 ms sleep between them
+    assert step_gaps.busy_ms(lambda: None, runs=2, device_type=torch.autograd.DeviceType.CPU) == 0.0
+
+
 def test_profile_phase_takes_the_steps_it_is_given(tmp_path, monkeypatch):
     """profile_step.profile_phase on the CPU at the tests' tiny size (no CUDA kernels: its idle report is empty):
     six optimizer steps of h.grad_accum_steps microbatches each, so the one-microbatch phase (an 8-GPU run's
