@@ -160,9 +160,9 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("ATTN_CU_TRIM", bool, True),
     # ours: the training loop reads each step's loss and stop flag back after launching the next step
     ("LAGGED_READBACK", bool, False),
-    # ours: microbatches a rank accumulates per step; 0 = 8 / WORLD_SIZE, the record's. With TRAIN_BATCH_TOKENS
-    # divided to match, one GPU runs one rank's step of a larger run (its microbatch, without the all-reduce)
-    ("GRAD_ACCUM_STEPS", int, 0),
+    # ours: microbatches a rank accumulates per step (grad_accum_steps); 0 = 8 / WORLD_SIZE, the record's. With
+    # TRAIN_BATCH_TOKENS divided to match, one GPU runs one rank's step of a larger run (without the all-reduce)
+    ("GRAD_ACCUM", int, 0),
     ("MLP_KERNEL", str, "auto"),
     ("MLP_TILE_UP", str, ""),
     ("MLP_TILE_GRAD", str, ""),
@@ -216,7 +216,7 @@ class Hyperparameters:
     """Every setting, read from the environment once. Attribute names are the env names in lower case,
     plus derived values (the ones the serializer and evaluator use are documented in docs/trainer.md:
     model_path, quantized_model_path, logfile, datasets_dir, tokenizer_path, train_files, val_files,
-    rank, world_size, local_rank, distributed, grad_accum_steps (GRAD_ACCUM_STEPS, else 8 / WORLD_SIZE),
+    rank, world_size, local_rank, distributed, grad_accum_steps (GRAD_ACCUM, else 8 / WORLD_SIZE),
     is_main_process)."""
 
     def __init__(self, environ=None):
@@ -232,9 +232,9 @@ class Hyperparameters:
         self.local_rank = int(env.get("LOCAL_RANK", "0"))
         if self.world_size < 1 or 8 % self.world_size != 0:
             raise ValueError(f"WORLD_SIZE={self.world_size} must divide 8 (1, 2, 4 or 8 processes)")
-        if self.grad_accum_steps < 0:
-            raise ValueError(f"GRAD_ACCUM_STEPS={self.grad_accum_steps} must be >= 0 (0 = 8 / WORLD_SIZE)")
-        self.grad_accum_steps = self.grad_accum_steps or 8 // self.world_size
+        if self.grad_accum < 0:
+            raise ValueError(f"GRAD_ACCUM={self.grad_accum} must be >= 0 (0 = 8 / WORLD_SIZE)")
+        self.grad_accum_steps = self.grad_accum or 8 // self.world_size
         self.is_main_process = self.rank == 0
         self.datasets_dir = os.path.join(self.data_dir, "datasets", f"fineweb10B_sp{self.vocab_size}")
         self.train_files = os.path.join(self.datasets_dir, "fineweb_train_*.bin")

@@ -12,7 +12,7 @@ configuration on one GPU, stopped once training has reported its throughput):
                   kernels' launch sweep (seconds, no flash-attn-4 needed)
   baseline-next   only while PENDING holds candidates that apply to the record's kernels (PENDING_ON_PLAIN):
                   baseline with them, on baseline's graphs when PENDING_IN_OPS, no flash-attn-4 needed
-  baseline-1mb    baseline as one rank's step of an 8-GPU run: GRAD_ACCUM_STEPS=1, a step of one microbatch of the
+  baseline-1mb    baseline as one rank's step of an 8-GPU run: GRAD_ACCUM=1, a step of one microbatch of the
                   record's size, 8 × ITERS steps (the same tokens), on baseline's graphs; baseline-next-1mb the same
                   with a candidate of the training loop (PENDING_LOOP)
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
@@ -102,7 +102,8 @@ DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
             "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0}
 # a hung check or profile must not take the whole call
-CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0, "profile-long": 240.0,
+CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
+                "profile-long": 240.0,
                 "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 # A step on the FineWeb-length documents against one on the main data (-long steps teach no step time): measured
 # 1.03 on the record's kernels (fourteenth session) and 0.98 on the default's (fifteenth); a margin above both, so
@@ -177,7 +178,7 @@ def steps(cfg: dict) -> list[dict]:
         if PENDING and PENDING_ON_PLAIN else []
     # One rank's step of an 8-GPU run: one microbatch of the same size, eight times the steps for the same tokens. A
     # candidate of the loop is judged here, where the host's start of a step is spread over one microbatch, not eight
-    one_mb = {"GRAD_ACCUM_STEPS": "1", "TRAIN_BATCH_TOKENS": str(RECORD_BATCH_TOKENS // 8)}
+    one_mb = {"GRAD_ACCUM": "1", "TRAIN_BATCH_TOKENS": str(RECORD_BATCH_TOKENS // 8)}
     loop_candidate = bool(PENDING) and PENDING_LOOP
 
     def one_rank(name: str, env: dict, graphs: str, **needs) -> dict:

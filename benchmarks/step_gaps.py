@@ -61,4 +61,3 @@ def busy_ms(fn, runs: int = 5, device_type=torch.autograd.DeviceType.CUDA) -> fl
         if cuda:
             torch.cuda.synchronize()
     return idle_gaps(intervals(prof, device_type), kind=lambda name: "", top=0)["busy_ms"] / runs
-

@@ -290,7 +290,7 @@ def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkey
     steps for the same tokens) on the graphs of the 8-microbatch configuration; estimated as the same tokens' time,
     and teaching no step time. With a loop candidate, each pair has its candidate's run."""
     plan = {s["name"]: s for s in ks.steps(CFG)}
-    one_mb = {"GRAD_ACCUM_STEPS": "1", "TRAIN_BATCH_TOKENS": "98304"}
+    one_mb = {"GRAD_ACCUM": "1", "TRAIN_BATCH_TOKENS": "98304"}
     for name, of in (("baseline-1mb", "baseline"), ("baseline-next-1mb", "baseline-next"),
                      ("default-1mb", "default"), ("next-1mb", "next")):
         assert plan[name]["env"] == {**plan[of]["env"], **one_mb}, name

@@ -56,17 +56,17 @@ def test_busy_ms_counts_the_devices_time_not_the_hosts():
     """busy_ms on a CPU capture (the CPU standing for the device): a call whose host sleeps between two matmuls is
     charged the matmuls' time, not the sleep, and each call once."""
     import time
-    a = torch.randn(256, 256)
+    a = torch.randn(128, 128)
     calls = []
 
     def fn():
         calls.append(1)
         torch.mm(a, a)
-        time.sleep(0.02)
+        time.sleep(0.1)
         torch.mm(a, a)
     busy = step_gaps.busy_ms(fn, runs=3, device_type=torch.autograd.DeviceType.CPU)
     assert len(calls) == 4  # a warm call, then the three profiled
-    assert 0.0 < busy < 10.0  # two 256³ matmuls, not the 20 ms sleep between them
+    assert 0.0 < busy < 50.0  # two 128³ matmuls, not the 100 ms sleep between them
     assert step_gaps.busy_ms(lambda: None, runs=2, device_type=torch.autograd.DeviceType.CPU) == 0.0
 
 
