@@ -93,6 +93,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_train_phase import gpu_name, train_phase  # noqa: E402
+from session_table import render as ratio_table  # noqa: E402
 
 MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # Before anything is measured on this machine. H200 (benchmarks/README.md): cold compile of the two training
@@ -550,14 +551,18 @@ def publish(state: dict, cfg: dict) -> None:
         if (st / f"{name}.json").is_file():
             (out / f"{cfg['name']}-{name}.json").write_text((st / f"{name}.json").read_text())
     # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations
-    configs = {path.stem.removeprefix(f"{cfg['name']}-"): json.loads(path.read_text())
-               for path in sorted(st.glob(f"{cfg['name']}-*.json"))}
-    if configs:
+    if configs := read_configs(cfg):
         (out / f"{cfg['name']}-configs.json").write_text(json.dumps(configs, indent=2))
     with tarfile.open(out / f"{cfg['name']}-session.tar.gz", "w:gz") as tar:
         for path in sorted(st.iterdir()):
             if path.suffix in (".json", ".log"):
                 tar.add(path, arcname=f"{cfg['name']}/{path.name}")
+
+
+def read_configs(cfg: dict) -> dict[str, dict]:
+    """Every training configuration's summary so far, by step name (NAME-configs.json)."""
+    return {path.stem.removeprefix(f"{cfg['name']}-"): json.loads(path.read_text())
+            for path in sorted(cfg["state"].glob(f"{cfg['name']}-*.json"))}
 
 
 def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
@@ -642,6 +647,8 @@ def main() -> None:
     summary = {n: {k: s.get(k) for k in ("status", "wall_s", "estimated_s", "reason")} for n, s in state["steps"].items()}
     print(json.dumps({"call": call, "steps": summary, "equivalence": state.get("equivalence"),
                       "measured": state["measured"]}, indent=1))
+    if configs := read_configs(cfg):  # last, so that it is in the device's output tail: the ratios to read
+        print(ratio_table(configs), end="")
 
 
 if __name__ == "__main__":
