@@ -29,6 +29,19 @@ def gpu_name() -> str:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "cpu (no GPU)"
 
 
+# The settings a summary's command names, when set: every one that kernel_session.py varies between configurations,
+# so that each result's command runs it again (the -1mb steps' step size among them)
+RECORDED = ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "MLP_SAVE_SIGNS", "LOSS_KERNEL", "LOSS_TILE_FWD",
+            "LOSS_TILE_BWD", "QK_KERNEL", "ATTN_BACKEND", "ATTN_CU_TRIM", "LAGGED_READBACK", "GRAD_ACCUM",
+            "TRAIN_BATCH_TOKENS", "TRITON_INTERPRET", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE",
+            "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM")
+
+
+def recorded_settings(env: dict) -> dict:
+    """The RECORDED settings `env` sets, in RECORDED's order."""
+    return {k: env[k] for k in RECORDED if env.get(k)}
+
+
 def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout_s: float | None = None,
                 cache_state: str | None = None, echo: bool = True) -> dict:
     """Run the training phase with os.environ + `extra` (ITERS, WARMUP, MLP_KERNEL, ATTN_BACKEND, ...), write
@@ -41,8 +54,7 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
                 "ITERATIONS": iters, "MAX_WALLCLOCK_SECONDS": "0", "ENABLE_LOOPING_AT": "0.5",
                 "WARMUP_STEPS": warmup, "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "1",
                 "GPTQ_CALIBRATION_BATCHES": "4", "COMPRESSOR": "lzma", "TTT_ENABLED": "0"}
-    kernels = {k: penv[k] for k in ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "LOSS_KERNEL", "ATTN_BACKEND",
-                                    "TRITON_INTERPRET", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE") if penv.get(k)}
+    kernels = recorded_settings(penv)
     cmd = [sys.executable, str(HERE.parent / "train_gpt.py")]
     env = {**penv, **settings, "PYTHONUNBUFFERED": "1"}
     cache = penv.get("TORCHINDUCTOR_CACHE_DIR", f"/tmp/torchinductor_{penv.get('USER', 'root')}")

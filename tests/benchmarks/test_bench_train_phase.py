@@ -39,3 +39,13 @@ def test_a_captured_h100_log_gives_the_losses_settings_and_rates():
 def test_the_whole_run_rate_is_read_when_the_line_has_it():
     res, done_at = _fold(["throughput tok/s preloop:1041598 loop:694832 priming_s:116.4 all:833399\n"])
     assert done_at == 0 and res["tokens_per_s_all"] == 833399 and res["tokens_per_s_loop"] == 694832
+
+
+def test_the_command_names_every_setting_a_session_varies():
+    """A -1mb step's summary must say it ran one microbatch of 98,304 tokens a step; every configuration
+    kernel_session.py plans names each setting it sets (its env), and the command records them all."""
+    sys.path.insert(0, str(Path(bench_train_phase.__file__).parent))
+    import kernel_session
+    for step in (s for s in kernel_session.steps({"iters": 24, "equiv_iters": 100}) if s["kind"] == "train"):
+        env = step["env"]
+        assert bench_train_phase.recorded_settings({**env, "PATH": "/bin"}) == env, step["name"]
