@@ -217,7 +217,7 @@ class Hyperparameters:
     plus derived values (the ones the serializer and evaluator use are documented in docs/trainer.md:
     model_path, quantized_model_path, logfile, datasets_dir, tokenizer_path, train_files, val_files,
     rank, world_size, local_rank, distributed, grad_accum_steps (GRAD_ACCUM, else 8 / WORLD_SIZE),
-    is_main_process)."""
+    val_batch_seqs (plain eval's batch a rank, VAL_BATCH_TOKENS / 8 in sequences), is_main_process)."""
 
     def __init__(self, environ=None):
         env = os.environ if environ is None else environ
@@ -235,6 +235,10 @@ class Hyperparameters:
         if self.grad_accum < 0:
             raise ValueError(f"GRAD_ACCUM={self.grad_accum} must be >= 0 (0 = 8 / WORLD_SIZE)")
         self.grad_accum_steps = self.grad_accum or 8 // self.world_size
+        # the sequences a rank scores at once in plain eval: the record's VAL_BATCH_TOKENS / (WORLD_SIZE * 8 /
+        # WORLD_SIZE), an eighth of it on 1, 2, 4 or 8 GPUs alike. GRAD_ACCUM shapes training steps only: dividing
+        # by it made GRAD_ACCUM=1 score 8 times the batch, more sequences than a small validation set holds
+        self.val_batch_seqs = self.val_batch_tokens // 8 // self.eval_seq_len
         self.is_main_process = self.rank == 0
         self.datasets_dir = os.path.join(self.data_dir, "datasets", f"fineweb10B_sp{self.vocab_size}")
         self.train_files = os.path.join(self.datasets_dir, "fineweb_train_*.bin")
@@ -314,9 +318,9 @@ class Hyperparameters:
         if self.train_batch_tokens % per_rank or self.train_batch_tokens // per_rank < 2:
             bad(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a positive multiple of "
                 f"WORLD_SIZE*grad_accum={per_rank}")
-        if self.val_batch_tokens // per_rank < self.eval_seq_len:
+        if self.val_batch_seqs < 1:
             bad(f"VAL_BATCH_TOKENS={self.val_batch_tokens} gives less than one EVAL_SEQ_LEN="
-                f"{self.eval_seq_len} sequence per rank and micro-step ({per_rank} of them)")
+                f"{self.eval_seq_len} sequence in an eighth of it (the batch a rank scores at once)")
         if self.val_chunks < 0:
             bad(f"VAL_CHUNKS={self.val_chunks} must be >= 0 (0 = no chunk sums)")
         if self.ttt_only_eval and not (self.eval_only_path or self.eval_only_quantized_path):
@@ -2909,7 +2913,7 @@ def eval_plain(h, model_fn, val_tokens: torch.Tensor, tables: ByteTables, rank: 
     seq = h.eval_seq_len
     n_seqs = (val_tokens.numel() - 1) // seq
     lo, hi = n_seqs * rank // world, n_seqs * (rank + 1) // world
-    batch_seqs = h.val_batch_tokens // (world * h.grad_accum_steps) // seq
+    batch_seqs = h.val_batch_seqs
     count = ((hi - lo) // batch_seqs) * batch_seqs
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for b in range(lo, lo + count, batch_seqs):

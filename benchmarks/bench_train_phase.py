@@ -102,9 +102,11 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
 
 def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
     """Fold one trainer log line into `res`; True once training has reported its throughput."""
-    if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)", line):
+    if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)(?:.* tok/s: (\d+))?", line):
         res["losses"][m.group(1)] = float(m.group(2))
         res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
+        if m.group(3):  # the rate over the training time so far: a run that fails after its steps keeps it
+            res["tokens_per_s_running"] = float(m.group(3))
     elif m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel|lagged_readback):(\S+)",
                        line):
         res[m.group(1)] = m.group(2)

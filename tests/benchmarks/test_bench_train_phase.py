@@ -41,6 +41,17 @@ def test_the_whole_run_rate_is_read_when_the_line_has_it():
     assert done_at == 0 and res["tokens_per_s_all"] == 833399 and res["tokens_per_s_loop"] == 694832
 
 
+def test_a_run_that_fails_after_its_steps_keeps_its_running_rate():
+    """The sixteenth session's `baseline-1mb` (fixtures/h100-baseline-1mb-eval-failed.log): 192 steps, then the
+    final eval failed (GRAD_ACCUM enlarged its batch, since fixed), so no throughput line came; the rate of the
+    last step line is what the summary keeps."""
+    lines = (Path(__file__).parent / "fixtures" / "h100-baseline-1mb-eval-failed.log").read_text().splitlines(True)
+    res, done_at = _fold(lines)
+    assert done_at is None and "tokens_per_s_all" not in res
+    assert len(res["losses"]) == 192 and res["tokens_per_s_running"] == 791718
+    assert _fold(["5/24 train_loss: 7.1920 train_time: 0.0m tok/s: 978031\n"])[0]["tokens_per_s_running"] == 978031
+
+
 def test_the_command_names_every_setting_a_session_varies():
     """A -1mb step's summary must say it ran one microbatch of 98,304 tokens a step; every configuration
     kernel_session.py plans names each setting it sets (its env), and the command records them all."""

@@ -36,10 +36,27 @@ def test_one_gpu_can_run_one_ranks_step_of_an_eight_gpu_run(tg):
     assert eight.env_values()["GRAD_ACCUM"] == 0 and one.env_values()["GRAD_ACCUM"] == 1
 
 
+def test_grad_accum_leaves_the_eval_batch_alone(tg):
+    """Plain eval scores VAL_BATCH_TOKENS / 8 a rank whatever GRAD_ACCUM says: dividing by the accumulation made
+    GRAD_ACCUM=1 ask for 8 times the batch, and on a validation set smaller than that no token was scored (the
+    sixteenth GPU session's one-microbatch runs, benchmarks/README.md). Here the set holds 12 sequences, a batch of
+    8 by default and 64 the old way."""
+    import torch
+    from tests.trainer.ttt_support import doc_stream, hparams, random_model, tables
+    default, one = hparams(tg, TTT_ENABLED=0), hparams(tg, TTT_ENABLED=0, GRAD_ACCUM=1, TRAIN_BATCH_TOKENS=128)
+    assert default.val_batch_seqs == one.val_batch_seqs == 4096 // 8 // 64
+    val = doc_stream()
+    assert (val.numel() - 1) // 64 == 12
+    model = random_model(tg, default).eval()
+    scored = [tg.eval_plain(h, model, val, tables(tg), 0, 1, torch.device("cpu")) for h in (default, one)]
+    assert scored[0] == scored[1]
+
+
 @pytest.mark.parametrize("env, needle", [
     ({"WORLD_SIZE": "3", "RANK": "0"}, "WORLD_SIZE=3 must divide 8"),
     ({"GRAD_ACCUM": "-1"}, "GRAD_ACCUM=-1 must be >= 0"),
     ({"GRAD_ACCUM": "5"}, "TRAIN_BATCH_TOKENS=786432 must be a positive multiple of WORLD_SIZE*grad_accum=5"),
+    ({"VAL_BATCH_TOKENS": "8192"}, "VAL_BATCH_TOKENS=8192 gives less than one EVAL_SEQ_LEN=2048 sequence"),
     ({"SEED": "abc"}, "SEED='abc'"),
     ({"NUM_LAYERS": "4", "NUM_LOOPS": "0"}, "PARALLEL_START_LAYER=8"),
     ({"NUM_LAYERS": "4", "PARALLEL_START_LAYER": "0"}, "LOOP_END=5"),
