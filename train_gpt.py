@@ -158,8 +158,6 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     # ours (not in the record): attention kernel choice and torch.compile switch
     ("ATTN_BACKEND", str, "auto"),
     ("ATTN_CU_TRIM", bool, True),
-    # ours: the training loop reads each step's loss and stop flag back after launching the next step
-    ("LAGGED_READBACK", bool, False),
     # ours: microbatches a rank accumulates per step (grad_accum_steps); 0 = 8 / WORLD_SIZE, the record's. With
     # TRAIN_BATCH_TOKENS divided to match, one GPU runs one rank's step of a larger run (without the all-reduce)
     ("GRAD_ACCUM", int, 0),
@@ -2258,8 +2256,8 @@ def train_step(h, model_fn, opt: Optimizers, loader: DocumentPackingLoader) -> t
 
 
 class Launched(NamedTuple):
-    """A training step the host has launched: its number once done, its loss on the device, whether it looped,
-    the host time its launch began, and a CUDA event after its last kernel (None on a CPU)."""
+    """A training step the host has launched: its number, its loss on the device, whether it looped, the host
+    time its launch began, and a CUDA event after its last kernel (None on a CPU)."""
     step: int
     loss: torch.Tensor
     looping: bool
@@ -2281,22 +2279,14 @@ def launched(step: int, loss: torch.Tensor, looping: bool, at: float, device: to
 
 
 class StepClock:
-    """The host's side of each training step, done when its loss is read back: training time, tokens and seconds
-    before and with looping, the wall-clock stop (agreed by every rank) and the train_loss line.
-
-    The record's loop reads each step back as soon as it has launched it (LAGGED_READBACK=0): the host waits for
-    the GPU, and the GPU then waits while the host prepares and launches the next step. Lagged, step N is read
-    back once step N+1 is launched, so the GPU has a step queued while the host waits. The stop is then decided
-    for the step in flight: it is the last if it will end past the cap, by the last step's duration (or has, if
-    the GPU is done with it), and every rank's flag goes through a CPU (gloo) all-reduce that does not wait for
-    the GPU. The schedule's fraction of the time is read when a step is launched, up to a step ahead of the GPU."""
+    """The host's side of each training step, done when its loss is read back as soon as the step is launched (the
+    record's loop): training time, tokens and seconds before and with looping, the wall-clock stop (agreed by every
+    rank) and the train_loss line. (A loop that read each step back after launching the next, so that the GPU had
+    a step queued while the host waited, ran at the same rate on an H100 at 8 microbatches a step and at one:
+    benchmarks/README.md, fourteenth to sixteenth sessions. It is gone.)"""
 
     def __init__(self, h, device: torch.device, world: int, max_ms: float | None, log0):
         self.h, self.device, self.world, self.max_ms, self.log0 = h, device, world, max_ms, log0
-        self.lagged = h.lagged_readback
-        self.flags = None  # the process group of the lagged stop flag (None: the default group)
-        if self.lagged and world > 1 and dist.get_backend() == "nccl":
-            self.flags = dist.new_group(backend="gloo")
         self.training_ms, self.t0 = 0.0, None
         self.done_at, self.step_s = None, 0.0  # when the last step read back was seen done, and its duration
         self.mark = None  # on a GPU: where the next step's time starts on its timeline (the resume, a step's end)
@@ -2313,17 +2303,14 @@ class StepClock:
     def elapsed_ms(self, now: float | None = None) -> float:
         return self.training_ms + 1000.0 * ((time.perf_counter() if now is None else now) - self.t0)
 
-    def finish(self, run: Launched, ahead: Launched | None) -> None:
-        """Reads `run` back (waiting for it) and accounts for it; ahead: the step launched after it, if any."""
+    def finish(self, run: Launched) -> None:
+        """Reads `run` back (waiting for it) and accounts for it."""
         if run.done is not None:
             run.done.synchronize()
         loss = run.loss.item()
         now = time.perf_counter()
         if run.done is not None and self.mark is not None:
-            # a step's time on the GPU, from the previous step's end (or the resume) to its own. The host's clock
-            # would not do when lagged: launching step N+1 blocks once the GPU's queue is full, so step N is seen
-            # done about when N+1 is, and each phase's time would hold the next phase's first step (fourteenth
-            # session: 95 ms a step before looping, one looping step, moved from the one phase to the other)
+            # a step's time on the GPU's timeline, from the previous step's end (or the resume) to its own
             self.step_s, self.mark = self.mark.elapsed_time(run.done) / 1000.0, run.done
         else:
             self.step_s = now - (run.at if self.done_at is None else max(run.at, self.done_at))
@@ -2332,13 +2319,9 @@ class StepClock:
         bucket[0] += self.h.train_batch_tokens
         bucket[1] += self.step_s
         approx_ms = self.elapsed_ms(now)
-        # when the step launched after this one will end: in a step's time if the GPU is still on it; now if it is
-        # done (on a CPU every step is done once launched)
-        running = ahead is not None and ahead.done is not None and not ahead.done.query()
-        ends_ms = approx_ms + (1000.0 * self.step_s if running else 0.0)
-        reached = self._agree(self.max_ms is not None and ends_ms >= self.max_ms)
+        reached = self._agree(self.max_ms is not None and approx_ms >= self.max_ms)
         if reached and self.stop_after is None:
-            self.stop_after = run.step + (1 if ahead is not None else 0)
+            self.stop_after = run.step
         step, h = run.step, self.h
         if step <= 5 or (h.train_log_every > 0 and step % h.train_log_every == 0) or self.stop_after == step:
             tps = step * h.train_batch_tokens / max(approx_ms / 1000.0, 1e-9)
@@ -2349,9 +2332,8 @@ class StepClock:
         """The stop flag, MAX over the ranks, so that every rank stops after the same step."""
         if self.world == 1:
             return reached
-        on_host = self.lagged  # a CPU tensor: gloo, the default group on a CPU run, else self.flags
-        flag = torch.tensor(int(reached), device="cpu" if on_host else self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.flags if on_host else None)
+        flag = torch.tensor(int(reached), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
 
@@ -2432,8 +2414,6 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     loader = make_loader()
     ema = EMA(base_model, h.ema_decay)
     clock = StepClock(h, device, world, max_ms, log0)
-    log0(f"lagged_readback:{int(clock.lagged)}")
-    inflight = None  # the step launched and not yet read back (lagged)
     step = 0
     sync(device)
     t_first = time.perf_counter()
@@ -2445,10 +2425,6 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     while True:
         last = ended()
         if last or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
-            if inflight is not None:  # its readback may set the stop
-                clock.finish(inflight, ahead=None)
-                inflight = None
-                last = ended()
             sync(device)
             clock.pause()
             base_model.eval()
@@ -2473,11 +2449,7 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
         loss = train_step(h, model_fn, opt, loader)
         step += 1
         ema.update()
-        run = launched(step, loss, base_model.looping, ts, device)
-        if clock.lagged:
-            run, inflight = inflight, run
-        if run is not None:
-            clock.finish(run, ahead=inflight)
+        clock.finish(launched(step, loss, base_model.looping, ts, device))
     stats = training_stats({"steps": step, "train_time_ms": clock.training_ms,
                             "stopped_early": clock.stop_after is not None and clock.stop_after < h.iterations,
                             "tokens_per_s": step * h.train_batch_tokens / max(clock.training_ms / 1000.0, 1e-9),

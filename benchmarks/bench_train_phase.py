@@ -32,7 +32,7 @@ def gpu_name() -> str:
 # The settings a summary's command names, when set: every one that kernel_session.py varies between configurations,
 # so that each result's command runs it again (the -1mb steps' step size among them)
 RECORDED = ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "MLP_SAVE_SIGNS", "LOSS_KERNEL", "LOSS_TILE_FWD",
-            "LOSS_TILE_BWD", "QK_KERNEL", "ATTN_BACKEND", "ATTN_CU_TRIM", "LAGGED_READBACK", "GRAD_ACCUM",
+            "LOSS_TILE_BWD", "QK_KERNEL", "ATTN_BACKEND", "ATTN_CU_TRIM", "GRAD_ACCUM",
             "TRAIN_BATCH_TOKENS", "TRITON_INTERPRET", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE",
             "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM")
 
@@ -107,7 +107,7 @@ def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
         res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
         if m.group(3):  # the rate over the training time so far: a run that fails after its steps keeps it
             res["tokens_per_s_running"] = float(m.group(3))
-    elif m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel|lagged_readback):(\S+)",
+    elif m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel):(\S+)",
                        line):
         res[m.group(1)] = m.group(2)
     elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):

@@ -13,8 +13,7 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline-next   only while PENDING holds candidates that apply to the record's kernels (PENDING_ON_PLAIN):
                   baseline with them, on baseline's graphs when PENDING_IN_OPS, no flash-attn-4 needed
   baseline-1mb    baseline as one rank's step of an 8-GPU run: GRAD_ACCUM=1, a step of one microbatch of the
-                  record's size, 8 × ITERS steps (the same tokens), on baseline's graphs; baseline-next-1mb the same
-                  with a candidate of the training loop (PENDING_LOOP)
+                  record's size, 8 × ITERS steps (the same tokens), on baseline's graphs
   fp8-check       kernel_checks.py fp8: every matmul cuBLAS runs in a micro-step, in bf16 and as FP8 _scaled_mm with
                   its casts: what FP8 matmuls would save per step (seconds, no flash-attn-4 needed)
   mlp-signs-check kernel_checks.py mlp-signs: the fused MLP keeping pre's signs (MLP_SAVE_SIGNS) against keeping
@@ -31,8 +30,7 @@ configuration on one GPU, stopped once training has reported its throughput):
   next            only while PENDING holds candidates for the defaults: default with them; tried past its estimate.
                   A candidate inside the custom ops (PENDING_IN_OPS) compiles default's graphs, warm; a form of
                   the loss kernels (PENDING_LOSS_TILES) runs at the loss check's fastest launches
-  default-1mb     default as one rank's step of an 8-GPU run (as baseline-1mb), on default's graphs; next-1mb the
-                  same with a candidate of the training loop
+  default-1mb     default as one rank's step of an 8-GPU run (as baseline-1mb), on default's graphs
   tiled           next (else default) with the sweep's fastest launch configurations where they are not the
                   default's (the tiles live inside the custom ops: the same graphs, a warm compile)
   profile         profile_step.py with next's (else default's) kernels: where a step's GPU time goes now
@@ -125,31 +123,24 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
 # checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
-# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. Pending since
-# the thirteenth session: the training loop reading each step back after launching the next (LAGGED_READBACK=1), for
-# the GPU's idle time while the host starts a step (11.7 ms of a step before looping in that session's profile).
-# It changes the loop, not the kernels: the profile (profile_step.py, its own loop) reads every step back as the
-# record does, so it still shows that idle time, and `next` against `default` measures what the lag buys. The
-# fourteenth session's `baseline-next` found it worth nothing on the record's kernels (the same whole-run rate to
-# 0.002 %), the fifteenth's `next` nothing on the default's (1.002×). Both at accumulation 8; the fifteenth's profile
-# found 5.6 % of a one-microbatch step idle, most of it where a step starts: the -1mb steps judge it there.
-PENDING: dict[str, str] = {"LAGGED_READBACK": "1"}
+# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. None pending
+# since the sixteenth session, which ended the thirteenth's (a training loop reading each step back after launching
+# the next): the same whole-run rate at 8 microbatches a step and at one (1.001× on the record's kernels), so the
+# trainer lost the setting.
+PENDING: dict[str, str] = {}
 PENDING_NEEDS: list[str] = []
 # A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
 # eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
-# for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre). The
-# thirteenth's changes the training loop around the graphs: no graph either.
+# for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre). A
+# change of the training loop around the graphs (the thirteenth's) compiles no graph either.
 PENDING_IN_OPS = True
-# A candidate that applies to the record's kernels too (the thirteenth's changes the loop, not a kernel) also runs
+# A candidate that applies to the record's kernels too (the thirteenth's changed the loop, not a kernel) also runs
 # as `baseline-next`: baseline with it, on baseline's graphs when PENDING_IN_OPS, and without flash-attn-4, so that
 # the first call of a session (which carries one .fa4 part) measures what the candidate buys.
 PENDING_ON_PLAIN = True
 # A candidate that is a form of the loss kernels runs at the loss check's fastest launches (loss_tiles), as its
 # check timed it; any other keeps default's, so that `next` differs from `default` by the candidate alone.
 PENDING_LOSS_TILES = False
-# A candidate of the training loop (the thirteenth's): it also runs as one rank's step of an 8-GPU run (`-1mb` steps,
-# one microbatch a step), where a host's gap at a step's start weighs eight times what it does at accumulation 8.
-PENDING_LOOP = True
 RECORD_BATCH_TOKENS = 786432  # TRAIN_BATCH_TOKENS of the record: eight microbatches of 98,304 tokens
 
 
@@ -158,13 +149,13 @@ def steps(cfg: dict) -> list[dict]:
     # Every configuration names each kernel setting, so that a change of the trainer's defaults (auto) leaves
     # the reference and the single changes as they were measured in earlier sessions
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain",
-             "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0", "LAGGED_READBACK": "0"}  # the record's loop too
+             "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
     # q/k norm since the tenth's, the cu_seqlens cut since the eleventh's)
     default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1",
-               "MLP_SAVE_SIGNS": "0", "LAGGED_READBACK": "0", **loss}
+               "MLP_SAVE_SIGNS": "0", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm
@@ -177,18 +168,13 @@ def steps(cfg: dict) -> list[dict]:
     plain_next = [{"name": "baseline-next", "kind": "train", "env": {**plain, **PENDING}, "iters": n,
                    **({"same_graphs_as": "baseline"} if PENDING_IN_OPS else {})}] \
         if PENDING and PENDING_ON_PLAIN else []
-    # One rank's step of an 8-GPU run: one microbatch of the same size, eight times the steps for the same tokens. A
-    # candidate of the loop is judged here, where the host's start of a step is spread over one microbatch, not eight
+    # One rank's step of an 8-GPU run: one microbatch of the same size, eight times the steps for the same tokens,
+    # the optimizer's step taken after each (on one GPU, not shared out among eight as in a scored run)
     one_mb = {"GRAD_ACCUM": "1", "TRAIN_BATCH_TOKENS": str(RECORD_BATCH_TOKENS // 8)}
-    loop_candidate = bool(PENDING) and PENDING_LOOP
 
     def one_rank(name: str, env: dict, graphs: str, **needs) -> dict:
         return {"name": name, "kind": "train", "env": {**env, **one_mb}, "iters": 8 * n, "microbatches": 1,
                 "same_graphs_as": graphs, **needs}
-    plain_1mb = [one_rank("baseline-1mb", plain, "baseline"),
-                 *([one_rank("baseline-next-1mb", {**plain, **PENDING}, "baseline")] if loop_candidate else [])]
-    top_1mb = [one_rank("default-1mb", default, "default", **fast),
-               *([one_rank("next-1mb", nxt, "default", **top_fast)] if loop_candidate else [])]
     top_equiv = {"name": f"{top}-equiv", "kind": "train", "env": nxt, "iters": n_eq, "same_graphs_as": top,
                  **top_fast, **tiles_of_top}
     return [
@@ -198,7 +184,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
         *plain_next,  # the candidate on the record's kernels: a warm start, no flash-attn-4
-        *plain_1mb,  # one rank's step of an 8-GPU run on the record's kernels: warm starts, no flash-attn-4
+        one_rank("baseline-1mb", plain, "baseline"),  # one rank's step on the record's kernels: warm, no flash-attn-4
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
         {"name": "mlp-tiles", "kind": "checks", "only": "mlp-tiles"},  # the persistent kernels' first timing
         {"name": "mlp-signs-check", "kind": "checks", "only": "mlp-signs"},  # the same
@@ -209,7 +195,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "fa4-checks", "kind": "checks", "only": "fa4", "needs_fa4": True},
         {"name": "default", "kind": "train", "env": default, "iters": n, "try": True, **fast},
         *top_run,
-        *top_1mb,  # the same on the default's kernels (and the loop candidate's): warm starts
+        one_rank("default-1mb", default, "default", **fast),  # the same on the default's kernels: a warm start
         # the top configuration's graphs (the tiles live inside the custom ops) with the sweep's fastest tiles
         {"name": "tiled", "kind": "train", "env": nxt, "iters": n, "same_graphs_as": top, "tiles": True,
          "needs": [*top_fast["needs"], "mlp-tiles"], "needs_fa4": True, **tiles_of_top},
@@ -638,7 +624,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel", "lagged_readback")
+                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel")
                   if k in r),
               flush=True)
         after_step(name, state, cfg)

@@ -38,14 +38,12 @@ def test_every_training_configuration_names_each_kernel_setting():
     for step in ks.steps(CFG):
         if step["kind"] == "train":
             assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "ATTN_CU_TRIM",
-                    "MLP_SAVE_SIGNS", "LAGGED_READBACK"} <= step["env"].keys(), step["name"]
+                    "MLP_SAVE_SIGNS"} <= step["env"].keys(), step["name"]
     env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
     assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
-                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0",
-                               "LAGGED_READBACK": "0"}
+                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
     assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
-                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0",
-                              "LAGGED_READBACK": "0"}
+                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0"}
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -231,24 +229,14 @@ def test_the_mlp_signs_candidate_compiles_new_graphs_after_its_check(monkeypatch
                                                           "qk-check", "next"]
 
 
-def test_the_lagged_readback_candidate_runs_on_default_graphs_against_the_record_loop():
-    """The thirteenth session's candidate as the module holds it: `next` is default reading each step back a step
-    late, on default's graphs (the loop is not compiled), with no check of its own; the reference keeps the
-    record's loop, which reads every step back at once."""
-    plan = {s["name"]: s for s in ks.steps(CFG)}
-    assert plan["next"]["env"] == {**plan["default"]["env"], "LAGGED_READBACK": "1"}
-    assert plan["default"]["env"]["LAGGED_READBACK"] == plan["baseline"]["env"]["LAGGED_READBACK"] == "0"
-    assert plan["next"]["same_graphs_as"] == "default" and plan["next-equiv"]["same_graphs_as"] == "next"
-    assert plan["next"]["needs"] == plan["default"]["needs"]
-    assert names("fa4-checks,default,next,profile")[:6] == ["fa4-checks", "loss-check", "qk-check", "default", "next",
-                                                          "profile"]
-
-
 def test_a_candidate_that_applies_to_the_record_kernels_also_runs_on_baseline_graphs(monkeypatch):
     """baseline-next: the record's kernels with the candidate, on baseline's graphs, needing no flash-attn-4, so that
-    a session's first call measures the candidate; absent for a candidate of the fast kernels alone."""
+    a session's first call measures the candidate; absent for a candidate of the fast kernels alone. (The fused loss
+    was such a candidate: it runs with the record's kernels too, as `plain-loss`.)"""
+    monkeypatch.setattr(ks, "PENDING", {"LOSS_KERNEL": "triton"})
+    monkeypatch.setattr(ks, "PENDING_IN_OPS", True)
     plan = {s["name"]: s for s in ks.steps(CFG)}
-    assert plan["baseline-next"]["env"] == {**plan["baseline"]["env"], "LAGGED_READBACK": "1"}
+    assert plan["baseline-next"]["env"] == {**plan["baseline"]["env"], "LOSS_KERNEL": "triton"}
     assert plan["baseline-next"]["same_graphs_as"] == "baseline"
     assert not plan["baseline-next"].get("needs") and not plan["baseline-next"].get("needs_fa4")
     monkeypatch.setattr(ks, "PENDING_ON_PLAIN", False)
@@ -288,18 +276,18 @@ def test_long_steps_run_on_the_fineweb_length_data_and_teach_no_step_time(tmp_pa
 def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkeypatch):
     """The -1mb steps: one rank's step of an 8-GPU run (one microbatch of the record's size a step, eight times the
     steps for the same tokens) on the graphs of the 8-microbatch configuration; estimated as the same tokens' time,
-    and teaching no step time. With a loop candidate, each pair has its candidate's run."""
+    and teaching no step time."""
     plan = {s["name"]: s for s in ks.steps(CFG)}
     one_mb = {"GRAD_ACCUM": "1", "TRAIN_BATCH_TOKENS": "98304"}
-    for name, of in (("baseline-1mb", "baseline"), ("baseline-next-1mb", "baseline-next"),
-                     ("default-1mb", "default"), ("next-1mb", "next")):
+    for name, of in (("baseline-1mb", "baseline"), ("default-1mb", "default")):
         assert plan[name]["env"] == {**plan[of]["env"], **one_mb}, name
         assert plan[name]["iters"] == 8 * CFG["iters"] and plan[name]["microbatches"] == 1
         assert plan[name]["same_graphs_as"] == ("baseline" if name.startswith("baseline") else "default")
         assert [plan[name].get(k) for k in ("needs", "needs_fa4")] == [plan[of].get(k) for k in ("needs", "needs_fa4")]
     state = fresh_state(baseline="done")
     state["measured"] = {"step_pre_s": 0.75, "step_loop_s": 1.13, "warm_compile_s": 17.0, "overhead_s": 15.0}
-    eight = ks.estimate(plan["baseline-next"], state)
+    eight = {k: v for k, v in plan["baseline-1mb"].items() if k != "microbatches"} | {"iters": CFG["iters"]}
+    eight = ks.estimate(eight, state)  # 24 steps of 8 microbatches on baseline's graphs
     assert 15.0 + 17.0 + 12 * (0.75 + 1.13) < ks.estimate(plan["baseline-1mb"], state) < eight
     ks.learn(plan["baseline-1mb"], {"complete": True, "step_ms_preloop": 90.0, "step_ms_loop": 140.0, "wall_s": 60.0,
                                     "priming_s": 5.0, "compile_s": 16.0}, state, "warm")
@@ -307,11 +295,8 @@ def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkey
     # after the checks, before the steps that need other sessions' time; FIRST can name them
     order = [s["name"] for s in ks.steps(CFG)]
     position = {name: i for i, name in enumerate(order)}
-    assert position["baseline-next"] < position["baseline-1mb"] < position["baseline-next-1mb"] < position["fp8-check"]
-    assert position["next"] < position["default-1mb"] < position["next-1mb"] < position["tiled"]
-    monkeypatch.setattr(ks, "PENDING_LOOP", False)
-    names_now = {s["name"] for s in ks.steps(CFG)}
-    assert {"baseline-1mb", "default-1mb"} <= names_now and not {"baseline-next-1mb", "next-1mb"} & names_now
+    assert position["qk-check"] < position["baseline-1mb"] < position["fp8-check"]
+    assert position["default"] < position["default-1mb"] < position["tiled"]
 
 
 def test_the_long_documents_profile_runs_on_their_data_after_their_training_step(tmp_path, monkeypatch):
