@@ -501,6 +501,10 @@ def check_fa4() -> dict:
                          "flash_varlen_gqa": bench(lambda: fwd_bwd(gqa, (q, k, v), g)),
                          "varlen_repeat_kv": bench(lambda: fwd_bwd(lambda a, b, c: varlen_repeat(a, b, c, cu),
                                                                    (q, k, v), g))}
+    # the kernels' own time too: the sixteenth session's first fa4 figure read 3.32 ms by the clock where the same
+    # call took 2.07 seconds later (and 2.10-2.13 in thirteen sessions); the busy time tells such a reading apart
+    out["gpu_busy_ms_fwd_bwd"] = {"fa4": busy_ms(lambda: fwd_bwd(fa4, (q, k, v), g)),
+                                  "flash_varlen_gqa": busy_ms(lambda: fwd_bwd(gqa, (q, k, v), g))}
     out["ms_fwd_bwd_by_cu_entries"] = fa4_by_cu_entries(q, k, v, g, cu)
     torch._dynamo.reset()
     T.select_attention(torch.device("cuda"), "auto")
