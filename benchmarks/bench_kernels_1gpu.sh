@@ -52,10 +52,12 @@ if [ ! -f "$DATA_DIR/manifest.json" ]; then
     --train-shards 2 --seed 7 || exit 1
 fi
 # Documents of FineWeb's length for the -long steps (about 135 a microbatch; the main data's are six times
-# shorter): built here, in seconds, unless carried.
+# shorter): built here, in seconds, unless carried, with the main data's vocabulary (8192; SMOKE's data has 512).
 export DATA_LONG=${DATA_LONG:-${DATA_DIR%/}-long}
 if [ ! -f "$DATA_LONG/manifest.json" ]; then
-  "$PY" -m golfrun.data.synthetic "$DATA_LONG" --vocab-size 8192 --train-docs 5000 --val-docs 100 \
+  VOCAB=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['synthetic']['vocab_size'])" \
+    "$DATA_DIR/manifest.json" 2>/dev/null || echo 8192)
+  "$PY" -m golfrun.data.synthetic "$DATA_LONG" --vocab-size "$VOCAB" --train-docs 5000 --val-docs 100 \
     --train-shards 2 --seed 7 --length-scale 6 || echo "no FineWeb-length dataset: the -long steps will be skipped"
 fi
 PACK_S=$([ "${PACK_CACHE:-0}" = 1 ] && echo "${PACK_S:-60}" || echo 0)
