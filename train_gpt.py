@@ -2288,7 +2288,7 @@ class StepClock:
     def __init__(self, h, device: torch.device, world: int, max_ms: float | None, log0):
         self.h, self.device, self.world, self.max_ms, self.log0 = h, device, world, max_ms, log0
         self.training_ms, self.t0 = 0.0, None
-        self.done_at, self.step_s = None, 0.0  # when the last step read back was seen done, and its duration
+        self.step_s = 0.0  # the last step's duration
         self.mark = None  # on a GPU: where the next step's time starts on its timeline (the resume, a step's end)
         self.stop_after = None
         self.tokens = {"pre": [0, 0.0], "loop": [0, 0.0]}
@@ -2313,8 +2313,7 @@ class StepClock:
             # a step's time on the GPU's timeline, from the previous step's end (or the resume) to its own
             self.step_s, self.mark = self.mark.elapsed_time(run.done) / 1000.0, run.done
         else:
-            self.step_s = now - (run.at if self.done_at is None else max(run.at, self.done_at))
-        self.done_at = now
+            self.step_s = now - run.at  # launched after the step before was read back: its time is its own
         bucket = self.tokens["loop" if run.looping else "pre"]
         bucket[0] += self.h.train_batch_tokens
         bucket[1] += self.step_s
@@ -2419,11 +2418,8 @@ def train(h, base_model: GPT, model_fn, device, val_tokens, tables, log0, rank, 
     t_first = time.perf_counter()
     clock.resume()
 
-    def ended() -> bool:
-        return step == h.iterations or (clock.stop_after is not None and step >= clock.stop_after)
-
     while True:
-        last = ended()
+        last = step == h.iterations or (clock.stop_after is not None and step >= clock.stop_after)
         if last or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
             sync(device)
             clock.pause()
