@@ -46,6 +46,9 @@ configuration on one GPU, stopped once training has reported its throughput):
                   main data's are six times shorter), ITERS steps: the reference where the record is scored
   next-long       next (else default: default-long) on the same documents, ITERS steps, if its checks passed
   profile-long    profile on the same documents (NAME-profile-long.json)
+  baseline-long-1mb, next-long-1mb (else default-long-1mb)
+                  the -long steps as one rank's step of an 8-GPU run (as baseline-1mb), on their graphs: the
+                  closest to a rank of the scored run, whose step the record's logs give (96-97 ms before looping)
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
@@ -219,6 +222,9 @@ def steps(cfg: dict) -> list[dict]:
         # where the long documents' step goes (after the -long step, on its graphs): the fifteenth session found our
         # kernels faster on them and the record's slower, and had no profile to say how attention's time moved
         {"name": "profile-long", "kind": "profile", "env": nxt, "data": "long", **top_fast, **tiles_of_top},
+        # one rank of the scored run: its microbatch, its documents (the optimizer's whole step on one GPU still)
+        one_rank("baseline-long-1mb", plain, "baseline-long", data="long"),
+        one_rank(f"{top}-long-1mb", nxt, f"{top}-long", data="long", **top_fast),
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile

@@ -13,16 +13,18 @@ from pathlib import Path
 RATES = ("tokens_per_s_preloop", "tokens_per_s_loop", "tokens_per_s_all")
 HEADER = "| run | steps | tokens/s before looping | with looping | whole run | peak MiB | compile s | first step s |"
 # what a reference must share with the run it is compared with: the documents (FineWeb-length) and the step (one
-# microbatch). A configuration's name ends with at most one of them
+# microbatch), named in this order (`default-long-1mb`)
 VARIANTS = ("-long", "-1mb")
 
 
 def split(name: str) -> tuple[str, str]:
-    """(configuration, variant): `next-long` -> (`next`, `-long`), `default` -> (`default`, ``)."""
-    for v in VARIANTS:
+    """(configuration, variants): `next-long` -> (`next`, `-long`), `default-long-1mb` -> (`default`,
+    `-long-1mb`), `default` -> (`default`, ``)."""
+    variant = ""
+    for v in reversed(VARIANTS):
         if name.endswith(v):
-            return name[:-len(v)], v
-    return name, ""
+            name, variant = name[:-len(v)], v + variant
+    return name, variant
 
 
 def references(name: str) -> list[str]:

@@ -275,14 +275,16 @@ def test_long_steps_run_on_the_fineweb_length_data_and_teach_no_step_time(tmp_pa
 
 def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkeypatch):
     """The -1mb steps: one rank's step of an 8-GPU run (one microbatch of the record's size a step, eight times the
-    steps for the same tokens) on the graphs of the 8-microbatch configuration; estimated as the same tokens' time,
-    and teaching no step time."""
+    steps for the same tokens) on the graphs and documents of the 8-microbatch configuration; estimated as the same
+    tokens' time, and teaching no step time."""
     plan = {s["name"]: s for s in ks.steps(CFG)}
+    top = "next" if ks.PENDING else "default"
     one_mb = {"GRAD_ACCUM": "1", "TRAIN_BATCH_TOKENS": "98304"}
-    for name, of in (("baseline-1mb", "baseline"), ("default-1mb", "default")):
+    for name, of in (("baseline-1mb", "baseline"), ("default-1mb", "default"), ("baseline-long-1mb", "baseline-long"),
+                     (f"{top}-long-1mb", f"{top}-long")):
         assert plan[name]["env"] == {**plan[of]["env"], **one_mb}, name
         assert plan[name]["iters"] == 8 * CFG["iters"] and plan[name]["microbatches"] == 1
-        assert plan[name]["same_graphs_as"] == ("baseline" if name.startswith("baseline") else "default")
+        assert plan[name]["same_graphs_as"] == of and plan[name].get("data") == plan[of].get("data")
         assert [plan[name].get(k) for k in ("needs", "needs_fa4")] == [plan[of].get(k) for k in ("needs", "needs_fa4")]
     state = fresh_state(baseline="done")
     state["measured"] = {"step_pre_s": 0.75, "step_loop_s": 1.13, "warm_compile_s": 17.0, "overhead_s": 15.0}
@@ -297,6 +299,7 @@ def test_one_ranks_step_runs_one_microbatch_a_step_on_the_graphs_of_eight(monkey
     position = {name: i for i, name in enumerate(order)}
     assert position["qk-check"] < position["baseline-1mb"] < position["fp8-check"]
     assert position["default"] < position["default-1mb"] < position["tiled"]
+    assert position["profile-long"] < position["baseline-long-1mb"] < position[f"{top}-long-1mb"] < position["tuned"]
 
 
 def test_the_long_documents_profile_runs_on_their_data_after_their_training_step(tmp_path, monkeypatch):

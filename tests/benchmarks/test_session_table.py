@@ -29,6 +29,9 @@ def load(name: str) -> dict:
     ("next-long", ["baseline-long", "default-long"]),
     ("next-1mb", ["baseline-1mb", "default-1mb"]),
     ("baseline-next-1mb", ["baseline-1mb"]),
+    ("baseline-long-1mb", ["baseline"]),
+    ("default-long-1mb", ["baseline-long-1mb"]),  # one rank of the scored run: its documents and its step
+    ("next-long-1mb", ["baseline-long-1mb", "default-long-1mb"]),
     ("baseline-equiv", []),
     ("next-equiv", ["baseline-equiv"]),
     ("baseline-noise", ["baseline-equiv"]),
