@@ -50,6 +50,15 @@ def test_the_fifteenth_sessions_table(tmp_path):
     assert "†" not in session_table.render(load("idle"))  # without the earlier session: no ratio for next-long
 
 
+def test_the_seventeenth_sessions_goal_rows():
+    """The seventeenth session's own references: the default on FineWeb-length documents against the record's kernels
+    on them, one rank's step against one rank's step, and no row read across sessions."""
+    got = session_table.render(load("goal"))
+    assert "| default-long | 24 | 1,226,334 (1.209× baseline-long) | 816,043 (1.204× baseline-long) |" in got
+    assert "| default-1mb | 192 | 1,125,012 (1.126× baseline-1mb) |" in got
+    assert "| baseline-noise | 100 | 1,039,840 (1.001× baseline-equiv) |" in got and "†" not in got
+
+
 def test_a_run_killed_before_its_throughput_shows_dashes():
     configs = {"baseline": {"iterations": 24, "tokens_per_s_preloop": 1e6, "tokens_per_s_loop": 7e5},
                "default": {"iterations": 24, "compile_s": 150.0, "complete": False}}
