@@ -45,9 +45,8 @@ def recorded_settings(env: dict) -> dict:
 def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout_s: float | None = None,
                 cache_state: str | None = None, echo: bool = True) -> dict:
     """Run the training phase with os.environ + `extra` (ITERS, WARMUP, MLP_KERNEL, ATTN_BACKEND, ...), write
-    OUT.json (the summary, rewritten at every log line) and OUT.log; return the summary. `timeout_s`: the whole
-    process group is killed then (`complete` stays false). `cache_state` overrides the cold/warm guess.
-    `echo`: the trainer's lines also go to stdout."""
+    OUT.json (the summary, rewritten at every log line) and OUT.log; return the summary (run_logged).
+    `cache_state` overrides the cold/warm guess. `echo`: the trainer's lines also go to stdout."""
     penv = {**os.environ, **(extra or {})}
     iters, warmup = penv.get("ITERS", "24"), penv.get("WARMUP", "2")
     settings = {"DATA_DIR": data_dir, "ARTIFACT_DIR": "/tmp/bench-train", "RUN_ID": "bench", "SEED": "0",
@@ -59,10 +58,21 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
     env = {**penv, **settings, "PYTHONUNBUFFERED": "1"}
     cache = penv.get("TORCHINDUCTOR_CACHE_DIR", f"/tmp/torchinductor_{penv.get('USER', 'root')}")
     guess = "warm" if Path(cache).is_dir() and any(Path(cache).iterdir()) else "cold"
+    tb = int(penv.get("TRAIN_BATCH_TOKENS", "786432"))
     res = {"name": Path(out_path).stem, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "device": gpu_name(), "iterations": int(iters), "warmup_steps": int(warmup),
            "command": " ".join(f"{k}={v}" for k, v in {**settings, **kernels}.items()) + " python3 train_gpt.py",
            "compile_cache": cache_state or guess, "kernels_env": kernels, "losses": {}}
+    return run_logged(cmd, env, res, out_path, lambda line, res, t_s: read_line(line, res, int(warmup), tb, t_s),
+                      timeout_s, echo)
+
+
+def run_logged(cmd: list[str], env: dict, res: dict, out_path: str, read, timeout_s: float | None,
+               echo: bool) -> dict:
+    """Run a trainer, folding each log line into `res` with read(line, res, seconds since launch), which says True
+    once what is measured is in: the rest (EMA diagnostics, GPTQ, compression) is stopped. OUT.json (`res`) and
+    OUT.log are on disk at every line, so a killed run keeps them. `timeout_s`: the whole process group is killed
+    then (`complete` stays false)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -71,14 +81,14 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
     if timer:
         timer.start()
     out, log = Path(out_path), open(Path(out_path).with_suffix(".log"), "w")
-    for line in proc.stdout:  # the log and the summary so far are on disk at every line (a killed run keeps them)
+    for line in proc.stdout:
         log.write(line)
         log.flush()
         if echo:
             print(line, end="", flush=True)
         out.write_text(json.dumps(res, indent=2))
-        if read_line(line, res, int(warmup), int(penv.get("TRAIN_BATCH_TOKENS", "786432")), t0):
-            proc.send_signal(signal.SIGTERM)  # the rest of the pipeline is not what is measured
+        if read(line, res, time.perf_counter() - t0):
+            proc.send_signal(signal.SIGTERM)
             break
     try:
         proc.wait(timeout=60)
@@ -100,14 +110,12 @@ def train_phase(data_dir: str, out_path: str, extra: dict | None = None, timeout
     return res
 
 
-def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
-    """Fold one trainer log line into `res`; True once training has reported its throughput."""
-    if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)(?:.* tok/s: (\d+))?", line):
-        res["losses"][m.group(1)] = float(m.group(2))
-        res.setdefault("time_to_first_step_s", time.perf_counter() - t0)
-        if m.group(3):  # the rate over the training time so far: a run that fails after its steps keeps it
-            res["tokens_per_s_running"] = float(m.group(3))
-    elif m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel):(\S+)",
+def read_line(line: str, res: dict, warmup: int, tb: int, t_s: float) -> bool:
+    """Fold one log line of our trainer into `res` (`t_s`: seconds since launch); True once training has reported
+    its throughput."""
+    if read_step_line(line, res, tb, t_s):
+        return False
+    if m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel):(\S+)",
                        line):
         res[m.group(1)] = m.group(2)
     elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):
@@ -118,10 +126,43 @@ def read_line(line: str, res: dict, warmup: int, tb: int, t0: float) -> bool:
         if m.group(4):  # the whole run's rate (since the fourteenth session): what compares two training loops
             res["tokens_per_s_all"] = float(m.group(4))
         res["step_ms_preloop"], res["step_ms_loop"] = 1000 * tb / pre, 1000 * tb / loop
+        res["steady"] = steady_rates(res, tb)
         # priming = compilation + WARMUP real steps without and with looping (+ 8 cu-bucket passes)
         res["compile_s"] = priming - warmup * (tb / pre + tb / loop)
         return True
     return False
+
+
+def read_step_line(line: str, res: dict, tb: int, t_s: float) -> bool:
+    """The lines our trainer and the record's write alike: a step's loss and the rate over the training time so far
+    (`{step}/{iterations} train_loss: … tok/s: …`), and the step at which looping came on. Returns whether the
+    line was one of them. From each rate, the training time at that step (`elapsed_s`, for steady_rates)."""
+    if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)(?:.* tok/s: (\d+))?", line):
+        res["losses"][m.group(1)] = float(m.group(2))
+        res.setdefault("time_to_first_step_s", t_s)
+        if m.group(3):  # a run that fails after its steps keeps the last one
+            res["tokens_per_s_running"] = float(m.group(3))
+            res.setdefault("elapsed_s", {})[m.group(1)] = int(m.group(1)) * tb / float(m.group(3))
+        return True
+    if m := re.match(r"layer_loop:enabled step:(\d+)", line):
+        res["loop_from_step"] = int(m.group(1))  # steps 1..S ran without looping
+        return True
+    return False
+
+
+def steady_rates(res: dict, tb: int) -> dict | None:
+    """Tokens/s before and with looping from the training time at each step (`elapsed_s`), leaving out step 1 and
+    the step after looping came on: the record's script takes its time on the host before reading the loss back,
+    so the interval that ends at step k holds the end of step k-1's GPU work and the launch of step k, and only
+    intervals inside one phase are of that phase. None without a step line for every step."""
+    elapsed, s = res.get("elapsed_s", {}), res.get("loop_from_step")
+    n = max((int(k) for k in elapsed), default=0)
+    if s is None or not all(str(k) in elapsed for k in range(1, n + 1)) or not 2 < s < n - 1:
+        return None
+    e = {int(k): v for k, v in elapsed.items()}
+    return {"tokens_per_s_preloop": tb * (s - 1) / (e[s] - e[1]),
+            "tokens_per_s_loop": tb * (n - s - 1) / (e[n] - e[s + 1]),
+            "steps_preloop": s - 1, "steps_loop": n - s - 1}
 
 
 def main() -> None:

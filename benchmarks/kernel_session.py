@@ -49,6 +49,11 @@ configuration on one GPU, stopped once training has reported its throughput):
   baseline-long-1mb, next-long-1mb (else default-long-1mb)
                   the -long steps as one rank's step of an 8-GPU run (as baseline-1mb), on their graphs: the
                   closest to a rank of the scored run, whose step the record's logs give (96-97 ms before looping)
+  record-long, record
+                  the record's own script (RECORD_TRAINER, PR #1610's; record_phase.py, FA3 replaced by torch's
+                  varlen kernel with K/V repeated, as in `baseline`) on each data, ITERS steps: the issue's
+                  yardstick. Its first run compiles eight graphs (four cu_seqlens lengths, each way), and the main
+                  data's 775 documents a microbatch make it compile more lengths on the way
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
@@ -77,6 +82,7 @@ NAME-profile-long.json and NAME-session.tar.gz
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
   env: OUT (/tmp/bench) STATE (/tmp/kbench) DEADLINE_S (560) ITERS (24) EQUIV_ITERS (100) WARMUP (2) DATA_LONG
+       RECORD_TRAINER (.record/pr1610/train_gpt.py: the record's script, not in the repository; README)
        FA4_SITE (/tmp/fa4site) SMOKE=1 (CPU: the tests' tiny model, few steps, requirements not enforced)
        FIRST (step names, comma-separated: run these first, in this order, each after the checks it needs;
        e.g. baseline,both when a session may get one call, which cannot carry flash-attn-4 whole)
@@ -94,6 +100,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_train_phase import gpu_name, train_phase  # noqa: E402
+from record_phase import record_phase  # noqa: E402
 from session_table import render as ratio_table  # noqa: E402
 
 MARGIN_S = 20  # left at the deadline for packing and copying OUT
@@ -102,7 +109,9 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
-            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0}
+            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0,
+            # the record's script to its first step, cold: over 560 s on the H200 with the main data (the issue)
+            "record_start_s": 450.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
                 "profile-long": 240.0,
@@ -183,7 +192,7 @@ def steps(cfg: dict) -> list[dict]:
     return [
         # the reference every speed-up waits for: started past its estimate too (a cold compile varies,
         # 191-291 s to the first step on the H100), and killed at the deadline it leaves its compile cached
-        {"name": "baseline", "kind": "train", "env": plain, "iters": n, "try": True},
+        {"name": "baseline", "kind": "train", "env": plain, "iters": n, "try": True, "reference": True},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
         *plain_next,  # the candidate on the record's kernels: a warm start, no flash-attn-4
@@ -225,6 +234,10 @@ def steps(cfg: dict) -> list[dict]:
         # one rank of the scored run: its microbatch, its documents (the optimizer's whole step on one GPU still)
         one_rank("baseline-long-1mb", plain, "baseline-long", data="long"),
         one_rank(f"{top}-long-1mb", nxt, f"{top}-long", data="long", **top_fast),
+        # the record's own script: the issue's yardstick, on the documents where the record is scored first (their
+        # cu_seqlens lengths are among the four its priming compiles). A reference, so a try before the baseline
+        {"name": "record-long", "kind": "record", "iters": n, "data": "long", "try": True, "reference": True},
+        {"name": "record", "kind": "record", "iters": n, "try": True, "reference": True},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
@@ -280,6 +293,7 @@ def config() -> dict:
             "warmup": int(os.environ.get("WARMUP", "1" if smoke else "2")),
             "fa4_site": Path(os.environ.get("FA4_SITE", "/tmp/fa4site")), "smoke": smoke,
             "first": os.environ.get("FIRST", ""),
+            "record_trainer": Path(os.environ.get("RECORD_TRAINER", HERE.parent / ".record/pr1610/train_gpt.py")),
             # bench_kernels_1gpu.sh unpacked an earlier session's compile cache (.kcache, benchmarks/kcache.py)
             "carried": (state / "kcache-carried").is_file()}
 
@@ -319,6 +333,9 @@ def estimate(step: dict, state: dict) -> float:
         return m[check_time_key(step)]
     if step["kind"] == "profile":
         return m["profile_s"] + (m["cold_compile_s"] if own_inductor_config(step) else 0.0)
+    if step["kind"] == "record":  # its start as last measured (its priming included), then the timed steps
+        return m["overhead_s"] + m["record_start_s"] + LONG_STEP_FACTOR * step["iters"] / 2 * (
+            m["step_pre_s"] + m["step_loop_s"])
     warm = step.get("same_graphs_as") in state["steps"] and state["steps"][step["same_graphs_as"]]["status"] == "done"
     # new graphs after other configurations share many Triton kernels with them: the last such compile, once known
     compile_s = m["warm_compile_s"] if warm else m.get("shared_compile_s", m["cold_compile_s"])
@@ -340,12 +357,13 @@ def own_inductor_config(step: dict) -> bool:
 
 def may_start(step: dict, est: float, left: float, state: dict) -> bool:
     """Whether a step starts with `left` seconds of the call to go: when its estimate fits, or, for a "try" step,
-    with TRY_LEFT_S left; killed at the deadline, a try leaves its compile cached for the next call. The other
-    tries wait for the baseline: a speed-up without its baseline beside it is worth nothing."""
+    with TRY_LEFT_S left; killed at the deadline, a try leaves its compile cached for the next call. The tries
+    that are not references (baseline, the record's script) wait for the baseline: a speed-up without its
+    baseline beside it is worth nothing."""
     if est <= left - MARGIN_S:
         return True
     baseline_done = state["steps"].get("baseline", {}).get("status") == "done"
-    return bool(step.get("try")) and left - MARGIN_S >= TRY_LEFT_S and (step["name"] == "baseline" or baseline_done)
+    return bool(step.get("try")) and left - MARGIN_S >= TRY_LEFT_S and (step.get("reference") or baseline_done)
 
 
 def learn(step: dict, res: dict, state: dict, cache: str) -> None:
@@ -367,6 +385,11 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
         return f"flash-attn-4 is not unpacked in {cfg['fa4_site']} (carry the .fa4 parts: benchmarks/README.md)"
     if step.get("data") == "long" and not (Path(cfg["data_long"]) / "manifest.json").is_file():
         return f"no FineWeb-length dataset in {cfg['data_long']} (bench_kernels_1gpu.sh builds it)"
+    if step["kind"] == "record" and cfg["smoke"]:
+        return "the record's script trains on CUDA only"
+    if step["kind"] == "record" and not cfg["record_trainer"].is_file():
+        return (f"no record script at {cfg['record_trainer']} (RECORD_TRAINER; benchmarks/README.md, "
+                "\"The record's own script\")")
     if cfg["smoke"] or waiting_for(step, state):  # a check not run yet defers the step instead
         return None
     for need in step.get("needs", []):
@@ -480,6 +503,16 @@ def run_train(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
                        timeout_s=timeout_s, cache_state=cache, echo=False)
 
 
+def run_record(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
+    before = [n for n, s in state["steps"].items() if s.get("kind") == "record" and s["status"] in ("done", "timed_out")]
+    cache = f"after {', '.join(before)}: its graphs compiled, other cu_seqlens lengths may compile" if before \
+        else "carried (.kcache)" if cfg["carried"] else "cold (the record's graphs)"
+    data = cfg["data_long"] if step.get("data") == "long" else cfg["data"]
+    extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"])}
+    return record_phase(str(cfg["record_trainer"]), data, str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"),
+                        extra, timeout_s=timeout_s, cache_state=cache, echo=False)
+
+
 # each against baseline-equiv, step by step
 EQUIV_COMPARED = ("next-equiv", "plain-loss-equiv", "default-equiv", "both-equiv")
 # the steps whose losses an equivalence reads: after any of them the verdicts are made again, so that one comes out
@@ -564,6 +597,10 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
         res = run_checks(step, cfg, min(timeout_s, CHECKS_CAP_S[step["name"]]))
     elif step["kind"] == "profile":
         res = run_profile(step, cfg, state, min(timeout_s, CHECKS_CAP_S[step["name"]]))
+    elif step["kind"] == "record":
+        res = run_record(step, cfg, state, timeout_s)
+        if res.get("complete"):
+            state["measured"]["record_start_s"] = res["time_to_first_step_s"]
     else:
         res = run_train(step, cfg, state, timeout_s)
         learn(step, res, state, res.get("compile_cache", "cold").split(" ")[0])

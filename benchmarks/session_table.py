@@ -28,17 +28,19 @@ def split(name: str) -> tuple[str, str]:
 
 
 def references(name: str) -> list[str]:
-    """The configurations `name` is read against, in order: the record's kernels on its documents and step, then
-    for a candidate (`next`, `baseline-next`) the configuration it changes. The references themselves are read
+    """The configurations `name` is read against, in order: the record's kernels on its documents and step, the
+    record's own script there (`record`, `record-long`: the issue's yardstick), then for a candidate (`next`)
+    the configuration it changes. The references themselves are read
     against the record's kernels on the main data (`baseline-long` against `baseline`: what the documents cost)."""
     core, v = split(name)
     if core.endswith(("-equiv", "-noise")):
         return [] if core == "baseline-equiv" else ["baseline-equiv"]
     if core == "baseline":
         return ["baseline"] if v else []
-    if core == "next":
-        return [f"baseline{v}", f"default{v}"]
-    return [f"baseline{v}"]
+    if core == "record":  # the record's own script against its kernels in our trainer
+        return [f"baseline{v}"]
+    refs = [f"baseline{v}", f"record{v}"]
+    return [*refs, f"default{v}"] if core == "next" else refs
 
 
 def _ratios(run: dict, key: str, refs: list[tuple[str, dict, bool]]) -> str:

@@ -1,7 +1,6 @@
 """bench_train_phase.read_line: the trainer's log, as captured from a real run on an H100 (the fourteenth session's
 `baseline-next`, fixtures/h100-baseline-next.log), folded into a benchmark's summary."""
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ TB = 786432  # TRAIN_BATCH_TOKENS of the captured run
 def _fold(lines) -> tuple[dict, int | None]:
     res, done_at = {"losses": {}}, None
     for i, line in enumerate(lines):
-        if bench_train_phase.read_line(line, res, 2, TB, time.perf_counter()):
+        if bench_train_phase.read_line(line, res, 2, TB, 10.0 + i):
             done_at = i
             break
     return res, done_at
@@ -60,3 +59,25 @@ def test_the_command_names_every_setting_a_session_varies():
     for step in (s for s in kernel_session.steps({"iters": 24, "equiv_iters": 100}) if s["kind"] == "train"):
         env = step["env"]
         assert bench_train_phase.recorded_settings({**env, "PATH": "/bin"}) == env, step["name"]
+
+
+def test_steady_rates_leave_out_the_first_step_and_the_step_after_looping_came_on():
+    """From the training time at each step (its rate so far): the captured run's first step took 1.5 s, which its
+    throughput line counts and the steady rates do not; an interval that mixes the phases is counted in neither."""
+    lines = LOG.read_text().splitlines(keepends=True)
+    res, _ = _fold(lines)
+    e = {int(k): v for k, v in res["elapsed_s"].items()}
+    assert sorted(e) == list(range(1, 25)) and res["loop_from_step"] == 12
+    assert e[1] == pytest.approx(TB / 523828) and e[24] == pytest.approx(24 * TB / 833383)
+    steady = res["steady"]
+    assert steady["tokens_per_s_preloop"] == pytest.approx(11 * TB / (e[12] - e[1]))
+    assert steady["tokens_per_s_loop"] == pytest.approx(11 * TB / (e[24] - e[13]))
+    assert steady["steps_preloop"] == steady["steps_loop"] == 11
+    assert steady["tokens_per_s_preloop"] > 1.07 * res["tokens_per_s_preloop"]  # without the slow first step
+
+
+@pytest.mark.parametrize("drop", ["7/24 train_loss", "layer_loop:enabled"])
+def test_steady_rates_need_every_step_and_the_switch(drop):
+    lines = [line for line in LOG.read_text().splitlines(keepends=True) if not line.startswith(drop)]
+    res, done_at = _fold(lines)
+    assert done_at is not None and res["steady"] is None

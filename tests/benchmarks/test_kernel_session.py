@@ -329,3 +329,41 @@ def test_the_long_documents_profile_runs_on_their_data_after_their_training_step
     assert "profile_s" not in state["measured"]
     ks.run_step(plan["profile"], {**cfg, "smoke": False}, state, 300.0)
     assert "profile_s" in state["measured"]
+
+
+def test_the_record_script_runs_where_it_is_and_starts_before_the_baseline(tmp_path, monkeypatch):
+    """record-long and record: the record's own script (RECORD_TRAINER) on each data, the issue's yardstick. They are
+    references, so a first call may start them past their estimate before the baseline; without the script, or on a
+    CPU, they say why they cannot run; a finished run's time to its first step estimates the next."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert plan["record-long"]["data"] == "long" and "data" not in plan["record"]
+    cfg = {"data": str(tmp_path / "data"), "data_long": str(tmp_path / "data"), "fa4_site": tmp_path, "smoke": False,
+           "record_trainer": tmp_path / "pr1610" / "train_gpt.py", "warmup": 2, "state": tmp_path, "name": "s",
+           "carried": False}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    state = fresh_state()
+    assert ks.blocked(plan["record"], state, cfg) == (f"no record script at {cfg['record_trainer']} (RECORD_TRAINER; "
+                                                      "benchmarks/README.md, \"The record's own script\")")
+    cfg["record_trainer"].parent.mkdir()
+    cfg["record_trainer"].write_text("# the record's script\n")
+    assert ks.blocked(plan["record-long"], state, cfg) is None
+    assert ks.blocked(plan["record"], state, {**cfg, "smoke": True}) == "the record's script trains on CUDA only"
+    est = ks.estimate(plan["record-long"], state)
+    assert est > ks.DEFAULTS["record_start_s"]
+    assert ks.may_start(plan["record-long"], est, 300, state)  # past its estimate, before the baseline
+    assert not ks.may_start(plan["default"], est, 300, state)
+    seen = {}
+
+    def record_phase(script, data, out, extra, **kw):
+        seen.update(script=script, data=data, out=out, extra=extra, cache=kw["cache_state"])
+        return {"complete": True, "time_to_first_step_s": 131.5, "tokens_per_s_preloop": 1.0e6}
+    monkeypatch.setattr(ks, "record_phase", record_phase)
+    entry = ks.run_step(plan["record-long"], cfg, state, 500.0)
+    assert entry["status"] == "done" and state["measured"] == {"record_start_s": 131.5}
+    assert seen == {"script": str(cfg["record_trainer"]), "data": cfg["data_long"], "out": str(tmp_path / "s-record-long.json"),
+                    "extra": {"ITERS": "24", "WARMUP": "2"}, "cache": "cold (the record's graphs)"}
+    state["steps"]["record-long"] = entry
+    ks.run_step(plan["record"], cfg, state, 500.0)
+    assert seen["cache"].startswith("after record-long: its graphs compiled")
+    assert ks.estimate(plan["record"], state) < est

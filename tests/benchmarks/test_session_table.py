@@ -23,15 +23,18 @@ def load(name: str) -> dict:
     ("baseline", []),
     ("baseline-long", ["baseline"]),  # what the documents cost the record's kernels
     ("baseline-1mb", ["baseline"]),
-    ("default", ["baseline"]),
-    ("default-1mb", ["baseline-1mb"]),
-    ("next", ["baseline", "default"]),
-    ("next-long", ["baseline-long", "default-long"]),
-    ("next-1mb", ["baseline-1mb", "default-1mb"]),
-    ("baseline-next-1mb", ["baseline-1mb"]),
+    ("record", ["baseline"]),  # the record's own script against its kernels in our trainer
+    ("record-long", ["baseline-long"]),
+    ("default", ["baseline", "record"]),  # and against the record's script: the yardstick
+    ("default-long", ["baseline-long", "record-long"]),
+    ("default-1mb", ["baseline-1mb", "record-1mb"]),
+    ("next", ["baseline", "record", "default"]),
+    ("next-long", ["baseline-long", "record-long", "default-long"]),
+    ("next-1mb", ["baseline-1mb", "record-1mb", "default-1mb"]),
+    ("baseline-next-1mb", ["baseline-1mb", "record-1mb"]),
     ("baseline-long-1mb", ["baseline"]),
-    ("default-long-1mb", ["baseline-long-1mb"]),  # one rank of the scored run: its documents and its step
-    ("next-long-1mb", ["baseline-long-1mb", "default-long-1mb"]),
+    ("default-long-1mb", ["baseline-long-1mb", "record-long-1mb"]),  # one rank of the scored run
+    ("next-long-1mb", ["baseline-long-1mb", "record-long-1mb", "default-long-1mb"]),
     ("baseline-equiv", []),
     ("next-equiv", ["baseline-equiv"]),
     ("baseline-noise", ["baseline-equiv"]),
