@@ -81,16 +81,17 @@ def run_logged(cmd: list[str], env: dict, res: dict, out_path: str, read, timeou
     if timer:
         timer.start()
     out, log = Path(out_path), open(Path(out_path).with_suffix(".log"), "w")
-    for line in proc.stdout:
-        log.write(line)
-        log.flush()
-        if echo:
-            print(line, end="", flush=True)
-        out.write_text(json.dumps(res, indent=2))
-        if read(line, res, time.perf_counter() - t0):
-            proc.send_signal(signal.SIGTERM)
-            break
     try:
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if echo:
+                print(line, end="", flush=True)
+            done = read(line, res, time.perf_counter() - t0)
+            out.write_text(json.dumps(res, indent=2))  # with this line in it: a harness killed now keeps it
+            if done:
+                proc.send_signal(signal.SIGTERM)
+                break
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         pass
@@ -98,11 +99,11 @@ def run_logged(cmd: list[str], env: dict, res: dict, out_path: str, read, timeou
         if timer:
             timer.cancel()
         log.close()
-    try:  # what the trainer left (compile workers): the next configuration gets a quiet GPU and CPU
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+        try:  # what the trainer left (compile workers): the next configuration gets a quiet GPU and CPU
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
     res["wall_s"] = time.perf_counter() - t0
     res["complete"] = "tokens_per_s_loop" in res
     res["timed_out"] = bool(timeout_s) and not res["complete"] and res["wall_s"] >= timeout_s

@@ -1,9 +1,10 @@
-"""The ratios a kernel session is read by, as a Markdown table: each configuration's tokens/s against its reference
-(the record's kernels on the same documents and with the same microbatches a step) and, for the pending candidate,
-against the configuration it changes. kernel_session.py prints it at the end of every call; run it on a session's
--configs.json, with an earlier session's -configs.json for references the session lacks (marked †).
+"""The ratios a kernel session is read by, as a Markdown table: each configuration's tokens/s against its references
+(the record's kernels on the same documents and with the same microbatches a step, and the record's own script
+there) and, for the pending candidate, against the configuration it changes. kernel_session.py prints it at the end of every call; run it on a session's
+-configs.json, with another session's -configs.json (earlier or later) for references the session lacks
+(marked †).
 
-Usage: python3 benchmarks/session_table.py CONFIGS.json [EARLIER-CONFIGS.json]"""
+Usage: python3 benchmarks/session_table.py CONFIGS.json [OTHER-CONFIGS.json]"""
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def references(name: str) -> list[str]:
 def _ratios(run: dict, key: str, refs: list[tuple[str, dict, bool]]) -> str:
     if run.get(key) is None:
         return "-"
-    parts = [f"{run[key] / ref[key]:.3f}× {name}{'†' if earlier else ''}" for name, ref, earlier in refs
+    parts = [f"{run[key] / ref[key]:.3f}× {name}{'†' if other else ''}" for name, ref, other in refs
              if ref.get(key)]
     return f"{run[key]:,.0f}" + (f" ({', '.join(parts)})" if parts else "")
 
@@ -62,25 +63,25 @@ def _row(name: str, run: dict, refs: list[tuple[str, dict, bool]]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(configs: dict[str, dict], earlier: dict[str, dict] | None = None) -> str:
+def render(configs: dict[str, dict], other: dict[str, dict] | None = None) -> str:
     """The table: a row per configuration of `configs` (a kernel session's -configs.json), those read against
-    nothing first, each group in the file's order. A reference missing from `configs` is taken from `earlier`,
+    nothing first, each group in the file's order. A reference missing from `configs` is taken from `other`,
     another session's, marked †, and gets a row of its own at the end."""
-    earlier = earlier or {}
+    other = other or {}
     lines = [HEADER, "| --- " * HEADER.count(" | ") + "| --- |"]
-    from_earlier: dict[str, dict] = {}
+    from_other: dict[str, dict] = {}
     for name in sorted(configs, key=lambda n: bool(references(n))):
         refs = []
         for ref in references(name):
             if ref in configs:
                 refs.append((ref, configs[ref], False))
-            elif ref in earlier:
-                refs.append((ref, earlier[ref], True))
-                from_earlier[ref] = earlier[ref]
+            elif ref in other:
+                refs.append((ref, other[ref], True))
+                from_other[ref] = other[ref]
         lines.append(_row(name, configs[name], refs))
-    lines += [_row(f"{name}†", run, []) for name, run in from_earlier.items()]
-    if from_earlier:
-        lines += ["", "† from the earlier session's configurations: another machine, so a ratio across sessions"]
+    lines += [_row(f"{name}†", run, []) for name, run in from_other.items()]
+    if from_other:
+        lines += ["", "† from the other session's configurations: another machine, so a ratio across sessions"]
     return "\n".join(lines) + "\n"
 
 
@@ -88,8 +89,8 @@ def main(argv: list[str]) -> None:
     if len(argv) not in (2, 3):
         raise SystemExit(__doc__.rsplit("\n\n", 1)[-1])
     configs = json.loads(Path(argv[1]).read_text())
-    earlier = json.loads(Path(argv[2]).read_text()) if len(argv) == 3 else None
-    sys.stdout.write(render(configs, earlier))
+    other = json.loads(Path(argv[2]).read_text()) if len(argv) == 3 else None
+    sys.stdout.write(render(configs, other))
 
 
 if __name__ == "__main__":

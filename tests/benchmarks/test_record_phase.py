@@ -1,9 +1,12 @@
 """benchmarks/record_phase.py: a record's own train_gpt.py run and read like ours, and record_fa3, the
 flash_attn_interface it runs with. The record's script needs CUDA and FA3, so here its place is taken by a script
-that writes the lines of a captured log as the record writes them and then, like the record's final validation,
-does not end: what is tested is the runner (environment, stand-in first on the path, stopping at the last step, the
-rates), on real lines."""
+that writes the log the record's script wrote on an H100 (the eighteenth session's `record-long`,
+fixtures/h100-record-long.log) and then, like the record's final validation, does not end: what is tested is the
+runner (environment, stand-in first on the path, stopping at the last step, the rates) on the record's own lines."""
+import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import record_phase  # noqa: E402
 from record_fa3 import flash_attn_interface as standin  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+RECORD_LOG = FIXTURES / "h100-record-long.log"
 TB = 786432
 
 SCRIPT = '''import os, sys, time
@@ -36,31 +40,55 @@ def fake_record(tmp_path: Path, log: str) -> Path:
 
 
 def test_the_record_runs_with_the_standin_and_stops_at_its_last_step(tmp_path):
-    log = (FIXTURES / "h100-baseline-next.log").read_text()
     out = tmp_path / "out" / "record.json"
     out.parent.mkdir()
-    res = record_phase.record_phase(str(fake_record(tmp_path, log)), "/data/x", str(out), {"ITERS": "24"},
-                                    timeout_s=120, cache_state="cold", echo=False)
+    res = record_phase.record_phase(str(fake_record(tmp_path, RECORD_LOG.read_text())), "/data/x", str(out),
+                                    {"ITERS": "24"}, timeout_s=120, cache_state="cold", echo=False)
     assert res["complete"] and not res["timed_out"] and res["wall_s"] < 60  # not the 600 s of the validation
     written = out.with_suffix(".log").read_text()
     assert f"standin:{ROOT / 'benchmarks' / 'record_fa3' / 'flash_attn_interface.py'}" in written
     assert "env:1 0 24 /data/x" in written
-    assert len(res["losses"]) == 24 and res["tokens_per_s_all"] == 833383
-    assert res["tokens_per_s_preloop"] == res["steady"]["tokens_per_s_preloop"]
-    assert res["step_ms_loop"] == pytest.approx(1000 * TB / res["steady"]["tokens_per_s_loop"])
+    assert len(res["losses"]) == 24 and res["losses"]["1"] == 8.9918 and res["losses"]["24"] == 3.3738
+    assert res["tokens_per_s_all"] == 848743 and res["loop_from_step"] == 12
+    # the session's figures: steps 2-12 before looping, 14-24 with it, from the rates of the record's own lines
+    assert round(res["tokens_per_s_preloop"]) == 1066101 and round(res["step_ms_preloop"], 2) == 737.67
+    assert round(res["tokens_per_s_loop"]) == 702635 and round(res["step_ms_loop"], 2) == 1119.26
+    assert res["steady"]["steps_preloop"] == res["steady"]["steps_loop"] == 11
     assert res["attention_backend"] == record_phase.ATTENTION and res["compile_cache"] == "cold"
     assert "TRAIN_LOG_EVERY=1" in res["command"] and res["command"].endswith("python3 train_gpt.py")
 
 
 def test_a_record_run_killed_before_its_last_step_is_not_complete(tmp_path):
-    lines = (FIXTURES / "h100-baseline-next.log").read_text().splitlines(keepends=True)
+    lines = RECORD_LOG.read_text().splitlines(keepends=True)
     log = "".join(line for line in lines if not line.startswith(("23/24", "24/24")))
     out = tmp_path / "record.json"
     res = record_phase.record_phase(str(fake_record(tmp_path, log)), "/data/x", str(out), {"ITERS": "24"},
                                     timeout_s=5, echo=False)
     assert not res["complete"] and res["timed_out"] and "tokens_per_s_loop" not in res
-    assert res["tokens_per_s_running"] == float(lines[[i for i, x in enumerate(lines) if x.startswith("22/24")][0]]
-                                                .rsplit(" ", 1)[1])
+    assert res["tokens_per_s_running"] == 865169 and len(res["losses"]) == 22  # the log's line of step 22
+
+
+def test_the_summary_on_disk_holds_the_line_the_harness_was_killed_after(tmp_path):
+    """The eighteenth session's last call ran out of time around bench_train_phase.py itself, while the trainer was
+    between two steps: what it had written lacked the last line it had read. The summary is now written after
+    each line is read."""
+    lines = RECORD_LOG.read_text().splitlines(keepends=True)
+    head = tmp_path / "head.log"
+    step5 = next(i for i, line in enumerate(lines) if line.startswith("5/24"))
+    head.write_text("".join(lines[:step5 + 1]))  # the trainer's lines up to step 5, then 30 s to its next
+    script, out = tmp_path / "cat.py", tmp_path / "record.json"
+    script.write_text(f"import time\nprint(open({str(head)!r}).read(), end='', flush=True)\ntime.sleep(30)\n")
+    harness = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import record_phase; "
+        f"record_phase.record_phase({str(script)!r}, '/data/x', {str(out)!r}, {{'ITERS': '24'}}, echo=False)")])
+    deadline = time.monotonic() + 60
+    while "5/24" not in (out.with_suffix(".log").read_text() if out.with_suffix(".log").is_file() else ""):
+        assert time.monotonic() < deadline and harness.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.0)  # the trainer is between steps; the harness has read the line
+    harness.kill()
+    harness.wait(timeout=30)
+    assert sorted(json.loads(out.read_text())["losses"], key=int) == ["1", "2", "3", "4", "5"]
 
 
 def test_repeated_kv_is_fa3s_grouping():

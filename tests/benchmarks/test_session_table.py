@@ -50,7 +50,7 @@ def test_the_fifteenth_sessions_table(tmp_path):
     assert got == GOLDEN.read_text()
     assert "| next-long | 24 | 1,225,372 (1.213× baseline-long†) |" in got
     assert "| next | 24 | 1,196,951 (1.146× baseline, 1.002× default) |" in got
-    assert "†" not in session_table.render(load("idle"))  # without the earlier session: no ratio for next-long
+    assert "†" not in session_table.render(load("idle"))  # without the other session: no ratio for next-long
 
 
 def test_the_seventeenth_sessions_goal_rows():
@@ -77,3 +77,14 @@ def test_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "session_table.py")], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 1 and "Usage: python3 benchmarks/session_table.py CONFIGS.json" in bad.stderr
+
+
+def test_the_eighteenth_sessions_record_against_the_seventeenths_default():
+    """The record's own script (eighteenth session, one H100) and the default (seventeenth, another H100) on
+    FineWeb-length documents: each session's table takes the reference it lacks from the other, marked."""
+    got = session_table.render(load("goal"), load("record"))
+    assert ("| default-long | 24 | 1,226,334 (1.209× baseline-long, 1.150× record-long†) | 816,043 (1.204× "
+            "baseline-long, 1.161× record-long†) |") in got
+    assert "| record-long† | 24 | 1,066,101 | 702,635 | 848,743 | - | - | 419.4 |" in got
+    got = session_table.render(load("record"), load("goal"))
+    assert "| record-long | 24 | 1,066,101 (1.051× baseline-long†) | 702,635 (1.037× baseline-long†) |" in got
