@@ -54,6 +54,9 @@ configuration on one GPU, stopped once training has reported its throughput):
                   varlen kernel with K/V repeated, as in `baseline`) on each data, ITERS steps: the issue's
                   yardstick. Its first run compiles eight graphs (four cu_seqlens lengths, each way), and the main
                   data's 775 documents a microbatch make it compile more lengths on the way
+  record-profile-long
+                  record-long again under record_profile.py: a step before looping and one with it profiled, by
+                  kind (NAME-record-profile-long.json)
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
@@ -73,11 +76,11 @@ defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it
 it is a "try" step (may_start).
 Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried.
 State lives in STATE (default /tmp/kbench), which a warm machine keeps between calls: calling again continues
-where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (up to 6
+where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (up to 7
 files; a call brings back at most 8): NAME-configs.json, one entry per configuration (device, command, date,
 tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache, time_to_first_step_s,
 attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json, NAME-bytes.json,
-NAME-profile-long.json and NAME-session.tar.gz
+NAME-profile-long.json, NAME-record-profile-long.json and NAME-session.tar.gz
 (session.json: every step's status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
@@ -238,6 +241,9 @@ def steps(cfg: dict) -> list[dict]:
         # cu_seqlens lengths are among the four its priming compiles). A reference, so a try before the baseline
         {"name": "record-long", "kind": "record", "iters": n, "data": "long", "try": True, "reference": True},
         {"name": "record", "kind": "record", "iters": n, "try": True, "reference": True},
+        # where the record's step goes (record_profile.py: steps 6 and 19 under torch.profiler, in profile_step.py's
+        # kinds), on record-long's graphs: why the record's script beats its own kernels in our trainer
+        {"name": "record-profile-long", "kind": "record", "iters": n, "data": "long", "profile": True},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
@@ -509,8 +515,17 @@ def run_record(step: dict, cfg: dict, state: dict, timeout_s: float) -> dict:
         else "carried (.kcache)" if cfg["carried"] else "cold (the record's graphs)"
     data = cfg["data_long"] if step.get("data") == "long" else cfg["data"]
     extra = {"ITERS": str(step["iters"]), "WARMUP": str(cfg["warmup"])}
-    return record_phase(str(cfg["record_trainer"]), data, str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"),
-                        extra, timeout_s=timeout_s, cache_state=cache, echo=False)
+    if not step.get("profile"):
+        return record_phase(str(cfg["record_trainer"]), data,
+                            str(cfg["state"] / f"{cfg['name']}-{step['name']}.json"), extra, timeout_s=timeout_s,
+                            cache_state=cache, echo=False)
+    # the profile where publish() finds it; the run's own summary out of NAME-configs.json (the profiler's rates)
+    profile = cfg["state"] / f"{step['name']}.json"
+    profile.unlink(missing_ok=True)
+    res = record_phase(str(cfg["record_trainer"]), data, str(cfg["state"] / f"{step['name']}-run.json"), extra,
+                       timeout_s=timeout_s, cache_state=cache, echo=False, profile_to=str(profile))
+    found = json.loads(profile.read_text())["phases"] if profile.is_file() else {}
+    return {**res, "complete": res.get("complete", False) and "loop" in found, "profiled": sorted(found)}
 
 
 # each against baseline-equiv, step by step
@@ -572,7 +587,7 @@ def publish(state: dict, cfg: dict) -> None:
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
         (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
-    for name in ("profile", "bytes", "profile-long"):
+    for name in ("profile", "bytes", "profile-long", "record-profile-long"):
         if (st / f"{name}.json").is_file():
             (out / f"{cfg['name']}-{name}.json").write_text((st / f"{name}.json").read_text())
     # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations

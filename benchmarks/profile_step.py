@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -20,27 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_gpt as T  # noqa: E402
 from inductor_bytes import bandwidth, read_cache  # noqa: E402
-from step_gaps import idle_gaps, intervals  # noqa: E402
-
-INDUCTOR = "inductor triton (fused elementwise/norm/loss)"
-
-
-def kind(name: str) -> str:
-    n = name.lower()
-    if n.startswith(("_mlp_", "_softcap_", "_qk_norm_rope")):  # train_gpt.py's own Triton kernels (no "triton" in
-        return "ours (fused MLP, loss and q/k norm, Triton)"  # their names); the q/k norm's since the tenth session
-    if "flash" in n or "fmha" in n or "attn" in n:
-        return "attention"
-    if any(k in n for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "matmul")):
-        return "matmul"
-    if "adam" in n or "multi_tensor" in n or "foreach" in n:
-        return "optimizer (Adam/EMA foreach)"
-    if "triton" in n:
-        return INDUCTOR
-    if "memcpy" in n or "memset" in n or "copy" in n:
-        return "copies"
-    return "other"
-
+from profile_kinds import summarize  # noqa: E402
 
 def copy_gb_per_s(dev: torch.device) -> float:
     """Bytes read and written per second by a 1 GiB device-to-device copy: the bandwidth a kernel can reach."""
@@ -77,34 +56,9 @@ def profile_phase(h, fn, opt, loader, ema) -> tuple[dict, list]:
         T.train_step(h, fn, opt, loader).item()
         ema.update()
         T.sync(loader.device)
-    groups = defaultdict(float)
-    top = []
-    by_kind = defaultdict(list)
-    inductor_rows = []
-    for e in prof.key_averages():
-        us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
-        if us <= 0:
-            continue
-        groups[kind(e.key)] += us / 1000
-        top.append((us / 1000, e.key[:120]))
-        by_kind[kind(e.key)].append((us / 1000, e.key[:120]))
-        if kind(e.key) == INDUCTOR:
-            inductor_rows.append((e.key, us / 1000, e.count))
-    top.sort(reverse=True)
-    # the GPU's idle time inside the profiled step; outside it, the timed steps' wall time less this span:
-    # the host's start of a step before its first kernel, and the wait for its loss after the last
-    idle = idle_gaps(intervals(prof), kind)
-    idle["outside_kernel_span_ms"] = round(step_ms - idle["span_ms"], 3)
-    return {
-        "first_two_steps_s (includes compilation)": warm, "step_ms": step_ms,
-        "tokens_per_s": h.grad_accum_steps * loader.L / (step_ms / 1000),
-        "gpu_kernel_ms": sum(groups.values()), "by_kind_ms": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-        "top_kernels_ms": [[round(ms, 2), k] for ms, k in top[:40]],
-        # what each kind is made of, "other" included (the 40 largest overall can hide a kind's many small ones)
-        "top_by_kind_ms": {g: [[round(ms, 2), k] for ms, k in sorted(v, reverse=True)[:8]]
-                           for g, v in by_kind.items()},
-        "idle": idle,
-    }, inductor_rows
+    figures, inductor_rows = summarize(prof, step_ms)
+    return {"first_two_steps_s (includes compilation)": warm,
+            "tokens_per_s": h.grad_accum_steps * loader.L / (step_ms / 1000), **figures}, inductor_rows
 
 
 def one_microbatch(h):

@@ -37,9 +37,12 @@ def record_settings(data_dir: str, iters: str, warmup: str) -> dict:
 
 
 def record_phase(script: str, data_dir: str, out_path: str, extra: dict | None = None,
-                 timeout_s: float | None = None, cache_state: str | None = None, echo: bool = True) -> dict:
+                 timeout_s: float | None = None, cache_state: str | None = None, echo: bool = True,
+                 profile_to: str | None = None) -> dict:
     """Run the record's SCRIPT with os.environ + `extra` (ITERS, WARMUP, TRAIN_BATCH_TOKENS) and the stand-in
-    first on PYTHONPATH; write OUT.json and OUT.log as train_phase does; return the summary."""
+    first on PYTHONPATH; write OUT.json and OUT.log as train_phase does; return the summary. `profile_to`: run it
+    under record_profile.py, which writes a step's profile before looping and one with it there (the rates of
+    such a run are the profiler's, not the record's)."""
     penv = {**os.environ, **(extra or {})}
     iters, warmup = penv.get("ITERS", "24"), penv.get("WARMUP", "2")
     tb = int(penv.get("TRAIN_BATCH_TOKENS", "786432"))
@@ -49,9 +52,10 @@ def record_phase(script: str, data_dir: str, out_path: str, extra: dict | None =
     res = {"name": Path(out_path).stem, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "device": gpu_name(), "trainer": str(script), "iterations": int(iters), "warmup_steps": int(warmup),
            "command": " ".join(f"{k}={v}" for k, v in settings.items()) + f" PYTHONPATH={STANDIN.name} python3 "
-                      + Path(script).name,
+                      + ("record_profile.py OUT.json " if profile_to else "") + Path(script).name,
            "compile_cache": cache_state or "unknown", "attention_backend": ATTENTION, "losses": {}}
-    return run_logged([sys.executable, str(script)], env, res, out_path,
+    cmd = [sys.executable, *([str(HERE / "record_profile.py"), profile_to] if profile_to else []), str(script)]
+    return run_logged(cmd, env, res, out_path,
                       lambda line, res, t_s: read_record_line(line, res, tb, t_s), timeout_s, echo)
 
 

@@ -367,3 +367,33 @@ def test_the_record_script_runs_where_it_is_and_starts_before_the_baseline(tmp_p
     ks.run_step(plan["record"], cfg, state, 500.0)
     assert seen["cache"].startswith("after record-long: its graphs compiled")
     assert ks.estimate(plan["record"], state) < est
+
+
+def test_the_record_profile_comes_home_and_stays_out_of_the_configurations(tmp_path, monkeypatch):
+    """record-profile-long: record-long under record_profile.py. Its profile is published beside ours; the run's own
+    summary (rates the profiler slowed) is no configuration of the ratio table."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    step = plan["record-profile-long"]
+    assert step["kind"] == "record" and step["data"] == "long" and step["profile"]
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    cfg = {"data": "d", "data_long": "d-long", "record_trainer": tmp_path / "train_gpt.py", "warmup": 2,
+           "state": state_dir, "name": "s", "carried": False, "out": tmp_path / "out"}
+    calls = []
+
+    def record_phase(script, data, out, extra, profile_to=None, **kw):
+        calls.append((data, Path(out).name, Path(profile_to).name))
+        Path(out).write_text(json.dumps({"tokens_per_s_preloop": 9.0e5}))
+        phases = {"preloop": {"step": 6}, **({"loop": {"step": 19}} if len(calls) > 1 else {})}
+        Path(profile_to).write_text(json.dumps({"phases": phases}))
+        return {"complete": True, "time_to_first_step_s": 95.0}
+    monkeypatch.setattr(ks, "record_phase", record_phase)
+    state = fresh_state()
+    assert ks.run_step(step, cfg, state, 500.0)["status"] == "failed"  # the run ended before step 19's capture
+    entry = ks.run_step(step, cfg, state, 500.0)
+    assert entry["status"] == "done" and entry["result"]["profiled"] == ["loop", "preloop"]
+    assert state["measured"] == {"record_start_s": 95.0}  # a warm start of the record's script, as any
+    assert calls[-1] == ("d-long", "record-profile-long-run.json", "record-profile-long.json")
+    ks.publish(state, cfg)
+    assert json.loads((tmp_path / "out" / "s-record-profile-long.json").read_text())["phases"]["loop"]["step"] == 19
+    assert not (tmp_path / "out" / "s-configs.json").exists() and ks.read_configs(cfg) == {}

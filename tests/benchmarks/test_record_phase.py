@@ -112,3 +112,32 @@ def test_the_dense_entry_point_matches_causal_gqa_attention():
     assert torch.allclose(standin.flash_attn_func(q, k, v, causal=True), want, atol=1e-6)
     with pytest.raises(NotImplementedError, match="plain dense attention only"):
         standin.flash_attn_func(q, k, v, causal=True, softcap=30.0)
+
+
+PROFILED = '''import sys, time
+with open(sys.argv[0] + ".log") as lines:
+    for line in lines:
+        if line.startswith(("6/24", "19/24")):
+            time.sleep(0.3)  # the captured steps
+        print(line, end="", flush=True)
+        print(line, end="", file=open(sys.argv[0] + ".copy", "a"))  # the record's log file: not watched
+time.sleep(600)
+'''
+
+
+def test_the_record_profile_captures_one_step_before_looping_and_one_with_it(tmp_path):
+    """record_profile.py runs the script as __main__ and starts the profiler at the lines of steps 5 and 18, stopping
+    it at the next: steps 6 and 19, each written out as it ends, in profile_step.py's kinds (a CPU capture here,
+    which holds no GPU kernel time)."""
+    script = tmp_path / "train_gpt.py"
+    script.write_text(PROFILED)
+    (tmp_path / "train_gpt.py.log").write_text(RECORD_LOG.read_text())
+    profile, out = tmp_path / "profile.json", tmp_path / "run.json"
+    res = record_phase.record_phase(str(script), "/data/x", str(out), {"ITERS": "24"}, timeout_s=120, echo=False,
+                                    profile_to=str(profile))
+    assert res["complete"] and "record_profile.py OUT.json train_gpt.py" in res["command"]
+    found = json.loads(profile.read_text())
+    assert found["device"] == "cpu" and list(found["phases"]) == ["preloop", "loop"]
+    assert [found["phases"][p]["step"] for p in ("preloop", "loop")] == [6, 19]
+    for phase in found["phases"].values():
+        assert 300 <= phase["step_ms"] < 3000 and phase["by_kind_ms"] == {} and phase["idle"]["kernels"] == 0
