@@ -241,8 +241,8 @@ def steps(cfg: dict) -> list[dict]:
         # cu_seqlens lengths are among the four its priming compiles). A reference, so a try before the baseline
         {"name": "record-long", "kind": "record", "iters": n, "data": "long", "try": True, "reference": True},
         {"name": "record", "kind": "record", "iters": n, "try": True, "reference": True},
-        # where the record's step goes (record_profile.py: steps 6 and 19 under torch.profiler, in profile_step.py's
-        # kinds), on record-long's graphs: why the record's script beats its own kernels in our trainer
+        # where the record's step goes (record_profile.py: steps 6 and 19 under torch.profiler, in the kinds of
+        # profile_kinds.py, as ours), on record-long's graphs: why the record's script beats its kernels in our trainer
         {"name": "record-profile-long", "kind": "record", "iters": n, "data": "long", "profile": True},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
@@ -630,8 +630,8 @@ def run_step(step: dict, cfg: dict, state: dict, left: float) -> dict:
     out = {"status": status, "kind": step["kind"], "wall_s": round(wall, 1),
            "result": {k: v for k, v in res.items() if k not in ("losses",)}}
     if status != "done":  # why, from the step's own log
-        logs = [p for p in (cfg["state"] / f"{step['name']}.log", cfg["state"] / f"{cfg['name']}-{step['name']}.log")
-                if p.is_file()]
+        logs = [p for p in (cfg["state"] / f"{step['name']}.log", cfg["state"] / f"{cfg['name']}-{step['name']}.log",
+                            cfg["state"] / f"{step['name']}-run.log") if p.is_file()]  # -run: record-profile-long's
         out["log_tail"] = logs[0].read_text(errors="replace")[-1500:] if logs else ""
     return out
 

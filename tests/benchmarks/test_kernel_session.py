@@ -384,12 +384,14 @@ def test_the_record_profile_comes_home_and_stays_out_of_the_configurations(tmp_p
     def record_phase(script, data, out, extra, profile_to=None, **kw):
         calls.append((data, Path(out).name, Path(profile_to).name))
         Path(out).write_text(json.dumps({"tokens_per_s_preloop": 9.0e5}))
+        Path(out).with_suffix(".log").write_text("the run's log\n")
         phases = {"preloop": {"step": 6}, **({"loop": {"step": 19}} if len(calls) > 1 else {})}
         Path(profile_to).write_text(json.dumps({"phases": phases}))
         return {"complete": True, "time_to_first_step_s": 95.0}
     monkeypatch.setattr(ks, "record_phase", record_phase)
     state = fresh_state()
-    assert ks.run_step(step, cfg, state, 500.0)["status"] == "failed"  # the run ended before step 19's capture
+    failed = ks.run_step(step, cfg, state, 500.0)  # the run ended before step 19's capture
+    assert failed["status"] == "failed" and failed["log_tail"] == "the run's log\n"
     entry = ks.run_step(step, cfg, state, 500.0)
     assert entry["status"] == "done" and entry["result"]["profiled"] == ["loop", "preloop"]
     assert state["measured"] == {"record_start_s": 95.0}  # a warm start of the record's script, as any
