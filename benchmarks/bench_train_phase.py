@@ -7,6 +7,7 @@ trainer variable such as MLP_KERNEL or ATTN_BACKEND); benchmarks/kernel_session.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from golfrun.trainer.progress import parse_progress_line  # noqa: E402  (stdlib only: no install needed)
 
 
 def gpu_name() -> str:
@@ -138,12 +141,14 @@ def read_step_line(line: str, res: dict, tb: int, t_s: float) -> bool:
     """The lines our trainer and the record's write alike: a step's loss and the rate over the training time so far
     (`{step}/{iterations} train_loss: … tok/s: …`), and the step at which looping came on. Returns whether the
     line was one of them. From each rate, the training time at that step (`elapsed_s`, for steady_rates)."""
-    if m := re.match(r"(\d+)/\d+ train_loss: ([\d.]+)(?:.* tok/s: (\d+))?", line):
-        res["losses"][m.group(1)] = float(m.group(2))
+    p = parse_progress_line(line)
+    if p is not None and p.train_loss is not None and p.tok_s is not None:
+        if not math.isfinite(p.train_loss) or not p.tok_s > 0:  # a diverged step: no NaN in the summary
+            return True
+        res["losses"][str(p.step)] = p.train_loss
         res.setdefault("time_to_first_step_s", t_s)
-        if m.group(3):  # a run that fails after its steps keeps the last one
-            res["tokens_per_s_running"] = float(m.group(3))
-            res.setdefault("elapsed_s", {})[m.group(1)] = int(m.group(1)) * tb / float(m.group(3))
+        res["tokens_per_s_running"] = p.tok_s  # a run that fails after its steps keeps the last one
+        res.setdefault("elapsed_s", {})[str(p.step)] = p.step * tb / p.tok_s
         return True
     if m := re.match(r"layer_loop:enabled step:(\d+)", line):
         res["loop_from_step"] = int(m.group(1))  # steps 1..S ran without looping

@@ -1,5 +1,6 @@
 """bench_train_phase.read_line: the trainer's log, as captured from a real run on an H100 (the fourteenth session's
 `baseline-next`, fixtures/h100-baseline-next.log), folded into a benchmark's summary."""
+import json
 import sys
 from pathlib import Path
 
@@ -81,3 +82,12 @@ def test_steady_rates_need_every_step_and_the_switch(drop):
     lines = [line for line in LOG.read_text().splitlines(keepends=True) if not line.startswith(drop)]
     res, done_at = _fold(lines)
     assert done_at is not None and res["steady"] is None
+
+
+def test_a_diverged_step_leaves_no_nan_in_the_summary():
+    """Step lines are read by golfrun's own parser of the record's log (golfrun.trainer.progress), which reads
+    "nan" as a number; the summary is JSON, so a diverged step's line is passed over."""
+    res, _ = _fold(["1/24 train_loss: 8.9934 train_time: 0.0m tok/s: 978031\n",
+                    "2/24 train_loss: nan train_time: 0.0m tok/s: 977000\n"])
+    assert res["losses"] == {"1": 8.9934} and list(res["elapsed_s"]) == ["1"]
+    assert res["tokens_per_s_running"] == 978031 and "NaN" not in json.dumps(res)
