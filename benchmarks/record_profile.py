@@ -30,10 +30,11 @@ PHASES = ("preloop", "loop")
 def watch(out: Path, starts: list[int]) -> None:
     """Hook print: the step lines printed to stdout start and stop the captures, and each finished capture is
     written to `out` at once."""
-    real_print, found = builtins.print, {"device": torch.cuda.get_device_name() if torch.cuda.is_available()
-                                         else "cpu", "phases": {}}
-    capture = {}
-    activity = torch.profiler.ProfilerActivity.CUDA if torch.cuda.is_available() else torch.profiler.ProfilerActivity.CPU
+    cuda = torch.cuda.is_available()
+    real_print = builtins.print
+    found = {"device": torch.cuda.get_device_name() if cuda else "cpu", "phases": {}}
+    capture = {}  # the capture under way: prof, phase, t0
+    activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
 
     def hooked(*args, **kw):
         real_print(*args, **kw)

@@ -75,9 +75,9 @@ def test_the_summary_on_disk_holds_the_line_the_harness_was_killed_after(tmp_pat
     lines = RECORD_LOG.read_text().splitlines(keepends=True)
     head = tmp_path / "head.log"
     step5 = next(i for i, line in enumerate(lines) if line.startswith("5/24"))
-    head.write_text("".join(lines[:step5 + 1]))  # the trainer's lines up to step 5, then 30 s to its next
+    head.write_text("".join(lines[:step5 + 1]))  # the trainer's lines up to step 5, then 5 s to its next
     script, out = tmp_path / "cat.py", tmp_path / "record.json"
-    script.write_text(f"import time\nprint(open({str(head)!r}).read(), end='', flush=True)\ntime.sleep(30)\n")
+    script.write_text(f"import time\nprint(open({str(head)!r}).read(), end='', flush=True)\ntime.sleep(5)\n")  # outlives the killed harness 4 s
     harness = subprocess.Popen([sys.executable, "-c", (
         f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import record_phase; "
         f"record_phase.record_phase({str(script)!r}, '/data/x', {str(out)!r}, {{'ITERS': '24'}}, echo=False)")])
