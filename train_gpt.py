@@ -169,6 +169,7 @@ _ENV_SPEC: list[tuple[str, type, object]] = [
     ("LOSS_TILE_FWD", str, ""),
     ("LOSS_TILE_BWD", str, ""),
     ("QK_KERNEL", str, "auto"),
+    ("XSA_KERNEL", str, "plain"),
     ("COMPILE_ENABLED", bool, True),
     # ours: per-position score dump of every evaluation (TTT section, docs/trainer.md)
     ("SCORE_DUMP_PATH", str, ""),
@@ -308,6 +309,11 @@ class Hyperparameters:
         if self.qk_kernel == "triton" and not qk_triton_fits(head_dim):
             bad(f"QK_KERNEL=triton needs a power-of-two head_dim (MODEL_DIM / NUM_HEADS), not {head_dim}; "
                 "QK_KERNEL=auto takes the plain ops there")
+        if self.xsa_kernel not in ("auto", "plain", "triton", "torch"):
+            bad(f"XSA_KERNEL={self.xsa_kernel!r} must be auto, plain, triton or torch")
+        if self.xsa_kernel == "triton" and not qk_triton_fits(head_dim):
+            bad(f"XSA_KERNEL=triton needs a power-of-two head_dim (MODEL_DIM / NUM_HEADS), not {head_dim}; "
+                "XSA_KERNEL=auto takes the plain ops there")
         parse_loss_tile(self.loss_tile_fwd, "fwd")  # FUSED SOFT-CAPPED LOSS; raises ValueError naming the variable
         parse_loss_tile(self.loss_tile_bwd, "bwd")
         parse_mlp_tile(self.mlp_tile_up, "MLP_TILE_UP")  # FUSED MLP section; raises ValueError naming the variable
@@ -1478,6 +1484,183 @@ def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, gain: torch.Tensor, cos: torc
 
 
 # ==================================================================================================
+# FUSED XSA
+# ==================================================================================================
+# XSA (§4.3: every layer, XSA_LAST_N) takes from each head's attention output y its component along the
+# normalized value vector of the head's KV group: y - (y·n)n, n = v / max(|v|, 1e-12) (F.normalize). Inductor
+# splits it into the normalization, the projection, and two or three backward kernels (the gradients of y and
+# of n, normalize's backward, the sum over the heads of a group, the add to attention's dv). On an H100 the kernels
+# whose names say so took 29-37 ms of a 647 ms step before looping (nineteenth session, benchmarks/README.md),
+# where its tensors read and written once, the add included, need about 24 at a device copy's 3.0 TB/s. Here the
+# custom op golf::xsa reads each token's KV row (v and the g heads of its group) once each way: the forward writes
+# the projected heads, the backward their gradient (go - (go·n)n) and v's (the heads' -Σ (y·n)go + (go·n)y through
+# normalize's backward, which attention's dv then gets added to). The backward recomputes n from v, so nothing is
+# saved but y and v, which attention keeps.
+# XSA_KERNEL: plain (default: Inductor's fused ops), auto (triton on CUDA when Triton imports and head_dim is a
+# power of two, else plain), triton, torch (the same custom op with torch math inside). A candidate until an
+# H100 has timed it (kernel_session's PENDING).
+
+# Launch of each kernel: ROWS kv rows (a token's v and its g heads) a program. The backward holds twice the
+# forward's tiles, so it takes twice the warps: 72 and 74 registers a thread (ptxas for sm_90, 16 rows, the
+# record's groups of two heads of 64); the GPU check (kernel_checks.py xsa) times others.
+_XSA_TILE_DEFAULT = {"fwd": {"ROWS": 16, "num_warps": 4}, "bwd": {"ROWS": 16, "num_warps": 8}}
+_XSA = {"kernel": "plain", **copy.deepcopy(_XSA_TILE_DEFAULT)}
+_XSA_EPS = 1e-12  # F.normalize's default eps: |v| below it divides by eps instead
+
+
+if triton is not None:
+    @triton.jit
+    def _xsa_unit(v_ptr, rows, rok, cols, eps, D: tl.constexpr):
+        """A tile of kv rows' v (ROWS, D) as fp32, their n = v / max(|v|, eps) and that divisor (ROWS, 1)."""
+        v = tl.load(v_ptr + rows.to(tl.int64)[:, None] * D + cols[None, :], mask=rok[:, None], other=0.0)
+        v = v.to(tl.float32)
+        den = tl.maximum(tl.sqrt(tl.sum(v * v, 1)), eps)[:, None]
+        return v, v / den, den
+
+    @triton.jit
+    def _xsa_fwd_kernel(y_ptr, v_ptr, out_ptr, N, eps, D: tl.constexpr, G: tl.constexpr, ROWS: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # kv rows: (token, kv head) flattened
+        cols = tl.arange(0, D)
+        rok = rows < N
+        _, n, _ = _xsa_unit(v_ptr, rows, rok, cols, eps, D)
+        dt = out_ptr.dtype.element_ty
+        for i in tl.static_range(G):  # the group's heads follow each other: head row = kv row · G + i
+            off = (rows.to(tl.int64) * G + i)[:, None] * D + cols[None, :]
+            y = tl.load(y_ptr + off, mask=rok[:, None], other=0.0).to(tl.float32)
+            tl.store(out_ptr + off, (y - tl.sum(y * n, 1)[:, None] * n).to(dt), mask=rok[:, None])
+
+    @triton.jit
+    def _xsa_bwd_kernel(go_ptr, y_ptr, v_ptr, dy_ptr, dv_ptr, N, eps, D: tl.constexpr, G: tl.constexpr,
+                        ROWS: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, D)
+        rok = rows < N
+        v, n, den = _xsa_unit(v_ptr, rows, rok, cols, eps, D)
+        dn = tl.zeros_like(n)
+        dt = dy_ptr.dtype.element_ty
+        for i in tl.static_range(G):
+            off = (rows.to(tl.int64) * G + i)[:, None] * D + cols[None, :]
+            go = tl.load(go_ptr + off, mask=rok[:, None], other=0.0).to(tl.float32)
+            y = tl.load(y_ptr + off, mask=rok[:, None], other=0.0).to(tl.float32)
+            s, c = tl.sum(y * n, 1)[:, None], tl.sum(go * n, 1)[:, None]
+            tl.store(dy_ptr + off, (go - c * n).to(dt), mask=rok[:, None])
+            dn -= s * go + c * y
+        # normalize's backward: (dn - (dn·n)n) / |v| where |v| > eps; dn / eps below it (n = v / eps there)
+        radial = tl.where(den > eps, tl.sum(dn * n, 1)[:, None], 0.0)
+        dv = (dn - radial * n) / den
+        tl.store(dv_ptr + rows.to(tl.int64)[:, None] * D + cols[None, :], dv.to(dt), mask=rok[:, None])
+
+
+def _xsa_launch(v: torch.Tensor, which: str) -> dict:
+    """Grid and launch of kernel `which` (fwd, bwd) over v's kv rows (B, T, Hkv, D)."""
+    N, rows = v.shape[:3].numel(), _XSA[which]["ROWS"]
+    return {"grid": (triton.cdiv(N, rows),), "N": N,
+            "kw": {"D": v.size(-1), "ROWS": rows, "num_warps": _XSA[which]["num_warps"]}}
+
+
+def _xsa_triton(y, v):
+    out, launch = torch.empty_like(y), _xsa_launch(v, "fwd")
+    _xsa_fwd_kernel[launch["grid"]](y, v, out, launch["N"], _XSA_EPS, G=y.size(2) // v.size(2), **launch["kw"])
+    return out
+
+
+def _xsa_bwd_triton(go, y, v):
+    dy, dv, launch = torch.empty_like(y), torch.empty_like(v), _xsa_launch(v, "bwd")
+    _xsa_bwd_kernel[launch["grid"]](go, y, v, dy, dv, launch["N"], _XSA_EPS, G=y.size(2) // v.size(2),
+                                    **launch["kw"])
+    return dy, dv
+
+
+def _xsa_groups(y, v):
+    """y (B, T, H, D) as fp32 (B, T, Hkv, g, D), and n = normalize(v) as fp32 (B, T, Hkv, 1, D)."""
+    B, T, H, D = y.shape
+    return y.float().view(B, T, v.size(2), H // v.size(2), D), F.normalize(v.float(), dim=-1, eps=_XSA_EPS)[:, :, :, None]
+
+
+def _xsa_torch(y, v):
+    yg, n = _xsa_groups(y, v)
+    return (yg - (yg * n).sum(-1, keepdim=True) * n).view(y.shape).to(y.dtype)
+
+
+def _xsa_bwd_torch(go, y, v):
+    yg, n = _xsa_groups(y, v)
+    gg = go.float().view(yg.shape)
+    s, c = (yg * n).sum(-1, keepdim=True), (gg * n).sum(-1, keepdim=True)
+    dn = -(s * gg + c * yg).sum(3)
+    n = n[:, :, :, 0]
+    den = v.float().norm(dim=-1, keepdim=True).clamp_min(_XSA_EPS)
+    radial = torch.where(den > _XSA_EPS, (dn * n).sum(-1, keepdim=True), 0.0)
+    return (gg - c * n[:, :, :, None]).view(y.shape).to(y.dtype), ((dn - radial * n) / den).to(v.dtype)
+
+
+def _register_xsa_ops() -> None:
+    """golf::xsa(y (B, T, H, D), v (B, T, Hkv, D), use_triton) -> y less its component along normalize(v) of each
+    head's group, and its backward op golf::xsa_bwd, with fake impls and autograd."""
+    if hasattr(torch.ops.golf, "xsa"):
+        return
+
+    @torch.library.custom_op("golf::xsa", mutates_args=())
+    def xsa(y: torch.Tensor, v: torch.Tensor, use_triton: bool) -> torch.Tensor:
+        return (_xsa_triton if use_triton else _xsa_torch)(y.contiguous(), v.contiguous())
+
+    @xsa.register_fake
+    def _(y, v, use_triton):
+        return torch.empty_like(y)
+
+    @torch.library.custom_op("golf::xsa_bwd", mutates_args=())
+    def xsa_bwd(go: torch.Tensor, y: torch.Tensor, v: torch.Tensor, use_triton: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (_xsa_bwd_triton if use_triton else _xsa_bwd_torch)(go.contiguous(), y.contiguous(), v.contiguous())
+
+    @xsa_bwd.register_fake
+    def _(go, y, v, use_triton):
+        return torch.empty_like(y), torch.empty_like(v)
+
+    def setup_context(ctx, inputs, output):
+        y, v, use_triton = inputs
+        ctx.use_triton = use_triton
+        ctx.save_for_backward(y, v)
+
+    def backward(ctx, go):
+        dy, dv = torch.ops.golf.xsa_bwd(go, *ctx.saved_tensors, ctx.use_triton)
+        return dy, dv, None
+
+    xsa.register_autograd(backward, setup_context=setup_context)
+
+
+_register_xsa_ops()
+
+
+def select_xsa_kernel(device: torch.device, requested: str = "plain", head_dim: int = 64) -> str:
+    """plain (Inductor's fused ops), triton or torch (golf::xsa, Triton or torch math inside); auto: triton on CUDA
+    when Triton imports and head_dim is a power of two (one tile row per head), else plain."""
+    if requested == "triton":
+        _require_triton(device, "XSA_KERNEL")
+        if not qk_triton_fits(head_dim):
+            raise ValueError(f"XSA_KERNEL=triton needs a power-of-two head_dim (MODEL_DIM / NUM_HEADS), not {head_dim}")
+    name = _auto_kernel(device) if requested == "auto" else requested
+    if requested == "auto" and not qk_triton_fits(head_dim):
+        name = "plain"
+    _XSA["kernel"] = name
+    return name
+
+
+def xsa_plain(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """y (B, T, H, D) less each head's component along its KV group's normalize(v) (B, T, Hkv, D), as plain ops."""
+    B, T, H, D = y.shape
+    yg = y.view(B, T, v.size(2), H // v.size(2), D)
+    vn = F.normalize(v, dim=-1).unsqueeze(3)
+    return (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(B, T, H, D)
+
+
+def xsa(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """xsa_plain's result through golf::xsa where XSA_KERNEL chose it, else xsa_plain."""
+    if _XSA["kernel"] == "plain":
+        return xsa_plain(y, v)
+    return torch.ops.golf.xsa(y, v, _XSA["kernel"] == "triton")
+
+
+# ==================================================================================================
 # MODEL
 # ==================================================================================================
 
@@ -1862,12 +2045,8 @@ class GPT(nn.Module):
             q, k = at.rotary(q), at.rotary(k)
             q = q * at.q_gain.to(dt)[None, None, :, None]
         y = attend(q, k, v, cu, max_seqlen, cu_used)
-        if blk.xsa:
-            g = at.num_heads // at.num_kv_heads
-            yg = y.view(B, T, at.num_kv_heads, g, at.head_dim)
-            vn = F.normalize(v, dim=-1).unsqueeze(3)
-            yg = yg - (yg * vn).sum(-1, keepdim=True) * vn
-            y = yg.reshape(B, T, at.num_heads, at.head_dim)
+        if blk.xsa:  # FUSED XSA: the custom op in training steps where XSA_KERNEL chose it, else the plain ops
+            y = xsa(y, v) if self.training and lora is None else xsa_plain(y, v)
         y = y.reshape(B, T, -1)
         self._tap(f"blocks.{l}.attn.proj", y)
         out = F.linear(y, self.qo_bank[L + l].to(dt))
@@ -3752,14 +3931,15 @@ def compile_model(h, model: GPT, device) -> tuple[object, bool]:
 
 
 def select_kernels(h: Hyperparameters, device: torch.device) -> list[str]:
-    """Attention, MLP, loss and q/k norm kernels as the settings ask (each chosen once per process); the log lines saying so."""
+    """Attention, MLP, loss, q/k norm and XSA kernels as the settings ask (each chosen once per process); the log lines saying so."""
     mlp = select_mlp_kernel(device, h.mlp_kernel, h.mlp_tile_up, h.mlp_tile_grad, h.mlp_save_signs)
     lines = [f"attention_backend:{select_attention(device, h.attn_backend, h.attn_cu_trim)}",
              f"attn_cu_trim:{int(h.attn_cu_trim)}",
              f"mlp_kernel:{mlp}",
              f"mlp_save_signs:{int(h.mlp_save_signs)}",
              f"loss_kernel:{select_loss_kernel(device, h.loss_kernel, h.loss_tile_fwd, h.loss_tile_bwd, h.logit_softcap)}",
-             f"qk_kernel:{select_qk_kernel(device, h.qk_kernel, h.model_dim // h.num_heads)}"]
+             f"qk_kernel:{select_qk_kernel(device, h.qk_kernel, h.model_dim // h.num_heads)}",
+             f"xsa_kernel:{select_xsa_kernel(device, h.xsa_kernel, h.model_dim // h.num_heads)}"]
     if _MLP["kernel"] == "triton":  # BM,BN,BK,GROUP_M,num_warps,num_stages of each kernel
         lines.append("mlp_tiles:" + " ".join(f"{w}={','.join(str(_MLP[w][k]) for k in MLP_TILE_KEYS)}"
                                              for w in ("up", "grad")))
@@ -3775,7 +3955,8 @@ def versions(device) -> dict:
             "attention": attention_backend_label(), "attn_cu_trim": _ATTN["cu_trim"], "mlp_kernel": _MLP["kernel"],
             "mlp_save_signs": _MLP["signs"],
             "mlp_tiles": {which: dict(_MLP[which]) for which in ("up", "grad")}, "loss_kernel": _LOSS["kernel"],
-            "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}, "qk_kernel": _QK["kernel"]}
+            "loss_tiles": {which: dict(_LOSS[which]) for which in ("fwd", "bwd")}, "qk_kernel": _QK["kernel"],
+            "xsa_kernel": _XSA["kernel"]}
 
 
 def finite_or_null(data):
