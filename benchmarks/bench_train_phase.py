@@ -35,7 +35,7 @@ def gpu_name() -> str:
 # The settings a summary's command names, when set: every one that kernel_session.py varies between configurations,
 # so that each result's command runs it again (the -1mb steps' step size among them)
 RECORDED = ("MLP_KERNEL", "MLP_TILE_UP", "MLP_TILE_GRAD", "MLP_SAVE_SIGNS", "LOSS_KERNEL", "LOSS_TILE_FWD",
-            "LOSS_TILE_BWD", "QK_KERNEL", "ATTN_BACKEND", "ATTN_CU_TRIM", "GRAD_ACCUM",
+            "LOSS_TILE_BWD", "QK_KERNEL", "XSA_KERNEL", "ATTN_BACKEND", "ATTN_CU_TRIM", "GRAD_ACCUM",
             "TRAIN_BATCH_TOKENS", "TRITON_INTERPRET", "TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE",
             "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM")
 
@@ -119,7 +119,7 @@ def read_line(line: str, res: dict, warmup: int, tb: int, t_s: float) -> bool:
     its throughput."""
     if read_step_line(line, res, tb, t_s):
         return False
-    if m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel):(\S+)",
+    if m := re.match(r"(attention_backend|attn_cu_trim|mlp_kernel|mlp_save_signs|loss_kernel|qk_kernel|xsa_kernel):(\S+)",
                        line):
         res[m.group(1)] = m.group(2)
     elif m := re.match(r"peak memory allocated: (\d+) MiB reserved: (\d+) MiB", line):

@@ -23,7 +23,10 @@ one JSON object (checks: numerics against the reference path; ms: forward + back
    every QK_TILE_CANDIDATES launch, and the fastest.
 9. mlp-signs: MLP_SAVE_SIGNS, the fused MLP keeping pre's packed signs (a bit per element) for its backward instead
    of pre (bf16): each kernel's time both ways, post bit for bit, the signs, dPre; the op forward + backward compiled.
-Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8,qk,mlp-signs]
+10. xsa: the fused XSA (golf::xsa, Triton) against the plain ops compiled by Inductor on the record's attention
+   output (98,304 tokens × 8 heads × 64) and v (4 KV heads): the output, the gradients of y and v, time forward +
+   backward; then each kernel alone under every XSA_TILE_CANDIDATES launch, and the fastest.
+Usage: python benchmarks/kernel_checks.py OUT.json [mlp,gqa,fa3,fa4,mlp-tiles,loss,fp8,qk,mlp-signs,xsa]
        (default: the first six)"""
 from __future__ import annotations
 
@@ -302,21 +305,27 @@ def check_qk(m: int = M, device: str = "cuda", timer=bench, busy=busy_ms) -> dic
 
 
 def qk_kernel_sweep(q, k, gain, gq, gk, rot, timer=bench) -> dict:
-    """Each q/k kernel alone under every QK_TILE_CANDIDATES launch: ms per call, GB/s (the bytes it must move: q and
-    k read and written forward; the gradients and q, k read and the gradients written backward), whether its
-    outputs equal the built-in launch's bit for bit or to bf16 rounding (a launch of other warps may sum a row in
-    another order); `best`: the fastest launch of each kernel with such outputs."""
+    """Each q/k kernel alone under every QK_TILE_CANDIDATES launch (rows_kernel_sweep); the bytes each must move: q
+    and k read and written forward; the gradients and q, k read and the gradients written backward."""
     cos, sin = rot.table(q.size(1), q.device, q.dtype)
     gb = {"fwd": 2 * (q.nbytes + k.nbytes) / 1e9, "bwd": 3 * (q.nbytes + k.nbytes) / 1e9}
     kernels = {"fwd": lambda: T._qk_norm_rope_triton(q, k, gain, cos, sin),
                "bwd": lambda: T._qk_norm_rope_bwd_triton(gq, gk, q, k, gain, cos, sin)}
+    return rows_kernel_sweep(kernels, gb, T._QK, T._QK_TILE_DEFAULT, QK_TILE_CANDIDATES, timer)
+
+
+def rows_kernel_sweep(kernels: dict, gb: dict, table: dict, defaults: dict, candidates, timer=bench) -> dict:
+    """Each kernel of `kernels` ({which: fn}) alone under every (ROWS, num_warps) of `candidates`, set in the
+    trainer's launch `table` (restored to `defaults` after): ms per call, GB/s from the bytes `gb[which]` it must
+    move, whether its outputs equal the built-in launch's bit for bit or to bf16 rounding (a launch of other warps
+    may sum a row in another order); `best`: the fastest launch of each kernel with such outputs."""
     res = {"gb": gb, "candidates": {}, "best": {}}
     for which, fn in kernels.items():
-        T._QK[which] = dict(T._QK_TILE_DEFAULT[which])
+        table[which] = dict(defaults[which])
         want = fn()
         rows = {}
-        for r, w in QK_TILE_CANDIDATES:
-            T._QK[which] = {"ROWS": r, "num_warps": w}
+        for r, w in candidates:
+            table[which] = {"ROWS": r, "num_warps": w}
             try:
                 t = timer(fn)
                 got = fn()
@@ -325,16 +334,56 @@ def qk_kernel_sweep(q, k, gain, gq, gk, rot, timer=bench) -> dict:
                                     "close": all(rel_err(a, b) < 2 ** -7 for a, b in zip(got, want))}
             except Exception as e:  # a launch Triton cannot build here is a finding, not a failed sweep
                 rows[f"{r},{w}"] = {"error": f"{type(e).__name__}: {e}"[:300]}
-        T._QK[which] = dict(T._QK_TILE_DEFAULT[which])
+        table[which] = dict(defaults[which])
         res["candidates"][which] = rows
         timed = {key: row["ms"] for key, row in rows.items() if row.get("close")}
-        default = "{ROWS},{num_warps}".format(**T._QK_TILE_DEFAULT[which])
+        default = "{ROWS},{num_warps}".format(**defaults[which])
         if timed:
             best = min(timed, key=timed.get)
             res["best"][which] = {"tile": best, "ms": timed[best], "default_tile": default,
                                   "default_ms": timed.get(default),
                                   "speedup": timed[default] / timed[best] if default in timed else None}
     return res
+
+
+# Launches tried for the XSA kernels (ROWS kv rows a program, num_warps): the backward holds twice the forward's
+# tiles (tests/trainer/test_xsa_kernel.py: 72 and 74 registers a thread at the built-in launches)
+XSA_TILE_CANDIDATES = ((8, 2), (8, 4), (16, 4), (16, 8), (32, 4), (32, 8), (64, 8))
+
+
+def check_xsa(m: int = M, device: str = "cuda", timer=bench, busy=busy_ms) -> dict:
+    """golf::xsa (Triton) against the plain ops compiled by Inductor at the record's attention output y (m tokens
+    × 8 heads × 64) and v (4 KV heads): the output and the gradients of y and v, ms forward + backward by the clock
+    and as the GPU's busy time, and each kernel alone under every XSA_TILE_CANDIDATES launch."""
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    y = torch.randn(1, m, H, HD, device=dev, dtype=BF, requires_grad=True)
+    v = torch.randn(1, m, HKV, HD, device=dev, dtype=BF, requires_grad=True)
+    go = torch.randn_like(y)
+    plain = torch.compile(T.xsa_plain, fullgraph=True)
+    fused = torch.compile(T.xsa, fullgraph=True)
+
+    def run(fn):
+        y.grad = v.grad = None
+        out = fn(y, v)
+        out.backward(go)
+        return [out.detach(), y.grad.detach().clone(), v.grad.detach().clone()]
+    T.select_xsa_kernel(dev, "triton")  # read while tracing `fused` (xsa_plain reads no setting)
+    try:
+        ref, got = run(plain), run(fused)
+        ms = {"plain_inductor": timer(lambda: run(plain)), "fused_triton": timer(lambda: run(fused))}
+        gpu_ms = {"plain_inductor": busy(lambda: run(plain)), "fused_triton": busy(lambda: run(fused))}
+        yd, vd = y.detach(), v.detach()
+        # forward: y and v read, y's projection written; backward: go, y and v read, dy and dv written
+        gb = {"fwd": (2 * yd.nbytes + vd.nbytes) / 1e9, "bwd": (3 * yd.nbytes + 2 * vd.nbytes) / 1e9}
+        sweep = rows_kernel_sweep({"fwd": lambda: (T._xsa_triton(yd, vd),),
+                                   "bwd": lambda: T._xsa_bwd_triton(go, yd, vd)},
+                                  gb, T._XSA, T._XSA_TILE_DEFAULT, XSA_TILE_CANDIDATES, timer)
+    finally:
+        T.select_xsa_kernel(dev, "plain")
+    errs = dict(zip(("out", "dy", "dv"), (rel_err(a, b) for a, b in zip(got, ref))))
+    return {"rel_err": errs, "ok": all(e < 2e-2 for e in errs.values()), "ms_fwd_bwd": ms,
+            "gpu_busy_ms_fwd_bwd": gpu_ms, "kernels": sweep}
 
 
 # The linear maps of one micro-step that cuBLAS runs, as F.linear(x (M, K), W (N, K)): N, K, calls per micro-step
@@ -525,7 +574,7 @@ def main() -> None:
         res["triton"] = None
     checks = {"mlp": check_mlp, "gqa": check_gqa, "fa3": check_fa3_standin, "fa4": check_fa4,
               "mlp-tiles": check_mlp_tiles, "mlp-signs": check_mlp_signs, "loss": check_loss, "fp8": check_fp8,
-              "qk": check_qk}
+              "qk": check_qk, "xsa": check_xsa}
     for name, fn in ((n, checks[n]) for n in only):
         t0 = time.perf_counter()
         try:

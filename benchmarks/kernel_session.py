@@ -10,6 +10,8 @@ configuration on one GPU, stopped once training has reported its throughput):
                   kernels' launch sweep
   qk-check        kernel_checks.py qk: the fused q/k norm + RoPE against Inductor's, values and time, and its
                   kernels' launch sweep (seconds, no flash-attn-4 needed)
+  xsa-check       kernel_checks.py xsa: the fused XSA against Inductor's, values and time, and its kernels'
+                  launch sweep (seconds, no flash-attn-4 needed)
   baseline-next   only while PENDING holds candidates that apply to the record's kernels (PENDING_ON_PLAIN):
                   baseline with them, on baseline's graphs when PENDING_IN_OPS, no flash-attn-4 needed
   baseline-1mb    baseline as one rank's step of an 8-GPU run: GRAD_ACCUM=1, a step of one microbatch of the
@@ -112,13 +114,14 @@ MARGIN_S = 20  # left at the deadline for packing and copying OUT
 # before looping and ≈ 1.04 s with it. On the high side, but not so high that call 1 leaves the cold baseline out.
 DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0, "step_pre_s": 0.8,
             "step_loop_s": 1.15, "checks_s": 120.0, "fa4_checks_s": 150.0, "mlp_tiles_s": 90.0, "loss_check_s": 120.0,
-            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0,
+            "profile_s": 150.0, "fp8_check_s": 90.0, "qk_check_s": 90.0, "mlp_signs_s": 90.0, "xsa_check_s": 90.0,
             # the record's script to its first step, cold: over 560 s on the H200 with the main data (the issue)
             "record_start_s": 450.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
                 "profile-long": 240.0,
-                "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
+                "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "xsa-check": 180.0,
+                "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 # A step on the FineWeb-length documents against one on the main data (-long steps teach no step time): measured
 # 1.03 on the record's kernels (fourteenth session) and 0.98 on the default's (fifteenth); a margin above both, so
 # that a -long step does not start where it cannot finish.
@@ -138,17 +141,17 @@ NOISE_FLOOR = {"max_abs": 0.0561, "mean_abs": 0.0112, "mean_abs_last10": 0.0079,
 
 # Settings that are candidates for the trainer's defaults, not yet defaults: `next` is `default` with them, and the
 # checks they need (PENDING_NEEDS, names of kernel_checks.py's checks) gate every step that runs them. Without
-# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. None pending
-# since the sixteenth session, which ended the thirteenth's (a training loop reading each step back after launching
-# the next): the same whole-run rate at 8 microbatches a step and at one (1.001× on the record's kernels), so the
-# trainer lost the setting.
-PENDING: dict[str, str] = {}
-PENDING_NEEDS: list[str] = []
+# candidates the plan has no `next` and builds the tiles, the profile and the autotuning on `default`. The
+# nineteenth session's candidate: the fused XSA (golf::xsa, train_gpt.py's FUSED XSA), where Inductor's kernels for
+# it took 29-37 ms of the default's 647 ms step on FineWeb-length documents. (None was pending from the sixteenth
+# session, which ended the thirteenth's training loop that read each step back after launching the next.)
+PENDING: dict[str, str] = {"XSA_KERNEL": "triton"}
+PENDING_NEEDS: list[str] = ["xsa"]
 # A candidate read inside the custom ops when they run (the ninth session's, a form of the loss kernels; the
 # eleventh's, the cut of cu_seqlens) changes no compiled graph: `next` then compiles default's graphs, warm. False
 # for a candidate that changes what the compiler traces (the twelfth's: the op saves a uint8 tensor, not pre). A
 # change of the training loop around the graphs (the thirteenth's) compiles no graph either.
-PENDING_IN_OPS = True
+PENDING_IN_OPS = False  # the fused XSA replaces ops the compiler traced: new graphs
 # A candidate that applies to the record's kernels too (the thirteenth's changed the loop, not a kernel) also runs
 # as `baseline-next`: baseline with it, on baseline's graphs when PENDING_IN_OPS, and without flash-attn-4, so that
 # the first call of a session (which carries one .fa4 part) measures what the candidate buys.
@@ -164,13 +167,13 @@ def steps(cfg: dict) -> list[dict]:
     # Every configuration names each kernel setting, so that a change of the trainer's defaults (auto) leaves
     # the reference and the single changes as they were measured in earlier sessions
     plain = {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain", "QK_KERNEL": "plain",
-             "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
+             "XSA_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
     both = {**plain, "MLP_KERNEL": "triton", "ATTN_BACKEND": "varlen_gqa"}
     loss = {"LOSS_KERNEL": "triton"}
     # what `auto` picks on Hopper with flash-attn-4 (the fused loss since the sixth session's next-equiv, the fused
     # q/k norm since the tenth's, the cu_seqlens cut since the eleventh's)
-    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1",
-               "MLP_SAVE_SIGNS": "0", **loss}
+    default = {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "QK_KERNEL": "triton", "XSA_KERNEL": "plain",
+               "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0", **loss}
     nxt = {**default, **PENDING}
     top = "next" if PENDING else "default"  # the fastest configuration: the profile's, tiles' and autotuning's base
     fast = {"needs": ["fa4", "loss", "qk"], "needs_fa4": True}  # with flash-attn-4, the fused loss and q/k norm
@@ -181,6 +184,7 @@ def steps(cfg: dict) -> list[dict]:
     top_run = [{"name": "next", "kind": "train", "env": nxt, "iters": n, "try": True, **top_fast, **in_ops}] \
         if PENDING else []
     plain_next = [{"name": "baseline-next", "kind": "train", "env": {**plain, **PENDING}, "iters": n,
+                   **({"needs": PENDING_NEEDS} if PENDING_NEEDS else {}),
                    **({"same_graphs_as": "baseline"} if PENDING_IN_OPS else {})}] \
         if PENDING and PENDING_ON_PLAIN else []
     # One rank's step of an 8-GPU run: one microbatch of the same size, eight times the steps for the same tokens,
@@ -198,6 +202,7 @@ def steps(cfg: dict) -> list[dict]:
         {"name": "baseline", "kind": "train", "env": plain, "iters": n, "try": True, "reference": True},
         {"name": "loss-check", "kind": "checks", "only": "loss"},  # seconds, and no flash-attn-4 needed
         {"name": "qk-check", "kind": "checks", "only": "qk"},  # the same
+        {"name": "xsa-check", "kind": "checks", "only": "xsa"},  # the same
         *plain_next,  # the candidate on the record's kernels: a warm start, no flash-attn-4
         one_rank("baseline-1mb", plain, "baseline"),  # one rank's step on the record's kernels: warm, no flash-attn-4
         {"name": "fp8-check", "kind": "checks", "only": "fp8"},  # the same
@@ -230,6 +235,9 @@ def steps(cfg: dict) -> list[dict]:
         # ratio where the record is scored. Attention does more per token, and flash-attn-4's accumulators carry
         # less slack; the cu_seqlens padding (512 entries, not 1,024) makes new graphs
         {"name": "baseline-long", "kind": "train", "env": plain, "iters": n, "data": "long"},
+        # with a candidate, default-long too: what the candidate buys where the record is scored, on one machine
+        *([{"name": "default-long", "kind": "train", "env": default, "iters": n, "data": "long", **fast}]
+          if PENDING else []),
         {"name": f"{top}-long", "kind": "train", "env": nxt, "iters": n, "data": "long", **top_fast},
         # where the long documents' step goes (after the -long step, on its graphs): the fifteenth session found our
         # kernels faster on them and the record's slower, and had no profile to say how attention's time moved
@@ -410,13 +418,14 @@ def blocked(step: dict, state: dict, cfg: dict) -> str | None:
 
 def check_time_key(step: dict) -> str:
     return {"fa4": "fa4_checks_s", "mlp-tiles": "mlp_tiles_s", "loss": "loss_check_s",
-            "fp8": "fp8_check_s", "qk": "qk_check_s", "mlp-signs": "mlp_signs_s"}.get(step["only"], "checks_s")
+            "fp8": "fp8_check_s", "qk": "qk_check_s", "mlp-signs": "mlp_signs_s",
+            "xsa": "xsa_check_s"}.get(step["only"], "checks_s")
 
 
 def check_source(need: str) -> str:
     """The checks step whose result a configuration's `needs` entry reads."""
     return {"fa4": "fa4-checks", "mlp-tiles": "mlp-tiles", "loss": "loss-check", "qk": "qk-check",
-            "mlp-signs": "mlp-signs-check"}.get(need, "checks")
+            "mlp-signs": "mlp-signs-check", "xsa": "xsa-check"}.get(need, "checks")
 
 
 def best_loss_tiles(state: dict) -> dict:
@@ -682,7 +691,7 @@ def main() -> None:
         print(f"[kernel_session] {name}: {state['steps'][name]['status']} in {state['steps'][name]['wall_s']} s; "
               + ", ".join(f"{k} {r[k]:.6g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in (
                   "tokens_per_s_preloop", "tokens_per_s_loop", "compile_s", "time_to_first_step_s", "peak_mem_mib",
-                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel")
+                  "attention_backend", "mlp_kernel", "mlp_save_signs", "loss_kernel", "qk_kernel", "xsa_kernel")
                   if k in r),
               flush=True)
         after_step(name, state, cfg)

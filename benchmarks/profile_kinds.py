@@ -10,8 +10,10 @@ INDUCTOR = "inductor triton (fused elementwise/norm/loss)"
 
 def kind(name: str) -> str:
     n = name.lower()
-    if n.startswith(("_mlp_", "_softcap_", "_qk_norm_rope")):  # train_gpt.py's own Triton kernels (no "triton" in
-        return "ours (fused MLP, loss and q/k norm, Triton)"  # their names); the q/k norm's since the tenth session
+    # train_gpt.py's own Triton kernels (no "triton" in their names); the q/k norm's since the tenth session, XSA's
+    # since the nineteenth (before it, this kind was named "ours (fused MLP, loss and q/k norm, Triton)")
+    if n.startswith(("_mlp_", "_softcap_", "_qk_norm_rope", "_xsa_")):
+        return "ours (fused MLP, loss, q/k norm and XSA, Triton)"
     if n.startswith("linear_leaky_relu_square"):  # the record's fused MLP up-projection (trainer-facts §10.3)
         return "record's fused MLP (Triton)"
     if "flash" in n or "fmha" in n or "attn" in n:

@@ -83,7 +83,7 @@ def main():
     ema = T.EMA(model, h.ema_decay)
     out = {"device": torch.cuda.get_device_name(), "attention": T.attention_backend_label(),
            "mlp_kernel": T._MLP["kernel"], "loss_kernel": T._LOSS["kernel"],
-           "qk_kernel": T._QK["kernel"], "phases": {}}
+           "qk_kernel": T._QK["kernel"], "xsa_kernel": T._XSA["kernel"], "phases": {}}
     inductor_rows = {}  # phase -> (full kernel name, ms, launches) of Inductor's kernels
     for looping in (False, True):
         model.looping = looping

@@ -1,6 +1,6 @@
 """benchmarks/kernel_checks.py's FP8 estimate on the CPU (torch runs float8 _scaled_mm there too): the operand
 layouts and scales that _scaled_mm needs give the bf16 products, and the per-step sums count every call; and its
-loss-kernel sweep, its q/k check and its MLP_SAVE_SIGNS check under Triton's interpreter."""
+loss-kernel sweep, its q/k and XSA checks and its MLP_SAVE_SIGNS check under Triton's interpreter."""
 import json
 import os
 import subprocess
@@ -94,6 +94,32 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
         assert all(r.get("close") for r in rows.values()), rows
         best = sweep["best"][which]
         assert best["tile"] == list(rows)[-1] and best["default_tile"] == "16,4" and best["speedup"] > 1
+
+
+_XSA = """
+print(json.dumps(kc.check_xsa(m=48, device="cpu", timer=countdown, busy=lambda fn: (fn(), 7.0)[1])))
+"""
+
+
+@needs_triton
+def test_xsa_check_compares_with_the_plain_ops_and_sweeps_every_launch():
+    """benchmarks/kernel_checks.py's XSA check on the CPU (Triton's interpreter, 48 tokens of the record's heads):
+    the fused op through torch.compile against the plain ops compiled by Inductor, within bf16 rounding, and every
+    candidate launch of both kernels with the built-in launch's outputs; `best` is the one the timer called fastest
+    (here the last timed), with its bandwidth from the bytes each kernel must move."""
+    res = interpreted(_XSA)
+    assert res["ok"] and set(res["rel_err"]) == {"out", "dy", "dv"}, res["rel_err"]
+    assert 0 < max(res["rel_err"].values()) < 2e-2  # bf16 rounding differs, and no more than that
+    assert res["ms_fwd_bwd"] == {"plain_inductor": 100.0, "fused_triton": 99.0}
+    sweep = res["kernels"]
+    y_gb, v_gb = 48 * 8 * 64 * 2 / 1e9, 48 * 4 * 64 * 2 / 1e9
+    assert sweep["gb"] == {"fwd": pytest.approx(2 * y_gb + v_gb), "bwd": pytest.approx(3 * y_gb + 2 * v_gb)}
+    for which, default in (("fwd", "16,4"), ("bwd", "16,8")):
+        rows = sweep["candidates"][which]
+        assert list(rows) == [f"{r},{w}" for r, w in kc.XSA_TILE_CANDIDATES]
+        assert all(r.get("close") for r in rows.values()), rows
+        best = sweep["best"][which]
+        assert best["tile"] == list(rows)[-1] and best["default_tile"] == default and best["speedup"] > 1
 
 
 _MLP_SIGNS = """

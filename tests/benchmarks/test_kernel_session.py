@@ -37,13 +37,35 @@ def test_every_training_configuration_names_each_kernel_setting():
     """So that a change of the trainer's defaults (auto) leaves the reference and the single changes as measured."""
     for step in ks.steps(CFG):
         if step["kind"] == "train":
-            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "ATTN_CU_TRIM",
+            assert {"MLP_KERNEL", "ATTN_BACKEND", "LOSS_KERNEL", "QK_KERNEL", "XSA_KERNEL", "ATTN_CU_TRIM",
                     "MLP_SAVE_SIGNS"} <= step["env"].keys(), step["name"]
     env = {s["name"]: s["env"] for s in ks.steps(CFG) if s["kind"] == "train"}
     assert env["baseline"] == {"MLP_KERNEL": "plain", "ATTN_BACKEND": "varlen", "LOSS_KERNEL": "plain",
-                               "QK_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
+                               "QK_KERNEL": "plain", "XSA_KERNEL": "plain", "ATTN_CU_TRIM": "0", "MLP_SAVE_SIGNS": "0"}
     assert env["default"] == {"MLP_KERNEL": "triton", "ATTN_BACKEND": "fa4", "LOSS_KERNEL": "triton",
-                              "QK_KERNEL": "triton", "ATTN_CU_TRIM": "1", "MLP_SAVE_SIGNS": "0"}
+                              "QK_KERNEL": "triton", "XSA_KERNEL": "plain", "ATTN_CU_TRIM": "1",
+                              "MLP_SAVE_SIGNS": "0"}
+
+
+def test_the_fused_xsa_is_the_pending_candidate():
+    """The nineteenth session's candidate as planned: `next` and `next-long` are the default with XSA_KERNEL=triton
+    after xsa-check passed, on new graphs (the op replaces traced ops); `baseline-next` is the record's kernels with
+    it (no flash-attn-4 needed), compiled too; everything measured before keeps the plain XSA."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    assert ks.PENDING == {"XSA_KERNEL": "triton"} and plan["xsa-check"] == {"name": "xsa-check", "kind": "checks",
+                                                                            "only": "xsa"}
+    assert ks.check_source("xsa") == "xsa-check" and ks.check_time_key(plan["xsa-check"]) == "xsa_check_s"
+    for name in ("next", "next-long", "next-equiv", "baseline-next"):
+        assert plan[name]["env"]["XSA_KERNEL"] == "triton", name
+    assert {**plan["next"]["env"], "XSA_KERNEL": "plain"} == plan["default"]["env"]
+    assert {**plan["baseline-next"]["env"], "XSA_KERNEL": "plain"} == plan["baseline"]["env"]
+    assert "same_graphs_as" not in plan["next"] and "same_graphs_as" not in plan["baseline-next"]
+    assert "xsa" in plan["next"]["needs"] and "xsa" in plan["next-long"]["needs"]
+    assert plan["baseline-next"]["needs"] == ["xsa"]  # waits for its check too
+    names_ = [s["name"] for s in ks.steps(CFG)]  # where the record is scored, the default and the candidate both
+    assert names_.index("baseline-long") < names_.index("default-long") == names_.index("next-long") - 1
+    for name in ("baseline", "default", "baseline-long", "default-long", "both"):
+        assert plan[name]["env"]["XSA_KERNEL"] == "plain", name
 
 
 def test_pending_candidates_add_next_and_its_equivalence(monkeypatch):
@@ -234,6 +256,7 @@ def test_a_candidate_that_applies_to_the_record_kernels_also_runs_on_baseline_gr
     a session's first call measures the candidate; absent for a candidate of the fast kernels alone. (The fused loss
     was such a candidate: it runs with the record's kernels too, as `plain-loss`.)"""
     monkeypatch.setattr(ks, "PENDING", {"LOSS_KERNEL": "triton"})
+    monkeypatch.setattr(ks, "PENDING_NEEDS", [])  # a candidate without a check of its own
     monkeypatch.setattr(ks, "PENDING_IN_OPS", True)
     plan = {s["name"]: s for s in ks.steps(CFG)}
     assert plan["baseline-next"]["env"] == {**plan["baseline"]["env"], "LOSS_KERNEL": "triton"}
