@@ -64,6 +64,7 @@ def test_the_fused_xsa_is_the_pending_candidate():
     assert plan["baseline-next"]["needs"] == ["xsa"]  # waits for its check too
     names_ = [s["name"] for s in ks.steps(CFG)]  # where the record is scored, the default and the candidate both
     assert names_.index("baseline-long") < names_.index("default-long") == names_.index("next-long") - 1
+    assert plan["default-long"]["try"] and plan["next-long"]["try"]  # new graphs each: started past an estimate
     for name in ("baseline", "default", "baseline-long", "default-long", "both"):
         assert plan[name]["env"]["XSA_KERNEL"] == "plain", name
 
