@@ -4,13 +4,14 @@ the end three times on one dataset, the kernel's setting at `plain` and at `trit
 way, the noise floor), compared on what a kernel error would move: the training loss of every step (logged to
 4 decimals), the diagnostic validation losses (8 decimals) and the final weights (final_model.pt, EMA applied).
 --kernel mlp: MLP_KERNEL (the fused up-projection + LeakyReLU²); --kernel loss: LOSS_KERNEL (the fused
-soft-capped cross-entropy); --kernel qk: QK_KERNEL (the fused q/k RMSNorm + RoPE); --tiles SPEC runs the MLP
+soft-capped cross-entropy); --kernel qk: QK_KERNEL (the fused q/k RMSNorm + RoPE); --kernel xsa: XSA_KERNEL (the
+fused XSA); --tiles SPEC runs the MLP
 kernels under that launch configuration (MLP_TILE_UP and MLP_TILE_GRAD, e.g. a persistent one ending in ,1).
 Too slow for the test suite (the interpreter runs a step about ten times slower than plain); the suite keeps
-short runs (tests/trainer/test_kernels.py, test_loss_kernel.py, test_qk_kernel.py). Writes one JSON with
+short runs (tests/trainer/test_kernels.py, test_loss_kernel.py, test_qk_kernel.py, test_xsa_kernel.py). Writes one JSON with
 machine, command and date.
 
-Usage: .venv/bin/python benchmarks/kernel_equivalence_cpu.py [--kernel mlp|loss|qk] [--steps 40] [--tiles SPEC]
+Usage: .venv/bin/python benchmarks/kernel_equivalence_cpu.py [--kernel mlp|loss|qk|xsa] [--steps 40] [--tiles SPEC]
                                                             [--out benchmarks/results/cpu-KERNEL-equivalence.json]
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ def machine() -> dict:
             "triton": triton.__version__, "platform": platform.platform()}
 
 
-SETTINGS = {"mlp": "MLP_KERNEL", "loss": "LOSS_KERNEL", "qk": "QK_KERNEL"}
+SETTINGS = {"mlp": "MLP_KERNEL", "loss": "LOSS_KERNEL", "qk": "QK_KERNEL", "xsa": "XSA_KERNEL"}
 
 
 def run(which: str, kernel: str, data: Path, out: Path, steps: int, tiles: str = "") -> dict:

@@ -60,6 +60,9 @@ configuration on one GPU, stopped once training has reported its throughput):
   record-profile-long
                   record-long again under record_profile.py: a step before looping and one with it profiled, by
                   kind (NAME-record-profile-long.json)
+  baseline-profile-long
+                  profile on the long documents with the record's kernels (NAME-baseline-profile-long.json): beside
+                  record-profile-long, why the record's script is faster than its kernels in our trainer
   then what earlier sessions measured (benchmarks/README.md), for a machine with time to spare:
   tuned           next (else default) with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (Inductor times block sizes
                   for its pointwise and reduction kernels), ITERS steps; tried past its estimate
@@ -79,11 +82,12 @@ defaults) fits before the call's deadline (DEADLINE_S after start); otherwise it
 it is a "try" step (may_start).
 Steps of the new kernels whose check failed are skipped, with the reason; a step that failed is not retried.
 State lives in STATE (default /tmp/kbench), which a warm machine keeps between calls: calling again continues
-where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (up to 7
+where the last call stopped, with the compile caches warm. Each call writes to OUT every result so far (up to 8
 files; a call brings back at most 8): NAME-configs.json, one entry per configuration (device, command, date,
 tokens_per_s_preloop, tokens_per_s_loop, peak_mem_mib, compile_s, compile_cache, time_to_first_step_s,
 attention and MLP kernels, the losses), NAME-checks.json, NAME-profile.json, NAME-bytes.json,
-NAME-profile-long.json, NAME-record-profile-long.json and NAME-session.tar.gz
+NAME-profile-long.json, NAME-record-profile-long.json, NAME-baseline-profile-long.json and
+NAME-session.tar.gz
 (session.json: every step's status, estimates, the equivalence; and all logs).
 
 Usage: python3 benchmarks/kernel_session.py DATA_DIR NAME
@@ -120,7 +124,7 @@ DEFAULTS = {"overhead_s": 20.0, "cold_compile_s": 280.0, "warm_compile_s": 45.0,
             "record_start_s": 450.0}
 # a hung check or profile must not take the whole call
 CHECKS_CAP_S = {"checks": 180.0, "fa4-checks": 240.0, "mlp-tiles": 180.0, "loss-check": 240.0, "profile": 240.0,
-                "profile-long": 240.0,
+                "profile-long": 240.0, "baseline-profile-long": 240.0,
                 "fp8-check": 180.0, "qk-check": 180.0, "mlp-signs-check": 180.0, "xsa-check": 180.0,
                 "bytes": 480.0}  # bytes: a compile of its own (~250 s) and the profile
 # A step on the FineWeb-length documents against one on the main data (-long steps teach no step time): measured
@@ -255,6 +259,9 @@ def steps(cfg: dict) -> list[dict]:
         # where the record's step goes (record_profile.py: steps 6 and 19 under torch.profiler, in the kinds of
         # profile_kinds.py, as ours), on record-long's graphs: why the record's script beats its kernels in our trainer
         {"name": "record-profile-long", "kind": "record", "iters": n, "data": "long", "profile": True},
+        # the record's kernels in our trainer profiled the same way, on baseline-long's graphs: beside the record's
+        # profile, where its script's 5 % over them goes (the nineteenth session had only the record's)
+        {"name": "baseline-profile-long", "kind": "profile", "env": plain, "data": "long"},
         # measured by earlier sessions (benchmarks/README.md); here for a machine with time to spare.
         # Inductor benchmarks block sizes of its pointwise and reduction kernels (no GEMM autotuning): the
         # default's speed in the eighth session (1.000× / 1.003×), after a cold-length compile
@@ -599,7 +606,7 @@ def publish(state: dict, cfg: dict) -> None:
             checks[name] = json.loads((st / f"{name}.json").read_text())
     if checks:
         (out / f"{cfg['name']}-checks.json").write_text(json.dumps(checks, indent=2))
-    for name in ("profile", "bytes", "profile-long", "record-profile-long"):
+    for name in ("profile", "bytes", "profile-long", "record-profile-long", "baseline-profile-long"):
         if (st / f"{name}.json").is_file():
             (out / f"{cfg['name']}-{name}.json").write_text((st / f"{name}.json").read_text())
     # one file for every configuration: a device call brings back at most 8 files, and there are 8 configurations

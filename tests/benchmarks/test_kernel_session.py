@@ -355,6 +355,26 @@ def test_the_long_documents_profile_runs_on_their_data_after_their_training_step
     assert "profile_s" in state["measured"]
 
 
+def test_the_record_kernels_long_profile_sits_beside_the_records(tmp_path):
+    """baseline-profile-long: the record's kernels in our trainer profiled on the long documents after
+    baseline-long (its graphs) and beside record-profile-long; publish brings it home under its own name, and the
+    files a call brings back stay within the device's 8."""
+    plan = {s["name"]: s for s in ks.steps(CFG)}
+    step = plan["baseline-profile-long"]
+    assert step["kind"] == "profile" and step["env"] == plan["baseline-long"]["env"] and step["data"] == "long"
+    order = [s["name"] for s in ks.steps(CFG)]
+    assert order.index("baseline-long") < order.index("record-profile-long") < order.index("baseline-profile-long")
+    st, out = tmp_path / "state", tmp_path / "out"
+    st.mkdir()
+    for name in ("profile", "bytes", "profile-long", "record-profile-long", "baseline-profile-long", "xsa-check"):
+        (st / f"{name}.json").write_text(json.dumps({"name": name}))
+    (st / "s-baseline.json").write_text("{}")
+    ks.publish(fresh_state(), {"out": out, "state": st, "name": "s"})
+    files = sorted(p.name for p in out.iterdir())
+    assert "s-baseline-profile-long.json" in files and len(files) == 8, files
+    assert json.loads((out / "s-baseline-profile-long.json").read_text()) == {"name": "baseline-profile-long"}
+
+
 def test_the_record_script_runs_where_it_is_and_starts_before_the_baseline(tmp_path, monkeypatch):
     """record-long and record: the record's own script (RECORD_TRAINER) on each data, the issue's yardstick. They are
     references, so a first call may start them past their estimate before the baseline; without the script, or on a
