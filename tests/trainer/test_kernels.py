@@ -242,6 +242,19 @@ H100_SHARED_BYTES = 232448  # the most dynamic shared memory one block may use o
 H100_SM_SHARED_BYTES, H100_SM_REGISTERS = 233472, 65536  # what an SM holds (228 KiB, 1 KiB of it kept per block)
 
 
+def compile_sm90(fn, consts: dict, types: dict, num_warps: int):
+    """Triton kernel `fn` compiled for sm_90 without a GPU (shared by the loss, q/k and XSA kernels' tests): the
+    arguments of `consts` as constexprs, those of `types` of the type given, other pointers *bf16, other scalars
+    i32."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    sig = {a: "constexpr" if a in consts else types.get(a, "*bf16" if a.endswith("_ptr") else "i32")
+           for a in fn.arg_names}
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
 def ptxas_registers(ptx: str, tmp_path: Path) -> int:
     """Registers per thread that Triton's own ptxas, asked for its resource report, allocates for `ptx` on
     sm_90a, after asserting that it spills nothing (shared by the loss kernels' test)."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.trainer.conftest import counted_training_and_eval, loss_and_grads, run_interpreted, train_losses_until
-from tests.trainer.test_kernels import needs_triton, ptxas_registers
+from tests.trainer.test_kernels import compile_sm90, needs_triton, ptxas_registers
 from tests.trainer.test_model import TINY
 
 CAP = 30.0
@@ -144,18 +144,11 @@ def test_softcap_ce_triton_kernels_under_interpreter():
 def test_softcap_ce_kernels_compile_for_hopper(tg, tmp_path):
     """Both kernels compile for sm_90 at the record's vocabulary and their built-in launches without a GPU, and
     keep their tiles in registers: Triton's own ptxas, asked for its resource report, spills nothing."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-
+    types = {"y_ptr": "*i64", "nll_ptr": "*fp32", "lse_ptr": "*fp32", "g_ptr": "*fp32", "cap": "fp32"}
     for fn, which in ((tg._softcap_ce_fwd_kernel, "fwd"), (tg._softcap_ce_bwd_kernel, "bwd")):
         launch = tg._LOSS_TILE_DEFAULT[which]
         consts = {"V": 8192, "ROWS": launch["ROWS"], "BLOCK_V": launch["BLOCK_V"], "EVEN": True}
-        warps = launch["num_warps"]
-        sig = {a: ("*i64" if a == "y_ptr" else "*fp32" if a in ("nll_ptr", "lse_ptr", "g_ptr") else "*bf16")
-               if a.endswith("_ptr") else "constexpr" if a in consts else "fp32" if a == "cap" else "i32"
-               for a in fn.arg_names}
-        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
-        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        k = compile_sm90(fn, consts, types, launch["num_warps"])
         assert "ex2.approx" in k.asm["ptx"], fn.__name__  # tl.exp: the SFU's exp2, once per element and pass
         ptxas_registers(k.asm["ptx"], tmp_path)  # asserts that nothing spills
 

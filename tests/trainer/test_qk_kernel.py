@@ -10,7 +10,7 @@ import torch
 
 from tests.trainer.conftest import (counted_training_and_eval, loss_and_grads, run_interpreted, tiny_batch,
                                     train_losses_until)
-from tests.trainer.test_kernels import needs_triton, ptxas_registers
+from tests.trainer.test_kernels import compile_sm90, needs_triton, ptxas_registers
 from tests.trainer.test_model import TINY
 
 
@@ -157,16 +157,10 @@ def test_qk_norm_rope_triton_kernels_under_interpreter():
 def test_qk_norm_rope_kernels_compile_for_hopper(tg, tmp_path):
     """Both kernels compile for sm_90 at the record's head (64, 16 rotated) and the built-in launch without a GPU,
     and keep their tiles in registers: Triton's own ptxas spills nothing."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-
     for fn, which in ((tg._qk_norm_rope_fwd_kernel, "fwd"), (tg._qk_norm_rope_bwd_kernel, "bwd")):
         launch = tg._QK_TILE_DEFAULT[which]
         consts = {"D": 64, "HALF": 8, "BH": 8, "HAS_GAIN": True, "ROWS": launch["ROWS"]}
-        sig = {a: ("*fp32" if a == "dot_ptr" else "*bf16") if a.endswith("_ptr") else
-               "constexpr" if a in consts else "fp32" if a == "eps" else "i32" for a in fn.arg_names}
-        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
-        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": launch["num_warps"]})
+        k = compile_sm90(fn, consts, {"dot_ptr": "*fp32", "eps": "fp32"}, launch["num_warps"])
         assert "rsqrt.approx" in k.asm["ptx"], fn.__name__  # the norm's one reciprocal square root per row
         # nothing spills (asserted inside), and at most 96 registers a thread: five programs of 4 warps an SM
         assert ptxas_registers(k.asm["ptx"], tmp_path) <= 96, fn.__name__

@@ -9,7 +9,7 @@ import torch
 
 from tests.trainer.conftest import (counted_training_and_eval, loss_and_grads, run_interpreted, tiny_batch,
                                     train_losses_until)
-from tests.trainer.test_kernels import needs_triton, ptxas_registers
+from tests.trainer.test_kernels import compile_sm90, needs_triton, ptxas_registers
 from tests.trainer.test_model import TINY
 
 
@@ -160,16 +160,9 @@ def test_xsa_triton_kernels_under_interpreter():
 def test_xsa_kernels_compile_for_hopper(tg, tmp_path):
     """Both kernels compile for sm_90 at the record's heads (8 of 64 in groups of two) and the built-in launch
     without a GPU, and keep their tiles in registers: Triton's own ptxas spills nothing."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-
     for fn, which in ((tg._xsa_fwd_kernel, "fwd"), (tg._xsa_bwd_kernel, "bwd")):
         launch = tg._XSA_TILE_DEFAULT[which]
-        consts = {"D": 64, "G": 2, "ROWS": launch["ROWS"]}
-        sig = {a: "*bf16" if a.endswith("_ptr") else "constexpr" if a in consts else "fp32" if a == "eps" else "i32"
-               for a in fn.arg_names}
-        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
-        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": launch["num_warps"]})
+        k = compile_sm90(fn, {"D": 64, "G": 2, "ROWS": launch["ROWS"]}, {"eps": "fp32"}, launch["num_warps"])
         assert "sqrt" in k.asm["ptx"], fn.__name__  # |v| per row
         # nothing spills (asserted inside), and at most 80 registers a thread: at least 24 warps an SM
         assert ptxas_registers(k.asm["ptx"], tmp_path) <= 80, fn.__name__
