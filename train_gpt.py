@@ -1511,18 +1511,18 @@ _XSA_EPS = 1e-12  # F.normalize's default eps: |v| below it divides by eps inste
 if triton is not None:
     @triton.jit
     def _xsa_unit(v_ptr, rows, rok, cols, eps, D: tl.constexpr):
-        """A tile of kv rows' v (ROWS, D) as fp32, their n = v / max(|v|, eps) and that divisor (ROWS, 1)."""
+        """A tile of kv rows' n = v / max(|v|, eps) (ROWS, D) in fp32, and that divisor (ROWS, 1)."""
         v = tl.load(v_ptr + rows.to(tl.int64)[:, None] * D + cols[None, :], mask=rok[:, None], other=0.0)
         v = v.to(tl.float32)
         den = tl.maximum(tl.sqrt(tl.sum(v * v, 1)), eps)[:, None]
-        return v, v / den, den
+        return v / den, den
 
     @triton.jit
     def _xsa_fwd_kernel(y_ptr, v_ptr, out_ptr, N, eps, D: tl.constexpr, G: tl.constexpr, ROWS: tl.constexpr):
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # kv rows: (token, kv head) flattened
         cols = tl.arange(0, D)
         rok = rows < N
-        _, n, _ = _xsa_unit(v_ptr, rows, rok, cols, eps, D)
+        n, _ = _xsa_unit(v_ptr, rows, rok, cols, eps, D)
         dt = out_ptr.dtype.element_ty
         for i in tl.static_range(G):  # the group's heads follow each other: head row = kv row · G + i
             off = (rows.to(tl.int64) * G + i)[:, None] * D + cols[None, :]
@@ -1535,7 +1535,7 @@ if triton is not None:
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         cols = tl.arange(0, D)
         rok = rows < N
-        v, n, den = _xsa_unit(v_ptr, rows, rok, cols, eps, D)
+        n, den = _xsa_unit(v_ptr, rows, rok, cols, eps, D)
         dn = tl.zeros_like(n)
         dt = dy_ptr.dtype.element_ty
         for i in tl.static_range(G):
@@ -1574,7 +1574,8 @@ def _xsa_bwd_triton(go, y, v):
 def _xsa_groups(y, v):
     """y (B, T, H, D) as fp32 (B, T, Hkv, g, D), and n = normalize(v) as fp32 (B, T, Hkv, 1, D)."""
     B, T, H, D = y.shape
-    return y.float().view(B, T, v.size(2), H // v.size(2), D), F.normalize(v.float(), dim=-1, eps=_XSA_EPS)[:, :, :, None]
+    n = F.normalize(v.float(), dim=-1, eps=_XSA_EPS)
+    return y.float().view(B, T, v.size(2), H // v.size(2), D), n[:, :, :, None]
 
 
 def _xsa_torch(y, v):
