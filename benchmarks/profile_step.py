@@ -3,7 +3,8 @@ compiled as train_gpt.py compiles it, profiled with torch.profiler for one optim
 and one with looping. Kernels are grouped by kind. Prints JSON (and writes it to argv[1] if given).
 With TORCHINDUCTOR_BENCHMARK_KERNEL=1 (its own compile: Inductor's configuration is part of its cache key) each
 phase also says how far Inductor's kernels are from the bandwidth of a device copy (inductor_bytes.py). Each
-phase's `idle` says where the GPU waited on the host inside the step (step_gaps.py). A third phase,
+phase's `idle` says where the GPU waited on the host inside the step (step_gaps.py), and `inductor_origins` which
+ops its largest Inductor kernels compute (inductor_origins.py: Inductor's comments in its code cache). A third phase,
 `preloop_one_microbatch`, takes optimizer steps of one microbatch each: one GPU's share of an 8-GPU step.
 Usage: DATA_DIR=... python benchmarks/profile_step.py [out.json]"""
 import copy
@@ -19,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_gpt as T  # noqa: E402
 from inductor_bytes import bandwidth, read_cache  # noqa: E402
+from inductor_origins import kernel_origins  # noqa: E402
 from profile_kinds import summarize  # noqa: E402
+
+ORIGINS_OF = 8  # the largest Inductor kernels of each phase whose ops inductor_origins.py looks up
+
 
 def copy_gb_per_s(dev: torch.device) -> float:
     """Bytes read and written per second by a 1 GiB device-to-device copy: the bandwidth a kernel can reach."""
@@ -93,11 +98,17 @@ def main():
     # its communication), where the host's share of a step, eight times larger than above, is measured directly.
     model.looping = False
     out["phases"]["preloop_one_microbatch"], _ = profile_phase(one_microbatch(h), fn, opt, loader, ema)
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
     if os.environ.get("TORCHINDUCTOR_BENCHMARK_KERNEL") == "1":  # both phases' graphs are compiled by now
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
         gb, bw = read_cache(Path(cache_dir())), copy_gb_per_s(dev)
         for name, rows in inductor_rows.items():
             out["phases"][name]["inductor_bytes"] = bandwidth(rows, gb, bw)
+    for name, rows in inductor_rows.items():  # which ops the largest Inductor kernels compute
+        largest = [row[0] for row in sorted(rows, key=lambda row: -row[1])[:ORIGINS_OF]]
+        try:
+            out["phases"][name]["inductor_origins"] = kernel_origins(Path(cache_dir()), largest)
+        except OSError as e:  # the cache unreadable: the profile itself is still worth writing
+            out["phases"][name]["inductor_origins"] = {"error": f"{type(e).__name__}: {e}"}
     text = json.dumps(out, indent=2)
     print(text)
     if len(sys.argv) > 1:
