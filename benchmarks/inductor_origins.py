@@ -12,6 +12,7 @@ from pathlib import Path
 DEFINITION = re.compile(r"^(\w+) = async_compile\.\w+\(", re.M)
 NUMEL = re.compile(r"^\s*((?:x|y|z|r0_|r1_|r)numel) = (\d+)\s*$", re.M)
 MAX_COMMENT_LINES = 40  # a graph fragment can list hundreds of nodes; its head says what the kernel computes
+LARGEST = 8  # the largest Inductor kernels of a profiled phase that largest_origins looks up
 
 
 def definitions(text: str) -> dict[str, dict]:
@@ -39,6 +40,16 @@ def wrappers(root: Path) -> dict[Path, dict[str, dict]]:
         if "= async_compile." in text:
             found[path] = definitions(text)
     return found
+
+
+def largest_origins(rows: list[tuple[str, float, int]], root: Path) -> dict:
+    """kernel_origins of the LARGEST kernels of a phase's Inductor rows (name, ms, launches: profile_kinds.summarize),
+    or {"error": ...} where the cache cannot be read: the profile itself is still worth writing."""
+    names = [row[0] for row in sorted(rows, key=lambda row: -row[1])[:LARGEST]]
+    try:
+        return kernel_origins(root, names)
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def kernel_origins(root: Path, names: list[str]) -> dict[str, dict]:

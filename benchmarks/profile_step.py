@@ -20,11 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_gpt as T  # noqa: E402
 from inductor_bytes import bandwidth, read_cache  # noqa: E402
-from inductor_origins import kernel_origins  # noqa: E402
+from inductor_origins import largest_origins  # noqa: E402
 from profile_kinds import summarize  # noqa: E402
-
-ORIGINS_OF = 8  # the largest Inductor kernels of each phase whose ops inductor_origins.py looks up
-
 
 def copy_gb_per_s(dev: torch.device) -> float:
     """Bytes read and written per second by a 1 GiB device-to-device copy: the bandwidth a kernel can reach."""
@@ -104,11 +101,7 @@ def main():
         for name, rows in inductor_rows.items():
             out["phases"][name]["inductor_bytes"] = bandwidth(rows, gb, bw)
     for name, rows in inductor_rows.items():  # which ops the largest Inductor kernels compute
-        largest = [row[0] for row in sorted(rows, key=lambda row: -row[1])[:ORIGINS_OF]]
-        try:
-            out["phases"][name]["inductor_origins"] = kernel_origins(Path(cache_dir()), largest)
-        except OSError as e:  # the cache unreadable: the profile itself is still worth writing
-            out["phases"][name]["inductor_origins"] = {"error": f"{type(e).__name__}: {e}"}
+        out["phases"][name]["inductor_origins"] = largest_origins(rows, Path(cache_dir()))
     text = json.dumps(out, indent=2)
     print(text)
     if len(sys.argv) > 1:

@@ -3,7 +3,8 @@ and watches what it prints. At the line of step S (RECORD_PROFILE_STEPS, by defa
 starts, and at the next step's line it stops: the record prints a step's line after reading its loss back, so the
 GPU is idle at both ends and the capture is step S+1 whole (its EMA update included). Step 6 runs before looping and
 19 with it, on bench_train_phase.py's schedule. Writes OUT.json: per phase, the figures of profile_kinds.summarize,
-in the kinds profile_step.py gives our trainer's step. The profiler slows the host, so the run's rates are not the
+in the kinds profile_step.py gives our trainer's step, and which ops its largest Inductor kernels compute
+(inductor_origins.py). The profiler slows the host, so the run's rates are not the
 record's (record_phase.py times it without this).
 
 Usage: python benchmarks/record_profile.py OUT.json SCRIPT   (the record's variables in the environment, as
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inductor_origins import largest_origins  # noqa: E402
 from profile_kinds import summarize  # noqa: E402
 
 PHASES = ("preloop", "loop")
@@ -48,8 +50,10 @@ def watch(out: Path, starts: list[int]) -> None:
             prof, phase, t0 = capture.pop("prof"), capture.pop("phase"), capture.pop("t0")
             step_ms = 1000 * (time.perf_counter() - t0)
             prof.__exit__(None, None, None)
-            figures, _ = summarize(prof, step_ms)
-            found["phases"][phase] = {"step": step, **figures}
+            figures, rows = summarize(prof, step_ms)
+            from torch._inductor.runtime.cache_dir_utils import cache_dir
+            found["phases"][phase] = {"step": step, **figures,
+                                      "inductor_origins": largest_origins(rows, Path(cache_dir()))}
             out.write_text(json.dumps(found, indent=2))
         if step in starts:  # the profiler's start-up before the clock: the next step has not begun
             capture.update(prof=torch.profiler.profile(activities=[activity]), phase=PHASES[starts.index(step)])

@@ -48,6 +48,18 @@ def test_a_name_is_read_from_the_wrapper_defining_most_of_the_profiles_kernels(t
     assert len(origin) == io.MAX_COMMENT_LINES and origin[0].startswith("# kernel path:")  # its head kept
 
 
+def test_largest_origins_looks_up_a_phases_largest_kernels(tmp_path):
+    """The LARGEST kernels of a phase by time, looked up; an unreadable cache is said, not raised."""
+    (tmp_path / "bb").mkdir()
+    (tmp_path / "bb" / "cbb.py").write_text(FIXTURE.read_text())
+    rows = [(f"triton_poi_fused_add_{i}", 1.0, 11) for i in range(io.LARGEST - 1)]
+    rows += [("triton_red_fused_mul_sum_3", 8.27, 88), ("triton_per_fused_clamp_min_div_linalg_vector_norm_6", 0.5, 88)]
+    assert list(io.largest_origins(rows, tmp_path)) == ["triton_red_fused_mul_sum_3"]  # the norm is ninth largest
+    (tmp_path / "cc").mkdir()
+    (tmp_path / "cc" / "ccc.py").symlink_to(tmp_path / "gone")  # a file of the cache removed while it is read
+    assert io.largest_origins(rows, tmp_path)["error"].startswith("FileNotFoundError")
+
+
 _COMPILE = """
 import torch
 def f(x, w):
