@@ -1606,7 +1606,7 @@ def _register_xsa_ops() -> None:
 
     @xsa.register_fake
     def _(y, v, use_triton):
-        return torch.empty_like(y)
+        return y.new_empty(y.shape)
 
     @torch.library.custom_op("golf::xsa_bwd", mutates_args=())
     def xsa_bwd(go: torch.Tensor, y: torch.Tensor, v: torch.Tensor, use_triton: bool
@@ -1615,7 +1615,7 @@ def _register_xsa_ops() -> None:
 
     @xsa_bwd.register_fake
     def _(go, y, v, use_triton):
-        return torch.empty_like(y), torch.empty_like(v)
+        return y.new_empty(y.shape), v.new_empty(v.shape)
 
     def setup_context(ctx, inputs, output):
         y, v, use_triton = inputs
@@ -1658,7 +1658,9 @@ def xsa(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """xsa_plain's result through golf::xsa where XSA_KERNEL chose it, else xsa_plain."""
     if _XSA["kernel"] == "plain":
         return xsa_plain(y, v)
-    return torch.ops.golf.xsa(y, v, _XSA["kernel"] == "triton")
+    # contiguous as the op's outputs are: Inductor lays an op's output out as its input (attend's SDPA path hands y
+    # over transposed); a no-op for the varlen and flash-attn-4 paths
+    return torch.ops.golf.xsa(y.contiguous(), v.contiguous(), _XSA["kernel"] == "triton")
 
 
 # ==================================================================================================

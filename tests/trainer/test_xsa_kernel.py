@@ -65,16 +65,34 @@ def test_xsa_torch_op_matches_plain_ops(tg, xsa_kernel, H, HK):
         assert _rel(a, e) <= _rel(b, e), (_rel(a, e), _rel(b, e), a.shape)
 
 
-def test_xsa_traces_under_fullgraph_compile(tg, xsa_kernel):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_xsa_traces_under_fullgraph_compile(tg, xsa_kernel, transposed):
     """torch.compile(fullgraph=True) with Inductor calls the custom ops (fake impls, autograd formula, saved
-    inputs) without a graph break, and the gradients are the plain ones."""
+    inputs) without a graph break, and the output and gradients are the plain ones, also for a y laid out
+    (B, H, T, D) as attend's SDPA path returns it."""
     xsa_kernel("torch")
     y, v, go = _inputs(torch.float32)
-    fused = torch.compile(lambda a, b: tg.xsa(a, b) * 2.0, fullgraph=True, backend="inductor")
-    got = torch.autograd.grad(fused(y, v), (y, v), go)
-    ref = torch.autograd.grad(tg.xsa_plain(y, v) * 2.0, (y, v), go)
+    if transposed:
+        y = y.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+        assert not y.is_contiguous()
+    # a sum over head_dim after the op: Inductor reads the op's output inside its own kernel, by the layout it expects
+    fused = torch.compile(lambda a, b: (tg.xsa(a, b) * 2.0).sum(-1), fullgraph=True, backend="inductor")
+    out, go = fused(y, v), go[..., 0]
+    got = (out, *torch.autograd.grad(out, (y, v), go))
+    ref = (tg.xsa_plain(y, v) * 2.0).sum(-1)
+    ref = (ref, *torch.autograd.grad(ref, (y, v), go))
     for a, b in zip(got, ref):
         assert _rel(a, b) < 1e-5
+
+
+def test_xsa_compiled_without_autograd_takes_a_transposed_y(tg, xsa_kernel):
+    """A forward-only graph (as evaluation compiles one) of the op on a y laid out (B, H, T, D), as attend's SDPA path
+    returns it: xsa hands the op contiguous tensors, since Inductor expects the op's output laid out as its input."""
+    xsa_kernel("torch")
+    y, v, _ = (t.detach() for t in _inputs(torch.float32))
+    y = y.transpose(1, 2).contiguous().transpose(1, 2)
+    fused = torch.compile(lambda a, b: (tg.xsa(a, b) * 2.0).sum(-1), fullgraph=True, backend="inductor")
+    assert _rel(fused(y, v), (tg.xsa_plain(y, v) * 2.0).sum(-1)) < 1e-5
 
 
 def test_model_training_loss_same_with_fused_xsa(tg, xsa_kernel, monkeypatch):
