@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainer.conftest import INTERPRETER_ENV
 from tests.trainer.test_kernels import needs_triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -41,7 +42,7 @@ countdown = lambda fn: (fn(), 100.0 - next(ticks))[1]
 def interpreted(body: str) -> dict:
     """Runs _PRELUDE + `body` in a fresh process under Triton's CPU interpreter (TRITON_INTERPRET=1, read when the
     kernels are decorated); returns the JSON its last line of output holds."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env = {**os.environ, **INTERPRETER_ENV}
     out = subprocess.run([sys.executable, "-c", _PRELUDE + body, str(Path(kc.__file__).parent)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

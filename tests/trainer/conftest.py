@@ -74,11 +74,18 @@ assert tg._TRITON_INTERPRETED
 """
 
 
+# The environment of a process that runs kernels under Triton's CPU interpreter. One intra-op thread: after an
+# interpreted launch, one of torch's two OpenMP workers now and then computed its half of the next elementwise op
+# (a sqrt) to ~3e-4 of the value instead of to rounding, failing the fp32 comparisons against the torch math (CI
+# at 4b7cdff; 3 of 12 runs on this machine, none of 36 with one thread). The trainer's runs here have one already.
+INTERPRETER_ENV = {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+
+
 def run_interpreted(body: str, *args: str):
     """Runs `body` in a fresh process with train_gpt.py loaded as `tg` under Triton's CPU interpreter
     (TRITON_INTERPRET=1, read when the kernels are decorated); sys.argv[2:] are `args`. Returns the JSON that its
     last line of output holds."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env = {**os.environ, **INTERPRETER_ENV}
     out = subprocess.run([sys.executable, "-c", _INTERPRETED_TRAINER + body, str(TRAINER), *args], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
