@@ -72,6 +72,17 @@ def test_loss_kernel_sweep_checks_every_launch_against_the_built_in_one():
         assert best["default_tile"] in rows and best["speedup"] > 1
 
 
+def assert_rows_sweep(sweep: dict, candidates: list, defaults: dict) -> None:
+    """A rows_kernel_sweep result (the q/k and XSA checks): each kernel's rows are the candidates in order, each
+    launch matched the built-in one, and `best` is the last timed (the countdown timer's fastest) with its default."""
+    for which, default in defaults.items():
+        rows = sweep["candidates"][which]
+        assert list(rows) == [f"{r},{w}" for r, w in candidates]
+        assert all(r.get("close") for r in rows.values()), rows
+        best = sweep["best"][which]
+        assert best["tile"] == list(rows)[-1] and best["default_tile"] == default and best["speedup"] > 1
+
+
 _QK = """
 print(json.dumps(kc.check_qk(m=48, device="cpu", timer=countdown, busy=lambda fn: (fn(), 7.0)[1])))
 """
@@ -89,12 +100,7 @@ def test_qk_check_compares_with_the_plain_ops_and_sweeps_every_launch():
     assert res["gpu_busy_ms_fwd_bwd"] == {"plain_inductor": 7.0, "fused_triton": 7.0}
     sweep = res["kernels"]
     assert sweep["gb"]["bwd"] == pytest.approx(1.5 * sweep["gb"]["fwd"]) == 3 * 48 * 12 * 64 * 2 / 1e9
-    for which in ("fwd", "bwd"):
-        rows = sweep["candidates"][which]
-        assert list(rows) == [f"{r},{w}" for r, w in kc.QK_TILE_CANDIDATES]
-        assert all(r.get("close") for r in rows.values()), rows
-        best = sweep["best"][which]
-        assert best["tile"] == list(rows)[-1] and best["default_tile"] == "16,4" and best["speedup"] > 1
+    assert_rows_sweep(sweep, kc.QK_TILE_CANDIDATES, {"fwd": "16,4", "bwd": "16,4"})
 
 
 _XSA = """
@@ -115,12 +121,7 @@ def test_xsa_check_compares_with_the_plain_ops_and_sweeps_every_launch():
     sweep = res["kernels"]
     y_gb, v_gb = 48 * 8 * 64 * 2 / 1e9, 48 * 4 * 64 * 2 / 1e9
     assert sweep["gb"] == {"fwd": pytest.approx(2 * y_gb + v_gb), "bwd": pytest.approx(3 * y_gb + 2 * v_gb)}
-    for which, default in (("fwd", "16,4"), ("bwd", "16,8")):
-        rows = sweep["candidates"][which]
-        assert list(rows) == [f"{r},{w}" for r, w in kc.XSA_TILE_CANDIDATES]
-        assert all(r.get("close") for r in rows.values()), rows
-        best = sweep["best"][which]
-        assert best["tile"] == list(rows)[-1] and best["default_tile"] == default and best["speedup"] > 1
+    assert_rows_sweep(sweep, kc.XSA_TILE_CANDIDATES, {"fwd": "16,4", "bwd": "16,8"})
 
 
 _MLP_SIGNS = """
